@@ -1,0 +1,32 @@
+"""Per-turn rewards and the accumulated reward of a trajectory (DESIGN.md, "Rewards")."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+REWARD_KINDS = ("progressive", "binary")
+
+
+def turn_reward(passed: int, total: int, kind: str = "progressive") -> float:
+    """r_t from the number of tests passed out of `total`."""
+    if kind not in REWARD_KINDS:
+        raise ValueError(f"reward kind must be one of {REWARD_KINDS}, got {kind!r}")
+    if total <= 0:
+        raise ValueError("a problem needs at least one test to be rewarded")
+    if kind == "binary":
+        return 1.0 if passed == total else 0.0
+    return passed / total
+
+
+def accumulated_reward(rewards: Sequence[float], gamma: float = 0.5) -> float:
+    """R = gamma^(T-1) r_1 + sum_{t=2..T} gamma^(T-t) (r_t - r_{t-1}).
+
+    T = 2 gives gamma*r_1 + r_2 - r_1; gamma = 1 gives r_T; T = 1 gives r_1.
+    """
+    if len(rewards) == 0:
+        raise ValueError("accumulated_reward needs at least one turn")
+    T = len(rewards)
+    total = gamma ** (T - 1) * rewards[0]
+    for t in range(1, T):  # 0-based t is the paper's turn t+1
+        total += gamma ** (T - 1 - t) * (rewards[t] - rewards[t - 1])
+    return total
