@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-class UserError(Exception):
-    """A mistake in the user's input: printed as one line, no traceback."""
+from cocos.errors import UserError
 
 
 # ---- eval ---------------------------------------------------------------------------------------
