@@ -45,21 +45,37 @@ def cmd_demo(args) -> int:
 # ---- sft ----------------------------------------------------------------------------------------
 def add_sft_parser(sub):
     p = sub.add_parser("sft", help="supervised fine-tuning (boost model, Turn-SFT)")
+    p.add_argument("--config", default=None, help="YAML of SFT settings (configs/boost_sft.yaml, configs/turn_sft.yaml)")
+    p.add_argument("--out", required=True, help="folder for the fine-tuned HF checkpoint (loads with cocos eval --model)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting (repeatable)")
     p.set_defaults(func=cmd_sft)
 
 
 def cmd_sft(args) -> int:
-    raise UserError("cocos sft is not built yet")
+    from cocos.train.sft import load_sft_config, run_sft
+
+    cfg = load_sft_config(args.config, args.set)
+    out = run_sft(cfg, args.out)
+    print(f"saved the fine-tuned model to {out} (evaluate it with: cocos eval --model {out})")
+    return 0
 
 
 # ---- report -------------------------------------------------------------------------------------
 def add_report_parser(sub):
     p = sub.add_parser("report", help="tables and plots from run folders")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="eval and/or train run folders, any mix")
+    p.add_argument("--out", required=True, help="folder for report.md and the PNG plots")
+    p.add_argument("--label", action="append", default=None, help="method name per run folder, in order (default: folder name)")
+    p.add_argument("--title", default="CoCoS comparison")
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args) -> int:
-    raise UserError("cocos report is not built yet")
+    from cocos.report import build_report
+
+    path = build_report(args.runs, args.out, labels=args.label, title=args.title)
+    print(f"wrote {path}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,475 @@
+"""Tables and plots from run folders: the paper's comparison, as Markdown and PNG.
+
+    build_report(run_dirs, out_dir, labels=None) -> Path   # out_dir/report.md (+ PNGs beside it)
+
+A run folder is either
+- an evaluation run: metrics.json (flat keys "acc@1", "delta(1,2)", ...), samples.jsonl, config.json;
+- a training run: config.yaml, log.jsonl (one JSON object per step), eval/step_N/metrics.json,
+  checkpoints/step_N. Its "final" numbers are those of its last evaluation.
+Any mix works; whatever a folder lacks is skipped with a line in the report saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cocos.errors import UserError
+
+_STEP_DIR = re.compile(r"^step[_-]?(\d+)$")
+_PAIR_KEY = re.compile(r"^delta\((\d+),(\d+)\)$")
+_ACC_KEY = re.compile(r"^acc@(\d+)$")
+
+
+@dataclass
+class Run:
+    label: str
+    path: Path
+    kind: str  # "eval" | "train"
+    config: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)  # final metrics, flat
+    metrics_source: str = ""  # file the final metrics came from, relative to the run folder
+    evals: list[tuple[int, dict]] = field(default_factory=list)  # train: (step, metrics) in step order
+    log: list[dict] = field(default_factory=list)  # train: log.jsonl records
+    samples: list[dict] = field(default_factory=list)  # eval: samples.jsonl records
+    notes: list[str] = field(default_factory=list)  # what is missing, one line each
+
+
+# ---- reading run folders ------------------------------------------------------------------------
+def _read_json(path: Path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a run killed mid-write leaves a partial last line
+                continue
+    return rows
+
+
+def _read_config(path: Path) -> dict:
+    for name in ("config.json", "config.yaml", "config.yml"):
+        p = path / name
+        if p.exists():
+            if name.endswith(".json"):
+                data = _read_json(p)
+            else:
+                import yaml
+
+                data = yaml.safe_load(p.read_text())
+            return data if isinstance(data, dict) else {}
+    return {}
+
+
+def _flat_metrics(m: dict) -> dict:
+    """Metrics as one flat dict; a file keyed by dataset ({"mbpp": {...}}) gives its first dataset."""
+    if any(_ACC_KEY.match(k) for k in m):
+        return m
+    for v in m.values():
+        if isinstance(v, dict) and any(_ACC_KEY.match(k) for k in v):
+            return v
+    return m
+
+
+def load_run(path: str | Path, label: str | None = None) -> Run:
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"run folder {str(path)!r} does not exist: pass folders written by `cocos eval` or `cocos train`")
+    log_path = path / "log.jsonl"
+    kind = "train" if log_path.exists() or (path / "eval").is_dir() or (path / "checkpoints").is_dir() else "eval"
+    run = Run(label=label or path.name, path=path, kind=kind, config=_read_config(path))
+    if not run.config:
+        run.notes.append("no config.json / config.yaml")
+
+    if kind == "train":
+        if log_path.exists():
+            run.log = _read_jsonl(log_path)
+        if not run.log:
+            run.notes.append("no training log (log.jsonl missing or empty): no learning curves")
+        evals = []
+        for d in (path / "eval").glob("*") if (path / "eval").is_dir() else []:
+            m = _STEP_DIR.match(d.name)
+            if m and (d / "metrics.json").exists():
+                evals.append((int(m.group(1)), d))
+        for step, d in sorted(evals):
+            run.evals.append((step, _flat_metrics(_read_json(d / "metrics.json"))))
+        if run.evals:
+            step, d = sorted(evals)[-1]
+            run.metrics = run.evals[-1][1]
+            run.metrics_source = str(d.relative_to(path) / "metrics.json")
+        elif (path / "metrics.json").exists():
+            run.metrics = _flat_metrics(_read_json(path / "metrics.json"))
+            run.metrics_source = "metrics.json"
+        else:
+            run.notes.append("no evaluation (eval/step_N/metrics.json): not in the accuracy tables")
+    else:
+        if (path / "metrics.json").exists():
+            run.metrics = _flat_metrics(_read_json(path / "metrics.json"))
+            run.metrics_source = "metrics.json"
+        else:
+            run.notes.append("no metrics.json: not in the accuracy tables")
+        if (path / "samples.jsonl").exists():
+            run.samples = _read_jsonl(path / "samples.jsonl")
+        else:
+            run.notes.append("no samples.jsonl: no response lengths")
+    return run
+
+
+# ---- numbers ------------------------------------------------------------------------------------
+def _num(x) -> float | None:
+    if isinstance(x, bool) or x is None:
+        return None
+    if isinstance(x, (int, float)) and math.isfinite(x):
+        return float(x)
+    return None
+
+
+def pct(x) -> str:
+    """A share in [0, 1] as a percentage with one decimal; '-' when missing."""
+    v = _num(x)
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def turns_of(metrics: dict) -> list[int]:
+    return sorted(int(m.group(1)) for k in metrics if (m := _ACC_KEY.match(k)))
+
+
+def turn_pairs(runs: list[Run]) -> list[tuple[int, int]]:
+    """Every (t1, t2) pair some run has metrics for; (1, 2) first, as in the paper."""
+    pairs = {(int(m.group(1)), int(m.group(2))) for r in runs for k in r.metrics if (m := _PAIR_KEY.match(k))}
+    return sorted(pairs, key=lambda p: (p != (1, 2), p))
+
+
+def per_turn_series(log: list[dict], stem: str) -> dict[int, list[tuple[int, float]]]:
+    """{turn: [(step, value), ...]} for a per-turn quantity in a training log.
+
+    Accepts a list value ("reward": [r1, r2]) or one key per turn ("reward_t1", "reward/turn1",
+    "reward@1", "reward_1", "reward_turn_1").
+    """
+    pat = re.compile(rf"^{re.escape(stem)}(?:[/_@.]?(?:turn|t)?[_]?)(\d+)$")
+    out: dict[int, list[tuple[int, float]]] = {}
+    for i, rec in enumerate(log):
+        step = rec.get("step", i)
+        if not isinstance(step, (int, float)):
+            step = i
+        v = rec.get(stem)
+        if isinstance(v, (list, tuple)):
+            for t, x in enumerate(v, start=1):
+                if _num(x) is not None:
+                    out.setdefault(t, []).append((step, float(x)))
+            continue
+        for k, x in rec.items():
+            m = pat.match(k)
+            if m and _num(x) is not None:
+                out.setdefault(int(m.group(1)), []).append((step, float(x)))
+    return out
+
+
+def _sample_turns(rec: dict) -> list[dict]:
+    turns = rec.get("turns")
+    return turns if isinstance(turns, list) else []
+
+
+def response_lengths(samples: list[dict], tokens: bool = True) -> tuple[dict[int, float], str]:
+    """Mean response length per turn from eval samples: tokens when saved (and `tokens`), else characters."""
+    tok: dict[int, list[int]] = {}
+    chars: dict[int, list[int]] = {}
+    for rec in samples:
+        for t, turn in enumerate(_sample_turns(rec), start=1):
+            if not isinstance(turn, dict):
+                continue
+            n = None
+            for key in ("n_tokens", "completion_tokens", "response_tokens", "num_tokens"):
+                if _num(turn.get(key)) is not None:
+                    n = int(turn[key])
+                    break
+            if n is None and isinstance(turn.get("completion_ids"), list):
+                n = len(turn["completion_ids"])
+            if n is not None:
+                tok.setdefault(t, []).append(n)
+            if isinstance(turn.get("text"), str):
+                chars.setdefault(t, []).append(len(turn["text"]))
+    if tok and tokens:
+        return {t: sum(v) / len(v) for t, v in tok.items()}, "tokens"
+    return {t: sum(v) / len(v) for t, v in chars.items()}, "characters"
+
+
+def _describe_train(run: Run) -> str:
+    c = run.config
+    bits = []
+    for key in ("algo", "algorithm", "reward", "gamma", "mode", "rollout_mode", "turns", "score_stage"):
+        if key in c and not isinstance(c[key], (dict, list)):
+            bits.append(f"{key}={c[key]}")
+    return ", ".join(bits)
+
+
+# ---- plots --------------------------------------------------------------------------------------
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _bar_groups(ax, labels: list[str], series: dict[str, list[float | None]], ylabel: str, percent: bool = True):
+    n = max(len(series), 1)
+    width = 0.8 / n
+    xs = range(len(labels))
+    for j, (name, values) in enumerate(series.items()):
+        pos = [x - 0.4 + width * (j + 0.5) for x in xs]
+        vals = [(100 * v if percent else v) if v is not None else 0.0 for v in values]
+        bars = ax.bar(pos, vals, width, label=name)
+        for b, v in zip(bars, values):
+            if v is not None:
+                txt = f"{100 * v:.1f}" if percent else f"{v:.0f}"
+                ax.annotate(txt, (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(labels, rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+
+
+def plot_accuracy(runs: list[Run], path: Path) -> bool:
+    runs = [r for r in runs if turns_of(r.metrics)]
+    if not runs:
+        return False
+    turns = sorted({t for r in runs for t in turns_of(r.metrics)})
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(runs) + 2), 4))
+    _bar_groups(ax, [r.label for r in runs], {f"turn {t}": [_num(r.metrics.get(f"acc@{t}")) for r in runs] for t in turns}, "accuracy (%)")
+    ax.set_title("Accuracy at each turn")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def plot_deltas(runs: list[Run], pair: tuple[int, int], path: Path) -> bool:
+    a, b = pair
+    keys = {"delta": f"delta({a},{b})", "i->c": f"delta_i2c({a},{b})", "c->i": f"delta_c2i({a},{b})"}
+    runs = [r for r in runs if any(k in r.metrics for k in keys.values())]
+    if not runs:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(runs) + 2), 4))
+    _bar_groups(ax, [r.label for r in runs], {name: [_num(r.metrics.get(k)) for r in runs] for name, k in keys.items()}, "share of problems (%)")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_title(f"Self-correction from turn {a} to turn {b}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def plot_unit(runs: list[Run], pair: tuple[int, int], path: Path) -> bool:
+    a, b = pair
+    keys = {"unit improve": f"unit_improve({a},{b})", "unit preserve": f"unit_preserve({a},{b})", "edit similarity": f"edit_sim({a},{b})"}
+    runs = [r for r in runs if any(k in r.metrics for k in keys.values())]
+    if not runs:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(runs) + 2), 4))
+    _bar_groups(ax, [r.label for r in runs], {name: [_num(r.metrics.get(k)) for r in runs] for name, k in keys.items()}, "%")
+    ax.set_title(f"Unit-level improvement, preservation and edit similarity (turn {a} -> {b})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def plot_curves(runs: list[Run], stem: str, ylabel: str, title: str, path: Path) -> bool:
+    """One panel per turn; every training run overlaid (gamma ablations side by side)."""
+    data = {r.label: per_turn_series(r.log, stem) for r in runs if r.kind == "train" and r.log}
+    data = {k: v for k, v in data.items() if v}
+    if not data:
+        return False
+    turns = sorted({t for v in data.values() for t in v})
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(turns), figsize=(4.5 * len(turns), 3.6), squeeze=False)
+    for ax, t in zip(axes[0], turns):
+        for label, series in data.items():
+            if t in series:
+                xs, ys = zip(*series[t])
+                ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=label)
+        ax.set_title(f"{title}, turn {t}")
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def plot_eval_lengths(runs: list[Run], path: Path) -> tuple[bool, str]:
+    lens = {r.label: response_lengths(r.samples) for r in runs if r.samples}
+    lens = {k: v for k, v in lens.items() if v[0]}
+    if not lens:
+        return False, ""
+    units = {u for _, u in lens.values()}
+    unit = "tokens" if units == {"tokens"} else "characters"
+    if unit == "characters":  # one unit per plot
+        lens = {r.label: response_lengths(r.samples, tokens=False) for r in runs if r.samples}
+        lens = {k: v for k, v in lens.items() if v[0]}
+    turns = sorted({t for v, _ in lens.values() for t in v})
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(lens) + 2), 4))
+    _bar_groups(ax, list(lens), {f"turn {t}": [lens[k][0].get(t) for k in lens] for t in turns}, f"mean response length ({unit})", percent=False)
+    ax.set_title("Response length at each turn (evaluation)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True, unit
+
+
+# ---- the report ---------------------------------------------------------------------------------
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def delta_table(runs: list[Run], pair: tuple[int, int]) -> list[str]:
+    a, b = pair
+    cols = [f"acc@{a}", f"acc@{b}", f"delta({a},{b})", f"delta_i2c({a},{b})", f"delta_c2i({a},{b})"]
+    rows = [[r.label] + [pct(r.metrics.get(c)) for c in cols] for r in runs if any(c in r.metrics for c in cols)]
+    if not rows:
+        return []
+    return _table(["Method", f"acc@t{a}", f"acc@t{b}", "Δ(t1,t2)", "Δi→c(t1,t2)", "Δc→i(t1,t2)"], rows)
+
+
+def unit_table(runs: list[Run], pair: tuple[int, int]) -> list[str]:
+    a, b = pair
+    cols = [f"unit_improve({a},{b})", f"unit_preserve({a},{b})", f"edit_sim({a},{b})"]
+    rows = [[r.label] + [pct(r.metrics.get(c)) for c in cols] for r in runs if any(c in r.metrics for c in cols)]
+    if not rows:
+        return []
+    return _table(["Method", "unit improve", "unit preserve", "edit similarity"], rows)
+
+
+def build_report(run_dirs: list[str | Path], out_dir: str | Path, labels: list[str] | None = None, title: str = "CoCoS comparison") -> Path:
+    if not run_dirs:
+        raise UserError("no run folders given: pass one or more folders written by `cocos eval` / `cocos train`")
+    if labels and len(labels) != len(run_dirs):
+        raise UserError(f"--label was given {len(labels)} times for {len(run_dirs)} run folders: give one label per folder, in order")
+    runs = [load_run(d, labels[i] if labels else None) for i, d in enumerate(run_dirs)]
+    seen: dict[str, int] = {}
+    for r in runs:  # two folders with the same name would overwrite each other in every plot
+        if r.label in seen:
+            seen[r.label] += 1
+            r.label = f"{r.label} ({seen[r.label]})"
+        else:
+            seen[r.label] = 1
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    scored = [r for r in runs if r.metrics]
+    md: list[str] = [f"# {title}", ""]
+    skipped: list[str] = []
+
+    # Runs
+    md += ["## Runs", ""]
+    rows = []
+    for r in runs:
+        n = r.metrics.get("n_problems")
+        src = r.metrics_source or "-"
+        extra = _describe_train(r) if r.kind == "train" else str(r.config.get("model", "") or "")
+        rows.append([r.label, r.kind, f"`{r.path}`", "-" if n is None else str(n), src, extra or "-"])
+    md += _table(["Method", "kind", "folder", "problems", "final numbers from", "settings"], rows) + [""]
+    for r in runs:
+        for note in r.notes:
+            md.append(f"- {r.label}: {note}.")
+    if any(r.notes for r in runs):
+        md.append("")
+
+    # Accuracy
+    md += ["## Accuracy at each turn", ""]
+    if plot_accuracy(scored, out / "accuracy.png"):
+        md += ["![accuracy at each turn](accuracy.png)", ""]
+    else:
+        skipped.append("accuracy bars: no run has acc@t metrics")
+    pairs = turn_pairs(scored)
+    if not pairs:
+        skipped.append("delta tables: no run has delta(t1,t2) metrics")
+    for pair in pairs:
+        a, b = pair
+        md += [f"## Self-correction, turn {a} → turn {b} (shares of problems, %)", ""]
+        md += delta_table(scored, pair) + [""]
+        name = "deltas.png" if pair == (1, 2) else f"deltas_{a}_{b}.png"
+        if plot_deltas(scored, pair, out / name):
+            md += [f"![deltas]({name})", ""]
+        ut = unit_table(scored, pair)
+        md += [f"### Unit-level improvement and preservation, turn {a} → turn {b} (%)", ""]
+        if ut:
+            md += ut + [""]
+            name = "unit.png" if pair == (1, 2) else f"unit_{a}_{b}.png"
+            if plot_unit(scored, pair, out / name):
+                md += [f"![unit-level metrics]({name})", ""]
+        else:
+            md += ["No run has unit-level metrics for this pair.", ""]
+
+    # Training runs
+    train = [r for r in runs if r.kind == "train"]
+    md += ["## Learning curves", ""]
+    if not train:
+        md += ["No training run among the folders: no learning curves.", ""]
+    else:
+        made = False
+        for stem, ylabel, title_, fname in (
+            ("reward", "mean reward", "Reward", "reward_curves.png"),
+            ("acc", "accuracy", "Training accuracy", "train_acc_curves.png"),
+            ("response_length", "tokens", "Response length", "length_curves.png"),
+            ("edit_sim", "similarity", "Edit similarity", "edit_sim_curves.png"),
+        ):
+            if plot_curves(train, stem, ylabel, title_, out / fname):
+                md += [f"![{title_}]({fname})", ""]
+                made = True
+            else:
+                skipped.append(f"{title_.lower()} curves: no training log has per-turn `{stem}` values")
+        if not made:
+            md += ["No training log has per-turn values to plot.", ""]
+        ev_rows = []
+        for r in train:
+            if len(r.evals) >= 1:
+                first_step, first = r.evals[0]
+                last_step, last = r.evals[-1]
+                T = max(turns_of(last) or [1])
+                ev_rows.append([r.label, str(first_step), pct(first.get(f"acc@{T}")), str(last_step), pct(last.get(f"acc@{T}"))])
+        if ev_rows:
+            md += ["Last-turn accuracy at the first and last evaluation of each training run (%):", ""]
+            md += _table(["Method", "first eval step", "acc@T", "last eval step", "acc@T"], ev_rows) + [""]
+
+    # Response lengths of evaluation runs
+    md += ["## Response length (evaluation samples)", ""]
+    ok, unit = plot_eval_lengths(runs, out / "lengths.png")
+    if ok:
+        md += [f"Mean length of the model's answer at each turn, in {unit}.", "", "![response lengths](lengths.png)", ""]
+    else:
+        md += ["No evaluation run has samples with responses: no length plot.", ""]
+        skipped.append("response-length bars: no samples.jsonl with turns")
+
+    if skipped:
+        md += ["## Skipped", ""] + [f"- {s}." for s in skipped] + [""]
+    md += [
+        "Shares are percentages of the problems evaluated. Δ = acc@t2 − acc@t1; Δi→c: wrong at t1 and right at t2;",
+        "Δc→i: right at t1 and wrong at t2 (so Δ = Δi→c − Δc→i). Unit preserve: share of the tests passed at t1 still passed at t2.",
+        "",
+    ]
+    path = out / "report.md"
+    path.write_text("\n".join(md))
+    return path
