@@ -1,0 +1,267 @@
+"""TrainConfig: every option of `cocos train` (TRL style: one dataclass, YAML files, `--set` overrides).
+
+    cfg = load_config("configs/cocos_cpu.yaml", overrides=["k=4", "lr=2e-5"])
+
+Unknown fields and values of the wrong type or outside their choices raise one UserError naming the
+field, so the CLI prints one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from cocos.errors import UserError
+
+CHOICES = {
+    "method": ("cocos", "score"),
+    "reward": ("progressive", "binary"),
+    "mode": ("trajectory", "last-turn"),
+    "schedule": ("cosine", "linear", "constant"),
+    "dtype": ("float32", "bfloat16", "auto"),
+    "autocast": ("auto", "bf16", "none"),
+    "backend": ("auto", "hf", "engine", "vllm"),
+    "prompt_format": ("paper", "chat"),
+    "kl_estimator": ("k1", "k3"),
+}
+
+
+@dataclass
+class TrainConfig:
+    # ---- model ----
+    model: str = "smollm2-135m"  # packaged alias, HF id or local checkpoint (cocos.policy.load_policy)
+    dtype: str = "float32"  # weights (and optimizer) dtype; keep float32 for full fine-tuning
+    autocast: str = "auto"  # bf16 autocast for the log-prob passes: auto = where the hardware has it
+    backend: str = "auto"  # generation backend (cocos.policy)
+    lora: bool = False  # LoRA adapters via peft; the reference is then the base with adapters off
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target_modules: str = "all-linear"  # peft target_modules; comma list or "all-linear"
+
+    # ---- objective (DESIGN.md) ----
+    method: str = "cocos"  # cocos | score (two-stage SCoRe baseline)
+    reward: str = "progressive"  # per-turn reward: tests passed / K, or all-pass
+    gamma: float = 0.5  # accumulated reward discount
+    beta: float = 0.01  # KL coefficient (score = R - beta * KL)
+    kl_estimator: str = "k1"  # per-token KL estimate: k1 = logp - logp_ref, k3 = exp(-d) - 1 + d
+    k: int = 2  # samples (trajectories) per problem, RLOO group size
+    turns: int = 2  # T >= 1
+    mode: str = "trajectory"  # trajectory | last-turn (turns 1..T-1 shared by the k samples)
+    train_turns: str = "all"  # which turns carry gradient: all | last | comma list of 1-based turns ("2" or "1,2")
+
+    # ---- SCoRe (method: score) ----
+    score_stage1_steps: int = 10  # steps of stage I; stage II after
+    score_beta1: float = 0.1  # stage I: strong KL on turns 1..T-1
+    score_alpha: float = 10.0  # stage II: shaped bonus alpha * (r_T - r_1)
+
+    # ---- rollouts ----
+    temperature: float = 0.9
+    top_p: float = 1.0
+    max_new_tokens: int = 512  # per turn
+    prompt_format: str = "paper"
+    fewshot: bool = False  # prepend the solved MBPP examples (task ids 1-10) to turn 1
+    timeout: float = 3.0  # per test, seconds (sandbox)
+
+    # ---- data ----
+    dataset: str = "mbpp"
+    split: str = "train"  # MBPP train = task ids 601-974
+    train_limit: int | None = None  # use only the first N training problems
+
+    # ---- optimisation ----
+    lr: float = 1e-5
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    max_grad_norm: float = 1.0  # 0 = no clipping
+    problems_per_step: int = 128  # global batch of problems per optimizer step (split across ranks)
+    grad_accum: int = 1  # each rank rolls out and back-propagates its problems in this many chunks
+    micro_batch: int = 8  # sequences per log-prob forward pass (bounds memory)
+    max_steps: int = 100
+    seed: int = 0
+
+    # ---- evaluation, checkpoints, logging ----
+    eval_every: int = 0  # 0 = only at the end (if eval_limit > 0)
+    eval_at_start: bool = False
+    eval_dataset: str = "mbpp"
+    eval_split: str = "validation"  # MBPP validation = task ids 511-600
+    eval_limit: int | None = 20  # 0 = no evaluation
+    eval_turns: int | None = None  # None = turns
+    eval_max_new_tokens: int | None = None  # None = max_new_tokens
+    save_every: int = 0  # 0 = only at the end
+    save_total_limit: int = 2  # keep the last N checkpoints
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "cocos"
+
+    # ---- failure-signature watchdog ----
+    watch_window: int = 5  # steps compared
+    watch_kl_max: float = 20.0  # mean sequence KL (nats) above which KL is "exploding"
+    watch_edit_sim: float = 0.98  # edit similarity (1, T) above which turns no longer differ
+
+    # ------------------------------------------------------------------------------------------
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise UserError(f"{name}: must be one of {', '.join(choices)} (got {getattr(self, name)!r})")
+        positive = ("k", "turns", "max_new_tokens", "problems_per_step", "grad_accum", "micro_batch", "lora_r")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise UserError(f"{name}: must be >= 1 (got {getattr(self, name)})")
+        if self.k < 2:
+            raise UserError("k: RLOO needs at least 2 samples per problem (leave-one-out baseline); set k=2 or more")
+        for name in ("max_steps", "warmup_steps", "eval_every", "save_every", "save_total_limit", "score_stage1_steps"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name}: must be >= 0 (got {getattr(self, name)})")
+        for name in ("beta", "lr", "temperature", "timeout", "score_beta1"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name}: must be >= 0 (got {getattr(self, name)})")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"top_p: must be in (0, 1] (got {self.top_p})")
+        if self.temperature == 0:
+            raise UserError("temperature: RL needs sampling; use a temperature > 0 (the paper uses 0.9)")
+        self.trained_turns()  # validates train_turns
+        if self.method == "score" and self.turns < 2:
+            raise UserError("turns: SCoRe needs at least 2 turns")
+
+    def trained_turns(self) -> list[int]:
+        """0-based indices of the turns that carry gradient."""
+        T, spec = self.turns, str(self.train_turns).strip().lower()
+        if spec == "all":
+            out = list(range(T))
+        elif spec == "last":
+            out = [T - 1]
+        else:
+            try:
+                out = sorted({int(x) - 1 for x in spec.replace(" ", "").split(",") if x})
+            except ValueError:
+                raise UserError(f"train_turns: use all, last or a comma list of turns like 1,2 (got {self.train_turns!r})")
+            if not out or out[0] < 0 or out[-1] >= T:
+                raise UserError(f"train_turns: turns must be between 1 and turns={T} (got {self.train_turns!r})")
+        if self.mode == "last-turn" and out != [T - 1]:
+            if spec == "all":  # last-turn mode trains only the last turn: the shared turns have no advantage
+                return [T - 1]
+            raise UserError(f"train_turns: last-turn mode trains only turn {T}; set train_turns=last (got {self.train_turns!r})")
+        return out
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---- loading and overrides ----------------------------------------------------------------------
+def _field_types() -> dict[str, object]:
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: hints[f.name] for f in fields(TrainConfig)}
+
+
+def _coerce(name: str, value, tp):
+    """Check/convert one value to the field's declared type; UserError naming the field if it does not fit."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(name, value, inner[0])
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise UserError(f"{name}: expected true or false (got {value!r})")
+    if tp is int:
+        if isinstance(value, bool):
+            raise UserError(f"{name}: expected an integer (got {value!r})")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise UserError(f"{name}: expected an integer (got {value!r})")
+    if tp is float:
+        if isinstance(value, bool):
+            raise UserError(f"{name}: expected a number (got {value!r})")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise UserError(f"{name}: expected a number (got {value!r})")
+    if tp is str:
+        if isinstance(value, list):  # train_turns: [1, 2] in YAML
+            return ",".join(str(v) for v in value)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise UserError(f"{name}: expected a string (got {value!r})")
+    return value
+
+
+def _parse_scalar(text: str):
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(values: dict, overrides: list[str] | None) -> dict:
+    """`field=value` strings on top of a dict of values (YAML syntax for the value)."""
+    values = dict(values)
+    for item in overrides or []:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: use field=value, e.g. --set lr=2e-5")
+        key, text = item.split("=", 1)
+        values[key.strip()] = _parse_scalar(text.strip())
+    return values
+
+
+def build_config(values: dict) -> TrainConfig:
+    types_ = _field_types()
+    unknown = [k for k in values if k not in types_]
+    if unknown:
+        raise UserError(f"unknown config field {unknown[0]!r}; known fields: {', '.join(types_)}")
+    return TrainConfig(**{k: _coerce(k, v, types_[k]) for k, v in values.items()})
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **extra) -> TrainConfig:
+    """YAML file (optional) -> `extra` keyword values -> `--set` overrides -> validated TrainConfig."""
+    import yaml
+
+    values: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"--config {path}: no such file (the configs/ folder has cocos_cpu.yaml, cocos_paper.yaml, score.yaml)")
+        try:
+            values = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})")
+        if not isinstance(values, dict):
+            raise UserError(f"--config {path}: expected a mapping of field: value")
+    values.update({k: v for k, v in extra.items() if v is not None})
+    return build_config(apply_overrides(values, overrides))
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    import yaml
+
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def replace(cfg: TrainConfig, **changes) -> TrainConfig:
+    return dataclasses.replace(cfg, **changes)
