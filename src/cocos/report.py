@@ -240,8 +240,11 @@ def _bar_groups(ax, labels: list[str], series: dict[str, list[float | None]], yl
     ax.set_xticklabels(labels, rotation=30, ha="right")
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
+    top = max([(100 * v if percent else v) for vals in series.values() for v in vals if v is not None] or [1.0])
+    if top > 0:
+        ax.set_ylim(top=top * 1.25)  # headroom for the value labels and the legend
     if len(series) > 1:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, ncol=len(series), loc="upper left")
 
 
 def plot_accuracy(runs: list[Run], path: Path) -> bool:
@@ -339,8 +342,9 @@ def plot_eval_lengths(runs: list[Run], path: Path) -> tuple[bool, str]:
 
 
 # ---- the report ---------------------------------------------------------------------------------
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+def _table(header: list[str], rows: list[list[str]], numeric: bool = True) -> list[str]:
+    align = ["---"] + (["---:"] if numeric else ["---"]) * (len(header) - 1)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return lines
 
@@ -390,7 +394,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, labels: list[s
         src = r.metrics_source or "-"
         extra = _describe_train(r) if r.kind == "train" else str(r.config.get("model", "") or "")
         rows.append([r.label, r.kind, f"`{r.path}`", "-" if n is None else str(n), src, extra or "-"])
-    md += _table(["Method", "kind", "folder", "problems", "final numbers from", "settings"], rows) + [""]
+    md += _table(["Method", "kind", "folder", "problems", "final numbers from", "settings"], rows, numeric=False) + [""]
     for r in runs:
         for note in r.notes:
             md.append(f"- {r.label}: {note}.")

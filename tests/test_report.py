@@ -1,0 +1,119 @@
+"""`cocos report` on small fixture run folders built here: files exist, table numbers equal metrics.json."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from cocos.cli import main
+from cocos.errors import UserError
+from cocos.report import build_report, load_run, pct, per_turn_series
+
+
+def _metrics(a1, a2, i2c, c2i, n=20, **extra):
+    m = {
+        "acc@1": a1, "acc@2": a2, "delta(1,2)": a2 - a1, "delta_i2c(1,2)": i2c, "delta_c2i(1,2)": c2i,
+        "unit_improve(1,2)": i2c + 0.05, "unit_preserve(1,2)": 1 - c2i, "edit_sim(1,2)": 0.8, "n_problems": n,
+    }
+    m.update(extra)
+    return m
+
+
+def _eval_run(root: Path, name: str, metrics: dict, with_samples: bool = True) -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    (d / "config.json").write_text(json.dumps({"model": "tiny", "turns": 2}))
+    if with_samples:
+        rows = [
+            {"task_id": 11 + i, "turns": [{"text": "def f():\n    return 1\n[DONE]", "completion_ids": list(range(10 + i))},
+                                          {"text": "def f():\n    return 2\n[DONE]", "completion_ids": list(range(20))}]}
+            for i in range(3)
+        ]
+        (d / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d
+
+
+def _train_run(root: Path, name: str, gamma: float, finals: list[dict]) -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(f"method: cocos\nreward: progressive\ngamma: {gamma}\nmode: trajectory\n")
+    log = [{"step": s, "reward": [0.1 * s, 0.12 * s], "acc": [0.1, 0.2], "kl": 0.01 * s,
+            "response_length": [50 + s, 60 + s]} for s in range(1, 6)]
+    (d / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log) + '{"step": 6, "rew')  # torn last line
+    for step, m in zip((0, 5), finals):
+        (d / "eval" / f"step_{step}").mkdir(parents=True)
+        (d / "eval" / f"step_{step}" / "metrics.json").write_text(json.dumps(m))
+    return d
+
+
+def _table_rows(md: str, header_start: str) -> dict[str, list[str]]:
+    """Rows of the first Markdown table whose header starts with `header_start`, keyed by method."""
+    lines = md.splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    rows = {}
+    for line in lines[i + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_report_on_mixed_runs(tmp_path):
+    base = _eval_run(tmp_path, "base", _metrics(0.30, 0.25, 0.05, 0.10))
+    boost = _eval_run(tmp_path, "boost", _metrics(0.40, 0.45, 0.10, 0.05))
+    g05 = _train_run(tmp_path, "cocos_g0.5", 0.5, [_metrics(0.40, 0.45, 0.10, 0.05), _metrics(0.42, 0.50, 0.12, 0.04)])
+    g0 = _train_run(tmp_path, "cocos_g0", 0.0, [_metrics(0.40, 0.45, 0.10, 0.05), _metrics(0.35, 0.48, 0.15, 0.02)])
+    empty = tmp_path / "crashed"
+    empty.mkdir()
+    out = tmp_path / "report"
+    assert main(["report", str(base), str(boost), str(g05), str(g0), str(empty), "--out", str(out),
+                 "--label", "Base", "--label", "Boost", "--label", "CoCoS γ=0.5", "--label", "CoCoS γ=0", "--label", "Crashed"]) == 0
+    md = (out / "report.md").read_text()
+    for png in ("accuracy.png", "deltas.png", "unit.png", "reward_curves.png", "lengths.png", "length_curves.png"):
+        assert (out / png).stat().st_size > 1000, png
+        assert f"({png})" in md
+    # the delta table, paper layout, equals the metrics files (train runs: last eval)
+    rows = _table_rows(md, "| Method | acc@t1")
+    expect = {
+        "Base": json.loads((base / "metrics.json").read_text()),
+        "Boost": json.loads((boost / "metrics.json").read_text()),
+        "CoCoS γ=0.5": json.loads((g05 / "eval/step_5/metrics.json").read_text()),
+        "CoCoS γ=0": json.loads((g0 / "eval/step_5/metrics.json").read_text()),
+    }
+    assert set(rows) == set(expect)  # the run without metrics is not in the table
+    for label, m in expect.items():
+        cols = ["acc@1", "acc@2", "delta(1,2)", "delta_i2c(1,2)", "delta_c2i(1,2)"]
+        assert rows[label] == [f"{100 * m[c]:.1f}" for c in cols], label
+    unit = _table_rows(md, "| Method | unit improve")
+    for label, m in expect.items():
+        assert unit[label] == [pct(m["unit_improve(1,2)"]), pct(m["unit_preserve(1,2)"]), pct(m["edit_sim(1,2)"])]
+    # what is missing is said, not silently dropped
+    assert "Crashed: no metrics.json" in md
+    assert re.search(r"eval/step_5/metrics\.json", md)
+
+
+def test_report_eval_only_skips_curves(tmp_path):
+    a = _eval_run(tmp_path, "self_refine", _metrics(0.2, 0.22, 0.04, 0.02), with_samples=False)
+    out = tmp_path / "r"
+    build_report([a], out)
+    md = (out / "report.md").read_text()
+    assert "No training run among the folders" in md
+    assert "no samples.jsonl" in md
+    assert not (out / "reward_curves.png").exists()
+    assert _table_rows(md, "| Method | acc@t1")["self_refine"][0] == "20.0"
+
+
+def test_train_run_without_eval_and_errors(tmp_path):
+    d = tmp_path / "t"
+    d.mkdir()
+    (d / "log.jsonl").write_text(json.dumps({"step": 1, "reward_t1": 0.5, "reward_t2": 0.7}) + "\n")
+    run = load_run(d)
+    assert run.kind == "train" and not run.metrics
+    assert per_turn_series(run.log, "reward") == {1: [(1, 0.5)], 2: [(1, 0.7)]}
+    with pytest.raises(UserError, match="does not exist"):
+        build_report([tmp_path / "nope"], tmp_path / "out")
+    with pytest.raises(UserError, match="--label"):
+        build_report([d], tmp_path / "out", labels=["a", "b"])
