@@ -1,0 +1,254 @@
+"""The evaluation job: multi-turn self-correction episodes (or saved answers) -> metrics, samples, table.
+
+    run_eval(EvalConfig(out="runs/x", model="smollm2-135m", dataset="mbpp", limit=100, fewshot=True))
+    run_eval(EvalConfig(out="runs/y", samples="answers.jsonl", dataset="humaneval"))
+
+Writes, in the run folder `out`:
+- config.json: the EvalConfig, where the data came from, the package version, start time;
+- samples.jsonl: one line per trajectory, written as each batch of problems finishes (nothing is lost if
+  the job stops): task_id, sample_index, and per turn the prompt, raw text, extracted code, reward,
+  tests passed and per-test outcomes (status, error_type, message);
+- metrics.json: the flat metrics of `cocos.metrics.compute_metrics`, plus "wall_time_s".
+Then prints the metrics as a table.
+
+A samples file (`samples=`) has one JSON object per line, {"task_id": <the dataset's own id>, "turns":
+[raw text of turn 1, ...]}; a turn may also be an object with a "text" field, so this job's own
+samples.jsonl can be scored again. Several lines of one task are several samples of it. With `limit`,
+only the lines of the split's first `limit` problems are scored.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from cocos.errors import UserError
+from cocos.metrics import compute_metrics, turn_pairs
+from cocos.problems import Problem, load_problems
+from cocos.rollout import Trajectory, run_episodes, score_responses
+
+
+@dataclass
+class EvalConfig:
+    out: str
+    model: str = "smollm2-135m"
+    dataset: str = "mbpp"
+    split: str = "test"
+    limit: int | None = None
+    samples: str | None = None  # score this file of saved answers instead of generating
+    turns: int = 2
+    fewshot: bool = False
+    samples_per_problem: int = 1
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    rollout_mode: str = "trajectory"  # "trajectory" | "last-turn" (matters with several samples)
+    prompt_format: str = "paper"  # "paper" | "chat"
+    max_new_tokens: int = 512
+    dtype: str = "auto"
+    batch_size: int = 16  # problems per generate call
+    backend: str = "auto"
+    reward: str = "progressive"
+    timeout: float = 3.0  # seconds per test
+    seed: int | None = 0
+
+
+def _check_config(cfg: EvalConfig) -> None:
+    if cfg.samples is None:
+        if cfg.samples_per_problem > 1 and cfg.temperature <= 0:
+            raise UserError(
+                "--samples-per-problem above 1 needs --temperature above 0 (greedy samples are all the same)"
+            )
+        if cfg.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, got {cfg.batch_size}")
+        if cfg.max_new_tokens < 1:
+            raise UserError(f"--max-new-tokens must be at least 1, got {cfg.max_new_tokens}")
+        if cfg.turns < 1:
+            raise UserError(f"--turns must be at least 1, got {cfg.turns}")
+    if cfg.timeout <= 0:
+        raise UserError(f"--timeout must be above 0 seconds, got {cfg.timeout}")
+
+
+# ---- samples files ------------------------------------------------------------------------------
+def read_samples(path: str | Path, problems: list[Problem], dataset: str, split: str) -> list[tuple[Problem, list[str]]]:
+    """Lines of a samples file matched to their problems, in the file's order."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UserError(f"--samples {path}: no such file; give a JSONL file of {{\"task_id\": ..., \"turns\": [...]}} lines")
+    by_id = {str(pr.task_id): pr for pr in problems}
+    out = []
+    with open(p, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"--samples {path} line {n} is not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict) or "task_id" not in row or not isinstance(row.get("turns"), list) or not row["turns"]:
+                raise UserError(f"--samples {path} line {n} needs \"task_id\" and a non-empty \"turns\" list")
+            texts = []
+            for turn in row["turns"]:
+                text = turn.get("text") if isinstance(turn, dict) else turn
+                if not isinstance(text, str):
+                    raise UserError(f"--samples {path} line {n}: each turn must be a string (or an object with \"text\")")
+                texts.append(text)
+            key = str(row["task_id"])
+            if key not in by_id:
+                raise UserError(
+                    f"--samples {path} line {n}: task_id {row['task_id']!r} is not in {dataset} (split {split}); "
+                    "use the dataset's own ids (MBPP: 11, HumanEval: \"HumanEval/0\") and the matching --dataset/--split"
+                )
+            out.append((by_id[key], texts))
+    if not out:
+        raise UserError(f"--samples {path} holds no samples for {dataset} (split {split})")
+    n_turns = {len(t) for _, t in out}
+    if len(n_turns) > 1:
+        raise UserError(f"--samples {path}: every line needs the same number of turns, found {sorted(n_turns)}")
+    return out
+
+
+# ---- records ------------------------------------------------------------------------------------
+def _outcome_record(o) -> dict:
+    message = getattr(o, "message", "") or ""
+    return {"status": o.status, "error_type": getattr(o, "error_type", None), "message": message[:500]}
+
+
+def trajectory_record(traj: Trajectory) -> dict:
+    return {
+        "task_id": traj.task_id,
+        "sample_index": traj.sample_index,
+        "shared_prefix_turns": traj.shared_prefix_turns,
+        "turns": [
+            {
+                "prompt": t.prompt,
+                "text": t.text,
+                "code": t.code,
+                "reward": t.reward,
+                "passed": t.n_passed,
+                "total": len(t.outcomes),
+                "outcomes": [_outcome_record(o) for o in t.outcomes],
+            }
+            for t in traj.turns
+        ],
+    }
+
+
+def _append(path: Path, trajs: list[Trajectory]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        for traj in trajs:
+            f.write(json.dumps(trajectory_record(traj), ensure_ascii=False) + "\n")
+
+
+# ---- the job ------------------------------------------------------------------------------------
+def run_eval(cfg: EvalConfig, *, console=None, progress: bool = True) -> dict:
+    _check_config(cfg)
+    start = time.time()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    samples_path = out / "samples.jsonl"
+
+    if cfg.samples is not None:
+        problems = load_problems(cfg.dataset, cfg.split)
+        keep = problems[: cfg.limit] if cfg.limit else problems
+        pairs = read_samples(cfg.samples, problems, cfg.dataset, cfg.split)
+        if cfg.limit is not None:  # a task past the limit is skipped; one outside the split was refused above
+            kept = {p.task_id for p in keep}
+            pairs = [(p, t) for p, t in pairs if p.task_id in kept]
+            if not pairs:
+                raise UserError(f"--samples {cfg.samples} holds no samples for the first {cfg.limit} problems")
+        _write_config(out, cfg, keep)
+        samples_path.write_text("")
+        trajs = score_responses(pairs, reward=cfg.reward, timeout=cfg.timeout, fewshot=cfg.fewshot, progress=progress)
+        _append(samples_path, trajs)
+        used = list({p.task_id: p for p, _ in pairs}.values())
+    else:
+        problems = load_problems(cfg.dataset, cfg.split, cfg.limit)
+        _write_config(out, cfg, problems)
+        from cocos.policy import load_policy
+
+        policy = load_policy(cfg.model, dtype=cfg.dtype, backend=cfg.backend)
+        samples_path.write_text("")
+        trajs = []
+        bar = tqdm(total=len(problems), desc=f"eval {cfg.dataset}", unit="problem", disable=not progress)
+        for i in range(0, len(problems), cfg.batch_size):
+            chunk = problems[i : i + cfg.batch_size]
+            got = run_episodes(
+                policy,
+                chunk,
+                turns=cfg.turns,
+                samples_per_problem=cfg.samples_per_problem,
+                mode=cfg.rollout_mode,
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+                max_new_tokens=cfg.max_new_tokens,
+                prompt_format=cfg.prompt_format,
+                fewshot=cfg.fewshot,
+                reward=cfg.reward,
+                timeout=cfg.timeout,
+                seed=None if cfg.seed is None else cfg.seed + i,  # distinct draws per batch
+                progress=False,
+            )
+            _append(samples_path, got)
+            trajs += got
+            bar.update(len(chunk))
+        bar.close()
+        used = problems
+
+    metrics = compute_metrics(trajs, used)
+    metrics["wall_time_s"] = round(time.time() - start, 2)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print_table(metrics, cfg, console=console)
+    return metrics
+
+
+def _write_config(out: Path, cfg: EvalConfig, problems: list[Problem]) -> None:
+    from cocos import __version__
+
+    record = asdict(cfg) | {
+        "data_source": problems[0].meta.get("source", "") if problems else "",
+        "n_problems": len(problems),
+        "cocos_version": __version__,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if cfg.samples is not None:  # fields that only matter when generating
+        for k in ("model", "samples_per_problem", "temperature", "top_p", "rollout_mode", "prompt_format",
+                  "max_new_tokens", "dtype", "batch_size", "backend", "seed"):
+            record.pop(k)
+    (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def print_table(metrics: dict, cfg: EvalConfig, *, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    T = max(int(k.split("@")[1]) for k in metrics if k.startswith("acc@") and "(" not in k)
+    who = f"samples {cfg.samples}" if cfg.samples else f"{cfg.model}, {'few-shot' if cfg.fewshot else 'zero-shot'}"
+    table = Table(title=f"{cfg.dataset} ({cfg.split}): {metrics['n_problems']} problems, {T} turns, {who}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [f"acc@{t}" for t in range(1, T + 1)] + [f"tests_passed@{t}" for t in range(1, T + 1)]
+    for a, b in turn_pairs(T):
+        rows += [f"{name}({a},{b})" for name in ("delta", "delta_i2c", "delta_c2i", "unit_improve", "unit_preserve", "edit_sim")]
+    rows += sorted(k for k in metrics if k.startswith("pass@"))
+    for k in rows:
+        table.add_row(k, f"{100 * metrics[k]:.1f}%")
+    table.add_row("n_problems", str(metrics["n_problems"]))
+    if metrics["n_samples"] != metrics["n_problems"]:
+        table.add_row("n_samples", str(metrics["n_samples"]))
+    if metrics["env_errors"]:
+        table.add_row("env_errors", str(metrics["env_errors"]))
+        for t in range(1, T + 1):
+            table.add_row(f"acc@{t}(all)", f"{100 * metrics[f'acc@{t}(all)']:.1f}%")
+    table.add_row("wall time", f"{metrics['wall_time_s']:.1f} s")
+    console.print(table)
+    if metrics["env_errors"]:
+        console.print(
+            f"[yellow]{metrics['env_errors']} of {metrics['n_problems_total']} problems need libraries missing here "
+            f"({', '.join(metrics['env_missing_modules'])}): environment problems, left out of the metrics above; "
+            "acc@t(all) counts them as not correct.[/yellow]"
+        )

@@ -1,0 +1,184 @@
+"""Self-correction metrics (DESIGN.md, "Metrics") from trajectories.
+
+    compute_metrics(trajectories, problems) -> dict of flat keys
+
+A problem is correct at turn t when all its tests pass. Keys (all shares in [0, 1]):
+- "acc@t" for every turn t; "tests_passed@t": mean share of tests passed (the progressive reward).
+- for every consecutive pair (t, t+1) and for (1, T): "delta(t1,t2)" = acc@t2 - acc@t1,
+  "delta_i2c(t1,t2)" (incorrect at t1, correct at t2), "delta_c2i(t1,t2)", "unit_improve(t1,t2)" (more
+  tests passed at t2), "unit_preserve(t1,t2)" (per problem: the share of the tests passed at t1 still
+  passed at t2, 1.0 when none were passed; then the mean over problems), "edit_sim(t1,t2)" (mean
+  difflib.SequenceMatcher ratio of the two extracted codes; 1.0 for identical codes).
+- "n_problems" (problems the metrics average over), "n_samples" (trajectories in them).
+- with several samples per problem: "pass@k@turnt" (the unbiased estimator of Chen et al. 2021,
+  1 - C(n-c, k) / C(n, k), averaged over problems) for k in 1, 2, 5, 10, 20, 50, 100 and n, up to the
+  smallest n of any problem. Every other metric is computed per sample, averaged over the samples of a
+  problem, then over problems (so acc@t equals pass@1@turnt).
+
+Missing libraries (ODEX): a test that fails with ModuleNotFoundError / ImportError naming a module the
+problem itself needs (its `meta["library"]`, or a module its setup or tests import) is an environment
+problem, not wrong code. Such problems are left out of every metric above, and reported as
+"env_errors" (how many were left out), "n_problems_total" (with them), "acc@t(all)" (share of all
+problems correct, over every problem; a turn that hit a missing library is not correct; only when
+env_errors > 0) and
+"env_missing_modules" (the sorted list of missing modules). A module the answer imports on its own
+(not needed by the problem) that is missing counts as wrong code.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import re
+from collections import OrderedDict
+from math import comb
+from typing import Iterable, Sequence
+
+ENV_ERROR_TYPES = ("ModuleNotFoundError", "ImportError")
+PASS_AT_KS = (1, 2, 5, 10, 20, 50, 100)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+def edit_similarity(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b).ratio()
+
+
+def turn_pairs(T: int) -> list[tuple[int, int]]:
+    """Consecutive pairs of turns, then (1, T) when it is not one of them."""
+    pairs = [(t, t + 1) for t in range(1, T)]
+    if T > 2:
+        pairs.append((1, T))
+    return pairs
+
+
+# ---- environment problems -----------------------------------------------------------------------
+def _imported_modules(code: str) -> set[str]:
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return set()
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def needed_modules(problem) -> set[str]:
+    """Modules a problem needs by itself: its declared libraries and what its setup and tests import."""
+    names = {str(lib).split(".")[0] for lib in (problem.meta or {}).get("library", [])}
+    for code in [problem.setup, *problem.tests]:
+        names |= _imported_modules(code)
+    return names
+
+
+_MISSING = (re.compile(r"No module named '([^']+)'"), re.compile(r"cannot import name .* from '([^']+)'"))
+
+
+def missing_module(outcome) -> str | None:
+    """The top-level module a failed test could not import, if that is why it failed."""
+    if getattr(outcome, "error_type", None) not in ENV_ERROR_TYPES:
+        return None
+    message = getattr(outcome, "message", "") or ""
+    for pattern in _MISSING:
+        m = pattern.search(message)
+        if m:
+            return m.group(1).split(".")[0]
+    return None
+
+
+def env_missing(trajectories: Iterable, problem) -> set[str]:
+    """Modules the problem needs that were missing in any turn of any of its trajectories."""
+    needed = needed_modules(problem)
+    found = set()
+    for traj in trajectories:
+        for turn in traj.turns:
+            for o in turn.outcomes:
+                mod = missing_module(o)
+                if mod is not None and mod in needed:
+                    found.add(mod)
+    return found
+
+
+# ---- the metrics --------------------------------------------------------------------------------
+def _passed_set(turn) -> set[int]:
+    return {i for i, o in enumerate(turn.outcomes) if o.status == "passed"}
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def compute_metrics(trajectories: Sequence, problems: Sequence) -> dict:
+    by_id = {p.task_id: p for p in problems}
+    groups: "OrderedDict[object, list]" = OrderedDict()
+    for traj in trajectories:
+        if traj.task_id not in by_id:
+            raise ValueError(f"trajectory for task {traj.task_id!r} has no problem")
+        groups.setdefault(traj.task_id, []).append(traj)
+    if not groups:
+        raise ValueError("no trajectories to compute metrics from")
+    T = len(next(iter(groups.values()))[0].turns)
+    if any(len(tr.turns) != T for g in groups.values() for tr in g):
+        raise ValueError("every trajectory needs the same number of turns")
+
+    missing_by_task = {tid: env_missing(g, by_id[tid]) for tid, g in groups.items()}
+    ok = [tid for tid in groups if not missing_by_task[tid]]
+    m: dict = {}
+
+    # per problem: each metric averaged over that problem's samples
+    def per_problem(fn) -> float:
+        return _mean([_mean([fn(tr) for tr in groups[tid]]) for tid in ok])
+
+    for t in range(1, T + 1):
+        m[f"acc@{t}"] = per_problem(lambda tr: float(tr.turns[t - 1].all_passed))
+    for t in range(1, T + 1):
+        m[f"tests_passed@{t}"] = per_problem(
+            lambda tr: tr.turns[t - 1].n_passed / len(tr.turns[t - 1].outcomes) if tr.turns[t - 1].outcomes else 0.0
+        )
+    for a, b in turn_pairs(T):
+        key = f"({a},{b})"
+
+        def c(tr, t):
+            return tr.turns[t - 1].all_passed
+
+        m[f"delta{key}"] = m[f"acc@{b}"] - m[f"acc@{a}"]
+        m[f"delta_i2c{key}"] = per_problem(lambda tr: float(not c(tr, a) and c(tr, b)))
+        m[f"delta_c2i{key}"] = per_problem(lambda tr: float(c(tr, a) and not c(tr, b)))
+        m[f"unit_improve{key}"] = per_problem(lambda tr: float(tr.turns[b - 1].n_passed > tr.turns[a - 1].n_passed))
+
+        def preserve(tr):
+            before, after = _passed_set(tr.turns[a - 1]), _passed_set(tr.turns[b - 1])
+            return len(before & after) / len(before) if before else 1.0
+
+        m[f"unit_preserve{key}"] = per_problem(preserve)
+        m[f"edit_sim{key}"] = per_problem(lambda tr: edit_similarity(tr.turns[a - 1].code, tr.turns[b - 1].code))
+
+    n_min = min(len(groups[tid]) for tid in ok) if ok else 0
+    if n_min > 1:
+        ks = sorted({k for k in PASS_AT_KS if k <= n_min} | {n_min})
+        for t in range(1, T + 1):
+            for k in ks:
+                m[f"pass@{k}@turn{t}"] = _mean(
+                    [pass_at_k(len(groups[tid]), sum(tr.turns[t - 1].all_passed for tr in groups[tid]), k) for tid in ok]
+                )
+
+    m["n_problems"] = len(ok)
+    m["n_samples"] = sum(len(groups[tid]) for tid in ok)
+    m["n_problems_total"] = len(groups)
+    m["env_errors"] = len(groups) - len(ok)
+    if m["env_errors"]:
+        for t in range(1, T + 1):
+            m[f"acc@{t}(all)"] = _mean(
+                [_mean([float(tr.turns[t - 1].all_passed) for tr in g]) for g in groups.values()]
+            )
+        m["env_missing_modules"] = sorted(set().union(*missing_by_task.values()))
+    return m
