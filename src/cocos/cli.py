@@ -14,12 +14,46 @@ from cocos.errors import UserError
 
 # ---- eval ---------------------------------------------------------------------------------------
 def add_eval_parser(sub):
-    p = sub.add_parser("eval", help="multi-turn self-correction evaluation")
+    p = sub.add_parser(
+        "eval",
+        help="multi-turn self-correction evaluation",
+        description="Run T-turn self-correction episodes with a model (or score saved answers with --samples) "
+        "and write OUT/metrics.json, OUT/samples.jsonl, OUT/config.json.",
+    )
+    p.add_argument("--model", default="smollm2-135m", help="smollm2-135m | gemma3-270m | HF id | local path")
+    p.add_argument("--dataset", default="mbpp", help="mbpp | mbpp-sanitized | humaneval | odex | jsonl:PATH")
+    p.add_argument("--split", default="test", help="MBPP: prompt | test | validation | train | all")
+    p.add_argument("--limit", type=int, default=None, help="first N problems of the split")
+    p.add_argument("--turns", type=int, default=2)
+    p.add_argument("--fewshot", action="store_true", help="MBPP tasks 2, 3, 4 as solved examples before turn 1")
+    p.add_argument("--samples-per-problem", type=int, default=1, help="k samples per problem (pass@k)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--rollout-mode", default="trajectory", choices=("trajectory", "last-turn"))
+    p.add_argument("--prompt-format", default="paper", choices=("paper", "chat"))
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
+    p.add_argument("--batch-size", type=int, default=16, help="problems per generate call")
+    p.add_argument("--backend", default="auto", help="auto | hf | engine | vllm")
+    p.add_argument("--reward", default="progressive", choices=("progressive", "binary"))
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds per test")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", default=None, metavar="FILE", help='score saved answers: lines {"task_id": ..., "turns": [text, ...]}')
+    p.add_argument("--out", default=None, metavar="DIR", help="run folder (default runs/eval-<dataset>-<time>)")
     p.set_defaults(func=cmd_eval)
 
 
 def cmd_eval(args) -> int:
-    raise UserError("cocos eval is not built yet")
+    import re
+    import time
+
+    from cocos.evaluate import EvalConfig, run_eval
+
+    out = args.out or "runs/eval-{}-{}".format(re.sub(r"[^\w.-]+", "_", args.dataset), time.strftime("%Y%m%d-%H%M%S"))
+    fields = {k: v for k, v in vars(args).items() if k not in ("func", "command", "out")}
+    run_eval(EvalConfig(out=out, **fields))
+    print(f"wrote {out}/metrics.json, {out}/samples.jsonl, {out}/config.json")
+    return 0
 
 
 # ---- train --------------------------------------------------------------------------------------
