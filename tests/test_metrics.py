@@ -1,0 +1,107 @@
+"""Metrics from hand-made trajectories, with every value computed by hand."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from cocos.metrics import compute_metrics, edit_similarity, pass_at_k, turn_pairs
+from cocos.problems import Problem
+from cocos.rollout import Trajectory, Turn
+
+
+def outcome(status, error_type=None, message=""):
+    return SimpleNamespace(status=status, error_type=error_type, message=message, passed=status == "passed")
+
+
+def turn(code, statuses):
+    return Turn(prompt="", text=code, code=code, outcomes=[outcome(s) for s in statuses])
+
+
+def prob(tid, k=3, **kw):
+    return Problem(task_id=tid, text="t", tests=[f"assert {i}" for i in range(k)], **kw)
+
+
+P, F = "passed", "failed"
+
+
+def test_two_turn_metrics_by_hand():
+    # codes chosen so that difflib's matches are a common prefix (+ one char): ratio = 2M / (len a + len b)
+    f1, f2 = "def f(x):\n    return x+1", "def f(x):\n    return 2"
+    g1, g2 = "def g(x):\n    return 2", "def g(x):\n    return x*2"
+    h1, h2 = "def h(x):\n    return 1", "def h(x):\n    return 2"
+    k = "def k(:\n    return 5"
+    assert len("def f(x):\n    return ") == 21
+    trajs = [
+        Trajectory(1, [turn(f1, [P, P, P]), turn(f2, [P, F, F])]),  # correct -> incorrect
+        Trajectory(2, [turn(g1, [P, F, F]), turn(g2, [P, P, P])]),  # incorrect -> correct
+        Trajectory(3, [turn(h1, [P, F, F]), turn(h2, [F, P, F])]),  # same count, other test
+        Trajectory(4, [turn(k, ["error"]), turn(k, ["error"])]),  # nothing passed, unchanged
+    ]
+    problems = [prob(1), prob(2), prob(3), prob(4, k=1)]
+    m = compute_metrics(trajs, problems)
+    assert m["acc@1"] == 0.25 and m["acc@2"] == 0.25 and m["delta(1,2)"] == 0.0
+    assert m["delta_i2c(1,2)"] == 0.25 and m["delta_c2i(1,2)"] == 0.25
+    assert m["unit_improve(1,2)"] == 0.25
+    assert m["unit_preserve(1,2)"] == pytest.approx((1 / 3 + 1 + 0 + 1) / 4)
+    assert m["edit_sim(1,2)"] == pytest.approx((42 / 46 + 44 / 46 + 42 / 44 + 1) / 4)
+    assert m["tests_passed@1"] == pytest.approx(5 / 12) and m["tests_passed@2"] == pytest.approx(5 / 12)
+    assert m["n_problems"] == 4 and m["n_samples"] == 4 and m["env_errors"] == 0
+    assert not any(key.startswith("pass@") for key in m)
+
+
+def test_three_turns_pairs_and_one_to_T():
+    assert turn_pairs(1) == [] and turn_pairs(2) == [(1, 2)] and turn_pairs(3) == [(1, 2), (2, 3), (1, 3)]
+    trajs = [Trajectory("a", [turn("x", [F]), turn("y", [F]), turn("y", [P])])]
+    m = compute_metrics(trajs, [prob("a", k=1)])
+    assert (m["acc@1"], m["acc@2"], m["acc@3"]) == (0.0, 0.0, 1.0)
+    assert m["delta_i2c(2,3)"] == 1.0 and m["delta_i2c(1,3)"] == 1.0 and m["delta_i2c(1,2)"] == 0.0
+    assert m["edit_sim(2,3)"] == 1.0 and m["edit_sim(1,2)"] == 0.0 and m["delta(1,3)"] == 1.0
+
+
+def test_several_samples_average_and_pass_at_k():
+    # problem a: 3 samples, 1 correct at turn 1, 2 at turn 2; problem b: 3 samples, none correct
+    a = [
+        Trajectory("a", [turn("1", [P]), turn("1", [P])], sample_index=0),
+        Trajectory("a", [turn("2", [F]), turn("1", [P])], sample_index=1),
+        Trajectory("a", [turn("3", [F]), turn("3", [F])], sample_index=2),
+    ]
+    b = [Trajectory("b", [turn("x", [F]), turn("x", [F])], sample_index=i) for i in range(3)]
+    m = compute_metrics(a + b, [prob("a", k=1), prob("b", k=1)])
+    assert m["acc@1"] == pytest.approx((1 / 3 + 0) / 2) and m["acc@2"] == pytest.approx((2 / 3 + 0) / 2)
+    assert m["delta_i2c(1,2)"] == pytest.approx((1 / 3) / 2)
+    assert m["pass@1@turn1"] == pytest.approx(m["acc@1"])
+    assert m["pass@2@turn1"] == pytest.approx((1 - 1 / 3 + 0) / 2)  # 1 - C(2,2)/C(3,2) for problem a
+    assert m["pass@3@turn2"] == pytest.approx(0.5) and "pass@5@turn1" not in m
+    assert m["n_problems"] == 2 and m["n_samples"] == 6
+
+
+def test_pass_at_k_and_edit_similarity():
+    assert pass_at_k(10, 0, 1) == 0.0 and pass_at_k(10, 10, 5) == 1.0
+    assert pass_at_k(5, 2, 1) == pytest.approx(0.4) and pass_at_k(5, 2, 2) == pytest.approx(1 - 3 / 10)
+    assert edit_similarity("", "") == 1.0 and edit_similarity("ab", "cd") == 0.0
+
+
+def test_missing_library_is_an_environment_problem():
+    no_pandas = outcome("error", "ModuleNotFoundError", "No module named 'pandas'")
+    no_foo = outcome("error", "ModuleNotFoundError", "ModuleNotFoundError: No module named 'foo.bar'")
+    problems = [
+        prob("pd", k=1, setup="import pandas as pd\n", meta={"library": ["pandas"]}),
+        prob("ok", k=1, meta={"library": []}),
+        prob("foo", k=1, meta={"library": []}),  # the answer imported a module nobody asked for: wrong code
+    ]
+    trajs = [
+        Trajectory("pd", [Turn("", "", "", [no_pandas])]),
+        Trajectory("ok", [turn("", [P])]),
+        Trajectory("foo", [Turn("", "", "import foo.bar", [no_foo])]),
+    ]
+    m = compute_metrics(trajs, problems)
+    assert m["env_errors"] == 1 and m["env_missing_modules"] == ["pandas"]
+    assert m["n_problems"] == 2 and m["n_problems_total"] == 3
+    assert m["acc@1"] == 0.5 and m["acc@1(all)"] == pytest.approx(1 / 3)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="no trajectories"):
+        compute_metrics([], [])
+    with pytest.raises(ValueError, match="same number of turns"):
+        compute_metrics([Trajectory("a", [turn("", [P])]), Trajectory("b", [turn("", [P])] * 2)], [prob("a"), prob("b")])
