@@ -72,6 +72,7 @@ class SFTRunConfig:
     max_length: int = 1024  # examples longer than this (in tokens) are dropped, never truncated
     weight_decay: float = 0.0
     dtype: str = "float32"
+    gradient_checkpointing: bool = False  # recompute activations (less memory, slower)
     seed: int = 0
     logging_steps: int = 5
     save_steps: int = 0  # > 0: intermediate checkpoints under out/checkpoints (resume with resume=true)
@@ -83,6 +84,8 @@ class SFTRunConfig:
             raise UserError(f"fix_fraction must be in [0, 1], got {self.fix_fraction}: set it with --set fix_fraction=0.5")
         if self.solution_field not in ("solution", "r1_solution"):
             raise UserError(f"solution_field must be 'solution' or 'r1_solution', got {self.solution_field!r}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise UserError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise UserError("set epochs > 0 or max_steps > 0")
 
@@ -522,7 +525,7 @@ def make_trainer(model, tokenizer, examples: list[dict], cfg: SFTRunConfig, out_
         gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.lr,
         lr_scheduler_type=cfg.lr_scheduler,
-        warmup_ratio=cfg.warmup_ratio,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps (transformers 5)
         weight_decay=cfg.weight_decay,
         logging_steps=cfg.logging_steps,
         save_strategy="steps" if cfg.save_steps > 0 else "no",
@@ -535,6 +538,7 @@ def make_trainer(model, tokenizer, examples: list[dict], cfg: SFTRunConfig, out_
         packing=False,
         use_cpu=not cuda,
         bf16=cuda and cfg.dtype == "bfloat16",
+        activation_checkpointing=cfg.gradient_checkpointing,
         disable_tqdm=not cfg.progress,
         dataloader_num_workers=0,
     )

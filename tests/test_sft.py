@@ -1,0 +1,260 @@
+"""SFT: KodCode rows -> examples (1:1, paper format), wrong first turns that really fail, the
+completion-only loss mask, and a 2-step run on a tiny Llama that leaves a loadable checkpoint."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from cocos.errors import UserError
+from cocos.prompts import CORRECT, DONE, INSTRUCTION, paper_prompt
+from cocos.train.sft import (
+    MUTATION_KINDS,
+    SFTRunConfig,
+    build_examples,
+    find_wrong,
+    kodcode_problem,
+    kodcode_tests,
+    load_sft_config,
+    make_trainer,
+    mutate,
+    run_sft,
+    verified_problems,
+)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+ROWS = [
+    {
+        "question_id": "add",
+        "question": "Write a function add_numbers(a, b) that returns the sum of a and b.",
+        "solution": "def add_numbers(a, b):\n    return a + b",
+        "test_code": "from solution import add_numbers\n\ndef test_add():\n    assert add_numbers(1, 2) == 3\n"
+                     "    assert add_numbers(-1, 1) == 0\n\ndef test_zero():\n    assert add_numbers(0, 0) == 0\n",
+    },
+    {
+        "question_id": "vowels",
+        "question": "Write a function count_vowels(s) that counts the vowels in s.",
+        "solution": "def count_vowels(s):\n    count = 0\n    for ch in s.lower():\n        if ch in 'aeiou':\n"
+                    "            count += 1\n    return count",
+        "test_code": "from solution import count_vowels\n\ndef test_basic():\n    assert count_vowels('hello') == 2\n"
+                     "    assert count_vowels('xyz') == 0\n\ndef test_upper():\n    assert count_vowels('AEIOU') == 5\n",
+    },
+    {
+        "question_id": "largest",
+        "question": "Write a function largest(xs) returning the largest number of a non-empty list.",
+        "solution": "def largest(xs):\n    best = xs[0]\n    for x in xs[1:]:\n        if x > best:\n            best = x\n"
+                    "    return best",
+        "test_code": "from solution import largest\n\ndef test_largest():\n    assert largest([1, 5, 3]) == 5\n"
+                     "    assert largest([-2, -7]) == -2\n\ndef test_single():\n    assert largest([4]) == 4\n",
+    },
+    {
+        "question_id": "palindrome",
+        "question": "Write a function is_palindrome(s) that tells whether s reads the same both ways.",
+        "solution": "def is_palindrome(s):\n    return s == s[::-1]",
+        "test_code": "from solution import is_palindrome\n\ndef test_yes():\n    assert is_palindrome('abba')\n"
+                     "    assert is_palindrome('')\n\ndef test_no():\n    assert not is_palindrome('ab')\n",
+    },
+    {
+        "question_id": "evens",
+        "question": "Write a function evens(n) returning the even numbers from 0 to n inclusive.",
+        "solution": "def evens(n):\n    out = []\n    for i in range(0, n + 1):\n        if i % 2 == 0:\n"
+                    "            out.append(i)\n    return out",
+        "test_code": "from solution import evens\n\ndef test_evens():\n    assert evens(4) == [0, 2, 4]\n"
+                     "    assert evens(1) == [0]\n\ndef test_zero():\n    assert evens(0) == [0]\n",
+    },
+    {
+        "question_id": "factorial",
+        "question": "Write a function factorial(n) for n >= 0.",
+        "solution": "def factorial(n):\n    result = 1\n    for k in range(2, n + 1):\n        result *= k\n    return result",
+        "test_code": "from solution import factorial\n\ndef test_small():\n    assert factorial(0) == 1\n"
+                     "    assert factorial(5) == 120\n\ndef test_three():\n    assert factorial(3) == 6\n",
+    },
+]  # fmt: skip
+
+
+def _rows_file(tmp_path: Path) -> Path:
+    path = tmp_path / "kodcode_rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    return path
+
+
+def _has_sandbox() -> bool:
+    try:
+        from cocos.sandbox import run_batch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_sandbox = pytest.mark.skipif(not _has_sandbox(), reason="cocos.sandbox is not available")
+
+
+# ---- KodCode conversion and mutants (no model) --------------------------------------------------
+def test_pytest_file_becomes_standalone_cases_and_prompt_asserts():
+    test_code = (
+        "import pytest\nfrom solution import f, Node\n\nHELPER = 3\n\n"
+        "def make(x):\n    return Node(x)\n\n"
+        "def test_a():\n    assert f(1) == 2\n    n = make(2)\n    assert f(n.v) == HELPER\n\n"
+        "@pytest.mark.parametrize('x', [1, 2])\ndef test_param(x):\n    assert f(x)\n\n"
+        "def test_fixture(tmp_path):\n    assert tmp_path\n\n"
+        "def test_b():\n    assert f(2) == 3\n"
+    )
+    cases, shown = kodcode_tests(test_code, n_prompt=3)
+    assert len(cases) == 2  # parametrized and fixture tests are skipped
+    assert all("from solution" not in c for c in cases)
+    assert all("HELPER = 3" in c and "def make(x)" in c for c in cases)
+    assert cases[0].rstrip().endswith("test_a()") and cases[1].rstrip().endswith("test_b()")
+    # only asserts that use the solution's names and literals (not HELPER, not locals)
+    assert shown == ["assert f(1) == 2", "assert f(2) == 3"]
+
+
+def test_kodcode_sample_rows_convert():
+    cfg = SFTRunConfig()
+    from cocos.train.sft import load_kodcode_rows
+
+    rows = load_kodcode_rows(cfg)  # offline in tests: the local sample in COCOS_DATA_DIR
+    problems = [p for p in (kodcode_problem(r, cfg) for r in rows) if p is not None]
+    assert len(rows) == 230 and len(problems) > 200
+    p = problems[0]
+    assert p.prompt_tests and len(p.prompt_tests) <= 3 and p.tests and p.reference
+    assert paper_prompt(p).startswith("You are an expert Python programmer, and here is your task: ")
+
+
+def test_mutants_are_valid_different_code_of_every_kind():
+    rng = random.Random(0)
+    seen = set()
+    for row in ROWS * 10:
+        got = mutate(row["solution"], rng)
+        assert got is not None
+        code, kind = got
+        compile(code, "<mutant>", "exec")  # still parses
+        assert code.strip() != row["solution"].strip()
+        seen.add(kind)
+    assert seen == set(MUTATION_KINDS)
+
+
+@needs_sandbox
+def test_wrong_first_turns_fail_their_tests():
+    from cocos.sandbox import run_batch
+
+    cfg = SFTRunConfig(verify_wrong=True)
+    problems = verified_problems([kodcode_problem(r, cfg) for r in ROWS], cfg)
+    assert len(problems) == len(ROWS)  # every reference passes its own tests
+    wrong = find_wrong(problems, list(range(len(problems))), cfg, random.Random(1))
+    assert len(wrong) >= len(ROWS) - 1
+    results = run_batch([(wrong[i][0], problems[i].tests, problems[i].setup) for i in wrong], timeout=5.0)
+    for i, outcomes in zip(wrong, results):
+        assert not all(o.status == "passed" for o in outcomes), f"mutant of {problems[i].task_id} passes: {wrong[i][0]}"
+
+
+@needs_sandbox
+def test_examples_are_one_to_one_in_the_paper_format(tmp_path):
+    cfg = SFTRunConfig(data=str(_rows_file(tmp_path)), fix_fraction=0.5)
+    examples, stats = build_examples(cfg)
+    first = [e for e in examples if e["kind"] == "turn1"]
+    second = [e for e in examples if e["kind"].startswith("turn2")]
+    assert len(first) == len(second) == len(ROWS)  # 1:1
+    assert stats["turn2_fix"] >= 2 and stats["turn2_keep"] >= 2  # both lessons are taught
+    by_id = {r["question_id"]: r for r in ROWS}
+    for e in examples:
+        ref = by_id[e["task_id"]]["solution"]
+        assert e["completion"] == f"{ref}\n{DONE}"
+        p = kodcode_problem(by_id[e["task_id"]], cfg)
+        if e["kind"] == "turn1":
+            assert e["prompt"] == paper_prompt(p)
+        else:
+            assert e["prompt"].startswith(paper_prompt(p)) and e["prompt"].endswith(f"{INSTRUCTION}{CORRECT}\n")
+            prev = e["prompt"][len(paper_prompt(p)):].split(f"\n{DONE}")[0]
+            assert (prev == ref) == (e["kind"] == "turn2_keep")
+
+
+def test_prompt_completion_jsonl_is_used_as_is_and_config_errors(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"prompt": "p1", "completion": "c1"}) + "\n" + json.dumps({"prompt": "p2", "completion": "c2"}) + "\n")
+    examples, stats = build_examples(SFTRunConfig(data=str(path)))
+    assert [(e["prompt"], e["completion"]) for e in examples] == [("p1", "c1"), ("p2", "c2")]
+    with pytest.raises(UserError, match="unknown SFT setting"):
+        load_sft_config(None, ["learning_rate=1"])
+    with pytest.raises(UserError, match="neither"):
+        build_examples(SFTRunConfig(data=str(tmp_path / "missing.jsonl")))
+    cfg = load_sft_config(CONFIGS / "boost_sft.yaml", ["epochs=1", "verify_wrong=false"])
+    assert cfg.epochs == 1.0 and cfg.verify_wrong is False and cfg.data == "kodcode"
+    assert load_sft_config(CONFIGS / "turn_sft.yaml").data == "turn-sft"
+
+
+# ---- tiny model: loss mask and a real 2-step run ------------------------------------------------
+def _tiny_model_dir(tmp_path: Path) -> Path:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    corpus = [r["question"] + "\n" + r["solution"] + "\n" + r["test_code"] for r in ROWS] + [INSTRUCTION, "[BEGIN]\n[DONE][CORRECT]\n"]
+    tk.train_from_iterator(corpus * 3, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=2048, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )  # fmt: skip
+    d = tmp_path / "tiny"
+    LlamaForCausalLM(config).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def test_loss_is_on_the_completion_only(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    d = _tiny_model_dir(tmp_path)
+    tok, model = AutoTokenizer.from_pretrained(d), AutoModelForCausalLM.from_pretrained(d)
+    examples = [
+        {"prompt": paper_prompt(kodcode_problem(r, SFTRunConfig()), []), "completion": r["solution"] + f"\n{DONE}"} for r in ROWS[:4]
+    ]
+    trainer = make_trainer(model, tok, examples, SFTRunConfig(batch_size=4, progress=False), tmp_path / "out")
+    batch = next(iter(trainer.get_train_dataloader()))
+    by_prompt = {e["prompt"]: e["completion"] for e in examples}
+    for ids, labels in zip(batch["input_ids"], batch["labels"]):
+        trained = labels != -100
+        start = int(trained.nonzero()[0])
+        prompt = tok.decode(ids[:start])
+        assert prompt in by_prompt  # everything before the first trained token is exactly the prompt
+        assert (labels[:start] == -100).all()
+        assert tok.decode(ids[trained]) == by_prompt[prompt] + tok.eos_token  # and every completion token is trained
+        assert torch.equal(labels[trained], ids[trained])
+
+
+@needs_sandbox
+def test_tiny_sft_run_saves_a_loadable_checkpoint(tmp_path):
+    from cocos.cli import main
+    from cocos.policy import load_policy
+    from safetensors.torch import load_file
+
+    d = _tiny_model_dir(tmp_path)
+    before = load_file(d / "model.safetensors")
+    out = tmp_path / "boost"
+    rc = main([
+        "sft", "--config", str(CONFIGS / "boost_sft.yaml"), "--out", str(out), "--set", f"model={d}",
+        "--set", f"data={_rows_file(tmp_path)}", "--set", "max_steps=2", "--set", "batch_size=2", "--set", "grad_accum=1",
+        "--set", "lr=1e-2", "--set", "logging_steps=1", "--set", "progress=false",
+    ])  # fmt: skip
+    assert rc == 0
+    after = load_file(out / "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the optimizer did step
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert any("loss" in r for r in log) and max(r["step"] for r in log) == 2
+    kinds = [json.loads(line)["kind"] for line in (out / "examples.jsonl").read_text().splitlines()]
+    assert kinds.count("turn1") == len(ROWS) == sum(k.startswith("turn2") for k in kinds)
+    policy = load_policy(str(out), dtype="float32", backend="hf", verbose=False)
+    g = policy.generate([paper_prompt(kodcode_problem(ROWS[0], SFTRunConfig()))], max_new_tokens=5)
+    assert len(g) == 1 and len(g[0].completion_ids) >= 1
+    with pytest.raises(UserError, match="already holds"):
+        run_sft(SFTRunConfig(model=str(d)), out)
