@@ -30,7 +30,8 @@ def add_eval_parser(sub):
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--rollout-mode", default="trajectory", choices=("trajectory", "last-turn"))
-    p.add_argument("--prompt-format", default="paper", choices=("paper", "chat"))
+    p.add_argument("--prompt-format", default="paper", choices=("paper", "chat", "self-refine"),
+                   help="self-refine: the Self-Refine baseline (feedback, then revision; cocos.selfrefine)")
     p.add_argument("--max-new-tokens", type=int, default=512)
     p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
     p.add_argument("--batch-size", type=int, default=16, help="problems per generate call")

@@ -120,6 +120,10 @@ def run_episodes(
     progress: bool = True,
 ) -> list[Trajectory]:
     _check_args(turns, samples_per_problem, mode, reward)
+    if prompt_format == "self-refine":  # Self-Refine baseline: feedback, then revision (cocos.selfrefine)
+        from cocos.selfrefine import SelfRefinePolicy
+
+        policy, prompt_format = SelfRefinePolicy(policy), "paper"
     problems = list(problems)
     k = samples_per_problem
     build = PromptBuilder(prompt_format, tokenizer=getattr(policy, "tokenizer", None), fewshot=fewshot)
