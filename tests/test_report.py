@@ -39,8 +39,8 @@ def _train_run(root: Path, name: str, gamma: float, finals: list[dict]) -> Path:
     d = root / name
     d.mkdir(parents=True)
     (d / "config.yaml").write_text(f"method: cocos\nreward: progressive\ngamma: {gamma}\nmode: trajectory\n")
-    log = [{"step": s, "reward": [0.1 * s, 0.12 * s], "acc": [0.1, 0.2], "kl": 0.01 * s,
-            "response_length": [50 + s, 60 + s]} for s in range(1, 6)]
+    log = [{"step": s, "reward@1": 0.1 * s, "reward@2": 0.12 * s + gamma, "acc@1": 0.1, "acc@2": 0.2, "kl": 0.01 * s,
+            "length@1": 50 + s, "length@2": 60 + s, "edit_sim(1,2)": 0.9} for s in range(1, 6)]
     (d / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log) + '{"step": 6, "rew')  # torn last line
     for step, m in zip((0, 5), finals):
         (d / "eval" / f"step_{step}").mkdir(parents=True)
@@ -72,7 +72,8 @@ def test_report_on_mixed_runs(tmp_path):
     assert main(["report", str(base), str(boost), str(g05), str(g0), str(empty), "--out", str(out),
                  "--label", "Base", "--label", "Boost", "--label", "CoCoS γ=0.5", "--label", "CoCoS γ=0", "--label", "Crashed"]) == 0
     md = (out / "report.md").read_text()
-    for png in ("accuracy.png", "deltas.png", "unit.png", "reward_curves.png", "lengths.png", "length_curves.png"):
+    for png in ("accuracy.png", "deltas.png", "unit.png", "reward_curves.png", "lengths.png", "length_curves.png",
+                "kl_edit_sim_curves.png"):
         assert (out / png).stat().st_size > 1000, png
         assert f"({png})" in md
     # the delta table, paper layout, equals the metrics files (train runs: last eval)
@@ -113,6 +114,7 @@ def test_train_run_without_eval_and_errors(tmp_path):
     run = load_run(d)
     assert run.kind == "train" and not run.metrics
     assert per_turn_series(run.log, "reward") == {1: [(1, 0.5)], 2: [(1, 0.7)]}
+    assert per_turn_series([{"step": 3, "reward@1": 0.2, "reward@2": 0.4, "reward_mean": 0.3}], "reward") == {1: [(3, 0.2)], 2: [(3, 0.4)]}
     with pytest.raises(UserError, match="does not exist"):
         build_report([tmp_path / "nope"], tmp_path / "out")
     with pytest.raises(UserError, match="--label"):

@@ -320,6 +320,41 @@ def plot_curves(runs: list[Run], stem: str, ylabel: str, title: str, path: Path)
     return True
 
 
+def _scalar_series(log: list[dict], pattern: str) -> tuple[str, list[tuple[int, float]]]:
+    pat = re.compile(pattern)
+    name, pts = "", []
+    for i, rec in enumerate(log):
+        for k, v in rec.items():
+            if pat.match(k) and _num(v) is not None:
+                name = k
+                pts.append((rec.get("step", i), float(v)))
+                break
+    return name, pts
+
+
+def plot_scalars(runs: list[Run], path: Path) -> bool:
+    """KL to the reference and edit similarity (turn 1 vs T) against steps, every training run overlaid."""
+    panels = (("KL to reference", r"^kl$"), ("edit similarity (turn 1 vs T)", r"^edit_sim\(1,\d+\)$"))
+    data = [[(r.label, *_scalar_series(r.log, pat)) for r in runs if r.kind == "train"] for _, pat in panels]
+    if not any(pts for panel in data for _, _, pts in panel):
+        return False
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), squeeze=False)
+    for ax, (title, _), panel in zip(axes[0], panels, data):
+        for label, _, pts in panel:
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=label)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def plot_eval_lengths(runs: list[Run], path: Path) -> tuple[bool, str]:
     lens = {r.label: response_lengths(r.samples) for r in runs if r.samples}
     lens = {k: v for k, v in lens.items() if v[0]}
@@ -434,17 +469,21 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, labels: list[s
         md += ["No training run among the folders: no learning curves.", ""]
     else:
         made = False
-        for stem, ylabel, title_, fname in (
-            ("reward", "mean reward", "Reward", "reward_curves.png"),
-            ("acc", "accuracy", "Training accuracy", "train_acc_curves.png"),
-            ("response_length", "tokens", "Response length", "length_curves.png"),
-            ("edit_sim", "similarity", "Edit similarity", "edit_sim_curves.png"),
+        for stems, ylabel, title_, fname in (
+            (("reward",), "mean reward", "Reward", "reward_curves.png"),
+            (("acc",), "accuracy", "Training accuracy", "train_acc_curves.png"),
+            (("length", "response_length"), "tokens", "Response length", "length_curves.png"),
         ):
-            if plot_curves(train, stem, ylabel, title_, out / fname):
+            if any(plot_curves(train, stem, ylabel, title_, out / fname) for stem in stems):
                 md += [f"![{title_}]({fname})", ""]
                 made = True
             else:
-                skipped.append(f"{title_.lower()} curves: no training log has per-turn `{stem}` values")
+                skipped.append(f"{title_.lower()} curves: no training log has per-turn `{stems[0]}` values")
+        if plot_scalars(train, out / "kl_edit_sim_curves.png"):
+            md += ["![KL and edit similarity](kl_edit_sim_curves.png)", ""]
+            made = True
+        else:
+            skipped.append("KL / edit-similarity curves: no training log has `kl` or `edit_sim(1,T)`")
         if not made:
             md += ["No training log has per-turn values to plot.", ""]
         ev_rows = []
