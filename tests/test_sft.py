@@ -258,3 +258,30 @@ def test_tiny_sft_run_saves_a_loadable_checkpoint(tmp_path):
     assert len(g) == 1 and len(g[0].completion_ids) >= 1
     with pytest.raises(UserError, match="already holds"):
         run_sft(SFTRunConfig(model=str(d)), out)
+
+
+def test_ablation_configs_change_one_thing_each():
+    pytest.importorskip("cocos.train.config")
+    from dataclasses import asdict
+
+    from cocos.train.config import load_config
+
+    base = asdict(load_config(CONFIGS / "cocos_cpu.yaml"))
+    expect = {
+        "cocos_binary.yaml": {"reward": "binary"},
+        "cocos_gamma0.yaml": {"gamma": 0.0},
+        "cocos_gamma0.5.yaml": {},
+        "cocos_gamma1.yaml": {"gamma": 1.0},
+        "cocos_gamma2.yaml": {"gamma": 2.0},
+        "cocos_last_turn.yaml": {"mode": "last-turn", "train_turns": "last"},
+        "cocos_trajectory.yaml": {},
+    }
+    for name, diff in expect.items():
+        got = asdict(load_config(CONFIGS / name))
+        assert {k: v for k, v in got.items() if base[k] != v} == diff, name
+    import yaml
+
+    sr = yaml.safe_load((CONFIGS / "self_refine.yaml").read_text())
+    from cocos.evaluate import EvalConfig
+
+    EvalConfig(out="x", **{k: v for k, v in sr.items() if k != "feedback_tokens"})  # every field is an eval option

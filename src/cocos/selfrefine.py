@@ -25,6 +25,7 @@ from cocos.policy import Generation
 from cocos.prompts import BEGIN, CORRECT, DONE, INSTRUCTION
 
 END = "[END]"
+_FEEDBACK_TOKENS = 256  # default budget of a feedback generation (python -m cocos.selfrefine: feedback_tokens)
 FEEDBACK_INSTRUCTION = (
     "\n\nReview the code above against the task and its tests. Go through it step by step and say what is "
     "wrong, if anything: wrong logic, wrong edge cases, wrong return value, syntax errors. "
@@ -48,9 +49,9 @@ def _clean_feedback(text: str) -> str:
 class SelfRefinePolicy:
     """Wraps a policy: turn-t>1 prompts get a feedback generation, then a revision."""
 
-    def __init__(self, policy, feedback_tokens: int = 256):
+    def __init__(self, policy, feedback_tokens: int | None = None):
         self.policy = policy
-        self.feedback_tokens = feedback_tokens
+        self.feedback_tokens = feedback_tokens or _FEEDBACK_TOKENS
 
     def __getattr__(self, name):  # model, tokenizer, device, ... of the wrapped policy
         return getattr(self.policy, name)
@@ -80,3 +81,50 @@ class SelfRefinePolicy:
         for i, bridge, g in zip(refine, bridges, revisions):
             out[i] = Generation(text=bridge + g.text, prompt_ids=g.prompt_ids, completion_ids=g.completion_ids, finish_reason=g.finish_reason)
         return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m cocos.selfrefine --config configs/self_refine.yaml --out DIR [--set key=value ...]"""
+    import argparse
+    import sys
+    from dataclasses import fields
+
+    import yaml
+
+    from cocos.evaluate import EvalConfig, run_eval
+
+    ap = argparse.ArgumentParser(prog="python -m cocos.selfrefine", description="Self-Refine baseline evaluation")
+    ap.add_argument("--config", default=None, help="YAML of cocos eval settings (configs/self_refine.yaml)")
+    ap.add_argument("--out", required=True, help="run folder")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
+    try:
+        values = {}
+        if args.config:
+            try:
+                values = yaml.safe_load(open(args.config)) or {}
+            except OSError:
+                raise UserError(f"--config {args.config}: no such file") from None
+        for item in args.set:
+            if "=" not in item:
+                raise UserError(f"--set {item!r}: use key=value")
+            k, v = item.split("=", 1)
+            values[k.strip()] = yaml.safe_load(v)
+        from cocos import selfrefine  # the module the rollout imports (this file may run as __main__)
+
+        selfrefine._FEEDBACK_TOKENS = int(values.pop("feedback_tokens", selfrefine._FEEDBACK_TOKENS))
+        known = {f.name for f in fields(EvalConfig)} - {"out"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserError(f"unknown setting(s) {unknown}: use cocos eval's options ({', '.join(sorted(known))}) or feedback_tokens")
+        values["prompt_format"] = "self-refine"
+        run_eval(EvalConfig(out=args.out, **values))
+    except UserError as e:
+        print(f"cocos.selfrefine: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}/metrics.json, {args.out}/samples.jsonl, {args.out}/config.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
