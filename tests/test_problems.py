@@ -35,6 +35,12 @@ def test_mbpp_limit_and_fields():
         load_problems("mbpp", limit=0)
 
 
+def test_mbpp_setup_code_runs_after_the_answer():
+    p = {q.task_id: q for q in load_problems("mbpp")}[367]
+    assert p.setup == "" and p.tests[0].startswith("root = Node(1) \nroot.left = Node(2) \n")
+    assert p.tests[0].endswith("\n" + p.shown_tests[0]) and p.shown_tests[0].startswith("assert is_tree_balanced(")
+
+
 def test_mbpp_sanitized_gets_import_math():
     problems = {p.task_id: p for p in load_problems("mbpp-sanitized", "all")}
     assert len(problems) == 427 and len(load_problems("mbpp-sanitized", "test")) == 257
@@ -104,7 +110,9 @@ def test_jsonl_dataset(tmp_path):
     problems = load_problems(f"jsonl:{path}")
     assert [p.task_id for p in problems] == ["a", "b"]
     assert problems[0].reference == "def f(x):\n    return x + 1"
-    assert problems[1].setup == "import math" and len(problems[1].tests) == 2
+    # test_setup_code runs after the answer, at the head of each test; the prompt shows the bare asserts
+    assert problems[1].setup == "" and problems[1].tests == ["import math\nassert g(2) == 4", "import math\nassert g(0) == 0"]
+    assert problems[1].shown_tests == ["assert g(2) == 4", "assert g(0) == 0"]
     with pytest.raises(UserError, match="no split"):
         load_problems(f"jsonl:{path}", "train")
     bad = tmp_path / "bad.jsonl"

@@ -13,7 +13,9 @@ Where the data comes from (the chosen source is in `Problem.meta["source"]`):
 Dataset decisions (each one is a choice; tests pin them):
 - MBPP splits by task id: prompt 1-10, test 11-510, validation 511-600, train 601-974, "all" 1-974. The
   same ranges apply to MBPP sanitized (427 rows, 257 of them in test). Canonical code keeps its text, with
-  "\r\n" turned into "\n".
+  "\r\n" turned into "\n". `test_setup_code` (tasks 367 and 927: it builds inputs with the answer's own
+  `Node` class) runs after the answer, at the head of each test, as MBPP's harness does; the prompt
+  shows the bare asserts (`prompt_tests`). The same holds for `jsonl:PATH` rows.
 - MBPP sanitized: the offline copy lost upstream's `test_imports`; ten canonical solutions need
   `import math` (task ids in `_SANITIZED_NEEDS_MATH`), so their setup gets it. From the Hub, the setup is
   the row's own `test_imports`.
@@ -184,11 +186,16 @@ def _check_single_split(dataset: str, split: str) -> None:
 
 
 # ---- MBPP ---------------------------------------------------------------------------------------
-def _mbpp_problem(row: dict, dataset: str, setup: str = "", source: str = "") -> Problem:
+def _mbpp_problem(row: dict, dataset: str, task_id, setup: str = "", source: str = "") -> Problem:
+    tests = list(row["test_list"])
+    # test_setup_code builds test inputs from the answer's own classes (task 367: `root = Node(1)`), so it
+    # runs after the answer, at the head of each test, as in MBPP's own harness; the prompt shows the asserts.
+    after = (row.get("test_setup_code") or "").replace("\r\n", "\n").strip()
     return Problem(
-        task_id=int(row["task_id"]),
+        task_id=task_id,
         text=(row.get("text") or row.get("prompt") or "").strip(),
-        tests=list(row["test_list"]),
+        tests=[f"{after}\n{t}" for t in tests] if after else tests,
+        prompt_tests=tests if after else None,
         setup=setup,
         reference=row.get("code", "").replace("\r\n", "\n"),
         dataset=dataset,
@@ -212,15 +219,13 @@ def _load_mbpp(dataset: str, split: str) -> list[Problem]:
         tid = int(row["task_id"])
         if not _in_split(tid, split, dataset):
             continue
-        if dataset == "mbpp":
-            setup = row.get("test_setup_code") or ""
-        elif "test_imports" in row:  # the Hub's sanitized config keeps the imports
-            setup = "\n".join(row["test_imports"] or [])
-        else:
-            setup = row.get("test_setup_code") or ""
-            if tid in _SANITIZED_NEEDS_MATH and "import math" not in setup:
-                setup = ("import math\n" + setup).strip("\n")
-        problems.append(_mbpp_problem(row, dataset, setup, source))
+        setup = ""  # run before the answer: only imports the canonical code relies on (sanitized)
+        if dataset == "mbpp-sanitized":
+            if "test_imports" in row:  # the Hub's sanitized config keeps them
+                setup = "\n".join(row["test_imports"] or [])
+            elif tid in _SANITIZED_NEEDS_MATH:
+                setup = "import math"
+        problems.append(_mbpp_problem(row, dataset, tid, setup, source))
     return problems
 
 
@@ -238,19 +243,9 @@ def _load_jsonl(path: str, split: str) -> list[Problem]:
             raise UserError(f"{p} line {n} lacks {', '.join(missing)}; rows need MBPP's fields task_id, text, test_list")
         if not row["test_list"]:
             raise UserError(f"{p} line {n} (task_id {row['task_id']}) has an empty test_list; give it at least one test")
-        tid = row["task_id"]
-        problems.append(
-            Problem(
-                task_id=tid,
-                text=(row.get("text") or row.get("prompt")).strip(),
-                tests=list(row["test_list"]),
-                setup=row.get("test_setup_code") or "",
-                reference=(row.get("code") or "").replace("\r\n", "\n"),
-                entry_point=row.get("entry_point"),
-                dataset=f"jsonl:{path}",
-                meta={"source": f"local:{p}"},
-            )
-        )
+        pr = _mbpp_problem(row, f"jsonl:{path}", row["task_id"], source=f"local:{p}")
+        pr.entry_point = row.get("entry_point")
+        problems.append(pr)
     # A JSONL file has no splits of its own, except MBPP's id ranges when its ids are MBPP's integers.
     if split in ("test", "all") or not all(isinstance(pr.task_id, int) for pr in problems):
         if split not in ("test", "all"):
