@@ -1,0 +1,223 @@
+"""The trainer on a tiny Llama (tests/_tiny_rl.py): config handling, rollout modes, one update in the
+right direction, run folder, checkpoints (HF-loadable, atomic), kill-and-resume == unbroken, LoRA."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _tiny_rl import add_problems, tiny_model, tiny_tokenizer  # noqa: E402
+
+from cocos.errors import UserError  # noqa: E402
+from cocos.train.config import TrainConfig, load_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = dict(model="tiny", k=2, turns=2, problems_per_step=2, max_new_tokens=8, temperature=1.0, micro_batch=3,
+            lr=1e-2, max_steps=2, eval_limit=0, autocast="none", tensorboard=True, timeout=5.0, schedule="cosine",
+            warmup_steps=1)
+
+
+def make_trainer(out, resume=False, eval_problems=(), **over):
+    from cocos.policy import Policy
+    from cocos.train.trainer import Trainer
+
+    tok = tiny_tokenizer()
+    cfg = TrainConfig(**{**TINY, **over})
+    policy = Policy(tiny_model(tok), tok, backend="auto")
+    return Trainer(cfg, out, resume=resume, progress=False, policy=policy, problems=add_problems(2),
+                   eval_problems=list(eval_problems))
+
+
+# ---- config -------------------------------------------------------------------------------------
+def test_config_overrides_types_and_errors(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("k: 4\ngamma: 1\nlora: true\ntrain_turns: [2]\n")
+    cfg = load_config(p, ["lr=2e-5", "mode=trajectory", "eval_limit=none", "fewshot=yes"])
+    assert (cfg.k, cfg.gamma, cfg.lora, cfg.lr, cfg.eval_limit, cfg.fewshot) == (4, 1.0, True, 2e-5, None, True)
+    assert isinstance(cfg.gamma, float) and cfg.trained_turns() == [1]
+    for bad, field in [("kk=3", "kk"), ("k=two", "k"), ("k=1", "k"), ("mode=sideways", "mode"), ("lora=maybe", "lora"),
+                       ("beta=-1", "beta"), ("train_turns=3", "train_turns"), ("lr", "lr")]:
+        with pytest.raises(UserError, match=field):
+            load_config(p, [bad])
+    with pytest.raises(UserError, match="no such file"):
+        load_config(tmp_path / "missing.yaml")
+    # last-turn mode trains the last turn only
+    assert load_config(None, ["mode=last-turn", "turns=3"]).trained_turns() == [2]
+
+
+def test_shipped_configs_load():
+    for name in ("cocos_cpu", "cocos_paper", "score"):
+        cfg = load_config(ROOT / "configs" / f"{name}.yaml")
+        assert cfg.k >= 2
+    paper = load_config(ROOT / "configs" / "cocos_paper.yaml")
+    assert (paper.lr, paper.k, paper.problems_per_step, paper.max_new_tokens, paper.gamma, paper.beta,
+            paper.temperature, paper.schedule) == (1e-5, 2, 128, 512, 0.5, 0.01, 0.9, "cosine")
+    score = load_config(ROOT / "configs" / "score.yaml")
+    assert score.method == "score" and score.reward == "binary"
+
+
+# ---- rollout modes ------------------------------------------------------------------------------
+def test_last_turn_vs_trajectory_sampling(tmp_path):
+    tr = make_trainer(tmp_path / "a", mode="last-turn", k=3)
+    from cocos.train.trainer import _TimedPolicy
+
+    tr.timed = _TimedPolicy(tr.policy)
+    trajs = tr.rollout(tr.problems, step=0)
+    assert len(trajs) == 6
+    for g in range(2):  # the 3 samples of a problem share one turn 1; only their last turns are trained
+        group = trajs[3 * g:3 * g + 3]
+        assert all(t.turns[0] is group[0].turns[0] and t.shared_prefix_turns == 1 for t in group)
+    seqs = tr._sequences(trajs, 0)
+    assert len(seqs) == 6 and {s[3] for s in seqs} == {1}
+
+    tr2 = make_trainer(tmp_path / "b", mode="trajectory", k=3)
+    tr2.timed = _TimedPolicy(tr2.policy)
+    trajs2 = tr2.rollout(tr2.problems, step=0)
+    assert all(t.shared_prefix_turns == 0 for t in trajs2)
+    assert len({id(t.turns[0]) for t in trajs2}) == 6
+    seqs2 = tr2._sequences(trajs2, 0)
+    assert len(seqs2) == 12 and {s[3] for s in seqs2} == {0, 1}
+
+
+# ---- one update ---------------------------------------------------------------------------------
+def _logp(model, prompt, completion):
+    from cocos.train import rloo
+
+    ids, attn, pos, cmask = rloo.pad_sequences([prompt], [completion], 0)
+    with torch.no_grad():
+        return float(rloo.masked_sum(rloo.token_logprobs(model, ids, attn, pos, cmask.shape[1])[0], cmask)[0])
+
+
+def test_one_step_moves_weights_toward_positive_advantage(tmp_path):
+    from cocos.rollout import Trajectory, Turn
+
+    tr = make_trainer(tmp_path / "r", lr=5e-3, beta=0.0, max_grad_norm=0.0, schedule="constant", warmup_steps=0)
+    tok = tr.tokenizer
+    prompt = tok("Write a function to add two numbers. [BEGIN]\n").input_ids
+    good = tok.convert_tokens_to_ids(["def add(a, b):\n    return a + b\n", "[DONE]"])
+    bad = tok.convert_tokens_to_ids(["def add(a, b):\n    return b\n", "[DONE]"])
+
+    def traj(c, r, i):
+        turn = Turn(prompt="p", text="t", code="c", reward=r, prompt_ids=prompt, completion_ids=c)
+        return Trajectory(task_id=1, turns=[turn, turn], sample_index=i)
+
+    before = {n: p.detach().clone() for n, p in tr.model.named_parameters()}
+    lp_good, lp_bad = _logp(tr.model, prompt, good), _logp(tr.model, prompt, bad)
+    res = tr.optimize([traj(good, 1.0, 0), traj(bad, 0.0, 1)], step=0)
+    assert res["advantages"] == pytest.approx([0.5, -0.5])  # r1 = r2 = r: R = 0.5 r + r - r = 0.5 r
+    tr._sync_and_step()
+    assert any(not torch.equal(before[n], p) for n, p in tr.model.named_parameters())
+    assert _logp(tr.model, prompt, good) > lp_good + 0.01
+    assert _logp(tr.model, prompt, bad) < lp_bad - 0.01
+
+
+def test_trainer_loss_counts_completion_tokens_only(tmp_path):
+    """The trainer's gradient equals that of -(1/N) sum_i A_i * (log-probs of turn i's completion tokens),
+    computed here the plain way (unpadded, explicit positions): prompt and padding tokens carry no loss."""
+    from cocos.rollout import Trajectory, Turn
+
+    tr = make_trainer(tmp_path / "m", beta=0.0, micro_batch=2)
+    tok = tr.tokenizer
+    snip = tok.convert_tokens_to_ids(["def add(a, b):\n    return a + b\n", "def add(a, b):\n    return b\n", "[DONE]"])
+    p1 = tok("Write a function to add two numbers. [BEGIN]\n").input_ids
+    p2 = p1 + tok("[CORRECT]\n").input_ids  # a longer turn-2 prompt: rows get different padding
+    trajs = [Trajectory(1, [Turn("p", "t", "c", reward=r1, prompt_ids=p1, completion_ids=c1),
+                            Turn("p", "t", "c", reward=r2, prompt_ids=p2, completion_ids=c2)], sample_index=i)
+             for i, (r1, r2, c1, c2) in enumerate([(0.0, 1.0, [snip[1], snip[2]], [snip[0], snip[2]]),
+                                                   (1 / 3, 0.0, [snip[2]], [snip[1], snip[1], snip[2]])])]
+    res = tr.optimize(trajs, step=0)
+    # R = 0.5 r1 + r2 - r1: 1.0 and -1/6 -> advantages +-(1 + 1/6)
+    assert res["advantages"] == pytest.approx([7 / 6, -7 / 6])
+    got = {n: p.grad.clone() for n, p in tr.model.named_parameters()}
+    tr.model.zero_grad()
+    loss = 0.0
+    for traj, a in zip(trajs, res["advantages"]):
+        for turn in traj.turns:
+            ids = torch.tensor([turn.prompt_ids + turn.completion_ids])
+            logits = tr.model(input_ids=ids).logits[0, :-1]
+            lp = torch.log_softmax(logits, -1).gather(-1, ids[0, 1:, None]).squeeze(-1)
+            loss = loss - a * lp[len(turn.prompt_ids) - 1:].sum() / 2
+    loss.backward()
+    for n, p in tr.model.named_parameters():
+        assert torch.allclose(got[n], p.grad, atol=1e-5, rtol=1e-3), n
+
+
+# ---- runs, checkpoints, resume ------------------------------------------------------------------
+def _weights(model):
+    return {n: p.detach().clone() for n, p in model.state_dict().items()}
+
+
+def test_run_folder_checkpoint_and_resume_equals_unbroken(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    # unbroken: 2 steps
+    a = make_trainer(tmp_path / "a", save_every=1, eval_every=1, eval_problems=add_problems(1))
+    a.train()
+    wa = _weights(a.model)
+    run = tmp_path / "a"
+    assert (run / "config.yaml").exists() and list((run / "tensorboard").iterdir())
+    lines = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2]
+    for key in ("reward@1", "reward@2", "acc@1", "acc@2", "kl", "entropy", "adv_std", "length@1", "time_generate",
+                "time_execute", "time_train", "tokens_per_s", "edit_sim(1,2)", "grad_norm", "warnings"):
+        assert key in lines[0], key
+    assert lines[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # step 1 samples from the reference itself
+    metrics = json.loads((run / "eval" / "step_1" / "metrics.json").read_text())
+    assert "acc@1" in metrics and "delta(1,2)" in metrics and (run / "eval" / "step_1" / "samples.jsonl").exists()
+    assert (run / "eval" / "step_2" / "metrics.json").exists()
+    ckpt = run / "checkpoints" / "step_2"
+    loaded = AutoModelForCausalLM.from_pretrained(str(ckpt))
+    assert all(torch.equal(loaded.state_dict()[n], wa[n]) for n in wa)
+    assert (ckpt / "trainer_state.pt").exists() and (ckpt / "rng_rank0.pt").exists()
+    assert not list((run / "checkpoints").glob(".tmp-*"))
+
+    # killed right after the checkpoint of step 1 ...
+    class Killed(Exception):
+        pass
+
+    b = make_trainer(tmp_path / "b", save_every=1)
+    save = b.save_checkpoint
+
+    def save_then_die():
+        save()
+        raise Killed
+
+    b.save_checkpoint = save_then_die
+    with pytest.raises(Killed):
+        b.train()
+    # ... with a half-written checkpoint of step 2 lying around (what a kill during a save leaves)
+    (tmp_path / "b" / "checkpoints" / ".tmp-step_2").mkdir()
+    with pytest.raises(UserError, match="--resume"):
+        make_trainer(tmp_path / "b")
+    c = make_trainer(tmp_path / "b", resume=True, save_every=1)
+    assert c.step == 1
+    c.train()
+    wc = _weights(c.model)
+    assert all(torch.equal(wa[n], wc[n]) for n in wa), "resumed run differs from the unbroken one"
+    assert [json.loads(x)["step"] for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_lora_reference_is_adapters_off_and_checkpoint_has_merged_weights(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    tr = make_trainer(tmp_path / "l", lora=True, lora_r=4, lora_alpha=8, max_steps=1, lr=5e-2, warmup_steps=0,
+                      lora_target_modules="q_proj,v_proj,o_proj")
+    assert tr.ref_model is None and tr.policy.backend == "hf"
+    n_train = sum(p.numel() for p in tr.model.parameters() if p.requires_grad)
+    assert 0 < n_train < sum(p.numel() for p in tr.model.parameters()) / 5
+    out = tr.train()
+    assert out["last"]["kl"] == pytest.approx(0.0, abs=1e-5)  # LoRA B starts at 0: policy == reference
+    assert out["last"]["adv_std"] > 0
+    ckpt = tmp_path / "l" / "checkpoints" / "step_1"
+    assert (ckpt / "adapter" / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(str(ckpt))
+    ids = torch.tensor([[1, 5, 9, 30]])
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, tr.model(ids).logits, atol=1e-4)
+        with tr.model.disable_adapter():
+            base = tr.model(ids).logits
+    assert not torch.allclose(merged(ids).logits, base, atol=1e-4)  # the adapters did learn something
