@@ -142,6 +142,7 @@ def _enter_namespaces(cfg, status):
         os._exit(1)
     status["uid_nobody"] = os.geteuid() == 0 and _host_root
     cgroup = _make_cgroup(cfg["cgroup_bytes"]) if _host_root and cfg.get("cgroup", True) else None
+    parent_fd = os.open(os.path.dirname(cgroup), os.O_RDONLY | os.O_DIRECTORY) if cgroup else None
     hr, hw = os.pipe()
     pid1 = os.fork()
     if pid1:  # outer: put pid 1 in the cgroup, protect it from the OOM killer, wait, clean up
@@ -164,15 +165,17 @@ def _enter_namespaces(cfg, status):
                 break
             except InterruptedError:
                 continue
-        if cgroup:
+        if cgroup:  # pid 1 has covered /sys by now (same mount namespace): go by the folder's fd
             for _ in range(50):
                 try:
-                    os.rmdir(cgroup)
+                    os.rmdir(os.path.basename(cgroup), dir_fd=parent_fd)
                     break
                 except OSError:
                     time.sleep(0.05)
         os._exit(0)
     os.close(hw)
+    if parent_fd is not None:
+        os.close(parent_fd)
     in_cgroup = os.read(hr, 1) == b"C"
     os.close(hr)
     return in_cgroup
@@ -181,6 +184,8 @@ def _enter_namespaces(cfg, status):
 def _setup_mounts(cfg, status):
     """In pid 1: everything read-only and nosuid, a private writable /tmp, a minimal /dev, a fresh
     /proc, empty read-only folders over the home folders, /run, /sys; the Python install kept."""
+    # A mount namespace of pid 1's own, so that the outer process keeps the host's view (cgroupfs).
+    _check(_libc.unshare(CLONE_NEWNS), "unshare(mount namespace)")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     keep = sorted({os.path.realpath(p) for p in cfg["keep"] if os.path.isdir(p)})
     keep_fds = {p: os.open(p, os.O_PATH) for p in keep}
