@@ -84,20 +84,34 @@ class SFTRunConfig:
             raise UserError(f"fix_fraction must be in [0, 1], got {self.fix_fraction}: set it with --set fix_fraction=0.5")
         if self.solution_field not in ("solution", "r1_solution"):
             raise UserError(f"solution_field must be 'solution' or 'r1_solution', got {self.solution_field!r}")
+        if self.max_rows is not None and (not isinstance(self.max_rows, int) or isinstance(self.max_rows, bool) or self.max_rows < 1):
+            raise UserError(f"max_rows must be a positive integer or null, got {self.max_rows!r}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise UserError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise UserError("set epochs > 0 or max_steps > 0")
 
 
-def _coerce(value: str, like):
-    """--set k=v: parse v as YAML (numbers, booleans, null), as the config file would."""
-    import yaml
-
-    v = yaml.safe_load(value)
-    if isinstance(like, float) and isinstance(v, int) and not isinstance(v, bool):
-        return float(v)
-    return v
+def _coerce(key: str, value, like):
+    """A YAML / --set value as the field's type (YAML reads `1e-5` as a string, for instance)."""
+    if value is None or isinstance(like, str) or like is None:
+        return value
+    try:
+        if isinstance(like, bool):
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+                return value.lower() in ("true", "yes", "1")
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if isinstance(like, int) and not isinstance(value, bool):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if isinstance(like, float) and not isinstance(value, bool):
+            return float(value)
+    except (TypeError, ValueError):
+        pass
+    raise UserError(f"{key}: expected {type(like).__name__}, got {value!r}")
 
 
 def load_sft_config(path: str | Path | None, overrides: list[str] | None = None) -> SFTRunConfig:
@@ -120,11 +134,11 @@ def load_sft_config(path: str | Path | None, overrides: list[str] | None = None)
         k = k.strip()
         if k not in names:
             raise UserError(f"--set {k}: unknown SFT setting; known: {', '.join(sorted(names))}")
-        data[k] = _coerce(v, getattr(defaults, k))
+        data[k] = yaml.safe_load(v)
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise UserError(f"unknown SFT setting(s) {unknown} in {path}: known settings are {', '.join(sorted(names))}")
-    return SFTRunConfig(**data)
+    return SFTRunConfig(**{k: _coerce(k, v, getattr(defaults, k)) for k, v in data.items()})
 
 
 # ---- KodCode rows -> problems ---------------------------------------------------------------------
