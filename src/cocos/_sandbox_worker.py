@@ -688,6 +688,7 @@ class Worker:
         valid = {i: keys[i] for i in indices}
         buf, received = b"", 0
         current, started = None, False
+        finished = set()  # tests whose process P saw end
         phase_end = time.monotonic() + timeout + 2 * GRACE + 0.5
         exited = False
 
@@ -715,8 +716,10 @@ class Worker:
                 current, started = msg[1], True
                 phase_end = time.monotonic() + timeout + 2 * GRACE + 0.5
             elif kind == "killed" and msg[1] in valid:
+                finished.add(msg[1])
                 settle(msg[1], ["timeout", None, f"the test ran longer than {timeout:g} s (killed)"])
             elif kind == "exited" and msg[1] in valid and len(msg) == 4:
+                finished.add(msg[1])
                 settle(msg[1], ["error", str(msg[2])[:100], str(msg[3])[:300]])
             elif kind == "program_error" and not started and len(msg) == 3:
                 for i in indices:
@@ -766,8 +769,10 @@ class Worker:
                     why = f"the program exited with status {os.WEXITSTATUS(st)} before the tests ran"
                 for i in indices:
                     settle(i, ["error", code, why])
-            elif current is not None:
-                settle(current, ["error", "ProcessExit", "the program's process ended during this test"])
+            elif current is not None and current not in finished:
+                # The test killed the program's process (its parent): whatever it reported, it broke
+                # the harness, so it does not pass.
+                outcomes[current] = ["error", "ProcessExit", "the program's process ended during this test"]
         else:  # a deadline passed: the phase in progress timed out
             if not started:
                 for i in indices:

@@ -383,6 +383,7 @@ class _Pool:
     def shutdown(self) -> None:
         while self.workers:
             self.workers.pop().close()
+        self.__init__()  # settings are read again at the next start
 
 
 _pool = _Pool()
