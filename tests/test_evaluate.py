@@ -74,7 +74,9 @@ def test_crafted_samples_give_hand_computed_metrics(crafted, tmp_path, capsys):
 def _canonical(tmp_path, dataset):
     problems = load_problems(dataset)
     path = _write_jsonl(tmp_path / f"{dataset}.jsonl", [{"task_id": p.task_id, "turns": [p.reference]} for p in problems])
-    return problems, run_eval(EvalConfig(out=str(tmp_path / dataset), samples=str(path), dataset=dataset), progress=False)
+    # a generous timeout: MBPP 123's canonical code takes seconds on a loaded 2-core machine
+    cfg = EvalConfig(out=str(tmp_path / dataset), samples=str(path), dataset=dataset, timeout=20.0)
+    return problems, run_eval(cfg, progress=False)
 
 
 @pytest.mark.parametrize("dataset,n", [("mbpp", 500), ("humaneval", 164)])

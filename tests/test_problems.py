@@ -89,13 +89,14 @@ def test_odex_tests_setup_and_library():
     problems = load_problems("odex")
     assert len(problems) == 439
     by_id = {p.task_id: p for p in problems}
-    p = by_id[3844801]
+    assert len(by_id) == 439 and by_id["3283984_0"].meta["odex_task_id"] == 3283984
+    p = by_id["3844801_0"]
     assert p.entry_point == "f_3844801" and p.meta["library"] == []
     assert p.text == "check if all elements in list `myList` are identical. Write it as the function `def f_3844801(myList)`."
     assert p.tests[0] == "def check(candidate):\n    assert candidate([1,2,3]) == False\n\ncheck(f_3844801)\n"
     assert p.shown_tests[0] == "assert f_3844801([1,2,3]) == False"
     assert p.reference == "def f_3844801(myList):\n\treturn all(x == myList[0] for x in myList)"
-    q = by_id[18079563]
+    q = by_id["18079563_0"]
     assert q.setup == "import pandas as pd\n" and q.meta["library"] == ["pandas"] and len(q.tests) == 3
     assert sum(len(p.tests) for p in problems) > 439
 

@@ -123,7 +123,7 @@ def test_rewards_prompts_and_batching_with_scripted_answers(problems):
     assert t11.turns[1].prompt.startswith(paper_prompt(p11) + "def remove_Occ(s, ch):\n    return s.strip(ch)\n[DONE]")
     assert t12.turns[0].code == p12.reference.strip()
     # the same answers scored without a model give the same records
-    again = score_responses([(p11, [bad, p11.reference + "\n[DONE]"]), (p12, [t12.turns[0].text, "x = ("])], progress=False)
+    again = score_responses([(p11, [bad, p11.reference + "\n[DONE]"]), (p12, [t12.turns[0].text, "x = ("])])
     assert [t.rewards for t in again] == [t11.rewards, t12.rewards]
     assert [t.turns[1].prompt for t in again] == [t.turns[1].prompt for t in trajs]
     binary = run_episodes(policy, problems, turns=1, reward="binary", progress=False)

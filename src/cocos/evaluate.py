@@ -162,7 +162,7 @@ def run_eval(cfg: EvalConfig, *, console=None, progress: bool = True) -> dict:
                 raise UserError(f"--samples {cfg.samples} holds no samples for the first {cfg.limit} problems")
         _write_config(out, cfg, keep)
         samples_path.write_text("")
-        trajs = score_responses(pairs, reward=cfg.reward, timeout=cfg.timeout, fewshot=cfg.fewshot, progress=progress)
+        trajs = score_responses(pairs, reward=cfg.reward, timeout=cfg.timeout, fewshot=cfg.fewshot)
         _append(samples_path, trajs)
         used = list({p.task_id: p for p, _ in pairs}.values())
     else:
@@ -190,7 +190,7 @@ def run_eval(cfg: EvalConfig, *, console=None, progress: bool = True) -> dict:
                 reward=cfg.reward,
                 timeout=cfg.timeout,
                 seed=None if cfg.seed is None else cfg.seed + i,  # distinct draws per batch
-                progress=False,
+                progress=progress,  # a second bar: the phase (generating / running tests) of this batch
             )
             _append(samples_path, got)
             trajs += got
@@ -228,7 +228,8 @@ def print_table(metrics: dict, cfg: EvalConfig, *, console=None) -> None:
     console = console or Console()
     T = max(int(k.split("@")[1]) for k in metrics if k.startswith("acc@") and "(" not in k)
     who = f"samples {cfg.samples}" if cfg.samples else f"{cfg.model}, {'few-shot' if cfg.fewshot else 'zero-shot'}"
-    table = Table(title=f"{cfg.dataset} ({cfg.split}): {metrics['n_problems']} problems, {T} turns, {who}")
+    table = Table(title=f"{cfg.dataset} ({cfg.split}): {metrics['n_problems']} problems, {T} turns", caption=who,
+                  min_width=56)
     table.add_column("metric")
     table.add_column("value", justify="right")
     rows = [f"acc@{t}" for t in range(1, T + 1)] + [f"tests_passed@{t}" for t in range(1, T + 1)]

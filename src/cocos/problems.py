@@ -31,7 +31,9 @@ Dataset decisions (each one is a choice; tests pin them):
   so the helper functions and imports it declares (e.g. `poly` for find_zero) exist when the answer runs;
   the answer's own definition of the entry point replaces the prompt's stub.
   The reference solution is prompt + canonical_solution (a whole program).
-- ODEX (English, 439): each entry of `test` is one test, run as `def check(candidate):` + body, then
+- ODEX (English, 439): ODEX's task_id (a StackOverflow question) is shared by several rows, so the
+  problem id is "<task_id>_<n>" (n = 0, 1, ... over that question's rows in file order; ODEX's own id
+  is in `meta["odex_task_id"]`). Each entry of `test` is one test, run as `def check(candidate):` + body, then
   `check(<entry point>)`. The imports of `test_start` are the setup (they run before the answer, as in
   ODEX's own harness where they run before the function is called). {text} is the intent plus the
   function signature to write; the tests shown are the test bodies with `candidate` written as the
@@ -345,30 +347,39 @@ def humaneval_split_stats() -> dict:
 
 
 # ---- ODEX ---------------------------------------------------------------------------------------
+_CHECK_HEAD = re.compile(r"^def check\((\w+)\):[ \t]*$", re.MULTILINE)
+
 def _load_odex() -> list[Problem]:
     rows, source = _rows("odex")
-    problems = []
+    problems, seen = [], {}
     for row in rows:
+        # ODEX's task_id is the StackOverflow question, shared by several rows (439 rows, 333 ids): the
+        # problem id is "<task_id>_<n>", n counting that question's rows in file order.
+        n = seen[row["task_id"]] = seen.get(row["task_id"], -1) + 1
         ep = row["entry_point"]
         start = row["test_start"]
-        # test_start is "<imports and helpers>\ndef check(candidate):"; the part before `def check` is setup.
-        cut = start.rfind("def check(candidate):")
-        setup = start[:cut].strip("\n") if cut >= 0 else start
+        # test_start is "<imports and helpers>\ndef check(candidate):" (one row names the argument
+        # callerFunction); the part before `def check` is setup, the header starts every test.
+        heads = list(_CHECK_HEAD.finditer(start))
+        if not heads:
+            raise UserError(f"ODEX task {row['task_id']}: test_start has no `def check(...)`; is the data file intact?")
+        head, arg = heads[-1].group(0).strip(), heads[-1].group(1)
+        setup = start[: heads[-1].start()].strip("\n")
         tests = list(row["test"]) if isinstance(row["test"], list) else [row["test"]]
         signature = row["prompt"].strip().splitlines()[0].rstrip(":")
         intent = row["intent"].strip()
         intent += "" if intent.endswith((".", "?", "!")) else "."
         problems.append(
             Problem(
-                task_id=row["task_id"],
+                task_id=f"{row['task_id']}_{n}",
                 text=f"{intent} Write it as the function `{signature}`.",
-                tests=[f"def check(candidate):{body.rstrip()}\n\ncheck({ep})\n" for body in tests],
+                tests=[f"{head}{body.rstrip()}\n\ncheck({ep})\n" for body in tests],
                 setup=setup + "\n" if setup else "",
                 entry_point=ep,
                 reference=row["prompt"] + row["canonical_solution"] + row.get("suffix", ""),
-                prompt_tests=[re.sub(r"\bcandidate\b", ep, textwrap.dedent(body).strip()) for body in tests],
+                prompt_tests=[re.sub(rf"\b{arg}\b", ep, textwrap.dedent(body).strip()) for body in tests],
                 dataset="odex",
-                meta={"source": source, "library": list(row.get("library") or [])},
+                meta={"source": source, "library": list(row.get("library") or []), "odex_task_id": row["task_id"]},
             )
         )
     return problems

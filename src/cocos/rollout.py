@@ -178,7 +178,6 @@ def score_responses(
     reward: str = "progressive",
     timeout: float = 3.0,
     fewshot: bool = False,
-    progress: bool = True,
 ) -> list[Trajectory]:
     """Trajectories from saved answers (no model): each sample is (problem, [raw text of turn 1, 2, ...]).
 
@@ -195,7 +194,8 @@ def score_responses(
 
         prefix = fewshot_prefix(load_fewshot_examples())
     histories: list[list[Turn]] = [[] for _ in samples]
-    for t in tqdm(range(n_turns), desc="running tests", unit="turn", disable=not progress, leave=False):
+    # no bar of our own: the sandbox shows one for large batches
+    for t in range(n_turns):
         live = [i for i, (_, texts) in enumerate(samples) if len(texts) > t]
         problems = [samples[i][0] for i in live]
         prompts = [paper_prompt(samples[i][0], [h.code for h in histories[i]], prefix) for i in live]
