@@ -107,10 +107,27 @@ def test_missing_library_is_reported_as_import_error():
     assert run_tests(fake, ["assert f() == 1"])[0].error_type == "__main__.ModuleNotFoundError"
 
 
-def test_tests_are_independent_of_each_other():
+def test_tests_share_the_program_state_by_default_and_not_with_fork_per_test(monkeypatch):
     code = "state = []\ndef push(x):\n    state.append(x)\n    return len(state)"
-    out = run_tests(code, ["assert push(1) == 1", "assert push(2) == 1", "assert push(3) == 1"])
-    assert statuses(out) == ["passed"] * 3
+    tests = ["assert push(1) == 1", "assert push(2) == 1", "assert push(3) == 3"]
+    # Default: one process runs the tests in order after the program, as MBPP's own harness does.
+    assert statuses(run_tests(code, tests)) == ["passed", "failed", "passed"]
+    sandbox.shutdown()
+    monkeypatch.setenv("COCOS_SANDBOX_FORK_PER_TEST", "1")
+    try:
+        assert statuses(run_tests(code, tests)) == ["passed", "passed", "failed"]
+        # The hostile cases hold in this mode too.
+        out = run_tests(FORGER, ["assert f() == 1", "x = f()\nassert x == 1"])
+        assert not any(o.passed for o in out)
+        out = run_tests(ALWAYS_EQUAL, ["assert lint() == 5", "x = any_()\nassert x == 5"])
+        assert statuses(out) == ["failed", "failed"]
+        loop = "def f(x):\n    while x:\n        pass\n    return 0"
+        assert statuses(run_tests(loop, ["assert f(1) == 0", "assert f(0) == 0"], timeout=T)) == ["timeout", "passed"]
+        out = run_tests("import os, signal\ndef k():\n    os.kill(os.getppid(), signal.SIGKILL)\n    return 1",
+                        ["assert k() == 1", "assert 1 == 1"])
+        assert statuses(out) == ["error", "passed"]
+    finally:
+        sandbox.shutdown()
 
 
 def test_run_batch_keeps_input_order_and_accepts_job_records():

@@ -15,6 +15,7 @@ caller, which alone holds the constant, compares (see docs/sandbox.md, "Threat m
 
 import builtins
 import ctypes
+import gc
 import json
 import operator
 import os
@@ -36,8 +37,8 @@ RESULT_STREAM_MAX = 32 << 20  # bytes of result messages read per program run
 
 # Modules imported once in the worker so that forked programs find them ready.
 PRELOAD = ("math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
-           "random", "statistics", "datetime", "json", "typing", "decimal", "fractions", "copy",
-           "cmath", "array", "operator", "sys", "os", "time", "io", "unittest", "textwrap")
+           "random", "datetime", "json", "typing", "decimal", "fractions", "copy", "cmath", "array",
+           "operator", "sys", "os", "time", "io")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x04000000, 0x08000000
@@ -420,6 +421,15 @@ def _run_test(g, i, spec, key, timeout):
         os.setpgid(0, 0)
     except OSError:
         pass
+    msg = _test_message(g, spec, timeout)
+    try:
+        _send(RES_FD, ["k", i, key] + msg)
+    finally:
+        _os_exit(0)
+
+
+def _test_message(g, spec, timeout):
+    """Run one test in the program's namespace `g`; the message that reports its result."""
     builtins.__dict__.update(_builtins_snapshot)  # undo the program's edits of builtins
     g[spec.get("helper", "__cocos_compare")] = _guarded_compare
     msg = ["error", "HarnessError", "no result"]
@@ -447,10 +457,7 @@ def _run_test(g, i, spec, key, timeout):
             msg = ["error", "AssertionError", _short(e)]
     except BaseException as e:  # SystemExit and KeyboardInterrupt included
         msg = ["error", _error_type(e), _short(e)]
-    try:
-        _send(RES_FD, ["k", i, key] + msg)
-    finally:
-        _os_exit(0)
+    return msg
 
 
 def _wait_child(pid, limit):
@@ -531,7 +538,6 @@ def _program_process(job, indices, keys, tmpdir, cfg, drop_to_nobody):
         _os_exit(0)
 
     g = {"__name__": "__main__", "__builtins__": builtins}
-    _send(RES_FD, ["phase", "program"])
     try:
         setup_code = compile(job["setup"], "<setup>", "exec")
         program = compile(job["code"], "<program>", "exec")
@@ -554,6 +560,15 @@ def _program_process(job, indices, keys, tmpdir, cfg, drop_to_nobody):
         except BaseException:
             pass
     _signal(signal.SIGALRM, signal.SIG_DFL)
+    if not cfg["fork_per_test"]:
+        # Tests one after another in this process, as MBPP's own harness does (fewer forks and
+        # messages: the worker takes each report as the start of the next test). A test that
+        # hangs past its limit or ends this process makes the worker start a new one for the rest.
+        _send(RES_FD, ["start", indices[0]])
+        for i in indices:
+            _send(RES_FD, ["k", i, keys[i]] + _test_message(g, job["tests"][i], timeout))
+        _os_exit(0)
+    gc.freeze()  # the program's objects too: each test's fork then copies only what it touches
     for i in indices:
         spec = job["tests"][i]
         _send(RES_FD, ["start", i])
@@ -696,12 +711,19 @@ class Worker:
             if outcomes[i] is None:
                 outcomes[i] = outcome
 
+        inline = not self.cfg["fork_per_test"]
+
         def handle(msg):
             nonlocal current, started, phase_end
             kind = msg[0]
             if kind == "k":  # a test's own report: only with that test's key
                 if len(msg) >= 4 and isinstance(msg[1], int) and valid.get(msg[1]) == msg[2]:
                     i, body = msg[1], msg[3:]
+                    if inline and i == current:  # the program process reported: next test starts
+                        finished.add(i)
+                        k = indices.index(i) + 1
+                        current = indices[k] if k < len(indices) else None
+                        phase_end = time.monotonic() + timeout + 2 * GRACE + 0.5
                     if body[0] == "done":
                         settle(i, ["passed", None, ""])
                     elif body[0] == "value" and len(body) == 2:
@@ -836,6 +858,9 @@ def main():
         except Exception as e:
             status["problems"].append(f"preload {name}: {e}")
     globals()["_builtins_snapshot"] = dict(builtins.__dict__)
+    # Forks stay cheap when the collector never walks (and so copies) the objects they inherit.
+    gc.collect()
+    gc.freeze()
     worker = Worker(cfg, pid_namespace, jobs_root, drop)
     _send(1, {"ready": True, "status": status})
     stdin = sys.stdin.buffer

@@ -282,7 +282,8 @@ def _worker_config() -> dict:
     return {"isolate": os.environ.get("COCOS_SANDBOX_ISOLATION", "1").strip() != "0",
             "keep": sorted(keep), "hide": sorted(hide), "memory_bytes": mem_mb << 20,
             "cgroup_bytes": (mem_mb + 1024) << 20, "tmp_bytes": 256 << 20, "fsize_bytes": 64 << 20,
-            "nproc": int(os.environ.get("COCOS_SANDBOX_NPROC", "64")), "preload": preload}
+            "nproc": int(os.environ.get("COCOS_SANDBOX_NPROC", "64")), "preload": preload,
+            "fork_per_test": _env_flag("COCOS_SANDBOX_FORK_PER_TEST")}
 
 
 def _describe(status: dict) -> tuple[bool, str]:
@@ -461,7 +462,7 @@ def _dispatch(prepared, results, timeout, workers) -> None:
     if len(prepared) >= 200:
         try:
             from tqdm.auto import tqdm
-            bar = tqdm(total=len(prepared), desc="sandbox", unit="prog", leave=False)
+            bar = tqdm(total=len(prepared), desc="sandbox", unit="prog", leave=False, disable=None)
         except ImportError:
             pass
     try:
