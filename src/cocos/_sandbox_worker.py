@@ -84,6 +84,12 @@ def _make_cgroup(memory_bytes):
         if not os.path.exists(os.path.join(base, limit_file if base.endswith("memory")
                                            else "cgroup.controllers")):
             continue
+        for name in os.listdir(base):  # folders of workers that were killed before cleaning up
+            if name.startswith("cocos-sandbox-") and name[14:].isdigit() and not os.path.exists(f"/proc/{name[14:]}"):
+                try:
+                    os.rmdir(os.path.join(base, name))  # fails harmlessly while processes remain
+                except OSError:
+                    pass
         path = os.path.join(base, f"cocos-sandbox-{os.getpid()}")
         try:
             os.mkdir(path)
@@ -605,7 +611,7 @@ class Worker:
 
     def kill_all(self):
         """Kill every process this worker started, detached ones included, and reap them."""
-        if self.pid_namespace:  # pid 1: kill(-1) reaches every other process of the namespace
+        if self.pid_namespace and os.getpid() == 1:  # kill(-1) from pid 1 reaches only the namespace
             try:
                 os.kill(-1, signal.SIGKILL)
             except OSError:
