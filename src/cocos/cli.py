@@ -59,22 +59,63 @@ def cmd_eval(args) -> int:
 
 # ---- train --------------------------------------------------------------------------------------
 def add_train_parser(sub):
-    p = sub.add_parser("train", help="online multi-turn RL (CoCoS, SCoRe, ablations)")
+    p = sub.add_parser(
+        "train",
+        help="online multi-turn RL (CoCoS, SCoRe, ablations)",
+        description="Train a policy with the CoCoS objective (or SCoRe) on MBPP train; writes the run folder OUT "
+        "(config.yaml, log.jsonl, tensorboard/, eval/step_N/, checkpoints/step_N/). Several processes: "
+        "accelerate launch -m cocos.cli train ...",
+    )
+    p.add_argument("--config", default=None, help="YAML file (configs/cocos_cpu.yaml, cocos_paper.yaml, score.yaml); "
+                   "with --resume and no --config: OUT/config.yaml")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--max-steps", type=int, default=None, help="override max_steps")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override one config field (repeatable), e.g. --set k=4 --set lr=2e-5")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
 
 def cmd_train(args) -> int:
-    raise UserError("cocos train is not built yet")
+    from cocos.train.trainer import run_train
+
+    run_train(args.config, args.out, overrides=args.overrides, max_steps=args.max_steps, resume=args.resume,
+              progress=not args.no_progress)
+    return 0
 
 
 # ---- demo ---------------------------------------------------------------------------------------
 def add_demo_parser(sub):
-    p = sub.add_parser("demo", help="evaluate, train a few CoCoS steps, evaluate again (default model)")
+    from cocos.demo import DEMO_DEFAULTS
+
+    d = DEMO_DEFAULTS
+    p = sub.add_parser(
+        "demo",
+        help="evaluate, train a few CoCoS steps, evaluate again (default model)",
+        description="Evaluate the model on a small MBPP test slice (2 turns, greedy), train CoCoS for a few steps "
+        "on MBPP train, evaluate again, print the before/after table. Writes the run folder OUT.",
+    )
+    p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    p.add_argument("--model", default=d["model"])
+    p.add_argument("--steps", type=int, default=d["max_steps"], help="training steps")
+    p.add_argument("--problems-per-step", type=int, default=d["problems_per_step"])
+    p.add_argument("--k", type=int, default=d["k"], help="samples per problem")
+    p.add_argument("--eval-limit", type=int, default=d["eval_limit"], help="MBPP test problems evaluated before/after")
+    p.add_argument("--max-new-tokens", type=int, default=d["max_new_tokens"], help="per turn, training rollouts")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="any other TrainConfig field (see configs/cocos_cpu.yaml)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted demo in OUT")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args) -> int:
-    raise UserError("cocos demo is not built yet")
+    from cocos.demo import run_demo
+
+    run_demo(out=args.out, model=args.model, max_steps=args.steps, problems_per_step=args.problems_per_step,
+             k=args.k, eval_limit=args.eval_limit, max_new_tokens=args.max_new_tokens, overrides=args.overrides,
+             resume=args.resume)
+    return 0
 
 
 # ---- sft ----------------------------------------------------------------------------------------

@@ -391,9 +391,11 @@ class Trainer:
         for c in range(cfg.grad_accum):
             probs = [self.problems[i] for i in mine[c * chunk:(c + 1) * chunk]]
             t = time.perf_counter()
+            self._phase(f"step {step + 1}: rollouts ({len(probs)} problems x {cfg.k})")
             got = self.rollout(probs, step, c)
             rollout_time += time.perf_counter() - t
             t = time.perf_counter()
+            self._phase(f"step {step + 1}: log-probs and update")
             res = self.optimize(got, step, n_traj_total=per_rank * cfg.k)
             train_time += time.perf_counter() - t
             trajs += got
@@ -561,6 +563,11 @@ class Trainer:
             self.policy.sync_weights()
 
     # ---- logging --------------------------------------------------------------------------------
+    def _phase(self, text: str) -> None:
+        bar = getattr(self, "_bar", None)
+        if bar is not None:
+            bar.set_postfix_str(text)
+
     def _log_scalars(self, scalars: dict, step: int) -> None:
         if self.tb is not None:
             for k, v in scalars.items():
@@ -594,6 +601,7 @@ class Trainer:
             result["eval"][0] = self.evaluate(0)
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", unit="step",
                    disable=not (self.progress and self.is_main))
+        self._bar = bar
         stats = None
         while self.step < cfg.max_steps:
             stats = self.train_step()
@@ -610,6 +618,7 @@ class Trainer:
             if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.max_steps:
                 self.save_checkpoint()
         bar.close()
+        self._bar = None
         if stats is not None or not checkpoint_steps(self.out):
             self.save_checkpoint()
         if self.eval_problems and self.step not in result["eval"]:
@@ -621,3 +630,28 @@ class Trainer:
         if self.wandb is not None:
             self.wandb.finish()
         return result
+
+
+# ---- entry point for `cocos train` --------------------------------------------------------------
+def run_train(config: str | None, out: str, *, overrides=(), max_steps: int | None = None, resume: bool = False,
+              progress: bool = True) -> dict:
+    from cocos.train.config import load_config
+
+    out_dir = Path(out)
+    if config is None:
+        if not (resume and (out_dir / "config.yaml").exists()):
+            raise UserError("--config: pass a YAML file (e.g. configs/cocos_cpu.yaml), or --resume a run folder")
+        config = out_dir / "config.yaml"
+    cfg = load_config(config, list(overrides), max_steps=max_steps)
+    trainer = Trainer(cfg, out_dir, resume=resume, progress=progress)
+    if trainer.is_main:
+        print(f"cocos train: {cfg.method} on {cfg.dataset} {cfg.split} ({len(trainer.problems)} problems), "
+              f"{cfg.problems_per_step} problems x k={cfg.k} x {cfg.turns} turns per step, steps {trainer.step}->"
+              f"{cfg.max_steps}, {trainer.world} process(es), autocast {trainer.autocast_dtype or 'off'}, "
+              f"generation backend {trainer.policy.backend}; run folder {out_dir}", flush=True)
+    result = trainer.train()
+    if trainer.is_main and result.get("last"):
+        s = result["last"]
+        print(f"done: step {trainer.step}, " + ", ".join(f"reward@{t}={s[f'reward@{t}']:.3f}" for t in range(1, cfg.turns + 1))
+              + f", kl={s['kl']:.4f}; checkpoint {result['checkpoint']}", flush=True)
+    return result
