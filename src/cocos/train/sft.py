@@ -575,7 +575,8 @@ def run_sft(cfg: SFTRunConfig, out_dir: str | Path) -> Path:
         raise UserError(f"{out} already holds a trained model: pick another --out, or --set resume=true to continue it")
     out.mkdir(parents=True, exist_ok=True)
     (out / "sft_config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
-    policy = load_policy(cfg.model, dtype=cfg.dtype, backend="hf")
+    # Turn-SFT generates first (the fast engine helps there); training uses policy.model either way.
+    policy = load_policy(cfg.model, dtype=cfg.dtype, backend="auto" if cfg.data == "turn-sft" else "hf")
     model, tokenizer = policy.model, policy.tokenizer
 
     examples, stats = build_examples(cfg, policy)
