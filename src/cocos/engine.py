@@ -1,0 +1,555 @@
+"""Rollout engine: fast batched sampling for Llama-architecture models on CPU (issue 6).
+
+    from cocos.engine import Engine, supports
+    if supports(model):
+        engine = Engine(model, tokenizer)            # dtype=None: run in the model's own dtype
+        gens = engine.generate(prompts, max_new_tokens=512, temperature=0.9, seed=0, n=4)
+
+`generate` returns one `cocos.policy.Generation` per (prompt, sample), grouped by prompt, in input order.
+Identical prompts (or `n` > 1) are prefilled once and share one KV cache entry.
+
+How it is fast (HF `generate` pads a fixed batch to its longest sequence and recomputes every prompt):
+- continuous batching: up to `max_batch` sequences decode together; one that hits a stop string, EOS or its
+  token budget leaves at once and a waiting one takes its place;
+- prefix sharing: every distinct prompt is prefilled once into a *prefix pool* entry; all its samples read that
+  entry together at decode time (one matrix product per entry instead of one matrix-vector product per sample);
+  a new prompt that starts like one already in the pool (few-shot examples, a turn-2 prompt extending a turn-1
+  prompt) copies the common part of the KV cache instead of recomputing it;
+- static KV cache: the prefix pool [layers, P, kv_heads, prompt_len, head_dim] and the per-sequence *own* cache
+  [layers, S, kv_heads, max_new_tokens, head_dim] are preallocated; running sequences are kept in rows 0..B-1
+  (a finished row is overwritten by the last one) so attention reads plain slices, never a gathered copy;
+- one softmax over [prefix | own] scores per row, fp32 softmax, SDPA for the prefill;
+- bf16 when asked (`dtype="bfloat16"`): this CPU has AMX/avx512_bf16 and bf16 matmuls are ~4x faster.
+
+Live weights. With dtype equal to the model's, the engine reads the model's parameter tensors themselves (no
+copy): an optimiser step is seen by the next `generate`. With another dtype (e.g. bf16 rollouts of an fp32
+trainer) it keeps cast copies (with q/k/v and gate/up fused) and re-casts them at the start of `generate`
+whenever a parameter's in-place version counter, storage or identity changed — so `optimizer.step()` and
+`load_state_dict` are picked up automatically; `refresh()` forces a re-cast (use it if you change weights
+through `.data` behind autograd's back).
+
+Not served (supports() is False, use HF generate): other architectures (e.g. Gemma 3), PEFT/LoRA-wrapped
+layers, sliding-window attention, dynamic RoPE, non-CPU devices.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from cocos.errors import UserError
+
+_ARCHS = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"}
+_STATIC_ROPE = {"default", "linear", "llama3", "yarn"}
+_MASKED = float("-inf")
+
+
+def supports(model) -> bool:
+    """True when the engine can serve `model` exactly (else fall back to HF generate)."""
+    cfg = getattr(model, "config", None)
+    if type(model).__name__ not in _ARCHS or cfg is None:
+        return False  # also excludes PeftModel wrappers
+    try:
+        if next(model.parameters()).device.type != "cpu":
+            return False
+        if getattr(cfg, "hidden_act", "silu") != "silu":
+            return False
+        if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
+            return False
+        if any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or [])):
+            return False
+        inner = model.model
+        if getattr(inner.rotary_emb, "rope_type", "default") not in _STATIC_ROPE:
+            return False
+        linears = [model.lm_head]
+        for layer in inner.layers:
+            a, m = layer.self_attn, layer.mlp
+            linears += [a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj]
+        # exactly nn.Linear: LoRA / quantised layers would be silently ignored otherwise
+        return all(type(lin) is torch.nn.Linear for lin in linears)
+    except (AttributeError, StopIteration):
+        return False
+
+
+@dataclass
+class _Layer:
+    ln1: torch.Tensor
+    ln2: torch.Tensor
+    qkv: list  # [(weight, bias)]: one fused projection or three (q, k, v)
+    o: tuple
+    gate_up: list  # [(weight, bias)]: one fused projection or two (gate, up)
+    down: tuple
+
+
+def _rms(x, w, eps):
+    # exactly LlamaRMSNorm: statistics in fp32, scale in the weight's dtype
+    dt = x.dtype
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return w * xf.to(dt)
+
+
+def _rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _linears(x, projs):
+    outs = [F.linear(x, w, b) for w, b in projs]
+    return outs[0] if len(outs) == 1 else torch.cat(outs, -1)
+
+
+def sample_tokens(logits: torch.Tensor, u: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """One token per row of fp32 `logits` [R, V]; `u` [R] are uniforms in [0, 1) (inverse-CDF sampling).
+
+    temperature 0 is greedy (argmax, ties to the lowest id, like HF). Otherwise softmax(logits / temperature)
+    restricted to the top-p nucleus (the smallest set of most likely tokens whose mass reaches top_p, same rule
+    as HF's TopPLogitsWarper) and renormalised.
+    """
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits / temperature, -1)
+    if top_p < 1.0:
+        vals, idx = probs.topk(min(256, probs.shape[-1]), -1)
+        csum = vals.cumsum(-1)
+        if bool((csum[:, -1] < top_p).any()):  # nucleus larger than 256 tokens: sort everything
+            vals, idx = probs.sort(-1, descending=True)
+            csum = vals.cumsum(-1)
+        vals = vals * ((csum - vals) < top_p)  # keep a token while the mass before it is < top_p
+        cdf = vals.cumsum(-1)
+        j = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1), right=True).clamp_(max=cdf.shape[-1] - 1)
+        return idx.gather(-1, j).squeeze(-1)
+    cdf = probs.cumsum(-1)
+    j = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1), right=True).clamp_(max=cdf.shape[-1] - 1)
+    return j.squeeze(-1)
+
+
+class _Group:
+    """One distinct prompt and the requests (samples) that use it."""
+
+    def __init__(self, ids):
+        self.ids = ids
+        self.reqs = deque()
+        self.entry = -1  # prefix pool entry while prefilled
+        self.active = 0  # rows decoding now
+        self.logits = None  # last-position logits, kept until every request has been admitted
+
+
+class Engine:
+    def __init__(self, model, tokenizer, *, dtype=None, max_batch: int = 64, kv_budget_gb: float = 4.0,
+                 fuse: bool | None = None):
+        if not supports(model):
+            raise UserError(f"backend: the rollout engine cannot serve {type(model).__name__}; use backend='hf'")
+        self.model, self.tokenizer = model, tokenizer
+        cfg = model.config
+        self.dtype = {None: next(model.parameters()).dtype, "auto": next(model.parameters()).dtype,
+                      "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype, dtype)
+        if not isinstance(self.dtype, torch.dtype):
+            raise UserError(f"dtype: unknown engine dtype {dtype!r}; use 'float32' or 'bfloat16'")
+        if max_batch < 1:
+            raise UserError("max_batch: must be >= 1")
+        self.max_batch, self.kv_budget = max_batch, int(kv_budget_gb * 2**30)
+        self.fuse = fuse
+        attn = model.model.layers[0].self_attn
+        self.n_layers = len(model.model.layers)
+        self.head_dim = attn.head_dim
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads
+        self.rep = self.n_heads // self.n_kv
+        self.eps = cfg.rms_norm_eps
+        self.vocab = model.lm_head.weight.shape[0]
+        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        eos = gen_eos if gen_eos is not None else tokenizer.eos_token_id
+        self.eos = set([eos] if isinstance(eos, int) else (eos or []))
+        self._sig = None
+        self._w = None
+        self._cache = None  # (key, k_pre, v_pre, k_own, v_own)
+        self._stop_masks = {}
+        self.stats = {}  # counters of the last generate(): prefills, prefill_tokens, cached_tokens, steps, max_rows
+
+    # ---------------------------------------------------------------- weights
+    def _signature(self):
+        return tuple((id(p), p._version, p.data_ptr(), p.dtype) for p in self.model.parameters())
+
+    def refresh(self):
+        """Re-read (and re-cast) the model's weights now."""
+        self._sig = None
+        self._sync()
+
+    def _sync(self):
+        sig = self._signature()
+        if sig == self._sig:
+            return
+        dt, inner = self.dtype, self.model.model
+        copy = any(p.dtype != dt for p in self.model.parameters())
+        fuse = copy if self.fuse is None else self.fuse
+        cast = {}
+
+        def c(t):
+            if t is None:
+                return None
+            if t.dtype == dt:
+                return t.detach()  # the live tensor itself (shares storage)
+            if id(t) not in cast:  # tied weights (embedding = lm_head) are cast once
+                cast[id(t)] = (t, t.detach().to(dt))
+            return cast[id(t)][1]
+
+        def projs(mods):
+            if fuse:
+                bias = None
+                if any(m.bias is not None for m in mods):
+                    bias = torch.cat([m.bias.detach() if m.bias is not None else
+                                      torch.zeros(m.out_features, dtype=m.weight.dtype) for m in mods]).to(dt)
+                return [(torch.cat([m.weight.detach() for m in mods]).to(dt), bias)]
+            return [(c(m.weight), c(m.bias)) for m in mods]
+
+        layers = []
+        for layer in inner.layers:
+            a, m = layer.self_attn, layer.mlp
+            layers.append(_Layer(
+                ln1=c(layer.input_layernorm.weight), ln2=c(layer.post_attention_layernorm.weight),
+                qkv=projs([a.q_proj, a.k_proj, a.v_proj]), o=(c(a.o_proj.weight), c(a.o_proj.bias)),
+                gate_up=projs([m.gate_proj, m.up_proj]), down=(c(m.down_proj.weight), c(m.down_proj.bias))))
+        rope = inner.rotary_emb
+        self._w = dict(embed=c(inner.embed_tokens.weight), norm=c(inner.norm.weight),
+                       head=(c(self.model.lm_head.weight), c(self.model.lm_head.bias)), layers=layers,
+                       inv_freq=rope.inv_freq.detach().float(), rope_scale=float(rope.attention_scaling))
+        self._sig = sig
+
+    def _rope(self, pos):
+        # exactly LlamaRotaryEmbedding: fp32 angles, cos/sin cast to the activation dtype
+        freqs = pos[:, None].float() * self._w["inv_freq"]
+        emb = torch.cat((freqs, freqs), -1)
+        return ((emb.cos() * self._w["rope_scale"]).to(self.dtype), (emb.sin() * self._w["rope_scale"]).to(self.dtype))
+
+    # ---------------------------------------------------------------- KV cache
+    def _alloc(self, slots, entries, pre_len, own_len):
+        key = (slots, entries, pre_len, own_len, self.dtype)
+        if self._cache is None or self._cache[0] != key:
+            self._cache = None
+            shape_pre = (self.n_layers, entries, self.n_kv, pre_len, self.head_dim)
+            shape_own = (self.n_layers, slots, self.n_kv, own_len, self.head_dim)
+            z = lambda s: torch.zeros(s, dtype=self.dtype)  # zeros: masked positions must not hold NaN
+            self._cache = (key, z(shape_pre), z(shape_pre), z(shape_own), z(shape_own))
+        return self._cache[1:]
+
+    def _plan(self, n_req, n_groups, max_prompt, max_new):
+        """Slots S, pool entries P and their lengths, within the KV memory budget."""
+        per_tok = self.n_layers * 2 * self.n_kv * self.head_dim * torch.finfo(self.dtype).bits // 8
+        pre_len = -(-max_prompt // 64) * 64
+        own_len = max(1, max_new)
+        slots = min(self.max_batch, n_req)
+        while slots > 1 and slots * own_len * per_tok + pre_len * per_tok > self.kv_budget:
+            slots //= 2
+        entries = min(slots, n_groups, max(1, (self.kv_budget - slots * own_len * per_tok) // (pre_len * per_tok)))
+        return slots, entries, pre_len, own_len
+
+    # ---------------------------------------------------------------- forward passes
+    @torch.inference_mode()
+    def _prefill(self, ids, entry, cached, k_pre, v_pre):
+        """Run prompt tokens ids[cached:] writing their KV into pool entry `entry`; return last-position logits."""
+        w, dt, D = self._w, self.dtype, self.head_dim
+        L, T = len(ids), len(ids) - cached
+        x = F.embedding(torch.tensor(ids[cached:]), w["embed"])
+        cos, sin = self._rope(torch.arange(cached, L))
+        causal = None
+        if cached:  # query i (absolute position cached+i) sees keys 0..cached+i
+            causal = torch.arange(L)[None, :] <= torch.arange(cached, L)[:, None]
+        for li, ly in enumerate(w["layers"]):
+            h = _rms(x, ly.ln1, self.eps)
+            q, k, v = _linears(h, ly.qkv).split([self.n_heads * D, self.n_kv * D, self.n_kv * D], -1)
+            q = q.view(T, self.n_heads, D).transpose(0, 1)
+            k = k.view(T, self.n_kv, D).transpose(0, 1)
+            v = v.view(T, self.n_kv, D).transpose(0, 1)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            k_pre[li, entry, :, cached:L] = k
+            v_pre[li, entry, :, cached:L] = v
+            if cached:
+                kk, vv = k_pre[li, entry, :, :L], v_pre[li, entry, :, :L]
+                o = F.scaled_dot_product_attention(q[None], kk[None], vv[None], attn_mask=causal, enable_gqa=True)
+            else:  # same call as HF's sdpa path for an unpadded prompt
+                o = F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True, enable_gqa=True)
+            x = x + F.linear(o[0].transpose(0, 1).reshape(T, -1), *ly.o)
+            h = _rms(x, ly.ln2, self.eps)
+            g, u = _linears(h, ly.gate_up).chunk(2, -1)
+            x = x + F.linear(F.silu(g) * u, *ly.down)
+        h = _rms(x[-1:], w["norm"], self.eps)
+        return F.linear(h, *w["head"])[0].float()
+
+    @torch.inference_mode()
+    def _decode(self, tok, pos, own_len, st, k_pre, v_pre, k_own, v_own):
+        """One decode step for rows 0..B-1: returns fp32 logits [B, V].
+
+        st holds the per-composition index tensors: grp [P, G] rows of each pool entry (padded),
+        flat [B] each row's place in the P*G grouping, pre_mask [B, 1, 1, Lp].
+        """
+        w, dt, D, H, Hk, rep = self._w, self.dtype, self.head_dim, self.n_heads, self.n_kv, self.rep
+        B = tok.shape[0]
+        P, G = st["grp"].shape
+        Lp = st["pre_mask"].shape[-1]
+        Lc = int(own_len.max()) + 1
+        own_mask = torch.zeros(B, 1, 1, Lc, dtype=torch.float32)
+        own_mask.masked_fill_(torch.arange(Lc)[None, None, None, :] > own_len[:, None, None, None], _MASKED)
+        mask = torch.cat([st["pre_mask"], own_mask], -1)
+        S_alloc, Lo_alloc = k_own.shape[1], k_own.shape[3]
+        # flat index of (row, kv_head, own position) for writing this step's K/V
+        widx = ((torch.arange(B)[:, None] * Hk + torch.arange(Hk)[None, :]) * Lo_alloc + own_len[:, None]).reshape(-1)
+        cos, sin = self._rope(pos)
+        cos, sin = cos[:, None, :], sin[:, None, :]
+        grp, flat = st["grp"].reshape(-1), st["flat"]
+        scale = D ** -0.5
+        x = F.embedding(tok, w["embed"])
+        for li, ly in enumerate(w["layers"]):
+            h = _rms(x, ly.ln1, self.eps)
+            q, k, v = _linears(h, ly.qkv).split([H * D, Hk * D, Hk * D], -1)
+            q = q.view(B, H, D)
+            k = k.view(B, Hk, D)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            ko, vo = k_own[li], v_own[li]
+            ko.view(-1, D).index_copy_(0, widx, k.reshape(-1, D))
+            vo.view(-1, D).index_copy_(0, widx, v.reshape(-1, D))
+            q = (q * scale).view(B, Hk, rep, D)
+            # prefix part: the rows of one pool entry attend to it together
+            qg = q[grp].view(P, G, Hk, rep, D).transpose(1, 2).reshape(P, Hk, G * rep, D)
+            s_pre = torch.matmul(qg, k_pre[li, :P, :, :Lp].transpose(-1, -2))
+            s_pre = s_pre.view(P, Hk, G, rep, Lp).transpose(1, 2).reshape(P * G, Hk, rep, Lp)[flat]
+            s_own = torch.matmul(q, ko[:B, :, :Lc].transpose(-1, -2))
+            p = torch.softmax(torch.cat([s_pre, s_own], -1).float() + mask, -1).to(dt)
+            pg = p[..., :Lp][grp].view(P, G, Hk, rep, Lp).transpose(1, 2).reshape(P, Hk, G * rep, Lp)
+            o_pre = torch.matmul(pg, v_pre[li, :P, :, :Lp])
+            o_pre = o_pre.view(P, Hk, G, rep, D).transpose(1, 2).reshape(P * G, Hk, rep, D)[flat]
+            o = o_pre + torch.matmul(p[..., Lp:], vo[:B, :, :Lc])
+            x = x + F.linear(o.reshape(B, H * D), *ly.o)
+            h = _rms(x, ly.ln2, self.eps)
+            g, u = _linears(h, ly.gate_up).chunk(2, -1)
+            x = x + F.linear(F.silu(g) * u, *ly.down)
+        h = _rms(x, w["norm"], self.eps)
+        return F.linear(h, *w["head"]).float()
+
+    # ---------------------------------------------------------------- stop strings
+    def _stop_mask(self, stop):
+        """Tokens whose text contains the last character of a stop string: only they can complete one."""
+        if stop not in self._stop_masks:
+            lasts = {s[-1] for s in stop}
+            if all(ch.isascii() for ch in lasts):
+                pieces = self.tokenizer.batch_decode([[i] for i in range(self.vocab)])
+                mask = torch.tensor([any(ch in p for ch in lasts) for p in pieces])
+            else:
+                mask = torch.ones(self.vocab, dtype=torch.bool)
+            self._stop_masks[stop] = mask
+        return self._stop_masks[stop]
+
+    # ---------------------------------------------------------------- the scheduler
+    def generate(self, prompts, *, max_new_tokens=512, temperature=0.0, top_p=1.0, seed=None,
+                 stop=("[DONE]",), progress=False, n: int = 1):
+        """Sample `n` completions per prompt: len(prompts) * n Generations, grouped by prompt, in order."""
+        from cocos.policy import Generation
+
+        if isinstance(prompts, str):
+            raise UserError("prompts: pass a list of strings, not one string")
+        if temperature < 0:
+            raise UserError(f"temperature: must be >= 0 (0 is greedy), got {temperature}")
+        if not 0 < top_p <= 1:
+            raise UserError(f"top_p: must be in (0, 1], got {top_p}")
+        if n < 1 or max_new_tokens < 0:
+            raise UserError("n and max_new_tokens: n must be >= 1 and max_new_tokens >= 0")
+        stop = tuple(s for s in (stop or ()) if s)
+        with torch.inference_mode():
+            return self._generate(prompts, max_new_tokens, temperature, top_p, seed, stop, progress, n)
+
+    def _generate(self, prompts, max_new_tokens, temperature, top_p, seed, stop, progress, n):
+        from cocos.policy import Generation
+
+        self._sync()
+        tok = self.tokenizer
+        stats = self.stats = dict(prefills=0, prefill_tokens=0, cached_tokens=0, steps=0, max_rows=0)
+        # requests r = i * n + j; identical prompts share one group (one prefill, one KV entry)
+        groups, req_group, req_ids = {}, [], []
+        for prompt in prompts:
+            g = groups.get(prompt)
+            if g is None:
+                ids = tok(prompt)["input_ids"]
+                if not ids:
+                    raise UserError("prompts: an empty prompt has no tokens to condition on; pass non-empty text")
+                g = groups[prompt] = _Group(ids)
+            for _ in range(n):
+                g.reqs.append(len(req_group))
+                req_group.append(g)
+                req_ids.append(g.ids)
+        N = len(req_group)
+        out = [[] for _ in range(N)]
+        reasons = ["length"] * N
+        if N == 0 or max_new_tokens == 0:
+            return [Generation(text="", prompt_ids=list(req_ids[r]), completion_ids=[], finish_reason="length")
+                    for r in range(N)]
+
+        slots, entries, pre_len, own_len = self._plan(N, len(groups), max(len(g.ids) for g in groups.values()),
+                                                      max_new_tokens)
+        k_pre, v_pre, k_own, v_own = self._alloc(slots, entries, pre_len, own_len)
+        # per-request uniforms: sample j of request r uses u[r, j] whatever the batching (seeded => reproducible)
+        u = torch.zeros(N, max_new_tokens)
+        if temperature > 0:
+            base = int(torch.randint(0, 2**62, ()).item()) if seed is None else int(seed)
+            for r in range(N):
+                gen = torch.Generator().manual_seed((base * 6364136223846793005 + r * 1442695040888963407 + 1) % 2**63)
+                u[r] = torch.rand(max_new_tokens, generator=gen)
+        stop_mask = self._stop_mask(stop) if stop else None
+        window = max((len(s.encode()) for s in stop), default=0) + 2
+
+        waiting = deque(groups.values())
+        pool = []  # pool entry index -> group
+        rows = []  # row -> request
+        row_group = []
+        own = torch.zeros(0, dtype=torch.long)  # own-cache length per row
+        nxt = torch.zeros(0, dtype=torch.long)  # next input token per row
+        st = None
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=N, desc="generate", unit="seq")
+
+        def finished(r, t):
+            """Append token t to request r; return True when r is done."""
+            ids = out[r]
+            ids.append(t)
+            if t in self.eos:
+                reasons[r] = "eos"
+                return True
+            if stop_mask is not None and stop_mask[t]:
+                tail = tok.decode(ids[-window:], skip_special_tokens=True)
+                if any(s in tail for s in stop):
+                    reasons[r] = "stop"
+                    return True
+            return len(ids) >= max_new_tokens
+
+        def release(g):
+            e, last = g.entry, len(pool) - 1
+            if e != last:  # keep live entries in 0..P-1: move the last one into the hole
+                moved = pool[last]
+                n_tok = len(moved.ids)
+                k_pre[:, e, :, :n_tok] = k_pre[:, last, :, :n_tok]
+                v_pre[:, e, :, :n_tok] = v_pre[:, last, :, :n_tok]
+                moved.entry, pool[e] = e, moved
+            pool.pop()
+            g.entry = -1
+
+        while waiting or rows:
+            changed = False
+            # admit: prefill waiting prompts into free pool entries, their samples into free rows
+            new_rows, new_toks = [], []
+            while waiting and len(rows) + len(new_rows) < slots:
+                g = waiting[0]
+                if g.entry < 0:
+                    if len(pool) >= entries:
+                        break
+                    best, cached = None, 0
+                    for other in pool:  # longest prompt prefix already in the pool
+                        c = len(os.path.commonprefix([other.ids, g.ids]))
+                        if c > cached:
+                            best, cached = other, c
+                    cached = min(cached, len(g.ids) - 1)
+                    g.entry = len(pool)
+                    pool.append(g)
+                    if cached:
+                        k_pre[:, g.entry, :, :cached] = k_pre[:, best.entry, :, :cached]
+                        v_pre[:, g.entry, :, :cached] = v_pre[:, best.entry, :, :cached]
+                    g.logits = self._prefill(g.ids, g.entry, cached, k_pre, v_pre)
+                    stats["prefills"] += 1
+                    stats["prefill_tokens"] += len(g.ids) - cached
+                    stats["cached_tokens"] += cached
+                take = min(len(g.reqs), slots - len(rows) - len(new_rows))
+                reqs = [g.reqs.popleft() for _ in range(take)]
+                first = sample_tokens(g.logits.expand(take, -1), u[reqs, 0], temperature, top_p).tolist()
+                for r, t in zip(reqs, first):
+                    if finished(r, t):
+                        if bar is not None:
+                            bar.update(1)
+                    else:
+                        new_rows.append(r)
+                        new_toks.append(t)
+                        g.active += 1
+                if not g.reqs:
+                    waiting.popleft()
+                    g.logits = None
+                    if g.active == 0:
+                        release(g)
+            if new_rows:
+                rows += new_rows
+                row_group += [req_group[r] for r in new_rows]
+                own = torch.cat([own, torch.zeros(len(new_rows), dtype=torch.long)])
+                nxt = torch.cat([nxt, torch.tensor(new_toks, dtype=torch.long)])
+                changed = True
+            if not rows:
+                continue
+            if changed or st is None:
+                st = self._layout(row_group, pool)
+            B = len(rows)
+            stats["steps"] += 1
+            stats["max_rows"] = max(stats["max_rows"], B)
+            pos = st["pre_len"] + own
+            logits = self._decode(nxt, pos, own, st, k_pre, v_pre, k_own, v_own)
+            own += 1
+            us = u[rows, own.clamp(max=max_new_tokens - 1)] if temperature > 0 else u[:B, 0]
+            new = sample_tokens(logits, us, temperature, top_p)
+            nxt = new
+            done = [b for b, (r, t) in enumerate(zip(rows, new.tolist())) if finished(r, t)]
+            if done:
+                for b in reversed(done):  # drop finished rows: the last row moves into the hole
+                    g, last = row_group[b], len(rows) - 1
+                    if b != last:
+                        n_tok = int(own[last])
+                        k_own[:, b, :, :n_tok] = k_own[:, last, :, :n_tok]
+                        v_own[:, b, :, :n_tok] = v_own[:, last, :, :n_tok]
+                        rows[b], row_group[b] = rows[last], row_group[last]
+                        own[b], nxt[b] = own[last], nxt[last]
+                    rows.pop()
+                    row_group.pop()
+                    own, nxt = own[:last], nxt[:last]
+                    g.active -= 1
+                    if g.active == 0 and not g.reqs:
+                        release(g)
+                    if bar is not None:
+                        bar.update(1)
+                st = None
+        if bar is not None:
+            bar.close()
+
+        gens = []
+        for r in range(N):
+            text = tok.decode(out[r], skip_special_tokens=True)
+            if reasons[r] == "stop":
+                cut = min((text.find(s) + len(s) for s in stop if s in text), default=len(text))
+                text = text[:cut]
+            gens.append(Generation(text=text, prompt_ids=list(req_ids[r]), completion_ids=out[r],
+                                   finish_reason=reasons[r]))
+        return gens
+
+    def _layout(self, row_group, pool):
+        """Index tensors for the current batch composition (rebuilt only when rows join or leave)."""
+        P = len(pool)
+        members = [[] for _ in range(P)]
+        flat = []
+        for b, g in enumerate(row_group):
+            flat.append(g.entry)
+            members[g.entry].append(b)
+        G = max(len(m) for m in members) if members else 1
+        G = max(G, 1)
+        grp = torch.zeros(P, G, dtype=torch.long)
+        slot_of = {}
+        for e, m in enumerate(members):
+            for i, b in enumerate(m):
+                grp[e, i] = b
+                slot_of[b] = e * G + i
+        flat = torch.tensor([slot_of[b] for b in range(len(row_group))], dtype=torch.long)
+        lens = torch.tensor([len(g.ids) for g in pool], dtype=torch.long)
+        Lp = int(lens.max())
+        pre_len_rows = torch.tensor([len(g.ids) for g in row_group], dtype=torch.long)
+        pre_mask = torch.zeros(len(row_group), 1, 1, Lp, dtype=torch.float32)
+        pre_mask.masked_fill_(torch.arange(Lp)[None, None, None, :] >= pre_len_rows[:, None, None, None], _MASKED)
+        return dict(grp=grp, flat=flat, pre_mask=pre_mask, pre_len=pre_len_rows)

@@ -1,0 +1,207 @@
+"""Rollout engine (issue 6): exactness against HF generate, continuous batching, stops, seeds, prefix sharing,
+live weights. Tiny Llama built from a config and a byte-level BPE tokenizer trained here (no downloads)."""
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from cocos.engine import Engine, sample_tokens, supports
+from cocos.errors import UserError
+
+CORPUS = [
+    "You are an expert Python programmer, and here is your task: Write a function to add two numbers.",
+    "def add(a, b):\n    return a + b\n[DONE]\nassert add(1, 2) == 3\n[BEGIN]\n[CORRECT]\n",
+    "the quick brown fox jumps over the lazy dog; print(sorted(set(xs)))",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # tiny models gain nothing from threads, and on a loaded 2-core machine OpenMP spinning makes them crawl
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    t = Tokenizer(models.BPE())
+    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    t.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<eos>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    t.train_from_iterator(CORPUS * 10, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=t, eos_token="<eos>", pad_token="<pad>")
+
+
+def make_model(tok, seed=0):
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      rope_theta=100000.0, tie_word_embeddings=True, initializer_range=0.2,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    return make_model(tok)
+
+
+PROMPTS = [
+    "You are an expert Python programmer, and here is your task: Write a function",
+    "def add(a, b):",
+    "x",
+    "assert add(1, 2) == 3\n[BEGIN]\n",
+    "the quick brown fox jumps over the lazy dog; print(sorted(set(xs)))\n",
+]
+
+
+def hf_greedy(model, tok, prompt, max_new, stop=()):
+    """HF generate, batch 1, truncated at the first stop string: (completion ids, text, finish reason)."""
+    enc = tok(prompt, return_tensors="pt")
+    out = model.generate(**enc, max_new_tokens=max_new, do_sample=False)[0, enc.input_ids.shape[1]:].tolist()
+    for i in range(len(out)):
+        if out[i] == tok.eos_token_id:
+            return out[: i + 1], tok.decode(out[: i + 1], skip_special_tokens=True), "eos"
+        text = tok.decode(out[: i + 1], skip_special_tokens=True)
+        hit = [text.index(s) + len(s) for s in stop if s in text]
+        if hit:
+            return out[: i + 1], text[: min(hit)], "stop"
+    return out, tok.decode(out, skip_special_tokens=True), "length"
+
+
+def test_supports(model, tok):
+    assert supports(model)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=2))
+    assert not supports(gpt2)
+    with pytest.raises(UserError):
+        Engine(gpt2, tok)
+    peft = pytest.importorskip("peft")
+    lora = peft.get_peft_model(make_model(tok), peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    assert not supports(lora) and not supports(lora.base_model.model)  # LoRA layers would be ignored
+
+
+def test_greedy_matches_hf_generate(model, tok):
+    gens = Engine(model, tok, max_batch=2).generate(PROMPTS, max_new_tokens=24, stop=())
+    for prompt, g in zip(PROMPTS, gens):
+        ids, text, reason = hf_greedy(model, tok, prompt, 24)
+        assert g.completion_ids == ids
+        assert (g.text, g.finish_reason) == (text, reason)
+        assert g.prompt_ids == tok(prompt)["input_ids"]
+
+
+@pytest.mark.parametrize("max_batch", [1, 3, 64])
+def test_continuous_batching_complete_and_in_order(model, tok, max_batch):
+    # stop at the first "e": sequences end at different steps, so rows leave and waiting prompts join
+    prompts = PROMPTS * 2
+    eng = Engine(model, tok, max_batch=max_batch)
+    gens = eng.generate(prompts, max_new_tokens=20, stop=("e",))
+    refs = [hf_greedy(model, tok, p, 20, stop=("e",)) for p in PROMPTS] * 2
+    assert len(gens) == len(prompts)
+    for g, (ids, text, reason) in zip(gens, refs):
+        assert (g.completion_ids, g.text, g.finish_reason) == (ids, text, reason)
+    assert len({len(g.completion_ids) for g in gens}) > 1  # the test really mixes lengths
+    assert eng.stats["max_rows"] <= max_batch
+
+
+def test_stop_string_spanning_tokens(model, tok):
+    prompt = PROMPTS[1]
+    full = Engine(model, tok).generate([prompt], max_new_tokens=30, stop=())[0]
+    pieces = [tok.decode(full.completion_ids[: i + 1]) for i in range(len(full.completion_ids))]
+    # a stop string from the last char of token 4 to the first char of token 6: it spans 3 tokens
+    start, end = len(pieces[3]) - 1, len(pieces[5]) + 1
+    stop = pieces[-1][start:end]
+    assert pieces[-1].find(stop) == start, "pick a stop string that first occurs where we cut"
+    g = Engine(model, tok).generate([prompt], max_new_tokens=30, stop=("never", stop))[0]
+    assert g.finish_reason == "stop"
+    assert g.completion_ids == full.completion_ids[:7]
+    assert g.text == pieces[-1][:end] and g.text.endswith(stop)
+
+
+def test_stop_done_default_and_eos(tok):
+    # make "[DONE]" the greedy continuation: train the tiny model on one repeated string for a few steps
+    model = make_model(tok, seed=1)
+    ids = tok("[BEGIN]\nreturn a + b\n[DONE]" * 6, return_tensors="pt").input_ids
+    opt = torch.optim.Adam(model.parameters(), lr=3e-2)
+    for _ in range(40):
+        loss = model(ids, labels=ids).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    g = Engine(model, tok).generate(["[BEGIN]\nreturn a + b\n[DONE][BEGIN]\n"], max_new_tokens=40)[0]
+    assert g.finish_reason == "stop" and g.text.endswith("[DONE]") and g.text.count("[DONE]") == 1
+    assert tok.decode(g.completion_ids).endswith("[DONE]")  # completion ids end with the token closing it
+
+
+def test_seeded_sampling_reproducible(model, tok):
+    eng = Engine(model, tok, max_batch=2)
+    kw = dict(max_new_tokens=16, temperature=0.9, top_p=0.9, stop=())
+    a = eng.generate(PROMPTS, seed=1, **kw)
+    b = eng.generate(PROMPTS, seed=1, **kw)
+    c = Engine(model, tok, max_batch=64).generate(PROMPTS, seed=1, **kw)  # other batching, same samples
+    d = eng.generate(PROMPTS, seed=2, **kw)
+    ids = lambda gs: [g.completion_ids for g in gs]
+    assert ids(a) == ids(b) == ids(c)
+    assert ids(a) != ids(d)
+    # the k samples of one prompt are different draws
+    k = eng.generate(PROMPTS[:1], n=4, seed=3, **kw)
+    assert len({tuple(g.completion_ids) for g in k}) > 1
+
+
+def test_sampler_distribution():
+    torch.manual_seed(0)
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).expand(20000, -1)
+    u = torch.rand(20000)
+    t = sample_tokens(logits, u, temperature=1.0, top_p=1.0)
+    freq = torch.bincount(t, minlength=4).float() / len(t)
+    assert torch.allclose(freq, torch.softmax(logits[0], -1), atol=0.015)
+    # top_p 0.7: the nucleus is {0, 1} (mass before token 1 is 0.64 < 0.7, before token 2 is 0.88)
+    t = sample_tokens(logits, u, temperature=1.0, top_p=0.7)
+    p = torch.softmax(logits[0, :2], -1)
+    freq = torch.bincount(t, minlength=4).float() / len(t)
+    assert freq[2:].sum() == 0 and torch.allclose(freq[:2], p, atol=0.015)
+    assert sample_tokens(logits[:1], u[:1], 0.0, 1.0).item() == 0
+
+
+def test_prefix_sharing_same_as_without(model, tok):
+    base = "You are an expert Python programmer, and here is your task: "
+    prompts = [base + "add two numbers", base + "sort a list", base + "add two numbers", "def add(a, b):"]
+    eng = Engine(model, tok, max_batch=8)
+    gens = eng.generate(prompts, max_new_tokens=16, stop=(), n=2)
+    # prefill: 3 distinct prompts, the second reuses the common prefix of the first
+    a, b = tok(prompts[0])["input_ids"], tok(prompts[1])["input_ids"]
+    common = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+    assert common > 5 and eng.stats["prefills"] == 3 and eng.stats["cached_tokens"] == common
+    alone = [Engine(model, tok, max_batch=1).generate([p], max_new_tokens=16, stop=())[0] for p in prompts]
+    assert [g.completion_ids for g in gens] == [a.completion_ids for a in alone for _ in range(2)]
+    assert [g.completion_ids for g in gens[:2]] == [hf_greedy(model, tok, prompts[0], 16)[0]] * 2
+
+
+def test_live_weights_seen_by_next_generate(tok):
+    model = make_model(tok, seed=2)
+    fp32, bf16 = Engine(model, tok), Engine(model, tok, dtype="bfloat16")
+    before = fp32.generate(PROMPTS[:2], max_new_tokens=12, stop=())
+    before16 = bf16.generate(PROMPTS[:2], max_new_tokens=12, stop=())
+    with torch.no_grad():  # an in-place update, like optimizer.step()
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    after = fp32.generate(PROMPTS[:2], max_new_tokens=12, stop=())
+    after16 = bf16.generate(PROMPTS[:2], max_new_tokens=12, stop=())
+    assert [g.completion_ids for g in after] != [g.completion_ids for g in before]
+    assert [g.completion_ids for g in after] == [hf_greedy(model, tok, p, 12)[0] for p in PROMPTS[:2]]
+    fresh16 = Engine(model, tok, dtype="bfloat16").generate(PROMPTS[:2], max_new_tokens=12, stop=())
+    assert [g.completion_ids for g in after16] == [g.completion_ids for g in fresh16]
+    assert [g.completion_ids for g in after16] != [g.completion_ids for g in before16]
+
+
+def test_user_errors(model, tok):
+    eng = Engine(model, tok)
+    with pytest.raises(UserError, match="temperature"):
+        eng.generate(["x"], temperature=-1)
+    with pytest.raises(UserError, match="top_p"):
+        eng.generate(["x"], top_p=0)
+    assert eng.generate([], max_new_tokens=4) == []
