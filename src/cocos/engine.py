@@ -162,9 +162,9 @@ class Engine:
         self.rep = self.n_heads // self.n_kv
         self.eps = cfg.rms_norm_eps
         self.vocab = model.lm_head.weight.shape[0]
-        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        eos = gen_eos if gen_eos is not None else tokenizer.eos_token_id
-        self.eos = set([eos] if isinstance(eos, int) else (eos or []))
+        self.eos = set()  # as cocos.policy: the generation config's EOS ids and the tokenizer's
+        for e in (getattr(getattr(model, "generation_config", None), "eos_token_id", None), tokenizer.eos_token_id):
+            self.eos.update([e] if isinstance(e, int) else (e or []))
         self._sig = None
         self._w = None
         self._cache = None  # (key, k_pre, v_pre, k_own, v_own)
@@ -374,7 +374,8 @@ class Engine:
         for prompt in prompts:
             g = groups.get(prompt)
             if g is None:
-                ids = tok(prompt)["input_ids"]
+                bos = tok.bos_token  # as Policy.encode_prompt: BOS added by the tokenizer unless already there
+                ids = tok(prompt, add_special_tokens=not (bos and prompt.startswith(bos)))["input_ids"]
                 if not ids:
                     raise UserError("prompts: an empty prompt has no tokens to condition on; pass non-empty text")
                 g = groups[prompt] = _Group(ids)
@@ -422,7 +423,7 @@ class Engine:
                 reasons[r] = "eos"
                 return True
             if stop_mask is not None and stop_mask[t]:
-                tail = tok.decode(ids[-window:], skip_special_tokens=True)
+                tail = tok.decode(ids[-window:], skip_special_tokens=True, clean_up_tokenization_spaces=False)
                 if any(s in tail for s in stop):
                     reasons[r] = "stop"
                     return True
@@ -522,7 +523,7 @@ class Engine:
 
         gens = []
         for r in range(N):
-            text = tok.decode(out[r], skip_special_tokens=True)
+            text = tok.decode(out[r], skip_special_tokens=True, clean_up_tokenization_spaces=False)
             if reasons[r] == "stop":
                 cut = min((text.find(s) + len(s) for s in stop if s in text), default=len(text))
                 text = text[:cut]

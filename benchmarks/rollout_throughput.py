@@ -1,0 +1,143 @@
+"""Rollout throughput: HF `generate` (float32, bfloat16) vs the rollout engine (cocos.engine), in one run.
+
+    nice -n 10 python benchmarks/rollout_throughput.py [--model smollm2-135m] [--prompts 32] [--max-new-tokens 128]
+        [--threads N] [--k 4] [--k-prompts 8] [--skip-hf-fp32-k]
+
+Case 1 ("greedy"): the first `--prompts` MBPP test problems in the paper's prompt format, greedy, stop at
+[DONE], `--max-new-tokens` each, HF generate in one batch of all prompts (the policy's HF backend) vs the engine.
+Also checks greedy equality: engine float32 vs HF float32, engine bfloat16 vs HF bfloat16, sequence by sequence.
+Case 2 ("k samples"): `--k-prompts` problems with the 3-shot prefix, k samples each at temperature 0.9 (the
+paper's RL sampling), HF generate on the k copies of each prompt in one batch vs the engine (which prefills each
+prompt once, shares its KV cache among the k samples, and reuses the few-shot prefix across prompts).
+
+Tokens/s counts generated tokens up to and including each sequence's stop (padding after a stop is not counted).
+Ratios within one run are what count: other processes share this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+from cocos.engine import Engine  # noqa: E402
+from cocos.policy import Policy, load_policy  # noqa: E402
+from cocos.problems import load_problems  # noqa: E402
+from cocos.prompts import fewshot_prefix, load_fewshot_examples, paper_prompt  # noqa: E402
+
+
+def timed(fn):
+    t = time.perf_counter()
+    gens = fn()
+    dt = time.perf_counter() - t
+    n = sum(len(g.completion_ids) for g in gens)
+    return gens, n, dt
+
+
+def same(a, b):
+    """Sequences with identical completion ids, and the index of the first difference of the others."""
+    equal = sum(x.completion_ids == y.completion_ids for x, y in zip(a, b))
+    firsts = []
+    for x, y in zip(a, b):
+        if x.completion_ids != y.completion_ids:
+            firsts.append(next((i for i, (p, q) in enumerate(zip(x.completion_ids, y.completion_ids)) if p != q),
+                               min(len(x.completion_ids), len(y.completion_ids))))
+    return equal, firsts
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--prompts", type=int, default=32)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--max-batch", type=int, default=64, help="engine: concurrent sequences")
+    ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--k-prompts", type=int, default=8)
+    ap.add_argument("--temperature", type=float, default=0.9, help="case 2 sampling temperature")
+    ap.add_argument("--skip-hf-fp32-k", action="store_true", help="case 2: skip the slow HF float32 run")
+    ap.add_argument("--only", choices=["greedy", "k"], default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"bf16 matmul support: {torch.ops.mkldnn._is_mkldnn_bf16_supported()}")
+
+    policy = load_policy(args.model, dtype="float32", backend="hf")
+    model, tok = policy.model, policy.tokenizer
+    model.eval()
+    hf32 = policy
+    hf16 = Policy(copy.deepcopy(model).to(torch.bfloat16), tok, backend="hf")
+    eng32 = Engine(model, tok, max_batch=args.max_batch)
+    eng16 = Engine(model, tok, dtype="bfloat16", max_batch=args.max_batch)
+    problems = load_problems("mbpp", split="test")
+    N = args.max_new_tokens
+
+    warm = [paper_prompt(problems[0])] * 2
+    for gen in (hf32.generate, hf16.generate, eng32.generate, eng16.generate):
+        gen(warm, max_new_tokens=4)
+
+    rows = []
+
+    def report(case, name, n, dt, base32, base16):
+        rows.append((case, name, n, dt))
+        r32 = f"{(n / dt) / base32:5.2f}x" if base32 else "   - "
+        r16 = f"{(n / dt) / base16:5.2f}x" if base16 else "   - "
+        print(f"  {name:<28} {n:6d} tok {dt:8.1f} s {n / dt:8.1f} tok/s   vs HF fp32 {r32}   vs HF bf16 {r16}",
+              flush=True)
+
+    if args.only in (None, "greedy"):
+        prompts = [paper_prompt(p) for p in problems[: args.prompts]]
+        B = len(prompts)
+        print(f"\ncase 1: {B} MBPP prompts (paper format), greedy, {N} new tokens, stop [DONE]; HF batch {B}")
+        h32, n, dt = timed(lambda: hf32.generate(prompts, max_new_tokens=N, batch_size=B))
+        base32 = n / dt
+        report("greedy", "HF generate float32", n, dt, base32, None)
+        h16, n, dt = timed(lambda: hf16.generate(prompts, max_new_tokens=N, batch_size=B))
+        base16 = n / dt
+        report("greedy", "HF generate bfloat16", n, dt, base32, base16)
+        e32, n, dt = timed(lambda: eng32.generate(prompts, max_new_tokens=N))
+        report("greedy", "engine float32", n, dt, base32, base16)
+        e16, n, dt = timed(lambda: eng16.generate(prompts, max_new_tokens=N))
+        report("greedy", "engine bfloat16", n, dt, base32, base16)
+        for name, a, b in (("float32", e32, h32), ("bfloat16", e16, h16)):
+            eq, firsts = same(a, b)
+            print(f"  greedy equality {name}: {eq}/{B} sequences identical to HF generate"
+                  + (f" (others first differ at token {sorted(firsts)})" if firsts else ""))
+        eq, _ = same(e16, h32)
+        print(f"  (engine bfloat16 vs HF float32: {eq}/{B} identical)")
+
+    if args.only in (None, "k"):
+        shots = fewshot_prefix(load_fewshot_examples())
+        prompts = [paper_prompt(p, fewshot=shots) for p in problems[: args.k_prompts]]
+        dup = [p for p in prompts for _ in range(args.k)]
+        B = len(dup)
+        lens = [len(policy.encode_prompt(p)) for p in prompts]
+        print(f"\ncase 2: {len(prompts)} MBPP prompts with the 3-shot prefix ({min(lens)}-{max(lens)} tokens) x "
+              f"k={args.k} samples, temperature {args.temperature}, {N} new tokens; HF batch {B}")
+        kw = dict(max_new_tokens=N, temperature=args.temperature, top_p=1.0, seed=0)
+        base32 = None
+        if not args.skip_hf_fp32_k:
+            _, n, dt = timed(lambda: hf32.generate(dup, batch_size=B, **kw))
+            base32 = n / dt
+            report("k", "HF generate float32", n, dt, base32, None)
+        _, n, dt = timed(lambda: hf16.generate(dup, batch_size=B, **kw))
+        base16 = n / dt
+        report("k", "HF generate bfloat16", n, dt, base32, base16)
+        for name, eng in (("engine float32", eng32), ("engine bfloat16", eng16)):
+            _, n, dt = timed(lambda: eng.generate(prompts, n=args.k, **kw))
+            report("k", name, n, dt, base32, base16)
+            s = eng.stats
+            print(f"    prefill: {s['prefills']} prompts, {s['prefill_tokens']} tokens computed, "
+                  f"{s['cached_tokens']} reused from a shared prefix; {s['steps']} decode steps, "
+                  f"up to {s['max_rows']} rows")
+
+
+if __name__ == "__main__":
+    main()
