@@ -208,7 +208,7 @@ def response_lengths(samples: list[dict], tokens: bool = True) -> tuple[dict[int
 def _describe_train(run: Run) -> str:
     c = run.config
     bits = []
-    for key in ("algo", "algorithm", "reward", "gamma", "mode", "rollout_mode", "turns", "score_stage"):
+    for key in ("method", "reward", "gamma", "mode", "k", "problems_per_step", "max_steps", "model"):
         if key in c and not isinstance(c[key], (dict, list)):
             bits.append(f"{key}={c[key]}")
     return ", ".join(bits)
