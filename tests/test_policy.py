@@ -210,6 +210,15 @@ def test_user_errors(tmp_path):
         load_policy(str(tmp_path), backend="tpu", verbose=False)
 
 
+def test_bad_generate_arguments(policy):
+    with pytest.raises(UserError, match="empty prompt"):
+        policy.generate(["def f():", ""], max_new_tokens=2)
+    with pytest.raises(UserError, match="list of strings"):
+        policy.generate("def f():", max_new_tokens=2)
+    with pytest.raises(UserError, match="top_p"):
+        policy.generate(["def f():"], temperature=1.0, top_p=0.0)
+
+
 def test_auto_backend_uses_engine_only_when_it_supports_the_model(monkeypatch, policy):
     calls = []
 

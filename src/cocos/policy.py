@@ -549,6 +549,8 @@ class Policy:
         eos = _eos_ids(model, tok)
         pad = tok.pad_token_id if tok.pad_token_id is not None else (eos[0] if eos else 0)
         encoded = [self.encode_prompt(p) for p in prompts]
+        if any(not ids for ids in encoded):
+            raise UserError("prompts: an empty prompt has no tokens to condition on; pass non-empty text")
         # Longest first: similar lengths share a batch (less padding) and memory peaks show up early.
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
         sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else {}
@@ -594,8 +596,10 @@ class Policy:
 # ---- other backends -----------------------------------------------------------------------------
 def _make_engine(model, tokenizer, *, required: bool):
     """The fast engine of `cocos.engine` (issue 6) when present and able to serve this model, else None."""
+    import importlib
+
     try:
-        from cocos import engine as engine_mod
+        engine_mod = importlib.import_module("cocos.engine")
     except ImportError as e:
         if required:
             raise UserError(f"backend 'engine' is not available ({e}); use backend 'hf' or 'auto'") from e
