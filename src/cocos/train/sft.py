@@ -471,7 +471,9 @@ def jsonl_examples(path: str, cfg: SFTRunConfig) -> tuple[list[dict], dict] | No
     raise UserError(f"{path}: every row needs string fields 'prompt' and 'completion' (or KodCode's question/solution/test_code)")
 
 
-def build_examples(cfg: SFTRunConfig, policy=None) -> tuple[list[dict], dict]:
+def build_examples(cfg: SFTRunConfig, policy=None, fits=None) -> tuple[list[dict], dict]:
+    """Examples and counts for cfg.data. `fits(problem)`: keep only problems whose longest example fits
+    (checked before the sandbox runs, which is the slow part)."""
     if cfg.data == "turn-sft":
         if policy is None:
             raise ValueError("Turn-SFT needs the policy to collect its first turns")
@@ -486,10 +488,13 @@ def build_examples(cfg: SFTRunConfig, policy=None) -> tuple[list[dict], dict]:
         rows = _read_rows(cfg.data)[: cfg.max_rows] if cfg.max_rows else _read_rows(cfg.data)
     rows = rows if rows is not None else load_kodcode_rows(cfg)
     problems = [p for p in (kodcode_problem(r, cfg) for r in rows) if p is not None]
-    n_rows = len(rows)
+    n_rows, n_usable = len(rows), len(problems)
+    if fits is not None:
+        problems = [p for p in problems if fits(p)]
+    n_fit = len(problems)
     problems = verified_problems(problems, cfg)
     examples, stats = boost_examples(problems, cfg)
-    stats["rows"] = n_rows
+    stats.update(rows=n_rows, rows_with_tests=n_usable, rows_fitting_max_length=n_fit, rows_verified=len(problems))
     return examples, stats
 
 
@@ -579,7 +584,12 @@ def run_sft(cfg: SFTRunConfig, out_dir: str | Path) -> Path:
     policy = load_policy(cfg.model, dtype=cfg.dtype, backend="auto" if cfg.data == "turn-sft" else "hf")
     model, tokenizer = policy.model, policy.tokenizer
 
-    examples, stats = build_examples(cfg, policy)
+    from cocos.prompts import paper_prompt
+
+    def fits(p: Problem) -> bool:  # the second-turn example is the longer one (the code appears twice)
+        return len(tokenizer(paper_prompt(p, [p.reference]) + completion_of(p.reference))["input_ids"]) + 1 <= cfg.max_length
+
+    examples, stats = build_examples(cfg, policy, fits)
     examples, n_long = drop_long(examples, tokenizer, cfg.max_length)
     stats["dropped_too_long"] = n_long
     stats["examples"] = len(examples)
