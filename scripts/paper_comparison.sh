@@ -32,7 +32,7 @@ case "$BUDGET" in
   tiny)
     : "${N_EVAL:=3}" "${RL_STEPS:=2}"
     TOKENS=48; EVAL_TOKENS=48
-    SFT_SET=(--set max_rows=40 --set max_steps=2 --set batch_size=2 --set grad_accum=1 --set max_length=512)
+    SFT_SET=(--set max_rows=70 --set max_steps=2 --set batch_size=2 --set grad_accum=1 --set max_length=512)
     TSFT_SET=(--set max_rows=4 --set turn_sft_samples=1 --set max_steps=1 --set batch_size=2 --set grad_accum=1 --set max_new_tokens=48)
     RL_SET=(--set problems_per_step=2 --set k=2 --set micro_batch=4 --set eval_every=0 --set save_every=0 --set score_stage1_steps=1)
     ;;
