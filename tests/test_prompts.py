@@ -117,3 +117,14 @@ def test_prompt_uses_shown_tests():
 )
 def test_extract_code(text, code):
     assert extract_code(text) == code
+
+
+def test_extract_code_truncated_answer_keeps_longest_parsing_prefix():
+    # no [DONE]: the model repeated its function and was cut off mid-statement
+    text = "def f(x):\n    return x + 1\ndef f(x):\n    return x +"
+    assert extract_code(text) == "def f(x):\n    return x + 1"
+    # a new few-shot example started after the answer
+    text = "def g():\n    return 2\nYou are an expert Python programmer, and here is your task: ..."
+    assert extract_code(text) == "def g():\n    return 2"
+    # with [DONE] the paper's rule stands, even when the code does not parse
+    assert extract_code("def h(:\n[DONE]") == "def h(:"

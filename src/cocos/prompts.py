@@ -31,6 +31,7 @@ markdown fence's content if there is a fence; then dedented, blank lines around 
 
 from __future__ import annotations
 
+import ast
 import re
 import textwrap
 from typing import Sequence
@@ -149,4 +150,24 @@ def extract_code(text: str) -> str:
     lines = span.splitlines()
     while lines and not lines[0].strip():
         lines.pop(0)
-    return textwrap.dedent("\n".join(lines)).rstrip()
+    code = textwrap.dedent("\n".join(lines)).rstrip()
+    if DONE not in text:
+        # No [DONE] within the token budget: small models repeat their function or start another
+        # few-shot example until cut off mid-line. Keep the longest whole-statement prefix that parses,
+        # so a correct first function is not lost to the truncated tail.
+        code = _longest_parsing_prefix(code)
+    return code
+
+
+def _longest_parsing_prefix(code: str) -> str:
+    lines = code.splitlines()
+    # candidate ends: before each top-level line (a new statement starts there), and the whole text
+    ends = [len(lines)] + [i for i in range(len(lines) - 1, 0, -1) if lines[i][:1] not in ("", " ", "\t")]
+    for end in ends:
+        candidate = "\n".join(lines[:end]).rstrip()
+        try:
+            ast.parse(candidate)
+        except (SyntaxError, ValueError):
+            continue
+        return candidate
+    return code
