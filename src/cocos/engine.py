@@ -46,6 +46,7 @@ from cocos.errors import UserError
 _ARCHS = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"}
 _STATIC_ROPE = {"default", "linear", "llama3", "yarn"}
 _MASKED = float("-inf")
+_OWN_CHUNK = 64  # the own KV cache grows by this many tokens at a time
 
 
 def supports(model) -> bool:
@@ -227,20 +228,34 @@ class Engine:
         return ((emb.cos() * self._w["rope_scale"]).to(self.dtype), (emb.sin() * self._w["rope_scale"]).to(self.dtype))
 
     # ---------------------------------------------------------------- KV cache
-    def _alloc(self, slots, entries, pre_len, own_len):
-        key = (slots, entries, pre_len, own_len, self.dtype)
+    # Layout: K is stored transposed ([.., head_dim, length]) and V as [.., length, head_dim], and attention
+    # always reads the whole allocated length (masked): contiguous operands, so the bf16 batched matmuls
+    # run without first copying a strided slice of the cache (measured: that copy cost more than the matmul).
+    # The own cache therefore grows in chunks of _OWN_CHUNK tokens instead of being max_new_tokens long.
+    def _zeros_kv(self, n, length):
+        # zeros: masked positions must not hold NaN (0 * NaN would leak through p @ V)
+        k = torch.zeros(self.n_layers, n, self.n_kv, self.head_dim, length, dtype=self.dtype)
+        v = torch.zeros(self.n_layers, n, self.n_kv, length, self.head_dim, dtype=self.dtype)
+        return k, v
+
+    def _alloc_pool(self, entries, pre_len):
+        key = (entries, pre_len, self.dtype)
         if self._cache is None or self._cache[0] != key:
             self._cache = None
-            shape_pre = (self.n_layers, entries, self.n_kv, pre_len, self.head_dim)
-            shape_own = (self.n_layers, slots, self.n_kv, own_len, self.head_dim)
-            z = lambda s: torch.zeros(s, dtype=self.dtype)  # zeros: masked positions must not hold NaN
-            self._cache = (key, z(shape_pre), z(shape_pre), z(shape_own), z(shape_own))
+            self._cache = (key, *self._zeros_kv(entries, pre_len))
         return self._cache[1:]
+
+    def _grow_own(self, k_own, v_own, length):
+        k, v = self._zeros_kv(k_own.shape[1], length)
+        old = k_own.shape[-1]
+        k[..., :old] = k_own
+        v[..., :old, :] = v_own
+        return k, v
 
     def _plan(self, n_req, n_groups, max_prompt, max_new):
         """Slots S, pool entries P and their lengths, within the KV memory budget."""
         per_tok = self.n_layers * 2 * self.n_kv * self.head_dim * torch.finfo(self.dtype).bits // 8
-        pre_len = -(-max_prompt // 64) * 64
+        pre_len = -(-max_prompt // 16) * 16
         own_len = max(1, max_new)
         slots = min(self.max_batch, n_req)
         while slots > 1 and slots * own_len * per_tok + pre_len * per_tok > self.kv_budget:
@@ -267,10 +282,10 @@ class Engine:
             v = v.view(T, self.n_kv, D).transpose(0, 1)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            k_pre[li, entry, :, cached:L] = k
+            k_pre[li, entry, :, :, cached:L] = k.transpose(-1, -2)
             v_pre[li, entry, :, cached:L] = v
             if cached:
-                kk, vv = k_pre[li, entry, :, :L], v_pre[li, entry, :, :L]
+                kk, vv = k_pre[li, entry, :, :, :L].transpose(-1, -2), v_pre[li, entry, :, :L]
                 o = F.scaled_dot_product_attention(q[None], kk[None], vv[None], attn_mask=causal, enable_gqa=True)
             else:  # same call as HF's sdpa path for an unpadded prompt
                 o = F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True, enable_gqa=True)
@@ -291,14 +306,14 @@ class Engine:
         w, dt, D, H, Hk, rep = self._w, self.dtype, self.head_dim, self.n_heads, self.n_kv, self.rep
         B = tok.shape[0]
         P, G = st["grp"].shape
-        Lp = st["pre_mask"].shape[-1]
-        Lc = int(own_len.max()) + 1
+        Lp, Lc = k_pre.shape[-1], k_own.shape[-1]
         own_mask = torch.zeros(B, 1, 1, Lc, dtype=torch.float32)
         own_mask.masked_fill_(torch.arange(Lc)[None, None, None, :] > own_len[:, None, None, None], _MASKED)
         mask = torch.cat([st["pre_mask"], own_mask], -1)
-        S_alloc, Lo_alloc = k_own.shape[1], k_own.shape[3]
-        # flat index of (row, kv_head, own position) for writing this step's K/V
-        widx = ((torch.arange(B)[:, None] * Hk + torch.arange(Hk)[None, :]) * Lo_alloc + own_len[:, None]).reshape(-1)
+        # flat indices for writing this step's K (element (row, head, d) at own position) and V (row vectors)
+        bh = torch.arange(B)[:, None] * Hk + torch.arange(Hk)[None, :]  # [B, Hk]
+        widx_k = ((bh[:, :, None] * D + torch.arange(D)) * Lc + own_len[:, None, None]).reshape(-1)
+        widx_v = (bh * Lc + own_len[:, None]).reshape(-1)
         cos, sin = self._rope(pos)
         cos, sin = cos[:, None, :], sin[:, None, :]
         grp, flat = st["grp"].reshape(-1), st["flat"]
@@ -312,19 +327,19 @@ class Engine:
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
             ko, vo = k_own[li], v_own[li]
-            ko.view(-1, D).index_copy_(0, widx, k.reshape(-1, D))
-            vo.view(-1, D).index_copy_(0, widx, v.reshape(-1, D))
+            ko.view(-1).index_copy_(0, widx_k, k.reshape(-1))
+            vo.view(-1, D).index_copy_(0, widx_v, v.reshape(-1, D))
             q = (q * scale).view(B, Hk, rep, D)
             # prefix part: the rows of one pool entry attend to it together
             qg = q[grp].view(P, G, Hk, rep, D).transpose(1, 2).reshape(P, Hk, G * rep, D)
-            s_pre = torch.matmul(qg, k_pre[li, :P, :, :Lp].transpose(-1, -2))
+            s_pre = torch.matmul(qg, k_pre[li, :P])
             s_pre = s_pre.view(P, Hk, G, rep, Lp).transpose(1, 2).reshape(P * G, Hk, rep, Lp)[flat]
-            s_own = torch.matmul(q, ko[:B, :, :Lc].transpose(-1, -2))
+            s_own = torch.matmul(q, ko[:B])
             p = torch.softmax(torch.cat([s_pre, s_own], -1).float() + mask, -1).to(dt)
             pg = p[..., :Lp][grp].view(P, G, Hk, rep, Lp).transpose(1, 2).reshape(P, Hk, G * rep, Lp)
-            o_pre = torch.matmul(pg, v_pre[li, :P, :, :Lp])
+            o_pre = torch.matmul(pg, v_pre[li, :P])
             o_pre = o_pre.view(P, Hk, G, rep, D).transpose(1, 2).reshape(P * G, Hk, rep, D)[flat]
-            o = o_pre + torch.matmul(p[..., Lp:], vo[:B, :, :Lc])
+            o = o_pre + torch.matmul(p[..., Lp:], vo[:B])
             x = x + F.linear(o.reshape(B, H * D), *ly.o)
             h = _rms(x, ly.ln2, self.eps)
             g, u = _linears(h, ly.gate_up).chunk(2, -1)
@@ -392,7 +407,8 @@ class Engine:
 
         slots, entries, pre_len, own_len = self._plan(N, len(groups), max(len(g.ids) for g in groups.values()),
                                                       max_new_tokens)
-        k_pre, v_pre, k_own, v_own = self._alloc(slots, entries, pre_len, own_len)
+        k_pre, v_pre = self._alloc_pool(entries, pre_len)
+        k_own, v_own = self._zeros_kv(slots, min(_OWN_CHUNK, own_len))
         # per-request uniforms: sample j of request r uses u[r, j] whatever the batching (seeded => reproducible)
         u = torch.zeros(N, max_new_tokens)
         if temperature > 0:
@@ -434,7 +450,7 @@ class Engine:
             if e != last:  # keep live entries in 0..P-1: move the last one into the hole
                 moved = pool[last]
                 n_tok = len(moved.ids)
-                k_pre[:, e, :, :n_tok] = k_pre[:, last, :, :n_tok]
+                k_pre[:, e, ..., :n_tok] = k_pre[:, last, ..., :n_tok]
                 v_pre[:, e, :, :n_tok] = v_pre[:, last, :, :n_tok]
                 moved.entry, pool[e] = e, moved
             pool.pop()
@@ -458,7 +474,7 @@ class Engine:
                     g.entry = len(pool)
                     pool.append(g)
                     if cached:
-                        k_pre[:, g.entry, :, :cached] = k_pre[:, best.entry, :, :cached]
+                        k_pre[:, g.entry, ..., :cached] = k_pre[:, best.entry, ..., :cached]
                         v_pre[:, g.entry, :, :cached] = v_pre[:, best.entry, :, :cached]
                     g.logits = self._prefill(g.ids, g.entry, cached, k_pre, v_pre)
                     stats["prefills"] += 1
@@ -489,11 +505,14 @@ class Engine:
             if not rows:
                 continue
             if changed or st is None:
-                st = self._layout(row_group, pool)
+                st = self._layout(row_group, pool, k_pre.shape[-1])
             B = len(rows)
             stats["steps"] += 1
             stats["max_rows"] = max(stats["max_rows"], B)
             pos = st["pre_len"] + own
+            need = int(own.max()) + 1
+            if need > k_own.shape[-1]:
+                k_own, v_own = self._grow_own(k_own, v_own, min(own_len, k_own.shape[-1] + _OWN_CHUNK))
             logits = self._decode(nxt, pos, own, st, k_pre, v_pre, k_own, v_own)
             own += 1
             us = u[rows, own.clamp(max=max_new_tokens - 1)] if temperature > 0 else u[:B, 0]
@@ -505,7 +524,7 @@ class Engine:
                     g, last = row_group[b], len(rows) - 1
                     if b != last:
                         n_tok = int(own[last])
-                        k_own[:, b, :, :n_tok] = k_own[:, last, :, :n_tok]
+                        k_own[:, b, ..., :n_tok] = k_own[:, last, ..., :n_tok]
                         v_own[:, b, :, :n_tok] = v_own[:, last, :, :n_tok]
                         rows[b], row_group[b] = rows[last], row_group[last]
                         own[b], nxt[b] = own[last], nxt[last]
@@ -531,7 +550,7 @@ class Engine:
                                    finish_reason=reasons[r]))
         return gens
 
-    def _layout(self, row_group, pool):
+    def _layout(self, row_group, pool, Lp):
         """Index tensors for the current batch composition (rebuilt only when rows join or leave)."""
         P = len(pool)
         members = [[] for _ in range(P)]
@@ -548,8 +567,6 @@ class Engine:
                 grp[e, i] = b
                 slot_of[b] = e * G + i
         flat = torch.tensor([slot_of[b] for b in range(len(row_group))], dtype=torch.long)
-        lens = torch.tensor([len(g.ids) for g in pool], dtype=torch.long)
-        Lp = int(lens.max())
         pre_len_rows = torch.tensor([len(g.ids) for g in row_group], dtype=torch.long)
         pre_mask = torch.zeros(len(row_group), 1, 1, Lp, dtype=torch.float32)
         pre_mask.masked_fill_(torch.arange(Lp)[None, None, None, :] >= pre_len_rows[:, None, None, None], _MASKED)
