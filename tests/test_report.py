@@ -69,8 +69,9 @@ def test_report_on_mixed_runs(tmp_path):
     empty = tmp_path / "crashed"
     empty.mkdir()
     out = tmp_path / "report"
-    assert main(["report", str(base), str(boost), str(g05), str(g0), str(empty), "--out", str(out),
-                 "--label", "Base", "--label", "Boost", "--label", "CoCoS γ=0.5", "--label", "CoCoS γ=0", "--label", "Crashed"]) == 0
+    assert main(["report", str(base), str(boost), str(g05), str(g0), str(empty), str(tmp_path / "never_run"), "--out", str(out),
+                 "--label", "Base", "--label", "Boost", "--label", "CoCoS γ=0.5", "--label", "CoCoS γ=0", "--label", "Crashed",
+                 "--label", "Never"]) == 0
     md = (out / "report.md").read_text()
     for png in ("accuracy.png", "deltas.png", "unit.png", "reward_curves.png", "lengths.png", "length_curves.png",
                 "kl_edit_sim_curves.png"):
@@ -92,7 +93,7 @@ def test_report_on_mixed_runs(tmp_path):
     for label, m in expect.items():
         assert unit[label] == [pct(m["unit_improve(1,2)"]), pct(m["unit_preserve(1,2)"]), pct(m["edit_sim(1,2)"])]
     # what is missing is said, not silently dropped
-    assert "Crashed: no metrics.json" in md
+    assert "Crashed: no metrics.json" in md and "Never: folder does not exist" in md
     assert re.search(r"eval/step_5/metrics\.json", md)
 
 
@@ -115,7 +116,7 @@ def test_train_run_without_eval_and_errors(tmp_path):
     assert run.kind == "train" and not run.metrics
     assert per_turn_series(run.log, "reward") == {1: [(1, 0.5)], 2: [(1, 0.7)]}
     assert per_turn_series([{"step": 3, "reward@1": 0.2, "reward@2": 0.4, "reward_mean": 0.3}], "reward") == {1: [(3, 0.2)], 2: [(3, 0.4)]}
-    with pytest.raises(UserError, match="does not exist"):
+    with pytest.raises(UserError, match="none of the run folders exists"):
         build_report([tmp_path / "nope"], tmp_path / "out")
     with pytest.raises(UserError, match="--label"):
         build_report([d], tmp_path / "out", labels=["a", "b"])

@@ -84,8 +84,8 @@ def _flat_metrics(m: dict) -> dict:
 
 def load_run(path: str | Path, label: str | None = None) -> Run:
     path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"run folder {str(path)!r} does not exist: pass folders written by `cocos eval` or `cocos train`")
+    if not path.is_dir():  # a run that never started: said in the report, not fatal
+        return Run(label=label or path.name, path=path, kind="eval", notes=["folder does not exist (run not made)"])
     log_path = path / "log.jsonl"
     kind = "train" if log_path.exists() or (path / "eval").is_dir() or (path / "checkpoints").is_dir() else "eval"
     run = Run(label=label or path.name, path=path, kind=kind, config=_read_config(path))
@@ -408,6 +408,8 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, labels: list[s
     if labels and len(labels) != len(run_dirs):
         raise UserError(f"--label was given {len(labels)} times for {len(run_dirs)} run folders: give one label per folder, in order")
     runs = [load_run(d, labels[i] if labels else None) for i, d in enumerate(run_dirs)]
+    if not any(Path(d).is_dir() for d in run_dirs):
+        raise UserError(f"none of the run folders exists ({', '.join(map(str, run_dirs))}): pass folders written by `cocos eval` or `cocos train`")
     seen: dict[str, int] = {}
     for r in runs:  # two folders with the same name would overwrite each other in every plot
         if r.label in seen:
