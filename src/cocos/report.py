@@ -87,7 +87,9 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
     if not path.is_dir():  # a run that never started: said in the report, not fatal
         return Run(label=label or path.name, path=path, kind="eval", notes=["folder does not exist (run not made)"])
     log_path = path / "log.jsonl"
-    kind = "train" if log_path.exists() or (path / "eval").is_dir() or (path / "checkpoints").is_dir() else "eval"
+    # `cocos train` writes config.yaml (and log.jsonl, eval/, checkpoints/); `cocos eval` writes config.json
+    trained = log_path.exists() or (path / "eval").is_dir() or (path / "checkpoints").is_dir() or (path / "config.yaml").exists()
+    kind = "train" if trained else "eval"
     run = Run(label=label or path.name, path=path, kind=kind, config=_read_config(path))
     if not run.config:
         run.notes.append("no config.json / config.yaml")
