@@ -249,52 +249,51 @@ def _bar_groups(ax, labels: list[str], series: dict[str, list[float | None]], yl
         ax.legend(fontsize=8, ncol=len(series), loc="upper left")
 
 
+def _bar_chart(runs: list[Run], series: dict, ylabel: str, title: str, path: Path, zero_line: bool = False) -> None:
+    """One grouped bar chart (a group per run), saved as PNG."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(runs) + 2), 4))
+    _bar_groups(ax, [r.label for r in runs], series, ylabel)
+    if zero_line:
+        ax.axhline(0, color="black", lw=0.8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_accuracy(runs: list[Run], path: Path) -> bool:
     runs = [r for r in runs if turns_of(r.metrics)]
     if not runs:
         return False
     turns = sorted({t for r in runs for t in turns_of(r.metrics)})
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(runs) + 2), 4))
-    _bar_groups(ax, [r.label for r in runs], {f"turn {t}": [_num(r.metrics.get(f"acc@{t}")) for r in runs] for t in turns}, "accuracy (%)")
-    ax.set_title("Accuracy at each turn")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    series = {f"turn {t}": [_num(r.metrics.get(f"acc@{t}")) for r in runs] for t in turns}
+    _bar_chart(runs, series, "accuracy (%)", "Accuracy at each turn", path)
+    return True
+
+
+def _metric_bars(runs: list[Run], keys: dict, ylabel: str, title: str, path: Path, zero_line: bool = False) -> bool:
+    """Bars of the metrics `keys` (label -> metrics.json key) for the runs that have any of them."""
+    runs = [r for r in runs if any(k in r.metrics for k in keys.values())]
+    if not runs:
+        return False
+    series = {name: [_num(r.metrics.get(k)) for r in runs] for name, k in keys.items()}
+    _bar_chart(runs, series, ylabel, title, path, zero_line)
     return True
 
 
 def plot_deltas(runs: list[Run], pair: tuple[int, int], path: Path) -> bool:
     a, b = pair
     keys = {"delta": f"delta({a},{b})", "i->c": f"delta_i2c({a},{b})", "c->i": f"delta_c2i({a},{b})"}
-    runs = [r for r in runs if any(k in r.metrics for k in keys.values())]
-    if not runs:
-        return False
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(runs) + 2), 4))
-    _bar_groups(ax, [r.label for r in runs], {name: [_num(r.metrics.get(k)) for r in runs] for name, k in keys.items()}, "share of problems (%)")
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_title(f"Self-correction from turn {a} to turn {b}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return _metric_bars(runs, keys, "share of problems (%)", f"Self-correction from turn {a} to turn {b}", path,
+                        zero_line=True)
 
 
 def plot_unit(runs: list[Run], pair: tuple[int, int], path: Path) -> bool:
     a, b = pair
     keys = {"unit improve": f"unit_improve({a},{b})", "unit preserve": f"unit_preserve({a},{b})", "edit similarity": f"edit_sim({a},{b})"}
-    runs = [r for r in runs if any(k in r.metrics for k in keys.values())]
-    if not runs:
-        return False
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(runs) + 2), 4))
-    _bar_groups(ax, [r.label for r in runs], {name: [_num(r.metrics.get(k)) for r in runs] for name, k in keys.items()}, "%")
-    ax.set_title(f"Unit-level improvement, preservation and edit similarity (turn {a} -> {b})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return _metric_bars(runs, keys, "%", f"Unit-level improvement, preservation and edit similarity (turn {a} -> {b})",
+                        path)
 
 
 def plot_curves(runs: list[Run], stem: str, ylabel: str, title: str, path: Path) -> bool:
