@@ -207,3 +207,21 @@ def test_user_errors(model, tok):
     with pytest.raises(UserError, match="top_p"):
         eng.generate(["x"], top_p=0)
     assert eng.generate([], max_new_tokens=4) == []
+
+
+def test_policy_rollout_dtype(model, tok, monkeypatch):
+    from cocos import policy as policy_mod
+    from cocos.policy import Policy
+
+    # "model": the engine runs in the weights' dtype (greedy equals HF generate); "bfloat16": cast copies
+    assert Policy(model, tok, backend="engine")._backend_impl.dtype == torch.float32
+    bf16 = Policy(model, tok, backend="engine", rollout_dtype="bfloat16")
+    assert bf16._backend_impl.dtype == torch.bfloat16 and "bfloat16 rollouts" in bf16.describe()
+    assert next(model.parameters()).dtype == torch.float32  # the trained weights are untouched
+    # "auto" follows the hardware: bf16 only where bf16 matmuls are fast
+    monkeypatch.setattr(policy_mod, "fast_bf16", lambda device: False)
+    assert Policy(model, tok, backend="engine", rollout_dtype="auto")._backend_impl.dtype == torch.float32
+    monkeypatch.setattr(policy_mod, "fast_bf16", lambda device: True)
+    assert Policy(model, tok, backend="engine", rollout_dtype="auto")._backend_impl.dtype == torch.bfloat16
+    with pytest.raises(UserError, match="rollout_dtype"):
+        Policy(model, tok, backend="engine", rollout_dtype="fp8")

@@ -221,3 +221,16 @@ def test_lora_reference_is_adapters_off_and_checkpoint_has_merged_weights(tmp_pa
         with tr.model.disable_adapter():
             base = tr.model(ids).logits
     assert not torch.allclose(merged(ids).logits, base, atol=1e-4)  # the adapters did learn something
+
+
+def test_max_minutes_stops_after_the_step_that_crosses_it(tmp_path, monkeypatch):
+    import cocos.train.trainer as trainer_mod
+
+    clock = iter(range(0, 10_000, 40))  # every reading of the clock is 40 s later than the last
+    monkeypatch.setattr(trainer_mod.time, "time", lambda: float(next(clock)))
+    tr = make_trainer(tmp_path / "run", max_steps=50, max_minutes=1.0)
+    tr.train()
+    assert 1 <= tr.step < 50  # stopped on time, not at max_steps
+    assert trainer_mod.checkpoint_steps(tmp_path / "run") == [tr.step]  # and saved the last step
+    with pytest.raises(UserError, match="max_minutes"):
+        TrainConfig(**{**TINY, "max_minutes": -1})

@@ -36,6 +36,8 @@ def add_eval_parser(sub):
     p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
     p.add_argument("--batch-size", type=int, default=16, help="problems per generate call")
     p.add_argument("--backend", default="auto", help="auto | hf | engine | vllm")
+    p.add_argument("--rollout-dtype", default="model", choices=("model", "auto", "float32", "bfloat16"),
+                   help="engine dtype: model (default, matches HF generate) or bfloat16 (faster where the CPU has AMX)")
     p.add_argument("--reward", default="progressive", choices=("progressive", "binary"))
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per test")
     p.add_argument("--seed", type=int, default=0)

@@ -51,6 +51,7 @@ class EvalConfig:
     dtype: str = "auto"
     batch_size: int = 16  # problems per generate call
     backend: str = "auto"
+    rollout_dtype: str = "model"  # engine dtype; "model" keeps greedy output equal to HF generate's
     reward: str = "progressive"
     timeout: float = 3.0  # seconds per test
     seed: int | None = 0
@@ -170,7 +171,7 @@ def run_eval(cfg: EvalConfig, *, console=None, progress: bool = True) -> dict:
         _write_config(out, cfg, problems)
         from cocos.policy import load_policy
 
-        policy = load_policy(cfg.model, dtype=cfg.dtype, backend=cfg.backend)
+        policy = load_policy(cfg.model, dtype=cfg.dtype, backend=cfg.backend, rollout_dtype=cfg.rollout_dtype)
         samples_path.write_text("")
         trajs = []
         bar = tqdm(total=len(problems), desc=f"eval {cfg.dataset}", unit="problem", disable=not progress)
@@ -216,7 +217,7 @@ def _write_config(out: Path, cfg: EvalConfig, problems: list[Problem]) -> None:
     }
     if cfg.samples is not None:  # fields that only matter when generating
         for k in ("model", "samples_per_problem", "temperature", "top_p", "rollout_mode", "prompt_format",
-                  "max_new_tokens", "dtype", "batch_size", "backend", "seed"):
+                  "max_new_tokens", "dtype", "batch_size", "backend", "rollout_dtype", "seed"):
             record.pop(k)
     (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
 

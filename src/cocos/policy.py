@@ -4,7 +4,7 @@ Contract shared by rollout, eval and the trainer (implementation: issue 3 for lo
 issue 6 for the fast engine):
 
     policy = load_policy("smollm2-135m" | HF id | local path, dtype="float32"|"bfloat16"|"auto", device=None,
-                         backend="auto"|"hf"|"engine"|"vllm")
+                         backend="auto"|"hf"|"engine"|"vllm", rollout_dtype="model"|"auto"|"bfloat16"|"float32")
     policy.model      # the live torch module (the trainer optimises exactly this object)
     policy.tokenizer  # HF tokenizer
     policy.generate(prompts: list[str], *, max_new_tokens=512, temperature=0.0, top_p=1.0,
@@ -335,6 +335,21 @@ def _version(dist: str) -> str | None:
 # ---- loading ------------------------------------------------------------------------------------
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 _BACKENDS = ("auto", "hf", "engine", "vllm")
+ROLLOUT_DTYPES = ("model", "auto", "float32", "bfloat16")
+
+
+def fast_bf16(device) -> bool:
+    """True where bf16 matmuls are fast: CUDA with bf16, or a CPU with AMX tiles / AVX512-BF16
+    (elsewhere CPU bf16 is emulated and slower than float32)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:
+        return False
 
 
 def _torch_dtype(dtype: str, device: str):
@@ -354,6 +369,7 @@ def load_policy(
     dtype: str = "auto",
     device: str | None = None,
     backend: str = "auto",
+    rollout_dtype: str = "model",
     cache_dir: str | os.PathLike | None = None,
     verbose: bool = True,
 ) -> "Policy":
@@ -362,6 +378,8 @@ def load_policy(
 
     if backend not in _BACKENDS:
         raise UserError(f"backend {backend!r} is not one of {', '.join(_BACKENDS)}")
+    if rollout_dtype not in ROLLOUT_DTYPES:
+        raise UserError(f"rollout_dtype {rollout_dtype!r} is not one of {', '.join(ROLLOUT_DTYPES)}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = _torch_dtype(dtype, device)
     name = str(name_or_path)
@@ -394,7 +412,7 @@ def load_policy(
             f"check the id, the network (HF_HUB_OFFLINE), or use a named model ({', '.join(NAMED_MODELS)})"
         ) from e
     model.to(device)
-    policy = Policy(model, tokenizer, name=name, source=source, path=path, backend=backend)
+    policy = Policy(model, tokenizer, name=name, source=source, path=path, backend=backend, rollout_dtype=rollout_dtype)
     if verbose:
         _log(f"loaded {policy.describe()}")
     return policy
@@ -470,7 +488,8 @@ def _eos_ids(model, tokenizer) -> list[int]:
 class Policy:
     """A causal LM and its tokenizer, with a `generate` backend (HF, the fast engine, or vLLM)."""
 
-    def __init__(self, model, tokenizer, *, name: str = "", source: str = "", path: str = "", backend: str = "hf"):
+    def __init__(self, model, tokenizer, *, name: str = "", source: str = "", path: str = "", backend: str = "hf",
+                 rollout_dtype: str = "model"):
         self.model = model
         self.tokenizer = tokenizer
         self.name = name or getattr(model.config, "name_or_path", "") or type(model).__name__
@@ -479,7 +498,7 @@ class Policy:
         self.backend = "hf"
         self._backend_impl = None
         if backend in ("auto", "engine"):
-            engine = _make_engine(model, tokenizer, required=backend == "engine")
+            engine = _make_engine(model, tokenizer, required=backend == "engine", dtype=_engine_dtype(rollout_dtype, model))
             if engine is not None:
                 self.backend, self._backend_impl = "engine", engine
         elif backend == "vllm":
@@ -497,8 +516,12 @@ class Policy:
         n = sum(p.numel() for p in self.model.parameters()) / 1e6
         return (
             f"{self.name}: {type(self.model).__name__} {n:.0f}M params, {str(self.dtype).replace('torch.', '')} "
-            f"on {self.device}, backend {self.backend}; source: {self.source}"
+            f"on {self.device}, backend {self.backend}{self._rollout_dtype_note()}; source: {self.source}"
         )
+
+    def _rollout_dtype_note(self) -> str:
+        engine_dtype = getattr(self._backend_impl, "dtype", None)
+        return f" ({str(engine_dtype).replace('torch.', '')} rollouts)" if engine_dtype not in (None, self.dtype) else ""
 
     def sync_weights(self) -> None:
         """Push the live weights into a backend that keeps its own copy (vLLM); a no-op otherwise."""
@@ -594,7 +617,19 @@ class Policy:
 
 
 # ---- other backends -----------------------------------------------------------------------------
-def _make_engine(model, tokenizer, *, required: bool):
+def _engine_dtype(rollout_dtype: str, model) -> str | None:
+    """`rollout_dtype` -> the engine's dtype. "model": the model's own (greedy output equals HF generate's);
+    "auto": bfloat16 where it is fast (sampling for RL; the weights stay float32 for training), else the model's."""
+    if rollout_dtype not in ROLLOUT_DTYPES:
+        raise UserError(f"rollout_dtype {rollout_dtype!r} is not one of {', '.join(ROLLOUT_DTYPES)}")
+    if rollout_dtype == "model":
+        return None
+    if rollout_dtype == "auto":
+        return "bfloat16" if fast_bf16(next(model.parameters()).device) else None
+    return rollout_dtype
+
+
+def _make_engine(model, tokenizer, *, required: bool, dtype: str | None = None):
     """The fast engine of `cocos.engine` (issue 6) when present and able to serve this model, else None."""
     import importlib
 
@@ -609,7 +644,7 @@ def _make_engine(model, tokenizer, *, required: bool):
         if required:
             raise UserError(f"backend 'engine' cannot serve {type(model).__name__}; use backend 'hf' or 'auto'")
         return None
-    return engine_mod.Engine(model, tokenizer)
+    return engine_mod.Engine(model, tokenizer, dtype=dtype)
 
 
 class _VLLMBackend:

@@ -24,6 +24,7 @@ CHOICES = {
     "dtype": ("float32", "bfloat16", "auto"),
     "autocast": ("auto", "bf16", "none"),
     "backend": ("auto", "hf", "engine", "vllm"),
+    "rollout_dtype": ("model", "auto", "float32", "bfloat16"),
     "prompt_format": ("paper", "chat"),
     "kl_estimator": ("k1", "k3"),
 }
@@ -36,6 +37,7 @@ class TrainConfig:
     dtype: str = "float32"  # weights (and optimizer) dtype; keep float32 for full fine-tuning
     autocast: str = "auto"  # bf16 autocast for the log-prob passes: auto = where the hardware has it
     backend: str = "auto"  # generation backend (cocos.policy)
+    rollout_dtype: str = "auto"  # engine dtype for sampling: auto = bf16 where fast (weights stay `dtype`); model = same as weights
     lora: bool = False  # LoRA adapters via peft; the reference is then the base with adapters off
     lora_r: int = 16
     lora_alpha: int = 32
@@ -83,6 +85,7 @@ class TrainConfig:
     grad_accum: int = 1  # each rank rolls out and back-propagates its problems in this many chunks
     micro_batch: int = 8  # sequences per log-prob forward pass (bounds memory)
     max_steps: int = 100
+    max_minutes: float = 0.0  # 0 = no limit; else stop after the first step that ends past it (then save + eval)
     seed: int = 0
 
     # ---- evaluation, checkpoints, logging ----
@@ -121,7 +124,7 @@ class TrainConfig:
         for name in ("max_steps", "warmup_steps", "eval_every", "save_every", "save_total_limit", "score_stage1_steps"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name}: must be >= 0 (got {getattr(self, name)})")
-        for name in ("beta", "lr", "temperature", "timeout", "score_beta1"):
+        for name in ("beta", "lr", "temperature", "timeout", "score_beta1", "max_minutes"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name}: must be >= 0 (got {getattr(self, name)})")
         if not 0 < self.top_p <= 1:

@@ -39,21 +39,13 @@ import torch
 
 from cocos.errors import UserError
 from cocos.train import rloo
+from cocos.policy import fast_bf16 as bf16_available
 from cocos.train.config import TrainConfig, save_config
 
 STATE_FILE = "trainer_state.pt"
 
 
 # ---- small helpers ------------------------------------------------------------------------------
-def bf16_available(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:  # matrix units / AVX512-BF16 make CPU bf16 fast; without them autocast is slower than fp32
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:
-        return False
-
-
 def _mean(xs) -> float:
     xs = list(xs)
     return float(sum(xs) / len(xs)) if xs else 0.0
@@ -191,7 +183,8 @@ class Trainer:
             from cocos.policy import load_policy
 
             backend = "hf" if cfg.lora and cfg.backend in ("auto", "engine") else cfg.backend
-            policy = load_policy(cfg.model, dtype=cfg.dtype, backend=backend, verbose=self.is_main)
+            policy = load_policy(cfg.model, dtype=cfg.dtype, backend=backend, rollout_dtype=cfg.rollout_dtype,
+                                 verbose=self.is_main)
         self.policy = policy
         self.tokenizer = policy.tokenizer
         self.device = policy.device
@@ -591,6 +584,19 @@ class Trainer:
             path.write_text("".join(ln + "\n" for ln in keep))
 
     # ---- the loop -------------------------------------------------------------------------------
+    def _out_of_time(self, started: float) -> bool:
+        """max_minutes reached (the same answer on every rank: any rank over the limit stops them all)."""
+        if not self.cfg.max_minutes:
+            return False
+        over = time.time() - started > 60 * self.cfg.max_minutes
+        if self.world > 1:
+            from accelerate.utils import gather_object
+
+            over = any(gather_object([over]))
+        if over and self.is_main and self._bar is not None:
+            self._bar.write(f"max_minutes={self.cfg.max_minutes:g} reached after step {self.step}: saving and evaluating")
+        return over
+
     def train(self) -> dict:
         from tqdm.auto import tqdm
 
@@ -603,7 +609,8 @@ class Trainer:
                    disable=not (self.progress and self.is_main))
         self._bar = bar
         stats = None
-        while self.step < cfg.max_steps:
+        started = time.time()
+        while self.step < cfg.max_steps and not self._out_of_time(started):
             stats = self.train_step()
             self._log_step(stats)
             T = cfg.turns
