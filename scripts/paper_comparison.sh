@@ -56,7 +56,9 @@ export COCOS_DATA_DIR="${COCOS_DATA_DIR:-$(cd .. && pwd)/shared/data}"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" TOKENIZERS_PARALLELISM=false
 mkdir -p "$OUT"
 LOG="$OUT/commands.log"
-EVAL=(--dataset mbpp --split test --limit "$N_EVAL" --turns 2 --max-new-tokens "$EVAL_TOKENS")
+# rollout dtype "auto" everywhere (bf16 where the CPU has AMX): the trainer evaluates its RL runs with its
+# rollout engine, so the eval-only methods use the same one and every row of the table is comparable.
+EVAL=(--dataset mbpp --split test --limit "$N_EVAL" --turns 2 --max-new-tokens "$EVAL_TOKENS" --rollout-dtype auto)
 
 run() {  # run CMD..., appending it to $OUT/commands.log
   echo "+ $*" | tee -a "$LOG"
@@ -79,7 +81,8 @@ done_eval "$OUT/boost" || run cocos eval --model "$BOOST_DIR" "${EVAL[@]}" --out
 
 # 3. Self-Refine on the boost model
 done_eval "$OUT/self_refine" || run python -m cocos.selfrefine --config configs/self_refine.yaml --out "$OUT/self_refine" \
-  --set model="$BOOST_DIR" --set limit="$N_EVAL" --set max_new_tokens="$EVAL_TOKENS" --set feedback_tokens="$EVAL_TOKENS"
+  --set model="$BOOST_DIR" --set limit="$N_EVAL" --set max_new_tokens="$EVAL_TOKENS" --set feedback_tokens="$EVAL_TOKENS" \
+  --set rollout_dtype=auto
 
 # 4. Turn-SFT on the boost model's own wrong first turns (MBPP train)
 [ -f "$OUT/turn_sft_model/model.safetensors" ] || run cocos sft --config configs/turn_sft.yaml --out "$OUT/turn_sft_model" \
@@ -87,7 +90,7 @@ done_eval "$OUT/self_refine" || run python -m cocos.selfrefine --config configs/
 done_eval "$OUT/turn_sft" || run cocos eval --model "$OUT/turn_sft_model" "${EVAL[@]}" --out "$OUT/turn_sft"
 
 # 5-8. RL from the boost model: SCoRe and three CoCoS variants, evaluated by the trainer on the same problems
-RL_COMMON=(--set model="$BOOST_DIR" --set fewshot=false --set max_steps="$RL_STEPS" --set max_new_tokens="$TOKENS"
+RL_COMMON=(--set model="$BOOST_DIR" --set fewshot=false --set rollout_dtype=auto --set max_steps="$RL_STEPS" --set max_new_tokens="$TOKENS"
            --set eval_split=test --set eval_limit="$N_EVAL" --set eval_max_new_tokens="$EVAL_TOKENS" "${RL_SET[@]}")
 for pair in score:configs/score.yaml cocos_g0.5:configs/cocos_gamma0.5.yaml \
             cocos_binary:configs/cocos_binary.yaml cocos_g0:configs/cocos_gamma0.yaml; do

@@ -756,34 +756,40 @@ class Worker:
                 for i in indices:
                     settle(i, ["timeout", None, f"the program's own code ran longer than {timeout:g} s"])
 
+        open_pipes = {res_r, out_r}  # a pipe leaves the watch list at EOF (else select spins on it)
         while True:
             now = time.monotonic()
             if exited or now >= min(phase_end, job_end):
                 break
-            watch = [res_r, out_r] + ([pfd] if pfd is not None else [])
+            watch = list(open_pipes) + ([pfd] if pfd is not None else [])
             ready, _, _ = select.select(watch, [], [], min(phase_end, job_end) - now if pfd is not None
                                         else min(0.01, min(phase_end, job_end) - now))
             if out_r in ready:
-                data = _drain(out_r)
+                data, eof = _drain(out_r)
+                if eof:
+                    open_pipes.discard(out_r)
                 if current is not None and len(outputs[current]) < OUTPUT_KEPT:
                     outputs[current] += data[:OUTPUT_KEPT]
-            if res_r in ready and received < RESULT_STREAM_MAX:
-                data = _drain(res_r)
-                received += len(data)
-                buf += data
-                *lines, buf = buf.split(b"\n")
-                for line in lines:
-                    try:
-                        msg = json.loads(line)
-                        if isinstance(msg, list) and msg:
-                            handle(msg)
-                    except Exception:
-                        pass  # forged or torn lines are ignored
+            if res_r in ready:
+                data, eof = _drain(res_r)
+                if eof:
+                    open_pipes.discard(res_r)
+                if received < RESULT_STREAM_MAX:  # past it, drained and dropped (a flood cannot stall us)
+                    received += len(data)
+                    buf += data
+                    *lines, buf = buf.split(b"\n")
+                    for line in lines:
+                        try:
+                            msg = json.loads(line)
+                            if isinstance(msg, list) and msg:
+                                handle(msg)
+                        except Exception:
+                            pass  # forged or torn lines are ignored
             if pfd is None or pfd in ready:
                 done, st = os.waitpid(pid, os.WNOHANG)
                 exited = bool(done)
         if exited:  # P is gone; what the tests wrote before is in the pipe now
-            data = _drain(res_r)
+            data = _drain(res_r)[0] if received < RESULT_STREAM_MAX else b""
             for line in (buf + data).split(b"\n"):
                 try:
                     msg = json.loads(line)
@@ -812,18 +818,18 @@ class Worker:
 
 
 def _drain(fd):
-    chunks = []
-    while True:
+    """Read what a non-blocking pipe holds now (up to 4 MiB): (data, reached EOF)."""
+    chunks, size = [], 0
+    while size <= (4 << 20):
         try:
             data = os.read(fd, 1 << 16)
         except BlockingIOError:
-            break
+            return b"".join(chunks), False
         if not data:
-            break
+            return b"".join(chunks), True
         chunks.append(data)
-        if sum(map(len, chunks)) > (4 << 20):
-            break
-    return b"".join(chunks)
+        size += len(data)
+    return b"".join(chunks), False
 
 
 _host_root = os.geteuid() == 0
