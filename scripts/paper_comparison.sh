@@ -34,14 +34,16 @@ case "$BUDGET" in
     TOKENS=48; EVAL_TOKENS=48
     SFT_SET=(--set max_rows=70 --set max_steps=2 --set batch_size=2 --set grad_accum=1 --set max_length=512)
     TSFT_SET=(--set max_rows=4 --set turn_sft_samples=1 --set max_steps=1 --set batch_size=2 --set grad_accum=1 --set max_new_tokens=48)
-    RL_SET=(--set problems_per_step=2 --set k=2 --set micro_batch=4 --set eval_every=0 --set save_every=0 --set score_stage1_steps=1)
+    RL_SET=(--set problems_per_step=2 --set k=2 --set micro_batch=4 --set eval_every=0 --set save_every=0 --set score_stage1_steps=1
+            --set skip_uniform_groups=true)
     ;;
   small)
     : "${N_EVAL:=30}" "${RL_STEPS:=10}"
     TOKENS=192; EVAL_TOKENS=256
     SFT_SET=(--set epochs=2 --set max_length=768 --set batch_size=4 --set grad_accum=2 --set lr=5e-5)
     TSFT_SET=(--set max_rows=96 --set turn_sft_samples=1 --set turn_sft_temperature=0.0 --set epochs=2 --set max_new_tokens=256)
-    RL_SET=(--set problems_per_step=8 --set k=4 --set eval_every=5 --set save_every=0 --set score_stage1_steps=5)
+    RL_SET=(--set problems_per_step=8 --set k=4 --set eval_every=5 --set save_every=0 --set score_stage1_steps=5
+            --set skip_uniform_groups=true)
     ;;
   paper)
     : "${N_EVAL:=500}" "${RL_STEPS:=60}"

@@ -234,3 +234,44 @@ def test_max_minutes_stops_after_the_step_that_crosses_it(tmp_path, monkeypatch)
     assert trainer_mod.checkpoint_steps(tmp_path / "run") == [tr.step]  # and saved the last step
     with pytest.raises(UserError, match="max_minutes"):
         TrainConfig(**{**TINY, "max_minutes": -1})
+
+
+def test_skip_uniform_groups_drops_only_groups_without_reward_signal(tmp_path):
+    """With skip_uniform_groups, a group whose k rewards are equal gets advantage 0 and no forward/backward;
+    the gradient is that of the other groups alone, normalised by all trajectories as before."""
+    from cocos.rollout import Trajectory, Turn
+
+    def make(skip):
+        tr = make_trainer(tmp_path / str(skip), beta=0.01, micro_batch=2, skip_uniform_groups=skip)
+        tok = tr.tokenizer
+        snip = tok.convert_tokens_to_ids(["def add(a, b):\n    return a + b\n", "def add(a, b):\n    return b\n", "[DONE]"])
+        p = tok("Write a function to add two numbers. [BEGIN]\n").input_ids
+
+        def traj(i, r, c):
+            return Trajectory(1, [Turn("p", "t", "c", reward=r, prompt_ids=p, completion_ids=c)] * 2, sample_index=i)
+
+        # group 1 (k=2): rewards differ; group 2: both 0 -> only the KL part of the score would differ
+        return tr, [traj(0, 1.0, [snip[0], snip[2]]), traj(1, 0.0, [snip[1], snip[2]]),
+                    traj(0, 0.0, [snip[1], snip[2]]), traj(1, 0.0, [snip[0], snip[1], snip[2]])]
+
+    full, trajs = make(False)
+    full.model.load_state_dict({n: v + 0.01 * torch.randn_like(v) for n, v in full.model.state_dict().items()})
+    r_full = full.optimize(trajs, step=0)
+    assert r_full["n_trained"] == 4 and r_full["advantages"][2] != 0.0  # KL differences give group 2 a tiny advantage
+    skip, trajs2 = make(True)
+    skip.model.load_state_dict(full.model.state_dict())
+    calls = []
+    real = skip._micro_batches
+    skip._micro_batches = lambda seqs: (calls.append(len(seqs)), real(seqs))[1]
+    r_skip = skip.optimize(trajs2, step=0)
+    assert r_skip["n_trained"] == 2 and calls == [4, 4]  # 2 trajectories x 2 turns, in both passes
+    assert r_skip["advantages"][2:] == [0.0, 0.0] and r_skip["kl"][2:] == [None, None]
+    assert r_skip["advantages"][:2] == pytest.approx(r_full["advantages"][:2])
+    # the gradient equals the full one minus group 2's contribution (recomputed with its advantages)
+    g_skip = {n: p.grad.clone() for n, p in skip.model.named_parameters()}
+    full.model.zero_grad()
+    only_two = [trajs[0], trajs[1]]
+    full_two = full.optimize(only_two, step=0, n_traj_total=4)
+    assert full_two["advantages"] == pytest.approx(r_full["advantages"][:2])
+    for n, p in full.model.named_parameters():
+        assert torch.allclose(g_skip[n], p.grad, atol=1e-6, rtol=1e-4), n

@@ -49,6 +49,7 @@ class TrainConfig:
     reward: str = "progressive"  # per-turn reward: tests passed / K, or all-pass
     gamma: float = 0.5  # accumulated reward discount
     beta: float = 0.01  # KL coefficient (score = R - beta * KL)
+    skip_uniform_groups: bool = False  # skip groups whose k rewards are all equal (no reward signal; see trainer)
     kl_estimator: str = "k1"  # per-token KL estimate: k1 = logp - logp_ref, k3 = exp(-d) - 1 + d
     k: int = 2  # samples (trajectories) per problem, RLOO group size
     turns: int = 2  # T >= 1

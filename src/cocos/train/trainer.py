@@ -337,12 +337,19 @@ class Trainer:
         """Backward the RLOO loss of one chunk of trajectories (grouped by problem, k each); no optimizer step."""
         cfg, k = self.cfg, self.cfg.k
         n = len(trajectories)
-        seqs = self._sequences(trajectories, step)
-        turn_kl, entropy = self._kl_and_entropy(seqs, n)
         rewards = torch.tensor([traj.rewards for traj in trajectories], dtype=torch.float32)
+        # A group whose k samples earned identical rewards has no reward signal: its advantages are only
+        # the beta-weighted KL differences. skip_uniform_groups leaves such groups out of every forward and
+        # backward pass (advantage 0), most of the compute while rewards are sparse.
+        trained = torch.ones(n, dtype=torch.bool)
+        if cfg.skip_uniform_groups:
+            g = rewards.view(n // k, k, -1)
+            trained = (g != g[:, :1]).flatten(1).any(-1).repeat_interleave(k)
+        seqs = [s for s in self._sequences(trajectories, step) if trained[s[2]]]
+        turn_kl, entropy = self._kl_and_entropy(seqs, n)
         scores = rloo.trajectory_scores(rewards, turn_kl, self.kl_coefs(step), method=cfg.method, gamma=cfg.gamma,
                                         stage=self.stage(step), alpha=cfg.score_alpha)
-        adv = rloo.rloo_advantages(scores.view(n // k, k)).view(n)
+        adv = rloo.rloo_advantages(scores.view(n // k, k)).view(n) * trained
         loss_total = 0.0
         for idx, (ids, attn, pos, cmask) in self._micro_batches(seqs):
             a = adv[[seqs[i][2] for i in idx]].to(self.device)
@@ -351,8 +358,9 @@ class Trainer:
             loss = rloo.policy_loss(logp, cmask, a, n_traj=n_traj_total or n)
             loss.backward()
             loss_total += float(loss.detach())
-        return {"loss": loss_total, "scores": scores.tolist(), "advantages": adv.tolist(),
-                "kl": turn_kl.sum(-1).tolist(), "entropy": entropy, "n_tokens": sum(len(s[1]) for s in seqs)}
+        kl = [float(x) if on else None for x, on in zip(turn_kl.sum(-1).tolist(), trained.tolist())]
+        return {"loss": loss_total, "scores": scores.tolist(), "advantages": adv.tolist(), "kl": kl,
+                "entropy": entropy, "n_tokens": sum(len(s[1]) for s in seqs), "n_trained": int(trained.sum())}
 
     def _sync_and_step(self) -> float:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -397,6 +405,7 @@ class Trainer:
             out["loss"] += res["loss"]
             out["entropy"].append(res["entropy"])
             out["n_tokens"] += res["n_tokens"]
+            out["n_trained"] = out.get("n_trained", 0) + res["n_trained"]
         t = time.perf_counter()
         grad_norm = self._sync_and_step()
         train_time += time.perf_counter() - t
@@ -408,6 +417,7 @@ class Trainer:
             "lengths": [len(tr.completion_ids) for tr in traj.turns],
             "edit_sim": edit_similarity(traj.turns[0].code, traj.turns[-1].code) if T > 1 else 1.0,
             "score": out["scores"][i], "advantage": out["advantages"][i], "kl": out["kl"][i],
+            "trained": out["kl"][i] is not None,
         } for i, traj in enumerate(trajs)]
         timing = {"gen": self.timed.gen_time, "rollout": rollout_time, "train": train_time, "tokens": self.timed.gen_tokens,
                   "entropy": _mean(out["entropy"]), "loss": out["loss"]}
@@ -428,7 +438,8 @@ class Trainer:
         stats["score"] = _mean(d["score"] for d in local)
         if T > 1:
             stats[f"edit_sim(1,{T})"] = _mean(d["edit_sim"] for d in local)
-        stats["kl"] = _mean(d["kl"] for d in local)
+        stats["kl"] = _mean(d["kl"] for d in local if d["trained"])  # over the trajectories that were trained on
+        stats["trained_frac"] = _mean(float(d["trained"]) for d in local)
         stats["entropy"] = _mean(x["entropy"] for x in timing_all)
         advs = [d["advantage"] for d in local]
         stats.update({"adv_mean": _mean(advs), "adv_std": _std(advs), "adv_min": min(advs), "adv_max": max(advs),
