@@ -87,9 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     """python -m cocos.selfrefine --config configs/self_refine.yaml --out DIR [--set key=value ...]"""
     import argparse
     import sys
-    from dataclasses import fields
-
-    import yaml
 
     from cocos.evaluate import EvalConfig, run_eval
 
@@ -99,26 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
     try:
-        values = {}
-        if args.config:
-            try:
-                values = yaml.safe_load(open(args.config)) or {}
-            except OSError:
-                raise UserError(f"--config {args.config}: no such file") from None
-        for item in args.set:
-            if "=" not in item:
-                raise UserError(f"--set {item!r}: use key=value")
-            k, v = item.split("=", 1)
-            values[k.strip()] = yaml.safe_load(v)
+        from cocos.train.config import apply_overrides, build_config, read_config_file
+
+        values = apply_overrides(read_config_file(args.config, example="configs/self_refine.yaml"), args.set)
         from cocos import selfrefine  # the module the rollout imports (this file may run as __main__)
 
         selfrefine._FEEDBACK_TOKENS = int(values.pop("feedback_tokens", selfrefine._FEEDBACK_TOKENS))
-        known = {f.name for f in fields(EvalConfig)} - {"out"}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UserError(f"unknown setting(s) {unknown}: use cocos eval's options ({', '.join(sorted(known))}) or feedback_tokens")
+        if "out" in values:
+            raise UserError("out: pass the run folder with --out")
         values["prompt_format"] = "self-refine"
-        run_eval(EvalConfig(out=args.out, **values))
+        run_eval(build_config({**values, "out": args.out}, EvalConfig, what="setting (cocos eval's options, or feedback_tokens)"))
     except UserError as e:
         print(f"cocos.selfrefine: error: {e}", file=sys.stderr)
         return 2

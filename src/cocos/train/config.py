@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from cocos.errors import UserError
@@ -161,9 +161,10 @@ class TrainConfig:
 
 
 # ---- loading and overrides ----------------------------------------------------------------------
-def _field_types() -> dict[str, object]:
-    hints = typing.get_type_hints(TrainConfig)
-    return {f.name: hints[f.name] for f in fields(TrainConfig)}
+def _field_types(cls=None) -> dict[str, object]:
+    cls = cls or TrainConfig
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
 
 
 def _coerce(name: str, value, tp):
@@ -234,29 +235,39 @@ def apply_overrides(values: dict, overrides: list[str] | None) -> dict:
     return values
 
 
-def build_config(values: dict) -> TrainConfig:
-    types_ = _field_types()
+def build_config(values: dict, cls=None, *, what: str = "config field"):
+    """Values -> a config dataclass (`TrainConfig` by default), each converted to its field's declared type;
+    an unknown name or a value of the wrong type is a UserError naming the field. The SFT and Self-Refine
+    settings load through here too."""
+    cls = cls or TrainConfig
+    types_ = _field_types(cls)
     unknown = [k for k in values if k not in types_]
     if unknown:
-        raise UserError(f"unknown config field {unknown[0]!r}; known fields: {', '.join(types_)}")
-    return TrainConfig(**{k: _coerce(k, v, types_[k]) for k, v in values.items()})
+        raise UserError(f"unknown {what} {unknown[0]!r}; known: {', '.join(types_)}")
+    return cls(**{k: _coerce(k, v, types_[k]) for k, v in values.items()})
+
+
+def read_config_file(path: str | Path | None, example: str = "configs/cocos_cpu.yaml") -> dict:
+    """A YAML mapping of field: value (empty without a path); a UserError when missing or malformed."""
+    import yaml
+
+    if path is None:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--config {path}: no such file (see {example})")
+    try:
+        values = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})")
+    if not isinstance(values, dict):
+        raise UserError(f"--config {path}: expected a mapping of field: value")
+    return values
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **extra) -> TrainConfig:
     """YAML file (optional) -> `extra` keyword values -> `--set` overrides -> validated TrainConfig."""
-    import yaml
-
-    values: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"--config {path}: no such file (the configs/ folder has cocos_cpu.yaml, cocos_paper.yaml, score.yaml)")
-        try:
-            values = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})")
-        if not isinstance(values, dict):
-            raise UserError(f"--config {path}: expected a mapping of field: value")
+    values = read_config_file(path)
     values.update({k: v for k, v in extra.items() if v is not None})
     return build_config(apply_overrides(values, overrides))
 

@@ -30,7 +30,7 @@ import json
 import os
 import random
 import tokenize
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cocos.errors import UserError
@@ -92,53 +92,11 @@ class SFTRunConfig:
             raise UserError("set epochs > 0 or max_steps > 0")
 
 
-def _coerce(key: str, value, like):
-    """A YAML / --set value as the field's type (YAML reads `1e-5` as a string, for instance)."""
-    if value is None or isinstance(like, str) or like is None:
-        return value
-    try:
-        if isinstance(like, bool):
-            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-                return value.lower() in ("true", "yes", "1")
-            if isinstance(value, bool):
-                return value
-            raise ValueError
-        if isinstance(like, int) and not isinstance(value, bool):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if isinstance(like, float) and not isinstance(value, bool):
-            return float(value)
-    except (TypeError, ValueError):
-        pass
-    raise UserError(f"{key}: expected {type(like).__name__}, got {value!r}")
-
-
 def load_sft_config(path: str | Path | None, overrides: list[str] | None = None) -> SFTRunConfig:
-    import yaml
+    from cocos.train.config import apply_overrides, build_config, read_config_file
 
-    data: dict = {}
-    if path:
-        p = Path(path)
-        if not p.exists():
-            raise UserError(f"config file {str(p)!r} not found: pass an existing YAML file to --config (see configs/boost_sft.yaml)")
-        data = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(data, dict):
-            raise UserError(f"config file {str(p)!r} must be a YAML mapping of SFT settings")
-    names = {f.name: f for f in fields(SFTRunConfig)}
-    defaults = SFTRunConfig()
-    for item in overrides or []:
-        if "=" not in item:
-            raise UserError(f"--set {item!r}: write it as key=value, e.g. --set epochs=1")
-        k, v = item.split("=", 1)
-        k = k.strip()
-        if k not in names:
-            raise UserError(f"--set {k}: unknown SFT setting; known: {', '.join(sorted(names))}")
-        data[k] = yaml.safe_load(v)
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise UserError(f"unknown SFT setting(s) {unknown} in {path}: known settings are {', '.join(sorted(names))}")
-    return SFTRunConfig(**{k: _coerce(k, v, getattr(defaults, k)) for k, v in data.items()})
+    values = apply_overrides(read_config_file(path, example="configs/boost_sft.yaml"), overrides)
+    return build_config(values, SFTRunConfig, what="SFT setting")
 
 
 # ---- KodCode rows -> problems ---------------------------------------------------------------------
