@@ -20,7 +20,7 @@ DEMO_DEFAULTS = dict(model="smollm2-135m", max_steps=3, problems_per_step=4, k=4
 # The demo's training settings on top of TrainConfig's defaults (the paper's objective; see configs/cocos_cpu.yaml).
 DEMO_CONFIG = dict(
     method="cocos", reward="progressive", gamma=0.5, beta=0.01, turns=2, mode="trajectory", temperature=0.9,
-    fewshot=True, lr=2e-5, schedule="constant", warmup_steps=1, grad_accum=1, micro_batch=8,
+    fewshot=True, lr=2e-5, schedule="constant", warmup_steps=1, grad_accum=1, micro_batch=8, skip_uniform_groups=True,
     eval_dataset="mbpp", eval_split="test", eval_at_start=True, eval_every=0, eval_max_new_tokens=128,
     save_every=0, save_total_limit=1,
 )
