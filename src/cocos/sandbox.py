@@ -1,19 +1,21 @@
 """Run untrusted generated code against unit tests: isolated, fast, one outcome per test.
 
-This is the only place in CoCoS where generated code runs (see docs/sandbox.md).
+This is the only place in CoCoS where generated code runs (README: "Running generated code").
 
     from cocos.sandbox import run_tests, run_batch, TestOutcome
     run_tests(code, tests, *, setup="", timeout=3.0) -> list[TestOutcome]
     run_batch(jobs, *, timeout=3.0, workers=None) -> list[list[TestOutcome]]
 
 A pool of warm worker processes (cocos/_sandbox_worker.py), each inside its own user, pid, network,
-mount, ipc and uts namespaces, forks one process per program (setup + program run once) and from it
-one process per test. Settings (environment variables):
+mount, ipc and uts namespaces, forks one process per program (setup + program run once) that runs the
+tests one after another, each under its own time limit (a test that hangs or ends that process makes the
+worker start a fresh one for the remaining tests). Settings (environment variables):
 
     COCOS_SANDBOX_REQUIRE_ISOLATION=1   refuse to run without full isolation
     COCOS_SANDBOX_ISOLATION=0           run with limits only (debugging)
     COCOS_SANDBOX_MEMORY_MB=2048        address-space limit per process
     COCOS_SANDBOX_PRELOAD=numpy,pandas  modules each worker imports once (ODEX speed)
+    COCOS_SANDBOX_FORK_PER_TEST=1       one forked process per test (no test sees another's side effects)
 """
 
 from __future__ import annotations
