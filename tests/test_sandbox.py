@@ -79,6 +79,13 @@ def test_passed_failed_error_one_outcome_per_test():
     assert isinstance(out[0], TestOutcome) and out[0].error_type is None
 
 
+def test_huge_wrong_values_fail_without_breaking_the_caller():
+    # an int past Python's 4,300-digit str limit once made the caller's failure message raise
+    out = run_tests("def f(n):\n    return 10 ** n\n", ["assert f(5000) == 7", "assert f(3) == 1000", "assert f(9000) > 0"])
+    assert statuses(out) == ["failed", "passed", "passed"]
+    assert "digits" in out[0].message
+
+
 def test_block_tests_setup_and_comparisons_with_program_values():
     setup = "import math\nBASE = 10"
     code = "def area(r):\n    return math.pi * r * r\ndef shift(x):\n    return x + BASE\n"

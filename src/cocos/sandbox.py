@@ -249,15 +249,27 @@ def _decide(payload: Any, check: dict, output: str) -> TestOutcome:
         return TestOutcome("error", type(e).__name__, str(e)[:300], output)
     if ok:
         return TestOutcome("passed", None, "", output)
-    shown = repr(value)
-    shown = shown if len(shown) <= 200 else shown[:197] + "..."
-    return TestOutcome("failed", None, f"the tested expression gave {shown}", output)
+    return TestOutcome("failed", None, f"the tested expression gave {_shown(value)}", output)
+
+
+def _shown(value) -> str:
+    """A short repr that cannot raise (an int past Python's 4,300-digit str limit would)."""
+    if isinstance(value, int) and value.bit_length() > 600:
+        return f"<int of about {int(value.bit_length() * 0.30103)} digits>"
+    try:
+        shown = repr(value)
+    except Exception:
+        return f"<{type(value).__name__} that cannot be shown>"
+    return shown if len(shown) <= 200 else shown[:197] + "..."
 
 
 def _outcome(raw: list, check: dict) -> TestOutcome:
     status, second, message, output = raw
     if status == "value":
-        return _decide(second, check, output)
+        try:
+            return _decide(second, check, output)
+        except Exception as e:  # whatever the program's value does, the caller keeps going; it does not pass
+            return TestOutcome("error", "SandboxError", f"could not check the value: {type(e).__name__}", output)
     if status not in STATUSES:
         return TestOutcome("error", "SandboxError", f"unknown status {status!r}", output)
     return TestOutcome(status, second, message, output)
