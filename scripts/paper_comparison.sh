@@ -43,7 +43,7 @@ case "$BUDGET" in
     SFT_SET=(--set epochs=2 --set max_length=768 --set batch_size=4 --set grad_accum=2 --set lr=5e-5)
     TSFT_SET=(--set max_rows=96 --set turn_sft_samples=1 --set turn_sft_temperature=0.0 --set epochs=2 --set max_new_tokens=256)
     RL_SET=(--set problems_per_step=8 --set k=4 --set eval_every=5 --set save_every=0 --set score_stage1_steps=5
-            --set skip_uniform_groups=true)
+            --set skip_uniform_groups=true --set micro_batch=4)  # micro_batch 4: half the peak memory of 8 (~11 GB)
     ;;
   paper)
     : "${N_EVAL:=500}" "${RL_STEPS:=60}"

@@ -46,6 +46,18 @@ STATE_FILE = "trainer_state.pt"
 
 
 # ---- small helpers ------------------------------------------------------------------------------
+def release_free_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc). Without it the log-prob passes' large, varying-shape
+    tensors leave a process holding 9-13 GB between steps where ~3 GB are live (measured with the default
+    model), and two runs side by side on a 24 GB machine were OOM-killed."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _mean(xs) -> float:
     xs = list(xs)
     return float(sum(xs) / len(xs)) if xs else 0.0
@@ -623,6 +635,7 @@ class Trainer:
         started = time.time()
         while self.step < cfg.max_steps and not self._out_of_time(started):
             stats = self.train_step()
+            release_free_memory()
             self._log_step(stats)
             T = cfg.turns
             bar.set_postfix_str(" ".join(f"r{t}={stats[f'reward@{t}']:.3f}" for t in range(1, T + 1))
