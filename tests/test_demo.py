@@ -37,5 +37,5 @@ def test_demo_time_estimate_grows_with_the_work():
     from cocos.train.config import build_config
 
     small = estimate_seconds(build_config(dict(DEMO_CONFIG, **DEMO_DEFAULTS)))
-    big = estimate_seconds(build_config(dict(DEMO_CONFIG, **{**DEMO_DEFAULTS, "max_steps": 6})))
+    big = estimate_seconds(build_config(dict(DEMO_CONFIG, **{**DEMO_DEFAULTS, "max_steps": 2 * DEMO_DEFAULTS["max_steps"]})))
     assert 0 < small["total"] < big["total"] and big["train"] == pytest.approx(2 * small["train"])

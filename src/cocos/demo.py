@@ -13,9 +13,9 @@ import json
 import time
 from pathlib import Path
 
-# Sized from one measured step (runs/cocos_long, step 1: 5,172 generated tokens, 32 trajectories x 2 turns)
-# scaled to an idle 2-core CPU; 3-shot prompts (~700 tokens) dominate the training passes.
-DEMO_DEFAULTS = dict(model="smollm2-135m", max_steps=3, problems_per_step=4, k=4, eval_limit=20, max_new_tokens=128)
+# Sized to finish well inside 15 minutes: measured 10.5 min on one core of this machine (5 steps, 3 of which
+# had groups with reward signal to train on); 3-shot prompts (~700 tokens) dominate the training passes.
+DEMO_DEFAULTS = dict(model="smollm2-135m", max_steps=5, problems_per_step=8, k=4, eval_limit=20, max_new_tokens=128)
 
 # The demo's training settings on top of TrainConfig's defaults (the paper's objective; see configs/cocos_cpu.yaml).
 DEMO_CONFIG = dict(
@@ -25,20 +25,26 @@ DEMO_CONFIG = dict(
     save_every=0, save_total_limit=1,
 )
 
-# Rough CPU costs (this project's 2-core machine, default model): seconds per generated token during
-# rollouts/evaluation, and per trained token (prompt + completion, reference + policy passes, backward).
-SEC_PER_GEN_TOKEN = 1 / 120  # engine, float32, measured under load: 55-100 tok/s
-SEC_PER_TRAIN_TOKEN = 1 / 250  # bf16 autocast forward+backward ~280 tok/s, plus the reference pass
+# Rough CPU costs (this project's 2-core machine, default model), measured with the demo itself on one
+# core while another job used the other: seconds per generated token (bf16 rollout engine, ~110 tok/s) and
+# per trained token (prompt + completion, reference + policy passes, backward), and the share of groups
+# with any reward difference (the only ones trained with skip_uniform_groups: 0-0.375 per step here).
+SEC_PER_GEN_TOKEN = 1 / 110
+SEC_PER_TRAIN_TOKEN = 1 / 250
+TRAINED_SHARE = 0.3
 FEWSHOT_PROMPT_TOKENS = 700
 
 
 def estimate_seconds(cfg) -> dict:
     """A coarse time plan (the demo prints it before starting)."""
-    answer = 0.6 * cfg.max_new_tokens  # answers stop at [DONE] well before the budget, on average
+    answer = 0.6 * cfg.max_new_tokens  # sampled answers stop at [DONE] before the budget, on average
     gen = cfg.problems_per_step * cfg.k * cfg.turns * answer * SEC_PER_GEN_TOKEN
     prompt = FEWSHOT_PROMPT_TOKENS if cfg.fewshot else 200
     train = cfg.problems_per_step * cfg.k * cfg.turns * (prompt + answer * 1.5) * SEC_PER_TRAIN_TOKEN
-    ev = (cfg.eval_limit or 0) * cfg.turns * 0.6 * (cfg.eval_max_new_tokens or cfg.max_new_tokens) * SEC_PER_GEN_TOKEN
+    if cfg.skip_uniform_groups:
+        train *= TRAINED_SHARE
+    # greedy evaluation answers of the base model run to the token budget
+    ev = (cfg.eval_limit or 0) * cfg.turns * (cfg.eval_max_new_tokens or cfg.max_new_tokens) * SEC_PER_GEN_TOKEN
     step = gen + train + 3
     return {"step": step, "train": step * cfg.max_steps, "eval": ev, "total": step * cfg.max_steps + 2 * ev + 30}
 
