@@ -223,7 +223,7 @@ def test_auto_backend_uses_engine_only_when_it_supports_the_model(monkeypatch, p
     calls = []
 
     class FakeEngine:  # a stand-in for cocos.engine (issue 6), to test the selection logic only
-        def __init__(self, model, tokenizer):
+        def __init__(self, model, tokenizer, dtype=None):
             self.model = model
 
         def generate(self, prompts, *, max_new_tokens, temperature, top_p, seed, stop, progress=False):
