@@ -14,6 +14,8 @@ from cocos.errors import UserError
 
 # ---- eval ---------------------------------------------------------------------------------------
 def add_eval_parser(sub):
+    from cocos.policy import ROLLOUT_DTYPES
+
     p = sub.add_parser(
         "eval",
         help="multi-turn self-correction evaluation",
@@ -36,7 +38,7 @@ def add_eval_parser(sub):
     p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
     p.add_argument("--batch-size", type=int, default=16, help="problems per generate call")
     p.add_argument("--backend", default="auto", help="auto | hf | engine | vllm")
-    p.add_argument("--rollout-dtype", default="model", choices=("model", "auto", "float32", "bfloat16"),
+    p.add_argument("--rollout-dtype", default="model", choices=ROLLOUT_DTYPES,
                    help="engine dtype: model (default, matches HF generate) or bfloat16 (faster where the CPU has AMX)")
     p.add_argument("--reward", default="progressive", choices=("progressive", "binary"))
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per test")

@@ -338,6 +338,11 @@ _BACKENDS = ("auto", "hf", "engine", "vllm")
 ROLLOUT_DTYPES = ("model", "auto", "float32", "bfloat16")
 
 
+def _check_rollout_dtype(rollout_dtype: str) -> None:
+    if rollout_dtype not in ROLLOUT_DTYPES:
+        raise UserError(f"rollout_dtype {rollout_dtype!r} is not one of {', '.join(ROLLOUT_DTYPES)}")
+
+
 def fast_bf16(device) -> bool:
     """True where bf16 matmuls are fast: CUDA with bf16, or a CPU with AMX tiles / AVX512-BF16
     (elsewhere CPU bf16 is emulated and slower than float32)."""
@@ -378,8 +383,7 @@ def load_policy(
 
     if backend not in _BACKENDS:
         raise UserError(f"backend {backend!r} is not one of {', '.join(_BACKENDS)}")
-    if rollout_dtype not in ROLLOUT_DTYPES:
-        raise UserError(f"rollout_dtype {rollout_dtype!r} is not one of {', '.join(ROLLOUT_DTYPES)}")
+    _check_rollout_dtype(rollout_dtype)  # before the (slow) model load
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = _torch_dtype(dtype, device)
     name = str(name_or_path)
@@ -497,6 +501,7 @@ class Policy:
         self.path = path
         self.backend = "hf"
         self._backend_impl = None
+        _check_rollout_dtype(rollout_dtype)
         if backend in ("auto", "engine"):
             engine = _make_engine(model, tokenizer, required=backend == "engine", dtype=_engine_dtype(rollout_dtype, model))
             if engine is not None:
@@ -620,8 +625,6 @@ class Policy:
 def _engine_dtype(rollout_dtype: str, model) -> str | None:
     """`rollout_dtype` -> the engine's dtype. "model": the model's own (greedy output equals HF generate's);
     "auto": bfloat16 where it is fast (sampling for RL; the weights stay float32 for training), else the model's."""
-    if rollout_dtype not in ROLLOUT_DTYPES:
-        raise UserError(f"rollout_dtype {rollout_dtype!r} is not one of {', '.join(ROLLOUT_DTYPES)}")
     if rollout_dtype == "model":
         return None
     if rollout_dtype == "auto":

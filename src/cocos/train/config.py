@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from cocos.errors import UserError
+from cocos.policy import ROLLOUT_DTYPES
 
 CHOICES = {
     "method": ("cocos", "score"),
@@ -24,7 +25,7 @@ CHOICES = {
     "dtype": ("float32", "bfloat16", "auto"),
     "autocast": ("auto", "bf16", "none"),
     "backend": ("auto", "hf", "engine", "vllm"),
-    "rollout_dtype": ("model", "auto", "float32", "bfloat16"),
+    "rollout_dtype": ROLLOUT_DTYPES,
     "prompt_format": ("paper", "chat"),
     "kl_estimator": ("k1", "k3"),
 }

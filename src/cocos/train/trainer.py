@@ -38,8 +38,8 @@ from pathlib import Path
 import torch
 
 from cocos.errors import UserError
+from cocos.policy import fast_bf16
 from cocos.train import rloo
-from cocos.policy import fast_bf16 as bf16_available
 from cocos.train.config import TrainConfig, save_config
 
 STATE_FILE = "trainer_state.pt"
@@ -219,8 +219,8 @@ class Trainer:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         self.model = model
         self.model.train()
-        use_bf16 = cfg.autocast == "bf16" or (cfg.autocast == "auto" and bf16_available(self.device))
-        if cfg.autocast == "bf16" and not bf16_available(self.device):
+        use_bf16 = cfg.autocast == "bf16" or (cfg.autocast == "auto" and fast_bf16(self.device))
+        if cfg.autocast == "bf16" and not fast_bf16(self.device):
             raise UserError("autocast: bf16 is not fast on this hardware; use autocast=auto or none")
         self.autocast_dtype = torch.bfloat16 if use_bf16 else None
         pad = self.tokenizer.pad_token_id
@@ -417,7 +417,6 @@ class Trainer:
             out["loss"] += res["loss"]
             out["entropy"].append(res["entropy"])
             out["n_tokens"] += res["n_tokens"]
-            out["n_trained"] = out.get("n_trained", 0) + res["n_trained"]
         t = time.perf_counter()
         grad_norm = self._sync_and_step()
         train_time += time.perf_counter() - t
