@@ -142,9 +142,47 @@ class _Group:
         self.logits = None  # last-position logits, kept until every request has been admitted
 
 
+_KERNEL = {}  # "module" -> the built extension, or "error" -> why it could not be built
+
+
+def load_kernel():
+    """The fused decode-attention kernel (csrc/decode_attention.cpp), or None when it cannot be built here.
+
+    Built once per machine with the C++ compiler torch uses (about 30 s; cached under TORCH_EXTENSIONS_DIR,
+    default ~/.cache/torch_extensions, keyed by the source and this CPU's flags). COCOS_ENGINE_KERNEL=0 turns it off.
+    """
+    if "module" in _KERNEL or "error" in _KERNEL:
+        return _KERNEL.get("module")
+    if os.environ.get("COCOS_ENGINE_KERNEL", "1") == "0":
+        _KERNEL["error"] = "turned off by COCOS_ENGINE_KERNEL=0"
+        return None
+    import hashlib
+    import sys
+    import warnings
+    from pathlib import Path
+
+    src = Path(__file__).with_name("csrc") / "decode_attention.cpp"
+    try:
+        flags = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    key = hashlib.sha1(src.read_bytes() + flags.encode() + torch.__version__.encode()).hexdigest()[:12]
+    try:
+        from torch.utils.cpp_extension import load
+
+        print("cocos: building the engine's attention kernel (once per machine, about 30 s)", file=sys.stderr)
+        _KERNEL["module"] = load(name=f"cocos_decode_attention_{key}", sources=[str(src)],
+                                 extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"])
+    except Exception as e:  # no compiler, no ninja, a build error: the torch path still works
+        _KERNEL["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+        warnings.warn(f"cocos: the engine's attention kernel could not be built ({_KERNEL['error']}); "
+                      "decoding uses torch ops instead (slower in bfloat16)", stacklevel=2)
+    return _KERNEL.get("module")
+
+
 class Engine:
     def __init__(self, model, tokenizer, *, dtype=None, max_batch: int = 64, kv_budget_gb: float = 4.0,
-                 fuse: bool | None = None):
+                 fuse: bool | None = None, kernel: bool | None = None):
         if not supports(model):
             raise UserError(f"backend: the rollout engine cannot serve {type(model).__name__}; use backend='hf'")
         self.model, self.tokenizer = model, tokenizer
@@ -157,6 +195,14 @@ class Engine:
             raise UserError("max_batch: must be >= 1")
         self.max_batch, self.kv_budget = max_batch, int(kv_budget_gb * 2**30)
         self.fuse = fuse
+        # The fused kernel by default below float32 (bf16 rollouts). float32 keeps the torch path, whose greedy
+        # output equals HF generate token for token; the kernel sums in another order.
+        if kernel is None:
+            kernel = self.dtype != torch.float32 and load_kernel() is not None
+        if kernel and load_kernel() is None:
+            raise UserError(f"kernel: the engine's attention kernel could not be built ({_KERNEL['error']}); "
+                            "pass kernel=False (torch ops) or install a C++ compiler and `pip install ninja`")
+        self._kernel = load_kernel() if kernel else None
         attn = model.model.layers[0].self_attn
         self.n_layers = len(model.model.layers)
         self.head_dim = attn.head_dim
@@ -230,15 +276,13 @@ class Engine:
         return ((emb.cos() * self._w["rope_scale"]).to(self.dtype), (emb.sin() * self._w["rope_scale"]).to(self.dtype))
 
     # ---------------------------------------------------------------- KV cache
-    # Layout: K is stored transposed ([.., head_dim, length]) and V as [.., length, head_dim], and attention
-    # always reads the whole allocated length (masked): contiguous operands, so the bf16 batched matmuls
-    # run without first copying a strided slice of the cache (measured: that copy cost more than the matmul).
-    # The own cache therefore grows in chunks of _OWN_CHUNK tokens instead of being max_new_tokens long.
+    # Layout: K and V as [layers, n, kv heads, length, head_dim]. The torch path reads the whole allocated
+    # length (masked) so its batched matmuls get whole tensors; the own cache therefore grows in chunks of
+    # _OWN_CHUNK tokens instead of being max_new_tokens long. The kernel reads only each row's true length.
     def _zeros_kv(self, n, length):
         # zeros: masked positions must not hold NaN (0 * NaN would leak through p @ V)
-        k = torch.zeros(self.n_layers, n, self.n_kv, self.head_dim, length, dtype=self.dtype)
-        v = torch.zeros(self.n_layers, n, self.n_kv, length, self.head_dim, dtype=self.dtype)
-        return k, v
+        shape = (self.n_layers, n, self.n_kv, length, self.head_dim)
+        return torch.zeros(shape, dtype=self.dtype), torch.zeros(shape, dtype=self.dtype)
 
     def _alloc_pool(self, entries, pre_len):
         key = (entries, pre_len, self.dtype)
@@ -249,8 +293,8 @@ class Engine:
 
     def _grow_own(self, k_own, v_own, length):
         k, v = self._zeros_kv(k_own.shape[1], length)
-        old = k_own.shape[-1]
-        k[..., :old] = k_own
+        old = k_own.shape[-2]
+        k[..., :old, :] = k_own
         v[..., :old, :] = v_own
         return k, v
 
@@ -284,10 +328,10 @@ class Engine:
             v = v.view(T, self.n_kv, D).transpose(0, 1)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            k_pre[li, entry, :, :, cached:L] = k.transpose(-1, -2)
+            k_pre[li, entry, :, cached:L] = k
             v_pre[li, entry, :, cached:L] = v
             if cached:
-                kk, vv = k_pre[li, entry, :, :, :L].transpose(-1, -2), v_pre[li, entry, :, :L]
+                kk, vv = k_pre[li, entry, :, :L], v_pre[li, entry, :, :L]
                 o = F.scaled_dot_product_attention(q[None], kk[None], vv[None], attn_mask=causal, enable_gqa=True)
             else:  # same call as HF's sdpa path for an unpadded prompt
                 o = F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True, enable_gqa=True)
@@ -302,52 +346,71 @@ class Engine:
     def _decode(self, tok, pos, own_len, st, k_pre, v_pre, k_own, v_own):
         """One decode step for rows 0..B-1: returns fp32 logits [B, V].
 
-        st holds the per-composition index tensors: grp [P, G] rows of each pool entry (padded),
-        flat [B] each row's place in the P*G grouping, pre_mask [B, 1, 1, Lp].
+        st holds the per-composition index tensors (see _layout).
         """
-        w, dt, D, H, Hk, rep = self._w, self.dtype, self.head_dim, self.n_heads, self.n_kv, self.rep
+        w, H, Hk, D = self._w, self.n_heads, self.n_kv, self.head_dim
         B = tok.shape[0]
-        P, G = st["grp"].shape
-        Lp, Lc = k_pre.shape[-1], k_own.shape[-1]
-        own_mask = torch.zeros(B, 1, 1, Lc, dtype=torch.float32)
-        own_mask.masked_fill_(torch.arange(Lc)[None, None, None, :] > own_len[:, None, None, None], _MASKED)
-        mask = torch.cat([st["pre_mask"], own_mask], -1)
-        # flat indices for writing this step's K (element (row, head, d) at own position) and V (row vectors)
-        bh = torch.arange(B)[:, None] * Hk + torch.arange(Hk)[None, :]  # [B, Hk]
-        widx_k = ((bh[:, :, None] * D + torch.arange(D)) * Lc + own_len[:, None, None]).reshape(-1)
-        widx_v = (bh * Lc + own_len[:, None]).reshape(-1)
         cos, sin = self._rope(pos)
-        cos, sin = cos[:, None, :], sin[:, None, :]
-        grp, flat = st["grp"].reshape(-1), st["flat"]
-        scale = D ** -0.5
+        attend = self._attend_kernel if self._kernel is not None else self._attend_torch
+        ctx = dict(st=st, own_len=own_len, cos=cos, sin=sin, B=B)
+        if self._kernel is None:
+            self._torch_attention_context(ctx, k_pre, k_own)
         x = F.embedding(tok, w["embed"])
         for li, ly in enumerate(w["layers"]):
             h = _rms(x, ly.ln1, self.eps)
-            q, k, v = _linears(h, ly.qkv).split([H * D, Hk * D, Hk * D], -1)
-            q = q.view(B, H, D)
-            k = k.view(B, Hk, D)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
-            ko, vo = k_own[li], v_own[li]
-            ko.view(-1).index_copy_(0, widx_k, k.reshape(-1))
-            vo.view(-1, D).index_copy_(0, widx_v, v.reshape(-1, D))
-            q = (q * scale).view(B, Hk, rep, D)
-            # prefix part: the rows of one pool entry attend to it together
-            qg = q[grp].view(P, G, Hk, rep, D).transpose(1, 2).reshape(P, Hk, G * rep, D)
-            s_pre = torch.matmul(qg, k_pre[li, :P])
-            s_pre = s_pre.view(P, Hk, G, rep, Lp).transpose(1, 2).reshape(P * G, Hk, rep, Lp)[flat]
-            s_own = torch.matmul(q, ko[:B])
-            p = torch.softmax(torch.cat([s_pre, s_own], -1).float() + mask, -1).to(dt)
-            pg = p[..., :Lp][grp].view(P, G, Hk, rep, Lp).transpose(1, 2).reshape(P, Hk, G * rep, Lp)
-            o_pre = torch.matmul(pg, v_pre[li, :P])
-            o_pre = o_pre.view(P, Hk, G, rep, D).transpose(1, 2).reshape(P * G, Hk, rep, D)[flat]
-            o = o_pre + torch.matmul(p[..., Lp:], vo[:B])
-            x = x + F.linear(o.reshape(B, H * D), *ly.o)
+            o = attend(ctx, _linears(h, ly.qkv), k_pre[li], v_pre[li], k_own[li], v_own[li])
+            x = x + F.linear(o, *ly.o)
             h = _rms(x, ly.ln2, self.eps)
             g, u = _linears(h, ly.gate_up).chunk(2, -1)
             x = x + F.linear(F.silu(g) * u, *ly.down)
         h = _rms(x, w["norm"], self.eps)
         return F.linear(h, *w["head"]).float()
+
+    def _attend_kernel(self, ctx, qkv, k_pre, v_pre, k_own, v_own):
+        """RoPE, KV write and attention of one layer in the fused kernel (csrc/decode_attention.cpp)."""
+        st = ctx["st"]
+        return self._kernel.decode_attention(qkv, ctx["cos"], ctx["sin"], k_pre, v_pre, k_own, v_own, st["entry_len"],
+                                             ctx["own_len"], st["ent_ptr"], st["ent_rows"], self.n_heads, self.n_kv,
+                                             self.head_dim ** -0.5)
+
+    def _torch_attention_context(self, ctx, k_pre, k_own):
+        """Masks and write indices shared by the layers of one torch-path decode step."""
+        B, own_len, Hk, D = ctx["B"], ctx["own_len"], self.n_kv, self.head_dim
+        Lc = k_own.shape[-2]
+        own_mask = torch.zeros(B, 1, 1, Lc, dtype=torch.float32)
+        own_mask.masked_fill_(torch.arange(Lc)[None, None, None, :] > own_len[:, None, None, None], _MASKED)
+        ctx["mask"] = torch.cat([ctx["st"]["pre_mask"], own_mask], -1)
+        # flat row indices (row, head, own position) for writing this step's K and V vectors
+        bh = torch.arange(B)[:, None] * Hk + torch.arange(Hk)[None, :]  # [B, Hk]
+        ctx["widx"] = (bh * Lc + own_len[:, None]).reshape(-1)
+        ctx["cos"], ctx["sin"] = ctx["cos"][:, None, :], ctx["sin"][:, None, :]
+
+    def _attend_torch(self, ctx, qkv, k_pre, v_pre, k_own, v_own):
+        """The same step with torch ops: batched matmuls over whole (masked) caches."""
+        dt, D, H, Hk, rep, B = self.dtype, self.head_dim, self.n_heads, self.n_kv, self.rep, ctx["B"]
+        st = ctx["st"]
+        P, G = st["grp"].shape
+        Lp = k_pre.shape[-2]
+        grp, flat = st["grp"].reshape(-1), st["flat"]
+        q, k, v = qkv.split([H * D, Hk * D, Hk * D], -1)
+        q = q.view(B, H, D)
+        k = k.view(B, Hk, D)
+        q = q * ctx["cos"] + _rotate_half(q) * ctx["sin"]
+        k = k * ctx["cos"] + _rotate_half(k) * ctx["sin"]
+        k_own.view(-1, D).index_copy_(0, ctx["widx"], k.reshape(-1, D))
+        v_own.view(-1, D).index_copy_(0, ctx["widx"], v.reshape(-1, D))
+        q = (q * D ** -0.5).view(B, Hk, rep, D)
+        # prefix part: the rows of one pool entry attend to it together
+        qg = q[grp].view(P, G, Hk, rep, D).transpose(1, 2).reshape(P, Hk, G * rep, D)
+        s_pre = torch.matmul(qg, k_pre[:P].transpose(-1, -2))
+        s_pre = s_pre.view(P, Hk, G, rep, Lp).transpose(1, 2).reshape(P * G, Hk, rep, Lp)[flat]
+        s_own = torch.matmul(q, k_own[:B].transpose(-1, -2))
+        p = torch.softmax(torch.cat([s_pre, s_own], -1).float() + ctx["mask"], -1).to(dt)
+        pg = p[..., :Lp][grp].view(P, G, Hk, rep, Lp).transpose(1, 2).reshape(P, Hk, G * rep, Lp)
+        o_pre = torch.matmul(pg, v_pre[:P])
+        o_pre = o_pre.view(P, Hk, G, rep, D).transpose(1, 2).reshape(P * G, Hk, rep, D)[flat]
+        o = o_pre + torch.matmul(p[..., Lp:], v_own[:B])
+        return o.reshape(B, H * D)
 
     # ---------------------------------------------------------------- stop strings
     def _stop_mask(self, stop):
@@ -452,7 +515,7 @@ class Engine:
             if e != last:  # keep live entries in 0..P-1: move the last one into the hole
                 moved = pool[last]
                 n_tok = len(moved.ids)
-                k_pre[:, e, ..., :n_tok] = k_pre[:, last, ..., :n_tok]
+                k_pre[:, e, :, :n_tok] = k_pre[:, last, :, :n_tok]
                 v_pre[:, e, :, :n_tok] = v_pre[:, last, :, :n_tok]
                 moved.entry, pool[e] = e, moved
             pool.pop()
@@ -476,7 +539,7 @@ class Engine:
                     g.entry = len(pool)
                     pool.append(g)
                     if cached:
-                        k_pre[:, g.entry, ..., :cached] = k_pre[:, best.entry, ..., :cached]
+                        k_pre[:, g.entry, :, :cached] = k_pre[:, best.entry, :, :cached]
                         v_pre[:, g.entry, :, :cached] = v_pre[:, best.entry, :, :cached]
                     g.logits = self._prefill(g.ids, g.entry, cached, k_pre, v_pre)
                     stats["prefills"] += 1
@@ -507,14 +570,14 @@ class Engine:
             if not rows:
                 continue
             if changed or st is None:
-                st = self._layout(row_group, pool, k_pre.shape[-1])
+                st = self._layout(row_group, pool, k_pre.shape[-2])
             B = len(rows)
             stats["steps"] += 1
             stats["max_rows"] = max(stats["max_rows"], B)
             pos = st["pre_len"] + own
             need = int(own.max()) + 1
-            if need > k_own.shape[-1]:
-                k_own, v_own = self._grow_own(k_own, v_own, min(own_len, k_own.shape[-1] + _OWN_CHUNK))
+            if need > k_own.shape[-2]:
+                k_own, v_own = self._grow_own(k_own, v_own, min(own_len, k_own.shape[-2] + _OWN_CHUNK))
             logits = self._decode(nxt, pos, own, st, k_pre, v_pre, k_own, v_own)
             own += 1
             us = u[rows, own.clamp(max=max_new_tokens - 1)] if temperature > 0 else u[:B, 0]
@@ -526,7 +589,7 @@ class Engine:
                     g, last = row_group[b], len(rows) - 1
                     if b != last:
                         n_tok = int(own[last])
-                        k_own[:, b, ..., :n_tok] = k_own[:, last, ..., :n_tok]
+                        k_own[:, b, :, :n_tok] = k_own[:, last, :, :n_tok]
                         v_own[:, b, :, :n_tok] = v_own[:, last, :, :n_tok]
                         rows[b], row_group[b] = rows[last], row_group[last]
                         own[b], nxt[b] = own[last], nxt[last]
@@ -570,6 +633,11 @@ class Engine:
                 slot_of[b] = e * G + i
         flat = torch.tensor([slot_of[b] for b in range(len(row_group))], dtype=torch.long)
         pre_len_rows = torch.tensor([len(g.ids) for g in row_group], dtype=torch.long)
+        # for the kernel: rows grouped by entry (CSR) and each entry's prompt length
+        ent_ptr = torch.tensor([0] + [len(m) for m in members], dtype=torch.long).cumsum(0)
+        ent_rows = torch.tensor([b for m in members for b in m], dtype=torch.long)
+        entry_len = torch.tensor([len(g.ids) for g in pool], dtype=torch.long)
         pre_mask = torch.zeros(len(row_group), 1, 1, Lp, dtype=torch.float32)
         pre_mask.masked_fill_(torch.arange(Lp)[None, None, None, :] >= pre_len_rows[:, None, None, None], _MASKED)
-        return dict(grp=grp, flat=flat, pre_mask=pre_mask, pre_len=pre_len_rows)
+        return dict(grp=grp, flat=flat, pre_mask=pre_mask, pre_len=pre_len_rows, ent_ptr=ent_ptr, ent_rows=ent_rows,
+                    entry_len=entry_len)
