@@ -36,10 +36,10 @@ def tok():
     return PreTrainedTokenizerFast(tokenizer_object=t, eos_token="<eos>", pad_token="<pad>")
 
 
-def make_model(tok, seed=0):
+def make_model(tok, seed=0, hidden=64, heads=4, kv_heads=2):
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                      num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=512,
                       rope_theta=100000.0, tie_word_embeddings=True, initializer_range=0.2,
                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
     return LlamaForCausalLM(cfg).eval()
@@ -234,13 +234,19 @@ def kernel_or_skip():
         pytest.skip("the engine's attention kernel cannot be built here (no C++ compiler or ninja)")
 
 
+@pytest.fixture(scope="module")
+def model64(tok):
+    """head_dim 64 (the kernel's unit), 3 query heads per KV head like SmolLM2."""
+    return make_model(tok, seed=4, hidden=192, heads=3, kv_heads=1)
+
+
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
-def test_kernel_attention_equals_torch_path(model, tok, dtype, tol):
+def test_kernel_attention_equals_torch_path(model64, tok, dtype, tol):
     """The fused kernel (RoPE, KV write, attention over [prompt entry | own tokens]) against the torch ops."""
     from cocos.engine import _Group
 
     kernel_or_skip()
-    eng = Engine(model, tok, dtype=dtype, kernel=True)
+    eng = Engine(model64, tok, dtype=dtype, kernel=True)
     eng._sync()
     H, Hk, D, L = eng.n_heads, eng.n_kv, eng.head_dim, 1
     g = torch.Generator().manual_seed(0)
@@ -250,9 +256,9 @@ def test_kernel_attention_equals_torch_path(model, tok, dtype, tol):
         grp.entry = e
     row_group = [groups[1], groups[0], groups[1], groups[2], groups[1]]
     own_len = torch.tensor([0, 3, 7, 2, 5])
-    B, Lp, Lc = len(row_group), 32, 16
-    k_pre, v_pre = (torch.randn(L, 4, Hk, Lp, D, generator=g).to(dtype) for _ in range(2))
-    k_own, v_own = (torch.randn(L, 6, Hk, Lc, D, generator=g).to(dtype) for _ in range(2))
+    B, Lp, Lc = len(row_group), 32, 32
+    k_pre, v_pre = torch.randn(L, 4, Hk, D, Lp, generator=g).to(dtype), torch.randn(L, 4, Hk, Lp, D, generator=g).to(dtype)
+    k_own, v_own = torch.randn(L, 6, Hk, D, Lc, generator=g).to(dtype), torch.randn(L, 6, Hk, Lc, D, generator=g).to(dtype)
     qkv = torch.randn(B, (H + 2 * Hk) * D, generator=g).to(dtype)
     st = eng._layout(row_group, groups, Lp)
     cos, sin = eng._rope(st["pre_len"] + own_len)
@@ -274,8 +280,9 @@ def test_kernel_attention_equals_torch_path(model, tok, dtype, tol):
     assert not torch.equal(caches[0][0], k_own[0].float())  # ... and something was written
 
 
-def test_kernel_engine_generates_like_torch_path(model, tok):
+def test_kernel_engine_generates_like_torch_path(model64, tok):
     kernel_or_skip()
+    model = model64
     prompts = [PROMPTS[0], PROMPTS[0] + " to sort", PROMPTS[3]]
     kw = dict(max_new_tokens=20, stop=(), n=2)
     fused = Engine(model, tok, kernel=True, max_batch=4).generate(prompts, **kw)
@@ -284,3 +291,38 @@ def test_kernel_engine_generates_like_torch_path(model, tok):
     fused = Engine(model, tok, kernel=True).generate(prompts, temperature=0.9, seed=3, **kw)
     plain = Engine(model, tok, kernel=False).generate(prompts, temperature=0.9, seed=3, **kw)
     assert [g.completion_ids for g in fused] == [g.completion_ids for g in plain]
+
+
+def test_kernel_norm_and_mlp_ops_match_torch():
+    from cocos.engine import load_kernel
+
+    kernel_or_skip()
+    K, g = load_kernel(), torch.Generator().manual_seed(1)
+    for dt in (torch.float32, torch.bfloat16):
+        x, delta = (torch.randn(5, 96, generator=g).to(dt) for _ in range(2))
+        w = torch.randn(96, generator=g).to(dt)
+        ref_x = x + delta
+        xf = ref_x.float()
+        ref_h = w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-5)).to(dt)
+        h = K.add_rms_norm_(x, delta, w, 1e-5)
+        assert torch.equal(x, ref_x)  # the residual add happened in place
+        torch.testing.assert_close(h, ref_h, rtol=1e-2 if dt == torch.bfloat16 else 1e-5, atol=1e-5)
+        gu = torch.randn(5, 2 * 48, generator=g).to(dt)
+        gate, up = gu.chunk(2, -1)
+        torch.testing.assert_close(K.silu_mul(gu), torch.nn.functional.silu(gate) * up,
+                                   rtol=1e-2 if dt == torch.bfloat16 else 1e-5, atol=1e-5)
+
+
+def test_kernel_bf16_engine_sees_weight_updates(tok):
+    kernel_or_skip()
+    model = make_model(tok, seed=5, hidden=192, heads=3, kv_heads=1)
+    eng = Engine(model, tok, dtype="bfloat16")  # kernel and packed weights by default in bf16
+    assert eng._kernel is not None
+    before = eng.generate(PROMPTS[:3], max_new_tokens=12, stop=())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    after = eng.generate(PROMPTS[:3], max_new_tokens=12, stop=())
+    fresh = Engine(model, tok, dtype="bfloat16").generate(PROMPTS[:3], max_new_tokens=12, stop=())
+    assert [g.completion_ids for g in after] == [g.completion_ids for g in fresh]
+    assert [g.completion_ids for g in after] != [g.completion_ids for g in before]
