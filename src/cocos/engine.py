@@ -344,8 +344,9 @@ class Engine:
         causal = None
         if cached:  # query i (absolute position cached+i) sees keys 0..cached+i
             causal = torch.arange(L)[None, :] <= torch.arange(cached, L)[:, None]
-        for li, ly in enumerate(w["layers"]):
-            h = _rms(x, ly.ln1, self.eps)
+        layers = w["layers"]
+        x, h = self._add_norm(x, None, layers[0].ln1)
+        for li, ly in enumerate(layers):
             q, k, v = _linears(h, ly.qkv).split([self.n_heads * D, self.n_kv * D, self.n_kv * D], -1)
             q = q.view(T, self.n_heads, D).transpose(0, 1)
             k = k.view(T, self.n_kv, D).transpose(0, 1)
@@ -359,12 +360,23 @@ class Engine:
                 o = F.scaled_dot_product_attention(q[None], kk[None], vv[None], attn_mask=causal, enable_gqa=True)
             else:  # same call as HF's sdpa path for an unpadded prompt
                 o = F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True, enable_gqa=True)
-            x = x + _linear(o[0].transpose(0, 1).reshape(T, -1), ly.o)
-            h = _rms(x, ly.ln2, self.eps)
-            g, u = _linears(h, ly.gate_up).chunk(2, -1)
-            x = x + _linear(F.silu(g) * u, ly.down)
-        h = _rms(x[-1:], w["norm"], self.eps)
-        return _linear(h, w["head"])[0].float()
+            x, h = self._add_norm(x, _linear(o[0].transpose(0, 1).reshape(T, -1), ly.o), ly.ln2)
+            x, h = self._add_norm(x, self._mlp(h, ly), layers[li + 1].ln1 if li + 1 < len(layers) else w["norm"])
+        return _linear(h[-1:], w["head"])[0].float()
+
+    def _add_norm(self, x, delta, weight):
+        """The residual add (if delta) and the next RMSNorm: (x + delta, its norm). In place under the kernel."""
+        if self._kernel is not None:
+            return x, self._kernel.add_rms_norm_(x, delta, weight, self.eps)
+        if delta is not None:
+            x = x + delta
+        return x, _rms(x, weight, self.eps)
+
+    def _mlp(self, h, ly):
+        if self._kernel is not None:
+            return _linear(self._kernel.silu_mul(_linears(h, ly.gate_up)), ly.down)
+        g, u = _linears(h, ly.gate_up).chunk(2, -1)
+        return _linear(F.silu(g) * u, ly.down)
 
     @torch.inference_mode()
     def _decode(self, tok, pos, own_len, st, k_pre, v_pre, k_own, v_own):
@@ -377,24 +389,17 @@ class Engine:
         cos, sin = self._rope(pos)
         ctx = dict(st=st, own_len=own_len, cos=cos, sin=sin, B=B)
         x = F.embedding(tok, w["embed"])
-        if self._kernel is not None:  # fused ops: attention, residual add + RMSNorm, SiLU * up
-            K, layers = self._kernel, w["layers"]
-            h = K.add_rms_norm_(x, None, layers[0].ln1, self.eps)
-            for li, ly in enumerate(layers):
-                o = self._attend_kernel(ctx, _linears(h, ly.qkv), k_pre[li], v_pre[li], k_own[li], v_own[li])
-                h = K.add_rms_norm_(x, _linear(o, ly.o), ly.ln2, self.eps)
-                d = _linear(K.silu_mul(_linears(h, ly.gate_up)), ly.down)
-                h = K.add_rms_norm_(x, d, layers[li + 1].ln1 if li + 1 < len(layers) else w["norm"], self.eps)
-            return _linear(h, w["head"]).float()
-        self._torch_attention_context(ctx, k_pre, k_own)
-        for li, ly in enumerate(w["layers"]):
-            h = _rms(x, ly.ln1, self.eps)
-            o = self._attend_torch(ctx, _linears(h, ly.qkv), k_pre[li], v_pre[li], k_own[li], v_own[li])
-            x = x + _linear(o, ly.o)
-            h = _rms(x, ly.ln2, self.eps)
-            g, u = _linears(h, ly.gate_up).chunk(2, -1)
-            x = x + _linear(F.silu(g) * u, ly.down)
-        h = _rms(x, w["norm"], self.eps)
+        if self._kernel is not None:
+            attend = self._attend_kernel
+        else:
+            attend = self._attend_torch
+            self._torch_attention_context(ctx, k_pre, k_own)
+        layers = w["layers"]
+        x, h = self._add_norm(x, None, layers[0].ln1)
+        for li, ly in enumerate(layers):
+            o = attend(ctx, _linears(h, ly.qkv), k_pre[li], v_pre[li], k_own[li], v_own[li])
+            x, h = self._add_norm(x, _linear(o, ly.o), ly.ln2)
+            x, h = self._add_norm(x, self._mlp(h, ly), layers[li + 1].ln1 if li + 1 < len(layers) else w["norm"])
         return _linear(h, w["head"]).float()
 
     def _attend_kernel(self, ctx, qkv, k_pre, v_pre, k_own, v_own):

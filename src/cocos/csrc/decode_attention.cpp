@@ -134,6 +134,14 @@ void weighted(const T* v, int64_t n, const float* p, int64_t ls, int64_t Q, int6
     }
 }
 
+// ask for `rows` rows of `len` elements at stride `ld`, one cache line at a time, into L2
+template <typename T>
+void prefetch_block(const T* p, int64_t rows, int64_t ld, int64_t len) {
+    const int64_t step = 64 / sizeof(T);
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t i = 0; i < len; i += step) __builtin_prefetch(p + r * ld + i, 0, 2);
+}
+
 // softmax over the two valid ranges [0, n1) and [off2, off2 + n2) of one score row; the rest becomes 0
 void softmax2(float* s, int64_t n1, int64_t off2, int64_t n2, int64_t ls) {
     float m = s[off2];  // the own range is never empty (it holds this step's token)
@@ -196,6 +204,11 @@ void run(const torch::Tensor& qkv, const torch::Tensor& cos, const torch::Tensor
             const int64_t e = task / Hk, h = task % Hk;
             const int64_t r0 = eptr[e], G = eptr[e + 1] - r0, Q = G * rep, Lpre = plen[e];
             if (G == 0) continue;
+            if (task + 1 < end) {  // the next task's prompt keys and values: start fetching them now
+                const int64_t e2 = (task + 1) / Hk, h2 = (task + 1) % Hk, n2 = (plen[e2] + 31) / 32 * 32;
+                prefetch_block(kp + e2 * kp0 + h2 * kp1, D, Lp, n2);
+                prefetch_block(vp + e2 * vp0 + h2 * vp1, n2, D, D);
+            }
             // 1. RoPE: q of the rep query heads of kv head h,
             //    k of head h; this step's k and v go into the row's own cache at its own length
             std::fill(q.begin(), q.begin() + Q * D, 0.f);
