@@ -21,7 +21,14 @@ How it is fast (HF `generate` pads a fixed batch to its longest sequence and rec
   overwritten by the last), so attention reads whole contiguous tensors (masked), never a gathered copy;
 - one softmax over [prefix | own] scores per row, fp32 softmax, SDPA for the prefill;
 - bf16 when asked (`dtype="bfloat16"`): this CPU has AMX/avx512_bf16; bf16 linears measured 3x faster than
-  fp32 at 32 rows, 5x at 300 rows (one thread). torch.compile was not tried (see the issue 6 report).
+  fp32 at 32 rows, 5x at 300 rows (one thread);
+- below float32, a small C++ kernel (csrc/decode_attention.cpp, built once per machine by torch's
+  cpp_extension, see load_kernel) does each layer's decode attention in one parallel loop (RoPE, KV write,
+  attention over each row's true prompt and own lengths: the batched matmuls ran at ~3 us of overhead per
+  (row, head) problem and paid for the longest prompt), the residual add + RMSNorm and SiLU * up; bf16
+  weights are pre-packed for oneDNN. float32 keeps the torch ops (greedy equal to HF generate). Without a
+  compiler the torch ops run everywhere. torch.compile of the decode step was tried: 520 s to compile, then
+  recompiles as batch shapes change; not used.
 
 Live weights. With dtype equal to the model's, the engine reads the model's parameter tensors themselves (no
 copy): an optimiser step is seen by the next `generate`. With another dtype (e.g. bf16 rollouts of an fp32
@@ -181,11 +188,13 @@ def load_kernel():
     except OSError:
         flags = ""
     key = hashlib.sha1(src.read_bytes() + flags.encode() + torch.__version__.encode()).hexdigest()[:12]
+    name = f"cocos_decode_attention_{key}"
     try:
-        from torch.utils.cpp_extension import load
+        from torch.utils.cpp_extension import _get_build_directory, load
 
-        print("cocos: building the engine's attention kernel (once per machine, about 30 s)", file=sys.stderr)
-        _KERNEL["module"] = load(name=f"cocos_decode_attention_{key}", sources=[str(src)],
+        if not (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").exists():
+            print("cocos: building the engine's attention kernel (once per machine, about 30 s)", file=sys.stderr)
+        _KERNEL["module"] = load(name=name, sources=[str(src)],
                                  extra_cflags=["-O3", "-march=native", "-ffast-math", "-fopenmp"], extra_ldflags=["-fopenmp"])
     except Exception as e:  # no compiler, no ninja, a build error: the torch path still works
         _KERNEL["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
