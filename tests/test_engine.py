@@ -326,3 +326,17 @@ def test_kernel_bf16_engine_sees_weight_updates(tok):
     fresh = Engine(model, tok, dtype="bfloat16").generate(PROMPTS[:3], max_new_tokens=12, stop=())
     assert [g.completion_ids for g in after] == [g.completion_ids for g in fresh]
     assert [g.completion_ids for g in after] != [g.completion_ids for g in before]
+
+
+def test_without_kernel_bf16_falls_back_to_torch_ops(tok, monkeypatch):
+    """No compiler (or COCOS_ENGINE_KERNEL=0): bf16 engines run on torch ops; asking for the kernel is an error."""
+    from cocos import engine as engine_mod
+
+    model = make_model(tok, seed=6, hidden=192, heads=3, kv_heads=1)
+    monkeypatch.setattr(engine_mod, "_KERNEL", {"error": "turned off by COCOS_ENGINE_KERNEL=0"})
+    eng = Engine(model, tok, dtype="bfloat16")
+    assert eng._kernel is None
+    gens = eng.generate(PROMPTS[:2], max_new_tokens=8, stop=())
+    assert all(len(g.completion_ids) == 8 for g in gens)
+    with pytest.raises(UserError, match="COCOS_ENGINE_KERNEL=0"):
+        Engine(model, tok, dtype="bfloat16", kernel=True)
