@@ -275,3 +275,34 @@ def test_skip_uniform_groups_drops_only_groups_without_reward_signal(tmp_path):
     assert full_two["advantages"] == pytest.approx(r_full["advantages"][:2])
     for n, p in full.model.named_parameters():
         assert torch.allclose(g_skip[n], p.grad, atol=1e-6, rtol=1e-4), n
+
+
+def test_curriculum_keeps_problems_with_a_reward_difference(tmp_path, monkeypatch):
+    """curriculum_k: turn-1 samples of every training problem with the starting model; only problems whose
+    samples earned different rewards are trained; the choice is saved and a resumed run reuses it."""
+    import cocos.rollout as rollout_mod
+    from cocos.rollout import Trajectory, Turn
+
+    calls = []
+    table = {900: [0.0, 0.0, 0.0], 901: [0.0, 1 / 3, 0.0]}
+
+    def sampled(policy, problems, *, turns, samples_per_problem, **kw):
+        calls.append((turns, samples_per_problem, [p.task_id for p in problems]))
+        return [Trajectory(p.task_id, [Turn("prompt", "text", "code", reward=r)], sample_index=j)
+                for p in problems for j, r in enumerate(table[p.task_id][:samples_per_problem])]
+
+    monkeypatch.setattr(rollout_mod, "run_episodes", sampled)
+    tr = make_trainer(tmp_path / "run", curriculum_k=3)
+    assert calls == [(1, 3, [900, 901])]
+    assert [p.task_id for p in tr.problems] == [901]
+    assert json.loads((tmp_path / "run" / "curriculum.json").read_text())["kept"] == ["901"]
+    monkeypatch.undo()  # training itself runs real episodes
+    tr.train()
+    monkeypatch.setattr(rollout_mod, "run_episodes", sampled)
+    calls.clear()
+    resumed = make_trainer(tmp_path / "run", resume=True, curriculum_k=3, max_steps=3)
+    assert calls == [] and [p.task_id for p in resumed.problems] == [901]
+    table[901] = [0.0, 0.0, 0.0]  # no problem with a reward difference: train on all of them
+    assert [p.task_id for p in make_trainer(tmp_path / "run2", curriculum_k=3).problems] == [900, 901]
+    with pytest.raises(UserError, match="curriculum_k"):
+        TrainConfig(**{**TINY, "curriculum_k": -1})

@@ -51,6 +51,9 @@ class TrainConfig:
     gamma: float = 0.5  # accumulated reward discount
     beta: float = 0.01  # KL coefficient (score = R - beta * KL)
     skip_uniform_groups: bool = False  # skip groups whose k rewards are all equal (no reward signal; see trainer)
+    # curriculum: > 0 = before step 1, sample this many turn-1 answers per training problem with the starting
+    # model and train only on the problems whose answers earned different rewards (kept ids: OUT/curriculum.json)
+    curriculum_k: int = 0
     kl_estimator: str = "k1"  # per-token KL estimate: k1 = logp - logp_ref, k3 = exp(-d) - 1 + d
     k: int = 2  # samples (trajectories) per problem, RLOO group size
     turns: int = 2  # T >= 1
@@ -123,7 +126,8 @@ class TrainConfig:
                 raise UserError(f"{name}: must be >= 1 (got {getattr(self, name)})")
         if self.k < 2:
             raise UserError("k: RLOO needs at least 2 samples per problem (leave-one-out baseline); set k=2 or more")
-        for name in ("max_steps", "warmup_steps", "eval_every", "save_every", "save_total_limit", "score_stage1_steps"):
+        for name in ("max_steps", "warmup_steps", "eval_every", "save_every", "save_total_limit", "score_stage1_steps",
+                     "curriculum_k"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name}: must be >= 0 (got {getattr(self, name)})")
         for name in ("beta", "lr", "temperature", "timeout", "score_beta1", "max_minutes"):

@@ -152,6 +152,8 @@ class Trainer:
         self._seed_everything(cfg.seed + self.rank)
         self._load_data(problems, eval_problems)
         self._load_models(policy)
+        if cfg.curriculum_k:
+            self._apply_curriculum(resume)
         self._build_optimizer()
         self.step = 0
         self.watchdog = Watchdog(cfg.watch_window, cfg.watch_kl_max, cfg.watch_edit_sim)
@@ -252,6 +254,44 @@ class Trainer:
                 raise UserError("wandb: the wandb package is not installed (pip install 'cocos[wandb]') or set wandb=false")
             self.wandb = wandb.init(project=self.cfg.wandb_project, config=self.cfg.to_dict(), dir=str(self.out),
                                     name=self.out.name, resume="allow")
+
+    def _apply_curriculum(self, resume: bool) -> None:
+        """Keep the training problems on which the starting model's turn-1 samples earned different rewards.
+
+        A problem whose k samples all earn the same reward (usually all 0 for a small model) gives RLOO no
+        signal: with skip_uniform_groups it costs a rollout and trains nothing. The choice is made once, with
+        the model the run starts from, and saved, so a resumed run trains on the same problems.
+        """
+        from cocos.rollout import run_episodes
+
+        cfg, path = self.cfg, self.out / "curriculum.json"
+        if resume and path.exists():
+            kept = json.loads(path.read_text())["kept"]
+        else:
+            self.model.eval()
+            trajs = run_episodes(self.policy, self.problems, turns=1, samples_per_problem=cfg.curriculum_k,
+                                 temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                                 prompt_format=cfg.prompt_format, fewshot=cfg.fewshot, reward=cfg.reward,
+                                 timeout=cfg.timeout, seed=cfg.seed, progress=self.progress and self.is_main)
+            self.model.train()
+            rewards: dict = {}
+            for t in trajs:
+                rewards.setdefault(str(t.task_id), []).append(round(t.rewards[0], 4))
+            kept = [tid for tid, r in rewards.items() if max(r) > min(r)]
+            if self.is_main:
+                self.out.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps({"k": cfg.curriculum_k, "problems": len(rewards), "kept": kept,
+                                            "turn1_rewards": rewards}, indent=1))
+        if not kept:
+            if self.is_main:
+                print(f"cocos: curriculum: no training problem had a reward difference over {cfg.curriculum_k} "
+                      "samples; training on all of them")
+            return
+        if self.is_main:
+            print(f"cocos: curriculum: {len(kept)} of {len(self.problems)} training problems had a reward "
+                  f"difference over {cfg.curriculum_k} turn-1 samples; training on those ({path})")
+        keep = set(kept)
+        self.problems = [p for p in self.problems if str(p.task_id) in keep]
 
     # ---- data order -----------------------------------------------------------------------------
     def epoch_order(self, epoch: int) -> list[int]:
