@@ -526,7 +526,10 @@ class Policy:
 
     def _rollout_dtype_note(self) -> str:
         engine_dtype = getattr(self._backend_impl, "dtype", None)
-        return f" ({str(engine_dtype).replace('torch.', '')} rollouts)" if engine_dtype not in (None, self.dtype) else ""
+        notes = [f"{str(engine_dtype).replace('torch.', '')} rollouts"] if engine_dtype not in (None, self.dtype) else []
+        if getattr(self._backend_impl, "_kernel", None) is not None:
+            notes.append("C++ decode kernel")
+        return f" ({', '.join(notes)})" if notes else ""
 
     def sync_weights(self) -> None:
         """Push the live weights into a backend that keeps its own copy (vLLM); a no-op otherwise."""
