@@ -228,14 +228,15 @@ class Engine:
         self.vocab = model.lm_head.weight.shape[0]
         # The fused kernel by default below float32 (bf16 rollouts). float32 keeps the torch path, whose greedy
         # output equals HF generate token for token; the kernel sums in another order.
+        module = load_kernel() if kernel is not False else None
         if kernel is None:
-            kernel = self.dtype != torch.float32 and self.head_dim % 64 == 0 and load_kernel() is not None
+            kernel = self.dtype != torch.float32 and self.head_dim % 64 == 0 and module is not None
         if kernel and self.head_dim % 64:
             raise UserError(f"kernel: the attention kernel needs head_dim a multiple of 64 (got {self.head_dim})")
-        if kernel and load_kernel() is None:
+        if kernel and module is None:
             raise UserError(f"kernel: the engine's attention kernel could not be built ({_KERNEL['error']}); "
                             "pass kernel=False (torch ops) or install a C++ compiler and `pip install ninja`")
-        self._kernel = load_kernel() if kernel else None
+        self._kernel = module if kernel else None
         self.eos = set()  # as cocos.policy: the generation config's EOS ids and the tokenizer's
         for e in (getattr(getattr(model, "generation_config", None), "eos_token_id", None), tokenizer.eos_token_id):
             self.eos.update([e] if isinstance(e, int) else (e or []))
@@ -369,9 +370,16 @@ class Engine:
                 o = F.scaled_dot_product_attention(q[None], kk[None], vv[None], attn_mask=causal, enable_gqa=True)
             else:  # same call as HF's sdpa path for an unpadded prompt
                 o = F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True, enable_gqa=True)
-            x, h = self._add_norm(x, _linear(o[0].transpose(0, 1).reshape(T, -1), ly.o), ly.ln2)
-            x, h = self._add_norm(x, self._mlp(h, ly), layers[li + 1].ln1 if li + 1 < len(layers) else w["norm"])
+            x, h = self._finish_layer(x, o[0].transpose(0, 1).reshape(T, -1), li)
         return _linear(h[-1:], w["head"])[0].float()
+
+    def _finish_layer(self, x, attn_out, li):
+        """The rest of layer li after attention: output projection, MLP (each with its residual add), and the
+        RMSNorm that feeds the next layer (or the final norm). Returns (x, normed x)."""
+        layers = self._w["layers"]
+        ly = layers[li]
+        x, h = self._add_norm(x, _linear(attn_out, ly.o), ly.ln2)
+        return self._add_norm(x, self._mlp(h, ly), layers[li + 1].ln1 if li + 1 < len(layers) else self._w["norm"])
 
     def _add_norm(self, x, delta, weight):
         """The residual add (if delta) and the next RMSNorm: (x + delta, its norm). In place under the kernel."""
@@ -407,8 +415,7 @@ class Engine:
         x, h = self._add_norm(x, None, layers[0].ln1)
         for li, ly in enumerate(layers):
             o = attend(ctx, _linears(h, ly.qkv), k_pre[li], v_pre[li], k_own[li], v_own[li])
-            x, h = self._add_norm(x, _linear(o, ly.o), ly.ln2)
-            x, h = self._add_norm(x, self._mlp(h, ly), layers[li + 1].ln1 if li + 1 < len(layers) else w["norm"])
+            x, h = self._finish_layer(x, o, li)
         return _linear(h, w["head"]).float()
 
     def _attend_kernel(self, ctx, qkv, k_pre, v_pre, k_own, v_own):

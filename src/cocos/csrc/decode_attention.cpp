@@ -9,8 +9,8 @@
 // (pool entry, kv head) task reads its keys and values once, only up to their true length, and
 // serves all rows (samples) of that entry and all query heads of that kv head.
 //
-// Layout (as the engine allocates it): K caches [N, Hk, D, L] (transposed: scores for 8 positions at
-// a time are one vector FMA per dimension, no horizontal sums), V caches [N, Hk, L, D]. L is a multiple
+// Layout (as the engine allocates it): K caches [N, Hk, D, L] (transposed: scores for 32 positions at
+// a time are two vector FMAs per dimension, no horizontal sums), V caches [N, Hk, L, D]. L is a multiple
 // of 32: blocks of 32 positions are read past a row's length and ignored.
 // Numerics: fp32 accumulation and softmax; q stays fp32 after RoPE, k is rounded to the cache dtype.
 // Built with -O3 -march=native -ffast-math (vectorised exp; sums run in another order than torch's).
@@ -211,7 +211,6 @@ void run(const torch::Tensor& qkv, const torch::Tensor& cos, const torch::Tensor
             }
             // 1. RoPE: q of the rep query heads of kv head h,
             //    k of head h; this step's k and v go into the row's own cache at its own length
-            std::fill(q.begin(), q.begin() + Q * D, 0.f);
             for (int64_t g = 0; g < G; ++g) {
                 const int64_t b = erows[r0 + g], pos = olen[b];
                 const T* row = qkv_p + b * qkv_s;

@@ -262,18 +262,12 @@ class Trainer:
         signal: with skip_uniform_groups it costs a rollout and trains nothing. The choice is made once, with
         the model the run starts from, and saved, so a resumed run trains on the same problems.
         """
-        from cocos.rollout import run_episodes
-
         cfg, path = self.cfg, self.out / "curriculum.json"
         if resume and path.exists():
             kept = json.loads(path.read_text())["kept"]
         else:
-            self.model.eval()
-            trajs = run_episodes(self.policy, self.problems, turns=1, samples_per_problem=cfg.curriculum_k,
-                                 temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                                 prompt_format=cfg.prompt_format, fewshot=cfg.fewshot, reward=cfg.reward,
-                                 timeout=cfg.timeout, seed=cfg.seed, progress=self.progress and self.is_main)
-            self.model.train()
+            trajs = self._episodes(self.policy, self.problems, turns=1, k=cfg.curriculum_k, seed=cfg.seed,
+                                   progress=self.progress and self.is_main)
             rewards: dict = {}
             for t in trajs:
                 rewards.setdefault(str(t.task_id), []).append(round(t.rewards[0], 4))
@@ -322,17 +316,22 @@ class Trainer:
         return self.trained_turns
 
     def rollout(self, problems, step: int, chunk: int = 0):
+        cfg = self.cfg
+        seed = cfg.seed * 1_000_003 + step * 10_007 + self.rank * 101 + chunk * 11  # fixed per (step, rank, chunk)
+        return self._episodes(self.timed, problems, turns=cfg.turns, k=cfg.k, seed=seed)
+
+    def _episodes(self, policy, problems, *, turns: int, k: int, seed: int, progress: bool = False):
+        """Episodes sampled with the run's sampling, prompt and reward settings (the model in eval mode meanwhile)."""
         from cocos.rollout import run_episodes
 
         cfg = self.cfg
-        seed = cfg.seed * 1_000_003 + step * 10_007 + self.rank * 101 + chunk * 11  # fixed per (step, rank, chunk)
         reward = "binary" if cfg.method == "score" and cfg.reward == "binary" else cfg.reward
         self.model.eval()
         try:
-            return run_episodes(self.timed, problems, turns=cfg.turns, samples_per_problem=cfg.k, mode=cfg.mode,
+            return run_episodes(policy, problems, turns=turns, samples_per_problem=k, mode=cfg.mode,
                                 temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                                 prompt_format=cfg.prompt_format, fewshot=cfg.fewshot, reward=reward,
-                                timeout=cfg.timeout, seed=seed, progress=False)
+                                timeout=cfg.timeout, seed=seed, progress=progress)
         finally:
             self.model.train()
 
