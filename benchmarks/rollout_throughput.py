@@ -1,7 +1,7 @@
 """Rollout throughput: HF `generate` (float32, bfloat16) vs the rollout engine (cocos.engine), in one run.
 
     nice -n 10 python benchmarks/rollout_throughput.py [--model smollm2-135m] [--prompts 32] [--max-new-tokens 128]
-        [--threads N] [--k 4] [--k-prompts 8] [--skip-hf-fp32-k]
+        [--threads N] [--k 4] [--k-prompts 8] [--skip-hf-fp32-k] [--device cuda]
 
 Case 1 ("greedy"): the first `--prompts` MBPP test problems in the paper's prompt format, greedy, stop at
 [DONE], `--max-new-tokens` each, HF generate in one batch of all prompts (the policy's HF backend) vs the engine.
@@ -12,6 +12,7 @@ prompt once, shares its KV cache among the k samples, and reuses the few-shot pr
 
 Tokens/s counts generated tokens up to and including each sequence's stop (padding after a stop is not counted).
 Ratios within one run are what count: other processes share this machine.
+With `--device cuda` only HF generate runs (float32 and bfloat16 on the GPU): the engine is CPU-only.
 """
 
 from __future__ import annotations
@@ -63,24 +64,26 @@ def main():
     ap.add_argument("--temperature", type=float, default=0.9, help="case 2 sampling temperature")
     ap.add_argument("--skip-hf-fp32-k", action="store_true", help="case 2: skip the slow HF float32 run")
     ap.add_argument("--only", choices=["greedy", "k"], default=None)
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda: HF generate on a GPU (no engine there)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"bf16 matmul support: {torch.ops.mkldnn._is_mkldnn_bf16_supported()}")
-
-    policy = load_policy(args.model, dtype="float32", backend="hf")
+    policy = load_policy(args.model, dtype="float32", backend="hf", device=args.device)
     model, tok = policy.model, policy.tokenizer
     model.eval()
+    on_cpu = policy.device.type == "cpu"
+    where = (f"CPU, torch threads {torch.get_num_threads()}, bf16 matmul support "
+             f"{torch.ops.mkldnn._is_mkldnn_bf16_supported()}" if on_cpu else torch.cuda.get_device_name(policy.device))
+    print(f"torch {torch.__version__}; {where}" + ("" if on_cpu else "; the engine is CPU-only: HF generate alone"))
     hf32 = policy
     hf16 = Policy(copy.deepcopy(model).to(torch.bfloat16), tok, backend="hf")
-    eng32 = Engine(model, tok, max_batch=args.max_batch)
-    eng16 = Engine(model, tok, dtype="bfloat16", max_batch=args.max_batch)
+    engines = ([("engine float32", Engine(model, tok, max_batch=args.max_batch)),
+                ("engine bfloat16", Engine(model, tok, dtype="bfloat16", max_batch=args.max_batch))] if on_cpu else [])
     problems = load_problems("mbpp", split="test")
     N = args.max_new_tokens
 
     warm = [paper_prompt(problems[0])] * 2
-    for gen in (hf32.generate, hf16.generate, eng32.generate, eng16.generate):
+    for gen in (hf32.generate, hf16.generate, *(e.generate for _, e in engines)):
         gen(warm, max_new_tokens=4)
 
     rows = []
@@ -102,16 +105,20 @@ def main():
         h16, n, dt = timed(lambda: hf16.generate(prompts, max_new_tokens=N, batch_size=B))
         base16 = n / dt
         report("greedy", "HF generate bfloat16", n, dt, base32, base16)
-        e32, n, dt = timed(lambda: eng32.generate(prompts, max_new_tokens=N))
-        report("greedy", "engine float32", n, dt, base32, base16)
-        e16, n, dt = timed(lambda: eng16.generate(prompts, max_new_tokens=N))
-        report("greedy", "engine bfloat16", n, dt, base32, base16)
-        for name, a, b in (("float32", e32, h32), ("bfloat16", e16, h16)):
-            eq, firsts = same(a, b)
-            print(f"  greedy equality {name}: {eq}/{B} sequences identical to HF generate"
+        outs = {}
+        for name, eng in engines:
+            outs[name], n, dt = timed(lambda: eng.generate(prompts, max_new_tokens=N))
+            report("greedy", name, n, dt, base32, base16)
+        for (name, gens), ref in zip(outs.items(), (h32, h16)):
+            eq, firsts = same(gens, ref)
+            print(f"  greedy equality {name}: {eq}/{B} sequences identical to HF generate in its dtype"
                   + (f" (others first differ at token {sorted(firsts)})" if firsts else ""))
-        eq, _ = same(e16, h32)
-        print(f"  (engine bfloat16 vs HF float32: {eq}/{B} identical)")
+        if engines:
+            eq, _ = same(outs["engine bfloat16"], h32)
+            print(f"  (engine bfloat16 vs HF float32: {eq}/{B} identical)")
+        else:
+            eq, _ = same(h16, h32)
+            print(f"  (HF bfloat16 vs HF float32: {eq}/{B} identical)")
 
     if args.only in (None, "k"):
         shots = fewshot_prefix(load_fewshot_examples())
@@ -130,7 +137,7 @@ def main():
         _, n, dt = timed(lambda: hf16.generate(dup, batch_size=B, **kw))
         base16 = n / dt
         report("k", "HF generate bfloat16", n, dt, base32, base16)
-        for name, eng in (("engine float32", eng32), ("engine bfloat16", eng16)):
+        for name, eng in engines:
             _, n, dt = timed(lambda: eng.generate(prompts, n=args.k, **kw))
             report("k", name, n, dt, base32, base16)
             s = eng.stats

@@ -46,7 +46,8 @@ def test_two_process_accelerate_launch_on_cpu(tmp_path):
     script.write_text(SCRIPT.format(tests=str(HERE)))
     out = tmp_path / "run"
     out.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # CUDA_VISIBLE_DEVICES="": on a GPU machine both processes would otherwise take cuda:0 and cuda:1 (one GPU: fails)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
     # accelerate's --cpu flag runs one process unless mpirun is set up; its torchrun launcher (--multi_gpu) on
     # a machine without GPUs gives 2 processes that the trainer's Accelerator(cpu=True) joins with gloo.
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",

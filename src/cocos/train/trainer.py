@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from cocos.errors import UserError
-from cocos.policy import fast_bf16
+from cocos.policy import fast_bf16, sdpa_without_cudnn
 from cocos.train import rloo
 from cocos.train.config import TrainConfig, save_config
 
@@ -335,10 +335,14 @@ class Trainer:
         finally:
             self.model.train()
 
+    @contextlib.contextmanager
     def _autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        with sdpa_without_cudnn(self.device):  # cuDNN attention rebuilds a graph per new shape: slow here
+            if self.autocast_dtype is None:
+                yield
+            else:
+                with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                    yield
 
     def _sequences(self, trajectories, step: int):
         """(prompt_ids, completion_ids, trajectory index, turn index) of every trained turn."""
