@@ -172,12 +172,17 @@ def test_sampler_distribution():
 def test_prefix_sharing_same_as_without(model, tok):
     base = "You are an expert Python programmer, and here is your task: "
     prompts = [base + "add two numbers", base + "sort a list", base + "add two numbers", "def add(a, b):"]
-    eng = Engine(model, tok, max_batch=8)
+    eng = Engine(model, tok, max_batch=8, min_shared_prefix=1)
     gens = eng.generate(prompts, max_new_tokens=16, stop=(), n=2)
     # prefill: 3 distinct prompts, the second reuses the common prefix of the first
     a, b = tok(prompts[0])["input_ids"], tok(prompts[1])["input_ids"]
     common = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
     assert common > 5 and eng.stats["prefills"] == 3 and eng.stats["cached_tokens"] == common
+    # by default a prefix this short is recomputed (cheaper than the masked prefill), with the same outputs
+    short = Engine(model, tok, max_batch=8)
+    assert [g.completion_ids for g in short.generate(prompts, max_new_tokens=16, stop=(), n=2)] == \
+        [g.completion_ids for g in gens]
+    assert short.stats["prefills"] == 3 and short.stats["cached_tokens"] == 0
     alone = [Engine(model, tok, max_batch=1).generate([p], max_new_tokens=16, stop=())[0] for p in prompts]
     assert [g.completion_ids for g in gens] == [a.completion_ids for a in alone for _ in range(2)]
     assert [g.completion_ids for g in gens[:2]] == [hf_greedy(model, tok, prompts[0], 16)[0]] * 2
