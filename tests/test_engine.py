@@ -318,6 +318,20 @@ def test_kernel_norm_and_mlp_ops_match_torch():
                                    rtol=1e-2 if dt == torch.bfloat16 else 1e-5, atol=1e-5)
 
 
+def test_kernel_argmax_is_torch_argmax_with_ties():
+    from cocos.engine import load_kernel
+
+    kernel_or_skip()
+    g = torch.Generator().manual_seed(2)
+    for V in (5, 16, 49152, 1003):
+        x = torch.randn(7, V, generator=g)
+        x[1, V // 2] = x[1, 0] = x[1].max() + 1  # a tie: the first index wins
+        x[2, -1] = 100.0  # the maximum in the scalar tail
+        x[3] = 0.0  # all equal
+        x = x.bfloat16().float()  # bf16 logits: many near ties
+        assert torch.equal(load_kernel().argmax_rows(x), x.argmax(-1)), V
+
+
 def test_kernel_bf16_engine_sees_weight_updates(tok):
     kernel_or_skip()
     model = make_model(tok, seed=5, hidden=192, heads=3, kv_heads=1)

@@ -323,7 +323,38 @@ torch::Tensor silu_mul(torch::Tensor gu) {
     return out;
 }
 
+// index of the largest value of each row, the first one on ties (torch.argmax's rule); rows in parallel.
+// torch.argmax took ~1.6 ms for 32 x 49k logits (one thread, one pass with index bookkeeping): ~5% of a step.
+torch::Tensor argmax_rows(torch::Tensor x) {
+    TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.scalar_type() == torch::kFloat, "x: contiguous float [B, V]");
+    const int64_t B = x.size(0), V = x.size(1);
+    auto out = torch::empty({B}, x.options().dtype(torch::kLong));
+    const float* xp = x.data_ptr<float>();
+    int64_t* op = out.data_ptr<int64_t>();
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+            const float* r = xp + b * V;
+            float mx = r[0];
+            int64_t l = 0;
+            if (V >= W) {  // the maximum, W lanes at a time (fast-math: no NaN in the logits)
+                vf m = loadv(r);
+                for (l = W; l + W <= V; l += W) {
+                    const vf v = loadv(r + l);
+                    m = v > m ? v : m;
+                }
+                for (int i = 0; i < W; ++i) mx = std::max(mx, m[i]);
+            }
+            for (; l < V; ++l) mx = std::max(mx, r[l]);
+            int64_t i = 0;
+            while (r[i] != mx) ++i;  // its first position
+            op[b] = i;
+        }
+    });
+    return out;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+    m.def("argmax_rows", &argmax_rows, "argmax of each row of a float matrix (first index on ties)");
     m.def("decode_attention", &decode_attention, "fused RoPE + KV write + decode attention (cocos engine)");
     m.def("add_rms_norm_", &add_rms_norm_, "x += delta; return rms_norm(x) * w (LlamaRMSNorm)");
     m.def("silu_mul", &silu_mul, "silu(g) * u of [g | u]");
