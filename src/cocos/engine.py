@@ -350,33 +350,40 @@ class Engine:
 
     # ---------------------------------------------------------------- forward passes
     @torch.inference_mode()
-    def _prefill(self, ids, entry, cached, k_pre, v_pre):
-        """Run prompt tokens ids[cached:] writing their KV into pool entry `entry`; return last-position logits."""
-        w, dt, D = self._w, self.dtype, self.head_dim
-        L, T = len(ids), len(ids) - cached
-        x = F.embedding(torch.tensor(ids[cached:]), w["embed"])
-        cos, sin = self._rope(torch.arange(cached, L))
-        causal = None
-        if cached:  # query i (absolute position cached+i) sees keys 0..cached+i
-            causal = torch.arange(L)[None, :] <= torch.arange(cached, L)[:, None]
+    def _prefill(self, items, k_pre, v_pre):
+        """Prefill prompts together: items are (ids, pool entry, cached); each runs tokens ids[cached:] and writes
+        their KV into its entry. The linears, norms and MLPs see all prompts' tokens as one matrix (oneDNN is
+        ~25% faster per token at a few hundred rows than at one prompt's ~100); attention runs per prompt.
+        Returns each prompt's last-position logits [len(items), V]."""
+        w, D, H, Hk = self._w, self.head_dim, self.n_heads, self.n_kv
+        spans = [(len(ids) - cached, len(ids), cached) for ids, _, cached in items]  # (new tokens T, L, cached)
+        x = F.embedding(torch.tensor([t for ids, _, cached in items for t in ids[cached:]]), w["embed"])
+        cos, sin = self._rope(torch.cat([torch.arange(cached, L) for _, L, cached in spans]))
+        ends = torch.tensor([T for T, _, _ in spans]).cumsum(0)
         layers = w["layers"]
         x, h = self._add_norm(x, None, layers[0].ln1)
         for li, ly in enumerate(layers):
-            q, k, v = _linears(h, ly.qkv).split([self.n_heads * D, self.n_kv * D, self.n_kv * D], -1)
-            q = q.view(T, self.n_heads, D).transpose(0, 1)
-            k = k.view(T, self.n_kv, D).transpose(0, 1)
-            v = v.view(T, self.n_kv, D).transpose(0, 1)
+            q, k, v = _linears(h, ly.qkv).split([H * D, Hk * D, Hk * D], -1)
+            q = q.view(-1, H, D).transpose(0, 1)
+            k = k.view(-1, Hk, D).transpose(0, 1)
+            v = v.view(-1, Hk, D).transpose(0, 1)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            k_pre[li, entry, :, :, cached:L] = k.transpose(-1, -2)
-            v_pre[li, entry, :, cached:L] = v
-            if cached:
-                kk, vv = k_pre[li, entry, ..., :L].transpose(-1, -2), v_pre[li, entry, :, :L]
-                o = F.scaled_dot_product_attention(q[None], kk[None], vv[None], attn_mask=causal, enable_gqa=True)
-            else:  # same call as HF's sdpa path for an unpadded prompt
-                o = F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True, enable_gqa=True)
-            x, h = self._finish_layer(x, o[0].transpose(0, 1).reshape(T, -1), li)
-        return _linear(h[-1:], w["head"])[0].float()
+            outs, t0 = [], 0
+            for (ids, entry, _), (T, L, cached) in zip(items, spans):
+                qi, ki, vi = q[:, t0 : t0 + T], k[:, t0 : t0 + T], v[:, t0 : t0 + T]
+                t0 += T
+                k_pre[li, entry, :, :, cached:L] = ki.transpose(-1, -2)
+                v_pre[li, entry, :, cached:L] = vi
+                if cached:  # query i (absolute position cached+i) sees keys 0..cached+i
+                    causal = torch.arange(L)[None, :] <= torch.arange(cached, L)[:, None]
+                    kk, vv = k_pre[li, entry, ..., :L].transpose(-1, -2), v_pre[li, entry, :, :L]
+                    o = F.scaled_dot_product_attention(qi[None], kk[None], vv[None], attn_mask=causal, enable_gqa=True)
+                else:  # same call as HF's sdpa path for an unpadded prompt
+                    o = F.scaled_dot_product_attention(qi[None], ki[None], vi[None], is_causal=True, enable_gqa=True)
+                outs.append(o[0].transpose(0, 1).reshape(T, -1))
+            x, h = self._finish_layer(x, torch.cat(outs) if len(outs) > 1 else outs[0], li)
+        return _linear(h[ends - 1].contiguous(), w["head"]).float()
 
     def _finish_layer(self, x, attn_out, li):
         """The rest of layer li after attention: output projection, MLP (each with its residual add), and the
@@ -579,11 +586,23 @@ class Engine:
             pool.pop()
             g.entry = -1
 
+        def prefill(pending):
+            """Prefill the pending (group, cached) pairs in one batch; each group keeps its last logits."""
+            if pending:
+                logits = self._prefill([(g.ids, g.entry, c) for g, c in pending], k_pre, v_pre)
+                for (g, cached), lg in zip(pending, logits):
+                    g.logits = lg
+                    stats["prefills"] += 1
+                    stats["prefill_tokens"] += len(g.ids) - cached
+                    stats["cached_tokens"] += cached
+                pending.clear()
+
         while waiting or rows:
             changed = False
-            # admit: prefill waiting prompts into free pool entries, their samples into free rows
+            # admit: waiting prompts into free pool entries (prefilled together), their samples into free rows
             new_rows, new_toks = [], []
-            while waiting and len(rows) + len(new_rows) < slots:
+            admitted, pending, free = [], [], slots - len(rows)
+            while waiting and free > 0:
                 g = waiting[0]
                 if g.entry < 0:
                     if len(pool) >= entries:
@@ -596,18 +615,22 @@ class Engine:
                     cached = min(cached, len(g.ids) - 1)
                     if cached < self.min_shared_prefix:
                         cached = 0
+                    if cached and any(best is p for p, _ in pending) or sum(len(p.ids) for p, _ in pending) >= 512:
+                        prefill(pending)  # the prefix to share must be computed first; or the batch is large
                     g.entry = len(pool)
                     pool.append(g)
                     if cached:
                         k_pre[:, g.entry, ..., :cached] = k_pre[:, best.entry, ..., :cached]
                         v_pre[:, g.entry, :, :cached] = v_pre[:, best.entry, :, :cached]
-                    g.logits = self._prefill(g.ids, g.entry, cached, k_pre, v_pre)
-                    stats["prefills"] += 1
-                    stats["prefill_tokens"] += len(g.ids) - cached
-                    stats["cached_tokens"] += cached
-                take = min(len(g.reqs), slots - len(rows) - len(new_rows))
-                reqs = [g.reqs.popleft() for _ in range(take)]
-                first = sample_tokens(g.logits.expand(take, -1), u[reqs, 0], temperature, top_p).tolist()
+                    pending.append((g, cached))
+                take = min(len(g.reqs), free)
+                free -= take
+                admitted.append((g, [g.reqs.popleft() for _ in range(take)]))
+                if not g.reqs:
+                    waiting.popleft()
+            prefill(pending)
+            for g, reqs in admitted:
+                first = sample_tokens(g.logits.expand(len(reqs), -1), u[reqs, 0], temperature, top_p).tolist()
                 for r, t in zip(reqs, first):
                     if finished(r, t):
                         if bar is not None:
@@ -617,7 +640,6 @@ class Engine:
                         new_toks.append(t)
                         g.active += 1
                 if not g.reqs:
-                    waiting.popleft()
                     g.logits = None
                     if g.active == 0:
                         release(g)
