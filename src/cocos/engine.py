@@ -14,7 +14,8 @@ How it is fast (HF `generate` pads a fixed batch to its longest sequence and rec
 - prefix sharing: every distinct prompt is prefilled once into a *prefix pool* entry; all its samples read that
   entry together at decode time (one matrix product per entry instead of one matrix-vector product per sample);
   a new prompt that starts like one already in the pool (few-shot examples, a turn-2 prompt extending a turn-1
-  prompt) copies the common part of the KV cache instead of recomputing it;
+  prompt) copies the common part of the KV cache instead of recomputing it (parts of 64 tokens or more);
+- batched prefill: the prompts admitted together run their linears as one matrix (~25% faster per token);
 - static KV cache: the prefix pool (entries x prompt length) and the per-sequence *own* cache (rows x generated
   length, grown 64 tokens at a time up to max_new_tokens) are preallocated tensors over all layers, K stored
   transposed; running sequences are kept in rows 0..B-1 and live pool entries in 0..P-1 (a finished one is
@@ -25,7 +26,8 @@ How it is fast (HF `generate` pads a fixed batch to its longest sequence and rec
 - below float32, a small C++ kernel (csrc/decode_attention.cpp, built once per machine by torch's
   cpp_extension, see load_kernel) does each layer's decode attention in one parallel loop (RoPE, KV write,
   attention over each row's true prompt and own lengths: the batched matmuls ran at ~3 us of overhead per
-  (row, head) problem and paid for the longest prompt), the residual add + RMSNorm and SiLU * up; bf16
+  (row, head) problem and paid for the longest prompt), the residual add + RMSNorm, SiLU * up and the greedy
+  argmax; bf16
   weights are pre-packed for oneDNN. float32 keeps the torch ops (greedy equal to HF generate). Without a
   compiler the torch ops run everywhere. torch.compile of the decode step was tried: 520 s to compile, then
   recompiles as batch shapes change; not used.
