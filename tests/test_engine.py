@@ -188,6 +188,17 @@ def test_prefix_sharing_same_as_without(model, tok):
     assert [g.completion_ids for g in gens[:2]] == [hf_greedy(model, tok, prompts[0], 16)[0]] * 2
 
 
+def test_batched_prefill_in_chunks_equals_hf(model, tok, monkeypatch):
+    # 6 prompts of ~150 tokens, admitted together: prefilled as one matrix, in chunks of ~512 tokens
+    prompts = [f"task {i}: " + " ".join(f"w{(i * 7 + j) % 50}" for j in range(60)) for i in range(6)]
+    assert sum(len(tok(p)["input_ids"]) for p in prompts) > 2 * 512
+    batches, prefill = [], Engine._prefill
+    monkeypatch.setattr(Engine, "_prefill", lambda self, items, *a: batches.append(len(items)) or prefill(self, items, *a))
+    gens = Engine(model, tok, max_batch=8).generate(prompts, max_new_tokens=8, stop=())
+    assert len(batches) >= 2 and max(batches) > 1 and sum(batches) == 6
+    assert [g.completion_ids for g in gens] == [hf_greedy(model, tok, p, 8)[0] for p in prompts]
+
+
 def test_live_weights_seen_by_next_generate(tok):
     model = make_model(tok, seed=2)
     fp32, bf16 = Engine(model, tok), Engine(model, tok, dtype="bfloat16")
