@@ -563,7 +563,10 @@ def run_sft(cfg: SFTRunConfig, out_dir: str | Path) -> Path:
     model.train()
     trainer = make_trainer(model, tokenizer, examples, cfg, out)
     resume = _latest_checkpoint(out / "checkpoints") if cfg.resume else None
-    trainer.train(resume_from_checkpoint=resume)
+    from cocos.policy import sdpa_without_cudnn
+
+    with sdpa_without_cudnn(next(model.parameters()).device):  # padded batches vary in shape: see there
+        trainer.train(resume_from_checkpoint=resume)
     model.eval()
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
