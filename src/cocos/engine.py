@@ -361,6 +361,9 @@ class Engine:
         x = F.embedding(torch.tensor([t for ids, _, cached in items for t in ids[cached:]]), w["embed"])
         cos, sin = self._rope(torch.cat([torch.arange(cached, L) for _, L, cached in spans]))
         ends = torch.tensor([T for T, _, _ in spans]).cumsum(0)
+        # with a cached prefix, query i (absolute position cached+i) sees keys 0..cached+i: one mask per prompt
+        masks = [torch.arange(L)[None, :] <= torch.arange(cached, L)[:, None] if cached else None
+                 for _, L, cached in spans]
         layers = w["layers"]
         x, h = self._add_norm(x, None, layers[0].ln1)
         for li, ly in enumerate(layers):
@@ -371,13 +374,12 @@ class Engine:
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
             outs, t0 = [], 0
-            for (ids, entry, _), (T, L, cached) in zip(items, spans):
+            for (_, entry, _), (T, L, cached), causal in zip(items, spans, masks):
                 qi, ki, vi = q[:, t0 : t0 + T], k[:, t0 : t0 + T], v[:, t0 : t0 + T]
                 t0 += T
                 k_pre[li, entry, :, :, cached:L] = ki.transpose(-1, -2)
                 v_pre[li, entry, :, cached:L] = vi
-                if cached:  # query i (absolute position cached+i) sees keys 0..cached+i
-                    causal = torch.arange(L)[None, :] <= torch.arange(cached, L)[:, None]
+                if cached:
                     # K made contiguous: a transposed view of the cache sends SDPA to its math path (6x slower
                     # for a 700-token cached prefix and 250 new tokens, measured)
                     kk, vv = k_pre[li, entry, ..., :L].transpose(-1, -2).contiguous(), v_pre[li, entry, :, :L]

@@ -361,8 +361,6 @@ def sdpa_without_cudnn(device):
     """Attention without torch's cuDNN SDPA backend (its pick for bf16 on Hopper GPUs), which builds a graph per
     new shape: measured on an H200, HF generate in bf16 ran 2.9x slower on each new batch of prompts (465 vs
     1,287 tok/s); flash / memory-efficient attention need no warm-up. A no-op off CUDA."""
-    import contextlib
-
     import torch
 
     if torch.device(device).type != "cuda":

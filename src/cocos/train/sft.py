@@ -531,7 +531,7 @@ def run_sft(cfg: SFTRunConfig, out_dir: str | Path) -> Path:
     """Build the examples, fine-tune, save an HF checkpoint (model + tokenizer) into out_dir."""
     import yaml
 
-    from cocos.policy import load_policy
+    from cocos.policy import load_policy, sdpa_without_cudnn
 
     out = Path(out_dir)
     if out.exists() and (out / "model.safetensors").exists() and not cfg.resume:
@@ -563,8 +563,6 @@ def run_sft(cfg: SFTRunConfig, out_dir: str | Path) -> Path:
     model.train()
     trainer = make_trainer(model, tokenizer, examples, cfg, out)
     resume = _latest_checkpoint(out / "checkpoints") if cfg.resume else None
-    from cocos.policy import sdpa_without_cudnn
-
     with sdpa_without_cudnn(next(model.parameters()).device):  # padded batches vary in shape: see there
         trainer.train(resume_from_checkpoint=resume)
     model.eval()
