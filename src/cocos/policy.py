@@ -53,6 +53,10 @@ class Generation:
     prompt_ids: list[int] = field(default_factory=list)
     completion_ids: list[int] = field(default_factory=list)  # exactly the tokens sampled (for log-probs)
     finish_reason: str = "length"  # "stop" | "eos" | "length"
+    # log-prob of each completion token under the distribution it was sampled from: softmax(logits / T)
+    # (softmax(logits) when greedy), before any top-p truncation; one per completion_ids entry. The
+    # trainer's recomputed log-probs must equal these (tests/test_onpolicy.py); None if the backend can't.
+    logprobs: list[float] | None = None
 
 
 # ---- named models -------------------------------------------------------------------------------
