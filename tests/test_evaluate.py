@@ -49,7 +49,7 @@ def test_crafted_samples_give_hand_computed_metrics(crafted, tmp_path, capsys):
     m = json.loads((out / "metrics.json").read_text())
     expected = {
         "acc@1": 0.25, "acc@2": 0.25, "delta(1,2)": 0.0, "delta_i2c(1,2)": 0.25, "delta_c2i(1,2)": 0.25,
-        "unit_improve(1,2)": 0.25, "unit_preserve(1,2)": (1 / 3 + 1 + 0 + 1) / 4,
+        "unit_improve(1,2)": 0.25, "unit_worsen(1,2)": 0.25, "unit_preserve(1,2)": 2 / 5,
         "edit_sim(1,2)": (42 / 46 + 44 / 46 + 42 / 44 + 1) / 4, "tests_passed@1": 5 / 12, "tests_passed@2": 5 / 12,
         "n_problems": 4, "env_errors": 0,
     }  # fmt: skip

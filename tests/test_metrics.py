@@ -41,12 +41,43 @@ def test_two_turn_metrics_by_hand():
     m = compute_metrics(trajs, problems)
     assert m["acc@1"] == 0.25 and m["acc@2"] == 0.25 and m["delta(1,2)"] == 0.0
     assert m["delta_i2c(1,2)"] == 0.25 and m["delta_c2i(1,2)"] == 0.25
-    assert m["unit_improve(1,2)"] == 0.25
-    assert m["unit_preserve(1,2)"] == pytest.approx((1 / 3 + 1 + 0 + 1) / 4)
+    assert m["unit_improve(1,2)"] == 0.25 and m["unit_worsen(1,2)"] == 0.25  # problem 2 rose, problem 1 fell
+    # pooled: of the 3 + 1 + 1 tests passed at turn 1, 1 + 1 + 0 still pass (problem 4 passed none)
+    assert m["unit_preserve(1,2)"] == pytest.approx(2 / 5)
     assert m["edit_sim(1,2)"] == pytest.approx((42 / 46 + 44 / 46 + 42 / 44 + 1) / 4)
     assert m["tests_passed@1"] == pytest.approx(5 / 12) and m["tests_passed@2"] == pytest.approx(5 / 12)
     assert m["n_problems"] == 4 and m["n_samples"] == 4 and m["env_errors"] == 0
     assert not any(key.startswith("pass@") for key in m)
+
+
+def test_unit_metrics_design_example():
+    # DESIGN.md, Metrics: A passes 0/3 at t1 and t2; B passes tests {1,2} at t1 and {1} at t2
+    trajs = [
+        Trajectory("A", [turn("a", [F, F, F]), turn("a", [F, F, F])]),
+        Trajectory("B", [turn("b", [F, P, P]), turn("b", [F, P, F])]),
+    ]
+    m = compute_metrics(trajs, [prob("A"), prob("B")])
+    assert m["unit_improve(1,2)"] == 0.0
+    assert m["unit_worsen(1,2)"] == 0.5
+    assert m["unit_preserve(1,2)"] == 0.5  # not the 0.75 of a per-problem mean that counts A as preserved
+
+
+def test_unit_metrics_pool_samples_and_count_swaps():
+    # a: 2 samples; sample 0 swaps which test passes (same count: neither rose nor fell), sample 1 rises.
+    # b: passes nothing at t1, 2 tests at t2. c: all 3 tests kept.
+    trajs = [
+        Trajectory("a", [turn("1", [P, F, F]), turn("2", [F, P, F])], sample_index=0),
+        Trajectory("a", [turn("1", [P, F, F]), turn("3", [P, P, F])], sample_index=1),
+        Trajectory("b", [turn("x", [F, F, F]), turn("y", [P, P, F])]),
+        Trajectory("c", [turn("z", [P, P, P]), turn("z", [P, P, P])]),
+    ]
+    m = compute_metrics(trajs, [prob("a"), prob("b"), prob("c")])
+    assert m["unit_improve(1,2)"] == pytest.approx((1 / 2 + 1 + 0) / 3)
+    assert m["unit_worsen(1,2)"] == 0.0
+    assert m["unit_preserve(1,2)"] == pytest.approx((0 + 1 + 3) / (1 + 1 + 3))  # pooled over samples and problems
+    # nothing passed at t1 anywhere: nothing lost, preserve is 1.0
+    none = compute_metrics([Trajectory("b", [turn("x", [F, F, F]), turn("y", [P, F, F])])], [prob("b")])
+    assert none["unit_preserve(1,2)"] == 1.0 and none["unit_improve(1,2)"] == 1.0 and none["unit_worsen(1,2)"] == 0.0
 
 
 def test_three_turns_pairs_and_one_to_T():

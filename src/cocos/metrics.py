@@ -5,15 +5,17 @@
 A problem is correct at turn t when all its tests pass. Keys (all shares in [0, 1]):
 - "acc@t" for every turn t; "tests_passed@t": mean share of tests passed (the progressive reward).
 - for every consecutive pair (t, t+1) and for (1, T): "delta(t1,t2)" = acc@t2 - acc@t1,
-  "delta_i2c(t1,t2)" (incorrect at t1, correct at t2), "delta_c2i(t1,t2)", "unit_improve(t1,t2)" (more
-  tests passed at t2), "unit_preserve(t1,t2)" (per problem: the share of the tests passed at t1 still
-  passed at t2, 1.0 when none were passed; then the mean over problems), "edit_sim(t1,t2)" (mean
-  difflib.SequenceMatcher ratio of the two extracted codes; 1.0 for identical codes).
+  "delta_i2c(t1,t2)" (incorrect at t1, correct at t2), "delta_c2i(t1,t2)", "unit_improve(t1,t2)" (share
+  of problems whose passed-test count rose from t1 to t2), "unit_worsen(t1,t2)" (share whose count fell;
+  the authors' `better_at_t` / `worsen_at_t`), "unit_preserve(t1,t2)" (test cases passed at t1 and at t2
+  / test cases passed at t1, pooled over every problem and sample, not a per-problem mean; 1.0 when no
+  test passed at t1), "edit_sim(t1,t2)" (mean difflib.SequenceMatcher ratio of the two extracted codes;
+  1.0 for identical codes).
 - "n_problems" (problems the metrics average over), "n_samples" (trajectories in them).
 - with several samples per problem: "pass@k@turnt" (the unbiased estimator of Chen et al. 2021,
   1 - C(n-c, k) / C(n, k), averaged over problems) for k in 1, 2, 5, 10, 20, 50, 100 and n, up to the
-  smallest n of any problem. Every other metric is computed per sample, averaged over the samples of a
-  problem, then over problems (so acc@t equals pass@1@turnt).
+  smallest n of any problem. Every other metric except unit_preserve is computed per sample, averaged over
+  the samples of a problem, then over problems (so acc@t equals pass@1@turnt).
 
 Missing libraries (ODEX): a test that fails with ModuleNotFoundError / ImportError naming a module the
 problem itself needs (its `meta["library"]`, or a module its setup or tests import) is an environment
@@ -154,12 +156,15 @@ def compute_metrics(trajectories: Sequence, problems: Sequence) -> dict:
         m[f"delta_i2c{key}"] = per_problem(lambda tr: float(not c(tr, a) and c(tr, b)))
         m[f"delta_c2i{key}"] = per_problem(lambda tr: float(c(tr, a) and not c(tr, b)))
         m[f"unit_improve{key}"] = per_problem(lambda tr: float(tr.turns[b - 1].n_passed > tr.turns[a - 1].n_passed))
-
-        def preserve(tr):
-            before, after = _passed_set(tr.turns[a - 1]), _passed_set(tr.turns[b - 1])
-            return len(before & after) / len(before) if before else 1.0
-
-        m[f"unit_preserve{key}"] = per_problem(preserve)
+        m[f"unit_worsen{key}"] = per_problem(lambda tr: float(tr.turns[b - 1].n_passed < tr.turns[a - 1].n_passed))
+        # pooled over test cases: a problem that passed nothing at t1 has nothing to preserve and adds nothing
+        kept = passed = 0
+        for tid in ok:
+            for tr in groups[tid]:
+                before = _passed_set(tr.turns[a - 1])
+                kept += len(before & _passed_set(tr.turns[b - 1]))
+                passed += len(before)
+        m[f"unit_preserve{key}"] = kept / passed if passed else 1.0
         m[f"edit_sim{key}"] = per_problem(lambda tr: edit_similarity(tr.turns[a - 1].code, tr.turns[b - 1].code))
 
     n_min = min(len(groups[tid]) for tid in ok) if ok else 0
