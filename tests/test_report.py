@@ -14,7 +14,8 @@ from cocos.report import build_report, load_run, pct, per_turn_series
 def _metrics(a1, a2, i2c, c2i, n=20, **extra):
     m = {
         "acc@1": a1, "acc@2": a2, "delta(1,2)": a2 - a1, "delta_i2c(1,2)": i2c, "delta_c2i(1,2)": c2i,
-        "unit_improve(1,2)": i2c + 0.05, "unit_preserve(1,2)": 1 - c2i, "edit_sim(1,2)": 0.8, "n_problems": n,
+        "unit_improve(1,2)": i2c + 0.05, "unit_worsen(1,2)": c2i + 0.1, "unit_preserve(1,2)": 1 - c2i, "edit_sim(1,2)": 0.8,
+        "n_problems": n,
     }
     m.update(extra)
     return m
@@ -91,7 +92,8 @@ def test_report_on_mixed_runs(tmp_path):
         assert rows[label] == [f"{100 * m[c]:.1f}" for c in cols], label
     unit = _table_rows(md, "| Method | unit improve")
     for label, m in expect.items():
-        assert unit[label] == [pct(m["unit_improve(1,2)"]), pct(m["unit_preserve(1,2)"]), pct(m["edit_sim(1,2)"])]
+        assert unit[label] == [pct(m[f"{c}(1,2)"]) for c in ("unit_improve", "unit_worsen", "unit_preserve", "edit_sim")]
+    assert "Scored before 2026-11-27" not in md
     # what is missing is said, not silently dropped
     assert "Crashed: no metrics.json" in md and "Never: folder does not exist" in md
     assert re.search(r"eval/step_5/metrics\.json", md)
@@ -106,6 +108,18 @@ def test_report_eval_only_skips_curves(tmp_path):
     assert "no samples.jsonl" in md
     assert not (out / "reward_curves.png").exists()
     assert _table_rows(md, "| Method | acc@t1")["self_refine"][0] == "20.0"
+
+
+def test_report_marks_runs_scored_with_the_old_unit_preserve(tmp_path):
+    old = _metrics(0.1, 0.1, 0.0, 0.0)
+    del old["unit_worsen(1,2)"]  # a metrics.json written before unit_worsen existed
+    a = _eval_run(tmp_path, "old_run", old, with_samples=False)
+    b = _eval_run(tmp_path, "new_run", _metrics(0.1, 0.1, 0.0, 0.0), with_samples=False)
+    build_report([a, b], tmp_path / "r")
+    md = (tmp_path / "r" / "report.md").read_text()
+    unit = _table_rows(md, "| Method | unit improve")
+    assert unit["old_run"][1] == "-" and unit["new_run"][1] == "10.0"
+    assert "Scored before 2026-11-27 (old_run)" in md
 
 
 def test_train_run_without_eval_and_errors(tmp_path):

@@ -291,9 +291,10 @@ def plot_deltas(runs: list[Run], pair: tuple[int, int], path: Path) -> bool:
 
 def plot_unit(runs: list[Run], pair: tuple[int, int], path: Path) -> bool:
     a, b = pair
-    keys = {"unit improve": f"unit_improve({a},{b})", "unit preserve": f"unit_preserve({a},{b})", "edit similarity": f"edit_sim({a},{b})"}
-    return _metric_bars(runs, keys, "%", f"Unit-level improvement, preservation and edit similarity (turn {a} -> {b})",
-                        path)
+    keys = {"unit improve": f"unit_improve({a},{b})", "unit worsen": f"unit_worsen({a},{b})",
+            "unit preserve": f"unit_preserve({a},{b})", "edit similarity": f"edit_sim({a},{b})"}
+    return _metric_bars(runs, keys, "%", f"Unit-level improvement, worsening, preservation and edit similarity "
+                        f"(turn {a} -> {b})", path)
 
 
 def plot_curves(runs: list[Run], stem: str, ylabel: str, title: str, path: Path) -> bool:
@@ -396,11 +397,17 @@ def delta_table(runs: list[Run], pair: tuple[int, int]) -> list[str]:
 
 def unit_table(runs: list[Run], pair: tuple[int, int]) -> list[str]:
     a, b = pair
-    cols = [f"unit_improve({a},{b})", f"unit_preserve({a},{b})", f"edit_sim({a},{b})"]
+    cols = [f"unit_improve({a},{b})", f"unit_worsen({a},{b})", f"unit_preserve({a},{b})", f"edit_sim({a},{b})"]
     rows = [[r.label] + [pct(r.metrics.get(c)) for c in cols] for r in runs if any(c in r.metrics for c in cols)]
     if not rows:
         return []
-    return _table(["Method", "unit improve", "unit preserve", "edit similarity"], rows)
+    return _table(["Method", "unit improve", "unit worsen", "unit preserve", "edit similarity"], rows)
+
+
+def old_unit_runs(runs: list[Run], pair: tuple[int, int]) -> list[str]:
+    """Runs scored before unit_worsen existed: their unit_preserve is the old per-problem mean."""
+    a, b = pair
+    return [r.label for r in runs if f"unit_preserve({a},{b})" in r.metrics and f"unit_worsen({a},{b})" not in r.metrics]
 
 
 def build_report(run_dirs: list[str | Path], out_dir: str | Path, labels: list[str] | None = None, title: str = "CoCoS comparison") -> Path:
@@ -459,6 +466,11 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, labels: list[s
         md += [f"### Unit-level improvement and preservation, turn {a} → turn {b} (%)", ""]
         if ut:
             md += ut + [""]
+            old = old_unit_runs(scored, pair)
+            if old:
+                md += [f"Scored before 2026-11-27 ({', '.join(old)}): unit preserve is the old per-problem mean, which "
+                       "counts a problem with no test passed as preserved; re-score their samples.jsonl with "
+                       "`cocos eval --samples`.", ""]
             name = "unit.png" if pair == (1, 2) else f"unit_{a}_{b}.png"
             if plot_unit(scored, pair, out / name):
                 md += [f"![unit-level metrics]({name})", ""]
@@ -513,7 +525,9 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, labels: list[s
         md += ["## Skipped", ""] + [f"- {s}." for s in skipped] + [""]
     md += [
         "Shares are percentages of the problems evaluated. Δ = acc@t2 − acc@t1; Δi→c: wrong at t1 and right at t2;",
-        "Δc→i: right at t1 and wrong at t2 (so Δ = Δi→c − Δc→i). Unit preserve: share of the tests passed at t1 still passed at t2.",
+        "Δc→i: right at t1 and wrong at t2 (so Δ = Δi→c − Δc→i). Unit improve / worsen: share of problems whose count of",
+        "passed tests rose / fell from t1 to t2. Unit preserve: tests passed at t1 that still pass at t2, over all tests passed",
+        "at t1, pooled over every problem and sample (100% when none passed at t1).",
         "",
     ]
     path = out / "report.md"
