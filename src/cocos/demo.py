@@ -50,7 +50,7 @@ def estimate_seconds(cfg) -> dict:
 
 
 ROWS = ["acc@1", "acc@2", "delta(1,2)", "delta_i2c(1,2)", "delta_c2i(1,2)", "tests_passed@1", "tests_passed@2",
-        "unit_improve(1,2)", "unit_preserve(1,2)", "edit_sim(1,2)"]
+        "unit_improve(1,2)", "unit_worsen(1,2)", "unit_preserve(1,2)", "edit_sim(1,2)"]
 
 
 def print_before_after(before: dict, after: dict, n: int, console=None) -> None:
