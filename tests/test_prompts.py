@@ -119,12 +119,54 @@ def test_extract_code(text, code):
     assert extract_code(text) == code
 
 
-def test_extract_code_truncated_answer_keeps_longest_parsing_prefix():
+def test_extract_code_truncated_answer_strict_runs_whole_lenient_keeps_parsing_prefix():
     # no [DONE]: the model repeated its function and was cut off mid-statement
     text = "def f(x):\n    return x + 1\ndef f(x):\n    return x +"
-    assert extract_code(text) == "def f(x):\n    return x + 1"
+    assert extract_code(text) == extract_code(text, "strict") == text  # the paper's rule is the default
+    assert extract_code(text, "lenient") == "def f(x):\n    return x + 1"
     # a new few-shot example started after the answer
     text = "def g():\n    return 2\nYou are an expert Python programmer, and here is your task: ..."
-    assert extract_code(text) == "def g():\n    return 2"
-    # with [DONE] the paper's rule stands, even when the code does not parse
-    assert extract_code("def h(:\n[DONE]") == "def h(:"
+    assert extract_code(text, "strict") == text
+    assert extract_code(text, "lenient") == "def g():\n    return 2"
+    # with [DONE] both rules take the text before it, even when the code does not parse
+    assert extract_code("def h(:\n[DONE]", "strict") == extract_code("def h(:\n[DONE]", "lenient") == "def h(:"
+    # an answer that parses whole (ended by EOS, not by the budget) is the same under both rules
+    assert extract_code("def k():\n    return 5\n", "strict") == extract_code("def k():\n    return 5\n", "lenient")
+    with pytest.raises(UserError, match="--extraction must be one of strict, lenient"):
+        extract_code("x = 1", "loose")
+
+
+def test_truncated_answer_fails_under_strict_and_passes_under_lenient():
+    """The rule reaches the executed code: the same cut-off answer, scored through the sandbox."""
+    sandbox = pytest.importorskip("cocos.sandbox")
+    from cocos.rollout import score_responses
+
+    p = Problem(task_id=1, text="Add one.", tests=["assert f(1) == 2", "assert f(2) == 3"])
+    text = "def f(x):\n    return x + 1\n\n\ndef f(x):\n    return x +"  # budget ran out in a repeated copy
+    strict, lenient = (score_responses([(p, [text])], extraction=rule)[0].turns[0] for rule in ("strict", "lenient"))
+    assert strict.n_passed == 0 and strict.outcomes[0].error_type == "SyntaxError" and strict.reward == 0.0
+    assert lenient.n_passed == 2 and lenient.reward == 1.0
+    # what the default (strict) runs is exactly the text: the sandbox sees the same failure
+    assert [o.status for o in sandbox.run_batch([(text, p.tests)])[0]] == [o.status for o in strict.outcomes]
+
+
+def test_eval_extraction_option_reaches_metrics_json(tmp_path):
+    """`cocos eval --extraction`: strict by default, named in metrics.json and config.json."""
+    pytest.importorskip("cocos.sandbox")
+    import json
+
+    from cocos.cli import main
+
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"task_id": 1, "text": "Add one.", "test_list": ["assert f(1) == 2"]}) + "\n")
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps({"task_id": 1, "turns": ["def f(x):\n    return x + 1\ndef f(x):\n    return x +"]}) + "\n")
+    got = {}
+    for rule in (None, "lenient"):
+        out = tmp_path / f"run-{rule}"
+        args = ["eval", "--samples", str(samples), "--dataset", f"jsonl:{data}", "--out", str(out)]
+        assert main(args + (["--extraction", rule] if rule else [])) == 0
+        m = json.loads((out / "metrics.json").read_text())
+        assert json.loads((out / "config.json").read_text())["extraction"] == m["extraction"]
+        got[m["extraction"]] = m["acc@1"]
+    assert got == {"strict": 0.0, "lenient": 1.0}

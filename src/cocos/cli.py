@@ -43,6 +43,9 @@ def add_eval_parser(sub):
     p.add_argument("--reward", default="progressive", choices=("progressive", "binary"))
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per test")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--extraction", default="strict", choices=("strict", "lenient"),
+                   help="an answer without [DONE]: strict (default, the paper's rule) runs it whole; "
+                   "lenient runs its longest prefix that parses")
     p.add_argument("--samples", default=None, metavar="FILE", help='score saved answers: lines {"task_id": ..., "turns": [text, ...]}')
     p.add_argument("--out", default=None, metavar="DIR", help="run folder (default runs/eval-<dataset>-<time>)")
     p.set_defaults(func=cmd_eval)

@@ -8,7 +8,8 @@ Writes, in the run folder `out`:
 - samples.jsonl: one line per trajectory, written as each batch of problems finishes (nothing is lost if
   the job stops): task_id, sample_index, and per turn the prompt, raw text, extracted code, reward,
   tests passed and per-test outcomes (status, error_type, message);
-- metrics.json: the flat metrics of `cocos.metrics.compute_metrics`, plus "wall_time_s".
+- metrics.json: the flat metrics of `cocos.metrics.compute_metrics`, plus "wall_time_s" and "extraction"
+  (the rule for answers without [DONE], `cocos.prompts.extract_code`: "strict", the paper's, by default).
 Then prints the metrics as a table.
 
 A samples file (`samples=`) has one JSON object per line, {"task_id": <the dataset's own id>, "turns":
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 from cocos.errors import UserError
 from cocos.metrics import compute_metrics, turn_pairs
 from cocos.problems import Problem, load_problems
+from cocos.prompts import check_extraction
 from cocos.rollout import Trajectory, run_episodes, score_responses
 
 
@@ -55,9 +57,11 @@ class EvalConfig:
     reward: str = "progressive"
     timeout: float = 3.0  # seconds per test
     seed: int | None = 0
+    extraction: str = "strict"  # answer without [DONE]: "strict" runs it whole (the paper), "lenient" its longest parsing prefix
 
 
 def _check_config(cfg: EvalConfig) -> None:
+    check_extraction(cfg.extraction)
     if cfg.samples is None:
         if cfg.samples_per_problem > 1 and cfg.temperature <= 0:
             raise UserError(
@@ -163,7 +167,8 @@ def run_eval(cfg: EvalConfig, *, console=None, progress: bool = True) -> dict:
                 raise UserError(f"--samples {cfg.samples} holds no samples for the first {cfg.limit} problems")
         _write_config(out, cfg, keep)
         samples_path.write_text("")
-        trajs = score_responses(pairs, reward=cfg.reward, timeout=cfg.timeout, fewshot=cfg.fewshot)
+        trajs = score_responses(pairs, reward=cfg.reward, timeout=cfg.timeout, fewshot=cfg.fewshot,
+                                extraction=cfg.extraction)
         _append(samples_path, trajs)
         used = list({p.task_id: p for p, _ in pairs}.values())
     else:
@@ -192,6 +197,7 @@ def run_eval(cfg: EvalConfig, *, console=None, progress: bool = True) -> dict:
                 timeout=cfg.timeout,
                 seed=None if cfg.seed is None else cfg.seed + i,  # distinct draws per batch
                 progress=progress,  # a second bar: the phase (generating / running tests) of this batch
+                extraction=cfg.extraction,
             )
             _append(samples_path, got)
             trajs += got
@@ -201,6 +207,7 @@ def run_eval(cfg: EvalConfig, *, console=None, progress: bool = True) -> dict:
 
     metrics = compute_metrics(trajs, used)
     metrics["wall_time_s"] = round(time.time() - start, 2)
+    metrics["extraction"] = cfg.extraction
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print_table(metrics, cfg, console=console)
     return metrics
@@ -246,6 +253,7 @@ def print_table(metrics: dict, cfg: EvalConfig, *, console=None) -> None:
         table.add_row("env_errors", str(metrics["env_errors"]))
         for t in range(1, T + 1):
             table.add_row(f"acc@{t}(all)", f"{100 * metrics[f'acc@{t}(all)']:.1f}%")
+    table.add_row("extraction", metrics["extraction"])
     table.add_row("wall time", f"{metrics['wall_time_s']:.1f} s")
     console.print(table)
     if metrics["env_errors"]:

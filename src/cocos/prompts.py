@@ -24,9 +24,18 @@ Decisions:
   pairs before the first user message (turn 1 only, as in the paper format). The tokenizer's chat
   template renders the conversation with the generation prompt.
 
-Code extraction (`extract_code`): the text before the first "[DONE]" (the whole text when there is none);
-inside it, the part after the last "[BEGIN]"/"[CORRECT]" marker if the model repeated one; then the first
-markdown fence's content if there is a fence; then dedented, blank lines around it removed.
+Code extraction (`extract_code(text, extraction)`): the text before the first "[DONE]" (the whole text
+when there is none); inside it, the part after the last "[BEGIN]"/"[CORRECT]" marker if the model repeated
+one; then the first markdown fence's content if there is a fence; then dedented, blank lines around it
+removed. An answer without "[DONE]" (cut off by the token budget, or ended by EOS) is then handled by the
+rule `extraction` (`EXTRACTIONS`), the one place where it is decided, for evaluation and training rewards:
+- "strict" (default; the paper's rule): executed as extracted, whole. The authors' `code_process`
+  (cocos/prompts.py, lines 10-29, github.com/jeonghun3572/CoCoS) returns the text unchanged when no
+  "[DONE]" matches, so a truncated answer fails there (its cut-off last line does not parse).
+- "lenient": only its longest prefix of whole top-level statements that parses is executed, so a correct
+  first function followed by a repeated, cut-off copy still passes. Not the paper's rule: it credits
+  truncated answers the paper does not.
+An answer that parses whole gives the same code under both rules.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ INSTRUCTION = (
     "Please correct the error, if any, and rewrite the solution. Only output the final correct Python program!\n\n"
 )
 PROMPT_FORMATS = ("paper", "chat")
+EXTRACTIONS = ("strict", "lenient")  # what runs when an answer has no [DONE]; see extract_code
 FEWSHOT_TASK_IDS = (2, 3, 4)
 
 
@@ -134,8 +144,17 @@ class PromptBuilder:
 _FENCE_LINE = re.compile(r"^[ \t]*```.*$", re.MULTILINE)
 
 
-def extract_code(text: str) -> str:
-    """The code in a model answer: the only text that is executed."""
+def check_extraction(extraction: str, flag: str = "--extraction") -> str:
+    if extraction not in EXTRACTIONS:
+        raise UserError(
+            f"{flag} must be one of {', '.join(EXTRACTIONS)} (strict = the paper's rule), got {extraction!r}"
+        )
+    return extraction
+
+
+def extract_code(text: str, extraction: str = "strict") -> str:
+    """The code in a model answer: the only text that is executed. `extraction`: see the module docstring."""
+    check_extraction(extraction)
     span = text.split(DONE, 1)[0]
     cut = max(span.rfind(BEGIN) + len(BEGIN) if BEGIN in span else -1,
               span.rfind(CORRECT) + len(CORRECT) if CORRECT in span else -1)
@@ -151,10 +170,9 @@ def extract_code(text: str) -> str:
     while lines and not lines[0].strip():
         lines.pop(0)
     code = textwrap.dedent("\n".join(lines)).rstrip()
-    if DONE not in text:
-        # No [DONE] within the token budget: small models repeat their function or start another
-        # few-shot example until cut off mid-line. Keep the longest whole-statement prefix that parses,
-        # so a correct first function is not lost to the truncated tail.
+    if DONE not in text and extraction == "lenient":
+        # Small models repeat their function or start another few-shot example until cut off mid-line:
+        # keep the longest whole-statement prefix that parses, so a correct first function is not lost.
         code = _longest_parsing_prefix(code)
     return code
 

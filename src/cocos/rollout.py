@@ -2,10 +2,12 @@
 
     run_episodes(policy, problems, *, turns=2, samples_per_problem=1, mode="trajectory"|"last-turn",
                  temperature=0.0, top_p=1.0, max_new_tokens=512, prompt_format="paper"|"chat",
-                 fewshot=False, reward="progressive", timeout=3.0, seed=None, progress=True)
+                 fewshot=False, reward="progressive", timeout=3.0, seed=None, progress=True,
+                 extraction="strict"|"lenient")
         -> list[Trajectory]   # len(problems) * samples_per_problem, grouped by problem, in input order
 
-Each turn is one batched `policy.generate` call over every live episode, code extraction, then one
+Each turn is one batched `policy.generate` call over every live episode, code extraction
+(`cocos.prompts.extract_code` under the rule `extraction`: what runs when an answer has no [DONE]), then one
 `cocos.sandbox.run_batch` call that runs every extracted program against its problem's tests; the
 turn's reward is `cocos.rewards.turn_reward(passed, K, reward)`.
 
@@ -27,7 +29,7 @@ from tqdm.auto import tqdm
 
 from cocos.errors import UserError
 from cocos.problems import Problem
-from cocos.prompts import DONE, PromptBuilder, extract_code, paper_prompt
+from cocos.prompts import DONE, PromptBuilder, check_extraction, extract_code, paper_prompt
 from cocos.rewards import REWARD_KINDS, turn_reward
 
 ROLLOUT_MODES = ("trajectory", "last-turn")
@@ -64,7 +66,8 @@ class Trajectory:
         return [t.reward for t in self.turns]
 
 
-def _check_args(turns: int, samples_per_problem: int, mode: str, reward: str) -> None:
+def _check_args(turns: int, samples_per_problem: int, mode: str, reward: str, extraction: str) -> None:
+    check_extraction(extraction)
     if turns < 1:
         raise UserError(f"--turns must be at least 1, got {turns}")
     if samples_per_problem < 1:
@@ -82,8 +85,8 @@ def _execute(problems: Sequence[Problem], codes: Sequence[str], timeout: float) 
     return run_batch([(code, p.tests, p.setup) for p, code in zip(problems, codes)], timeout=timeout)
 
 
-def _finish_turns(problems, prompts, texts, gens, reward, timeout) -> list[Turn]:
-    codes = [extract_code(t) for t in texts]
+def _finish_turns(problems, prompts, texts, gens, reward, timeout, extraction) -> list[Turn]:
+    codes = [extract_code(t, extraction) for t in texts]
     results = _execute(problems, codes, timeout)
     turns = []
     for i, (p, outcomes) in enumerate(zip(problems, results)):
@@ -118,8 +121,9 @@ def run_episodes(
     timeout: float = 3.0,
     seed: int | None = None,
     progress: bool = True,
+    extraction: str = "strict",
 ) -> list[Trajectory]:
-    _check_args(turns, samples_per_problem, mode, reward)
+    _check_args(turns, samples_per_problem, mode, reward, extraction)
     if prompt_format == "self-refine":  # Self-Refine baseline: feedback, then revision (cocos.selfrefine)
         from cocos.selfrefine import SelfRefinePolicy
 
@@ -144,7 +148,7 @@ def run_episodes(
         )
         bar.update(1)
         bar.set_postfix_str(f"turn {t}: running tests")
-        done = _finish_turns(batch, prompts, [g.text for g in gens], gens, reward, timeout)
+        done = _finish_turns(batch, prompts, [g.text for g in gens], gens, reward, timeout, extraction)
         bar.update(1)
         return done
 
@@ -178,6 +182,7 @@ def score_responses(
     reward: str = "progressive",
     timeout: float = 3.0,
     fewshot: bool = False,
+    extraction: str = "strict",
 ) -> list[Trajectory]:
     """Trajectories from saved answers (no model): each sample is (problem, [raw text of turn 1, 2, ...]).
 
@@ -186,6 +191,7 @@ def score_responses(
     """
     if reward not in REWARD_KINDS:
         raise UserError(f"reward must be one of {', '.join(REWARD_KINDS)}, got {reward!r}")
+    check_extraction(extraction)
     samples = [(p, list(texts)) for p, texts in samples]
     n_turns = max((len(texts) for _, texts in samples), default=0)
     prefix = ""
@@ -200,7 +206,7 @@ def score_responses(
         problems = [samples[i][0] for i in live]
         prompts = [paper_prompt(samples[i][0], [h.code for h in histories[i]], prefix) for i in live]
         texts = [samples[i][1][t] for i in live]
-        for i, turn in zip(live, _finish_turns(problems, prompts, texts, None, reward, timeout)):
+        for i, turn in zip(live, _finish_turns(problems, prompts, texts, None, reward, timeout, extraction)):
             histories[i].append(turn)
     seen: dict = {}
     out = []

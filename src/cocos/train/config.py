@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cocos.errors import UserError
 from cocos.policy import ROLLOUT_DTYPES
+from cocos.prompts import EXTRACTIONS
 
 CHOICES = {
     "method": ("cocos", "score"),
@@ -28,6 +29,7 @@ CHOICES = {
     "rollout_dtype": ROLLOUT_DTYPES,
     "prompt_format": ("paper", "chat"),
     "kl_estimator": ("k1", "k3"),
+    "extraction": EXTRACTIONS,
 }
 
 
@@ -71,6 +73,9 @@ class TrainConfig:
     max_new_tokens: int = 512  # per turn
     prompt_format: str = "paper"
     fewshot: bool = False  # prepend the solved MBPP examples (task ids 1-10) to turn 1
+    # an answer without [DONE] (rewards and evaluation): strict = run it whole, as the paper and its code do;
+    # lenient = run its longest prefix that parses (credits truncated answers; not the paper's rule)
+    extraction: str = "strict"
     timeout: float = 3.0  # per test, seconds (sandbox)
 
     # ---- data ----
