@@ -331,7 +331,7 @@ class Trainer:
             return run_episodes(policy, problems, turns=turns, samples_per_problem=k, mode=cfg.mode,
                                 temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                                 prompt_format=cfg.prompt_format, fewshot=cfg.fewshot, reward=reward,
-                                timeout=cfg.timeout, seed=seed, progress=progress)
+                                timeout=cfg.timeout, seed=seed, progress=progress, extraction=cfg.extraction)
         finally:
             self.model.train()
 
@@ -526,12 +526,13 @@ class Trainer:
                 trajs = run_episodes(self.policy, self.eval_problems, turns=cfg.eval_turns or cfg.turns,
                                      temperature=0.0, max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens,
                                      prompt_format=cfg.prompt_format, fewshot=cfg.fewshot, reward=cfg.reward,
-                                     timeout=cfg.timeout, seed=0, progress=self.progress)
+                                     timeout=cfg.timeout, seed=0, progress=self.progress, extraction=cfg.extraction)
             finally:
                 self.model.train()
             metrics = compute_metrics(trajs, self.eval_problems)
             metrics["wall_time_s"] = round(time.perf_counter() - t0, 2)
             metrics["step"] = step
+            metrics["extraction"] = cfg.extraction  # the rule for answers without [DONE] (cocos.prompts.extract_code)
             d = self.out / "eval" / f"step_{step}"
             d.mkdir(parents=True, exist_ok=True)
             with open(d / "samples.jsonl", "w", encoding="utf-8") as f:
