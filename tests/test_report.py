@@ -134,3 +134,15 @@ def test_train_run_without_eval_and_errors(tmp_path):
         build_report([tmp_path / "nope"], tmp_path / "out")
     with pytest.raises(UserError, match="--label"):
         build_report([d], tmp_path / "out", labels=["a", "b"])
+
+
+def test_runs_table_names_the_extraction_rule(tmp_path):
+    strict = _eval_run(tmp_path, "strict_run", _metrics(0.2, 0.3, 0.1, 0.0, extraction="strict"), with_samples=False)
+    old = _eval_run(tmp_path, "old_run", _metrics(0.4, 0.5, 0.1, 0.0), with_samples=False)  # before the field
+    build_report([strict], tmp_path / "one")
+    md = (tmp_path / "one" / "report.md").read_text()
+    assert _table_rows(md, "| Method | kind")["strict_run"][4] == "strict" and "not comparable" not in md
+    build_report([strict, old], tmp_path / "two")
+    md = (tmp_path / "two" / "report.md").read_text()
+    rows = _table_rows(md, "| Method | kind")
+    assert rows["old_run"][4] == "lenient (not recorded)" and "their accuracies are not comparable" in md

@@ -207,6 +207,15 @@ def response_lengths(samples: list[dict], tokens: bool = True) -> tuple[dict[int
     return {t: sum(v) / len(v) for t, v in chars.items()}, "characters"
 
 
+def extraction_rule(run: Run) -> str:
+    """The code-extraction rule of a run's final numbers (cocos.prompts.extract_code); '-' without metrics."""
+    rule = run.metrics.get("extraction") or run.config.get("extraction")
+    if rule:
+        return str(rule)
+    # metrics written before the field existed: the package then always ran the longest parsing prefix
+    return "lenient (not recorded)" if run.metrics else "-"
+
+
 def _describe_train(run: Run) -> str:
     c = run.config
     bits = []
@@ -438,8 +447,13 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, labels: list[s
         n = r.metrics.get("n_problems")
         src = r.metrics_source or "-"
         extra = _describe_train(r) if r.kind == "train" else str(r.config.get("model", "") or "")
-        rows.append([r.label, r.kind, f"`{r.path}`", "-" if n is None else str(n), src, extra or "-"])
-    md += _table(["Method", "kind", "folder", "problems", "final numbers from", "settings"], rows, numeric=False) + [""]
+        rows.append([r.label, r.kind, f"`{r.path}`", "-" if n is None else str(n), src, extraction_rule(r), extra or "-"])
+    md += _table(["Method", "kind", "folder", "problems", "final numbers from", "extraction", "settings"], rows,
+                 numeric=False) + [""]
+    rules = {extraction_rule(r).split()[0] for r in scored}
+    md += ["Extraction: the rule for an answer without `[DONE]`: strict runs it whole (the paper's rule), lenient "
+           "runs its longest prefix that parses (more credit to truncated answers)."
+           + (" **These runs use different rules: their accuracies are not comparable.**" if len(rules) > 1 else ""), ""]
     for r in runs:
         for note in r.notes:
             md.append(f"- {r.label}: {note}.")
