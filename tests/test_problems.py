@@ -55,12 +55,7 @@ def test_humaneval_checks_split_one_assert_per_test():
     assert p.task_id == "HumanEval/0" and p.entry_point == "has_close_elements"
     assert len(p.tests) == 7
     assert p.tests[0] == "candidate = has_close_elements\nassert candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) == True"
-    assert p.shown_tests == [
-        "assert has_close_elements([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) == True",
-        "assert has_close_elements([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.05) == False",
-        "assert has_close_elements([1.0, 2.0, 5.9, 4.0, 5.0], 0.95) == True",
-    ]
-    assert p.setup.startswith("from typing import List") and p.text == p.setup.strip()
+    assert p.setup.startswith("from typing import List") and p.meta["humaneval_prompt"] == p.setup
     for q in problems:  # every test and setup is valid Python on its own
         compile(q.setup, q.task_id, "exec")
         for t in q.tests:
@@ -68,6 +63,49 @@ def test_humaneval_checks_split_one_assert_per_test():
     stats = humaneval_split_stats()
     assert stats["kept_whole"] == 5
     assert stats["problems_with_kept_whole"] == ["HumanEval/32", "HumanEval/38", "HumanEval/44", "HumanEval/50", "HumanEval/53"]
+
+
+def _authors_humaneval_prompt(entry_point, test_list, previous=None):
+    """The authors' make_prompt_humaneval (github.com/jeonghun3572/CoCoS, cocos/prompts.py lines 71-87)."""
+    prompt = (
+        f"You are an expert Python programmer, and here is your task: "
+        f"Write a python function {entry_point}. Your code should pass these tests:\n\n"
+        f"{chr(10).join(test_list).strip()}\n\n[BEGIN]\n"
+    )
+    if previous is not None:
+        prompt += (f"{previous.rstrip()}\n[DONE]" + "\n\nThere might be an error in the code above because of lack of "
+                   "understanding of the question. Please correct the error, if any, and rewrite the solution. Only "
+                   "output the final correct Python program!\n\n" + "[CORRECT]\n")
+    return prompt
+
+
+def test_humaneval_prompt_is_the_authors_with_every_test_shown():
+    from cocos.prompts import paper_prompt
+
+    problems = {p.task_id: p for p in load_problems("humaneval")}
+    p = problems["HumanEval/0"]
+    shown = [
+        "assert has_close_elements([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) == True",
+        "assert has_close_elements([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.05) == False",
+        "assert has_close_elements([1.0, 2.0, 5.9, 4.0, 5.0], 0.95) == True",
+        "assert has_close_elements([1.0, 2.0, 5.9, 4.0, 5.0], 0.8) == False",
+        "assert has_close_elements([1.0, 2.0, 3.0, 4.0, 5.0, 2.0], 0.1) == True",
+        "assert has_close_elements([1.1, 2.2, 3.1, 4.1, 5.1], 1.0) == True",
+        "assert has_close_elements([1.1, 2.2, 3.1, 4.1, 5.1], 0.5) == False",
+    ]
+    assert p.text == "Write a python function has_close_elements." and p.shown_tests == shown
+    assert paper_prompt(p) == _authors_humaneval_prompt("has_close_elements", shown)
+    code = "def has_close_elements(numbers, threshold):\n    return False"
+    assert paper_prompt(p, [code]) == _authors_humaneval_prompt("has_close_elements", shown, code)
+    # a test with context lines shows them once, before the asserts that need them; no-op lines are left out
+    assert problems["HumanEval/53"].shown_tests[:2] == ["import random", "assert add(0, 1) == 1"]
+    assert not any(line == "print" for line in problems["HumanEval/129"].shown_tests)
+    for q in problems.values():  # every test that runs is in the prompt (the authors show all of test_list)
+        text = "\n".join(q.shown_tests)
+        assert q.text == f"Write a python function {q.entry_point}." and "candidate" not in text
+        assert "assert True" not in text and q.entry_point in text
+        for t in q.tests:
+            assert t.splitlines()[-1].replace("candidate", q.entry_point) in text, (q.task_id, t)
 
 
 def test_split_check_context_loops_and_trivial_asserts():

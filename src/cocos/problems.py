@@ -25,19 +25,23 @@ Dataset decisions (each one is a choice; tests pin them):
   A compound statement (a `for` loop holding asserts, 5 problems: 32, 38, 44, 50, 53) cannot be split and
   is kept whole as one test; `Problem.meta["kept_whole"]` counts them per problem and
   `humaneval_split_stats()` in total. `assert True` lines (no content) are dropped.
-  Prompt mapping: {text} is HumanEval's own prompt (imports, helper functions, signature and docstring,
-  verbatim); the tests shown are the first three single asserts with `candidate` written as the entry
-  point's name (MBPP shows three tests too); all tests are run. The setup is HumanEval's prompt itself,
+  Prompt mapping, as the authors' `make_prompt_humaneval` (github.com/jeonghun3572/CoCoS, cocos/prompts.py
+  lines 71-87): {text} is "Write a python function {entry_point}." (no docstring: the tests say what the
+  function does), and the tests shown are every test that is run, as in their code, where one `test_list`
+  is both shown and run: the body of `check` in order, `candidate` written as the entry point's name,
+  without `assert True` and no-op lines (HumanEval/129's bare `print`s). The setup is HumanEval's prompt,
   so the helper functions and imports it declares (e.g. `poly` for find_zero) exist when the answer runs;
-  the answer's own definition of the entry point replaces the prompt's stub.
+  the answer's own definition of the entry point replaces the prompt's stub. HumanEval's own prompt
+  (signature and docstring) is kept in `meta["humaneval_prompt"]`.
   The reference solution is prompt + canonical_solution (a whole program).
 - ODEX (English, 439): ODEX's task_id (a StackOverflow question) is shared by several rows, so the
   problem id is "<task_id>_<n>" (n = 0, 1, ... over that question's rows in file order; ODEX's own id
   is in `meta["odex_task_id"]`). Each entry of `test` is one test, run as `def check(candidate):` + body, then
   `check(<entry point>)`. The imports of `test_start` are the setup (they run before the answer, as in
   ODEX's own harness where they run before the function is called). {text} is the intent plus the
-  function signature to write; the tests shown are the test bodies with `candidate` written as the
-  entry point. `meta["library"]` keeps ODEX's library list (metrics use it to tell missing libraries
+  function signature to write (the authors' code has no ODEX builder: ODEX goes through their MBPP
+  template with a data file they did not publish, so this wording is ours); the tests shown are every
+  test that is run (as in that template), the test bodies with `candidate` written as the entry point. `meta["library"]` keeps ODEX's library list (metrics use it to tell missing libraries
   apart from wrong code). The reference is prompt + canonical_solution + suffix.
 """
 
@@ -303,10 +307,20 @@ def split_check(test_src: str, entry_point: str) -> tuple[list[str], int]:
     return tests, kept_whole
 
 
-def _shown(test: str, entry_point: str) -> str:
-    """A test as the prompt shows it: the lines after the binding, `candidate` written as the function."""
-    body = test.split(f"candidate = {entry_point}\n", 1)[-1]
-    return re.sub(r"\bcandidate\b", entry_point, body).strip()
+def shown_check(test_src: str, entry_point: str) -> list[str]:
+    """HumanEval's tests as the prompt shows them: the statements of `check` in order (each test once, its
+    context lines once), the argument written as the entry point; `assert True` and no-op lines left out."""
+    mod = ast.parse(test_src)
+    check = next(n for n in mod.body if isinstance(n, ast.FunctionDef) and n.name == "check")
+    arg = check.args.args[0].arg
+    shown = []
+    for stmt in check.body:
+        if isinstance(stmt, ast.Assert) and isinstance(stmt.test, ast.Constant) and stmt.test.value is True:
+            continue
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, (ast.Constant, ast.Name)):
+            continue  # a docstring, a bare string or a bare name (`print`): does nothing
+        shown.append(re.sub(rf"\b{arg}\b", entry_point, _lines(test_src, stmt)))
+    return shown
 
 
 def _load_humaneval() -> list[Problem]:
@@ -317,19 +331,17 @@ def _load_humaneval() -> list[Problem]:
     for row in rows:
         ep = row["entry_point"]
         tests, kept_whole = split_check(row["test"], ep)
-        single = [t for t in tests if "\n" not in _shown(t, ep)]  # one-line asserts read best in a prompt
-        shown = [_shown(t, ep) for t in (single or tests)[:3]]
         problems.append(
             Problem(
                 task_id=row["task_id"],
-                text=row["prompt"].strip(),
+                text=f"Write a python function {ep}.",  # the authors' make_prompt_humaneval
                 tests=tests,
                 setup=row["prompt"],  # imports + helpers; the entry point's stub (docstring only) compiles
                 entry_point=ep,
                 reference=row["prompt"] + row["canonical_solution"],
-                prompt_tests=shown,
+                prompt_tests=shown_check(row["test"], ep),  # every test run is shown, as in the authors' code
                 dataset="humaneval",
-                meta={"source": f"local:{path}", "kept_whole": kept_whole},
+                meta={"source": f"local:{path}", "kept_whole": kept_whole, "humaneval_prompt": row["prompt"]},
             )
         )
     return problems
