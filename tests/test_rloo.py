@@ -137,7 +137,7 @@ def test_no_gradient_on_prompt_or_padding_positions():
     torch.manual_seed(0)
     ids, attn, pos, cmask = rloo.pad_sequences([[1, 2, 3, 4], [1]], [[5, 6], [7, 8, 9]], pad_id=0)
     model = LogitTable(2, ids.shape[1], 10)
-    logp, _ = rloo.token_logprobs(model, ids, attn, pos, cmask.shape[1])
+    logp, _ = rloo.token_logprobs(model, ids, attn, pos, cmask.shape[1], temperature=1.0)
     loss = rloo.policy_loss(logp, cmask, torch.tensor([1.0, -2.0]), n_traj=2)
     loss.backward()
     g = model.table.grad.abs().sum(-1)  # [B, L]: the logits at position j predict token j+1
@@ -170,7 +170,7 @@ def test_token_logprobs_with_padding_equal_unpadded_logprobs():
     prompts, comps = [[3, 4, 5, 6, 7], [9, 10]], [[11, 12], [13, 14, 15, 16]]
     ids, attn, pos, cmask = rloo.pad_sequences(prompts, comps, pad_id=0)
     with torch.no_grad():
-        logp, ent = rloo.token_logprobs(model, ids, attn, pos, cmask.shape[1], with_entropy=True)
+        logp, ent = rloo.token_logprobs(model, ids, attn, pos, cmask.shape[1], temperature=1.0, with_entropy=True)
         for i, (p, c) in enumerate(zip(prompts, comps)):
             got = logp[i][cmask[i].bool()]
             assert torch.allclose(got, reference_logprobs(model, p, c), atol=1e-5)
@@ -186,11 +186,11 @@ def test_one_step_moves_logprob_toward_positive_advantage():
     assert A.tolist() == [1.0, -1.0]
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     with torch.no_grad():
-        before = rloo.masked_sum(rloo.token_logprobs(model, ids, attn, pos, 3)[0], cmask)
-    logp, _ = rloo.token_logprobs(model, ids, attn, pos, 3)
+        before = rloo.masked_sum(rloo.token_logprobs(model, ids, attn, pos, 3, temperature=1.0)[0], cmask)
+    logp, _ = rloo.token_logprobs(model, ids, attn, pos, 3, temperature=1.0)
     rloo.policy_loss(logp, cmask, A, n_traj=2).backward()
     opt.step()
     with torch.no_grad():
-        after = rloo.masked_sum(rloo.token_logprobs(model, ids, attn, pos, 3)[0], cmask)
+        after = rloo.masked_sum(rloo.token_logprobs(model, ids, attn, pos, 3, temperature=1.0)[0], cmask)
     assert after[0] > before[0] + 0.05  # positive advantage: more likely
     assert after[1] < before[1] - 0.05  # negative advantage: less likely

@@ -89,7 +89,7 @@ def _logp(model, prompt, completion):
 
     ids, attn, pos, cmask = rloo.pad_sequences([prompt], [completion], 0)
     with torch.no_grad():
-        return float(rloo.masked_sum(rloo.token_logprobs(model, ids, attn, pos, cmask.shape[1])[0], cmask)[0])
+        return float(rloo.masked_sum(rloo.token_logprobs(model, ids, attn, pos, cmask.shape[1], temperature=1.0)[0], cmask)[0])
 
 
 def test_one_step_moves_weights_toward_positive_advantage(tmp_path):

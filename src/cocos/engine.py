@@ -154,6 +154,13 @@ def sample_tokens(logits: torch.Tensor, u: torch.Tensor, temperature: float, top
     return j.squeeze(-1)
 
 
+def sampled_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log softmax(logits / temperature)[token] per row (temperature 0: softmax(logits)), before top-p: the
+    quantity the trainer recomputes (cocos.train.rloo.token_logprobs), returned as Generation.logprobs."""
+    scaled = logits.float() / temperature if temperature > 0 else logits.float()
+    return scaled.gather(-1, tokens.view(-1, 1)).squeeze(-1) - torch.logsumexp(scaled, -1)
+
+
 class _Group:
     """One distinct prompt and the requests (samples) that use it."""
 
@@ -535,10 +542,11 @@ class Engine:
                 req_ids.append(g.ids)
         N = len(req_group)
         out = [[] for _ in range(N)]
+        out_lp = [[] for _ in range(N)]  # the sampler's log-prob of each token (Generation.logprobs)
         reasons = ["length"] * N
         if N == 0 or max_new_tokens == 0:
-            return [Generation(text="", prompt_ids=list(req_ids[r]), completion_ids=[], finish_reason="length")
-                    for r in range(N)]
+            return [Generation(text="", prompt_ids=list(req_ids[r]), completion_ids=[], finish_reason="length",
+                               logprobs=[]) for r in range(N)]
 
         slots, entries, pre_len, own_len = self._plan(N, len(groups), max(len(g.ids) for g in groups.values()),
                                                       max_new_tokens)
@@ -566,10 +574,11 @@ class Engine:
             from tqdm.auto import tqdm
             bar = tqdm(total=N, desc="generate", unit="seq")
 
-        def finished(r, t):
-            """Append token t to request r; return True when r is done."""
+        def finished(r, t, lp):
+            """Append token t (sampled with log-prob lp) to request r; return True when r is done."""
             ids = out[r]
             ids.append(t)
+            out_lp[r].append(lp)
             if t in self.eos:
                 reasons[r] = "eos"
                 return True
@@ -635,9 +644,11 @@ class Engine:
                     waiting.popleft()
             prefill(pending)
             for g, reqs in admitted:
-                first = sample_tokens(g.logits.expand(len(reqs), -1), u[reqs, 0], temperature, top_p).tolist()
-                for r, t in zip(reqs, first):
-                    if finished(r, t):
+                lg = g.logits.expand(len(reqs), -1)
+                first = sample_tokens(lg, u[reqs, 0], temperature, top_p)
+                first_lp = sampled_logprobs(lg, first, temperature).tolist()
+                for r, t, lp in zip(reqs, first.tolist(), first_lp):
+                    if finished(r, t, lp):
                         if bar is not None:
                             bar.update(1)
                     else:
@@ -673,7 +684,8 @@ class Engine:
             else:
                 new = sample_tokens(logits, us, temperature, top_p)
             nxt = new
-            done = [b for b, (r, t) in enumerate(zip(rows, new.tolist())) if finished(r, t)]
+            new_lp = sampled_logprobs(logits, new, temperature).tolist()
+            done = [b for b, (r, t, lp) in enumerate(zip(rows, new.tolist(), new_lp)) if finished(r, t, lp)]
             if done:
                 for b in reversed(done):  # drop finished rows: the last row moves into the hole
                     g, last = row_group[b], len(rows) - 1
@@ -702,7 +714,7 @@ class Engine:
                 cut = min((text.find(s) + len(s) for s in stop if s in text), default=len(text))
                 text = text[:cut]
             gens.append(Generation(text=text, prompt_ids=list(req_ids[r]), completion_ids=out[r],
-                                   finish_reason=reasons[r]))
+                                   finish_reason=reasons[r], logprobs=out_lp[r]))
         return gens
 
     def _layout(self, row_group, pool, Lp):

@@ -499,6 +499,40 @@ def _stop_criteria(tokenizer, stop, prompt_len: int):
     return StopOnStrings()
 
 
+def _logprob_recorder(temperature: float, prompt_len: int):
+    """A LogitsProcessor that records log softmax(logits / T) of each sampled token (Generation.logprobs).
+
+    Custom processors run before HF's temperature and top-p warpers (with our clean GenerationConfig there are
+    no other processors), so it sees the raw logits; the token sampled from step j's scores is the last input
+    id at step j+1, and the final step's token is read from the output by `finish`. Keeps one [B, V] tensor,
+    not one per step as `output_logits` would.
+    """
+    import torch
+    from transformers import LogitsProcessor
+
+    class SampledLogprobs(LogitsProcessor):
+        def __init__(self):
+            self.scale = temperature if temperature > 0 else 1.0
+            self.prev, self.steps = None, []  # last step's log-probs [B, V]; per step [B]
+
+        def _take(self, tokens):
+            if self.prev is not None:
+                self.steps.append(self.prev.gather(-1, tokens.view(-1, 1)).squeeze(-1).cpu())
+                self.prev = None
+
+        def __call__(self, input_ids, scores):
+            if input_ids.shape[1] > prompt_len:
+                self._take(input_ids[:, -1])
+            self.prev = torch.log_softmax(scores.float() / self.scale, -1)
+            return scores
+
+        def finish(self, sequences) -> list[list[float]]:
+            self._take(sequences[:, -1])
+            return torch.stack(self.steps, 1).tolist() if self.steps else [[] for _ in range(sequences.shape[0])]
+
+    return SampledLogprobs()
+
+
 def _eos_ids(model, tokenizer) -> list[int]:
     ids = set()
     for e in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
@@ -594,7 +628,7 @@ class Policy:
     def _hf_generate(self, prompts, *, max_new_tokens, temperature, top_p, seed, stop, batch_size, progress):
         import torch
         from tqdm.auto import tqdm
-        from transformers import GenerationConfig, StoppingCriteriaList
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         model, tok = self.model, self.tokenizer
         eos = _eos_ids(model, tok)
@@ -630,13 +664,17 @@ class Policy:
                     input_ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in batch])
                     mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in batch])
                     criteria = StoppingCriteriaList([_stop_criteria(tok, stop, width)] if stop else [])
+                    recorder = _logprob_recorder(temperature, width)
                     out = model.generate(
                         input_ids=input_ids.to(device), attention_mask=mask.to(device),
                         generation_config=gen_config, stopping_criteria=criteria,
+                        logits_processor=LogitsProcessorList([recorder]),
                     )  # fmt: skip
+                    logprobs = recorder.finish(out)
                     for row, i in enumerate(batch):
                         text, ids, reason = trim_completion(tok, out[row, width:].tolist(), stop, eos)
-                        results[i] = Generation(text=text, prompt_ids=encoded[i], completion_ids=ids, finish_reason=reason)
+                        results[i] = Generation(text=text, prompt_ids=encoded[i], completion_ids=ids, finish_reason=reason,
+                                                logprobs=logprobs[row][: len(ids)])
                     bar.update(len(batch))
             finally:
                 model.generation_config = saved_config

@@ -44,6 +44,7 @@ class Turn:
     reward: float = 0.0
     prompt_ids: list[int] = field(default_factory=list)
     completion_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] | None = None  # the sampler's log-prob of each completion token (Generation.logprobs)
 
     @property
     def n_passed(self) -> int:
@@ -100,6 +101,7 @@ def _finish_turns(problems, prompts, texts, gens, reward, timeout, extraction) -
                 reward=turn_reward(passed, len(p.tests), reward),
                 prompt_ids=list(gens[i].prompt_ids) if gens else [],
                 completion_ids=list(gens[i].completion_ids) if gens else [],
+                logprobs=list(gens[i].logprobs) if gens and gens[i].logprobs is not None else None,
             )
         )
     return turns

@@ -8,7 +8,10 @@ For each problem the policy samples k trajectories of T turns. For trajectory i:
                 estimate between the policy and the frozen reference
     s_i       = R_i - beta * KL_i                                                   (KL is a number, no gradient)
     A_i       = s_i - mean_{j != i} s_j   over the k samples of the same problem    rloo_advantages
-    loss      = -(1/N) sum_i A_i * sum_{tokens y the policy generated in trained turns} log pi(y | context)
+    loss      = -(1/N) sum_i A_i * sum_{tokens y the policy generated in trained turns} log pi_T(y | context)
+
+pi_T is the policy at the sampling temperature, softmax(logits / T): the distribution the tokens were drawn
+from, for the loss and for both sides of the KL (token_logprobs).
 
 Only completion tokens carry loss: prompt, instruction and padding tokens are masked (token_mask).
 One gradient step per batch of fresh samples (on-policy), so no importance ratio is needed.
@@ -101,15 +104,22 @@ def pad_sequences(prompts: list[list[int]], completions: list[list[int]], pad_id
     return input_ids, attention_mask, position_ids, completion_mask
 
 
-def token_logprobs(model, input_ids, attention_mask, position_ids, n_last: int, *, with_entropy: bool = False):
-    """log pi(token_j | tokens_<j) for the last n_last tokens of each row -> [B, n_last] (float32).
+def token_logprobs(model, input_ids, attention_mask, position_ids, n_last: int, *, temperature: float,
+                   with_entropy: bool = False):
+    """log pi_T(token_j | tokens_<j) for the last n_last tokens of each row -> [B, n_last] (float32), where
+    pi_T = softmax(logits / temperature) is the distribution the rollouts sampled from. Dividing by the
+    sampling temperature (for the policy and the reference alike, as the authors' code and TRL do) keeps the
+    update on-policy; the sampler returns the same quantity (Generation.logprobs) and tests hold them equal.
+    top-p < 1 is not modelled: the loss then treats the sample as drawn from the whole tempered softmax.
 
     Token j is predicted by the logits at j-1, so the model keeps the last n_last+1 positions and drops the
     final one (it predicts past the sequence).
     """
+    if temperature <= 0:
+        raise ValueError("token_logprobs: temperature must be > 0 (the sampling temperature of the rollouts)")
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                 logits_to_keep=n_last + 1, use_cache=False)
-    logits = out.logits[:, :-1, :].float()
+    logits = out.logits[:, :-1, :].float() / temperature
     targets = input_ids[:, -n_last:]
     logz = torch.logsumexp(logits, dim=-1)
     logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logz

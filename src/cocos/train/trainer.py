@@ -34,6 +34,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -43,6 +44,15 @@ from cocos.train import rloo
 from cocos.train.config import TrainConfig, save_config
 
 STATE_FILE = "trainer_state.pt"
+
+
+class TrainedTurn(NamedTuple):
+    """One trained turn of one trajectory: the token ids the update scores and where its KL and advantage go."""
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    traj: int  # index of its trajectory in the chunk
+    turn: int  # 0-based turn
+    sampler_logprobs: list[float] | None  # what the sampler assigned to completion_ids (None: backend didn't say)
 
 
 # ---- small helpers ------------------------------------------------------------------------------
@@ -152,6 +162,7 @@ class Trainer:
         self._seed_everything(cfg.seed + self.rank)
         self._load_data(problems, eval_problems)
         self._load_models(policy)
+        self.timed = _TimedPolicy(self.policy)  # generation time of the current step (reset by train_step)
         if cfg.curriculum_k:
             self._apply_curriculum(resume)
         self._build_optimizer()
@@ -344,8 +355,8 @@ class Trainer:
                 with torch.autocast(self.device.type, dtype=self.autocast_dtype):
                     yield
 
-    def _sequences(self, trajectories, step: int):
-        """(prompt_ids, completion_ids, trajectory index, turn index) of every trained turn."""
+    def _sequences(self, trajectories, step: int) -> list[TrainedTurn]:
+        """Every trained turn of every trajectory, as a record."""
         turns = self.trained_turns_at(step)
         seqs = []
         for j, traj in enumerate(trajectories):
@@ -355,38 +366,47 @@ class Trainer:
                 turn = traj.turns[t]
                 if not turn.prompt_ids:
                     raise UserError("rollout: turns carry no token ids; the policy backend must return prompt_ids/completion_ids")
-                seqs.append((turn.prompt_ids, turn.completion_ids, j, t))
+                seqs.append(TrainedTurn(turn.prompt_ids, turn.completion_ids, j, t, turn.logprobs))
         return seqs
 
-    def _micro_batches(self, seqs):
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]) + len(seqs[i][1]))  # less padding
+    def _micro_batches(self, seqs: list[TrainedTurn]):
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i].prompt_ids) + len(seqs[i].completion_ids))  # less padding
         mb = self.cfg.micro_batch
         for s in range(0, len(order), mb):
             idx = order[s:s + mb]
-            batch = rloo.pad_sequences([seqs[i][0] for i in idx], [seqs[i][1] for i in idx], self.pad_id)
+            batch = rloo.pad_sequences([seqs[i].prompt_ids for i in idx], [seqs[i].completion_ids for i in idx], self.pad_id)
             yield idx, tuple(x.to(self.device) for x in batch)
 
     @torch.no_grad()
-    def _kl_and_entropy(self, seqs, n_traj: int):
-        """Per-turn KL [n_traj, T] (summed over each turn's generated tokens) and per-sequence entropy."""
+    def _kl_and_entropy(self, seqs: list[TrainedTurn], n_traj: int):
+        """Per-turn KL [n_traj, T] (summed over each turn's generated tokens), mean entropy, and the trainer's
+        log-prob of every trained token beside the sampler's (`sampled_vs_trained`, per sequence: both lists).
+
+        All under the sampling temperature (rloo.token_logprobs), so the KL is the one between the tempered
+        policy and the tempered reference, and the trainer's log-probs are the sampler's up to numerics.
+        """
         kl = torch.zeros(n_traj, self.cfg.turns)
         ent_sum, ent_n = 0.0, 0.0
+        temperature = self.cfg.temperature
+        recomputed: list[list[float] | None] = [None] * len(seqs)
         for idx, (ids, attn, pos, cmask) in self._micro_batches(seqs):
             C = cmask.shape[1]
             with self._autocast():
-                logp, ent = rloo.token_logprobs(self.model, ids, attn, pos, C, with_entropy=True)
+                logp, ent = rloo.token_logprobs(self.model, ids, attn, pos, C, temperature=temperature, with_entropy=True)
                 if self.ref_model is None:
                     with self.model.disable_adapter():
-                        ref_logp, _ = rloo.token_logprobs(self.model, ids, attn, pos, C)
+                        ref_logp, _ = rloo.token_logprobs(self.model, ids, attn, pos, C, temperature=temperature)
                 else:
-                    ref_logp, _ = rloo.token_logprobs(self.ref_model, ids, attn, pos, C)
+                    ref_logp, _ = rloo.token_logprobs(self.ref_model, ids, attn, pos, C, temperature=temperature)
             seq_kl = rloo.masked_sum(rloo.token_kl(logp, ref_logp, self.cfg.kl_estimator), cmask).cpu()
+            logp_rows = logp.cpu()
             for row, i in enumerate(idx):
-                _, _, j, t = seqs[i]
-                kl[j, t] += seq_kl[row]
+                kl[seqs[i].traj, seqs[i].turn] += seq_kl[row]
+                n = len(seqs[i].completion_ids)
+                recomputed[i] = logp_rows[row, C - n:].tolist() if n else []
             ent_sum += float((ent * cmask).sum())
             ent_n += float(cmask.sum())
-        return kl, (ent_sum / ent_n if ent_n else 0.0)
+        return kl, (ent_sum / ent_n if ent_n else 0.0), recomputed
 
     def optimize(self, trajectories, step: int, *, n_traj_total: int | None = None) -> dict:
         """Backward the RLOO loss of one chunk of trajectories (grouped by problem, k each); no optimizer step."""
@@ -400,22 +420,25 @@ class Trainer:
         if cfg.skip_uniform_groups:
             g = rewards.view(n // k, k, -1)
             trained = (g != g[:, :1]).flatten(1).any(-1).repeat_interleave(k)
-        seqs = [s for s in self._sequences(trajectories, step) if trained[s[2]]]
-        turn_kl, entropy = self._kl_and_entropy(seqs, n)
+        seqs = [s for s in self._sequences(trajectories, step) if trained[s.traj]]
+        turn_kl, entropy, recomputed = self._kl_and_entropy(seqs, n)
         scores = rloo.trajectory_scores(rewards, turn_kl, self.kl_coefs(step), method=cfg.method, gamma=cfg.gamma,
                                         stage=self.stage(step), alpha=cfg.score_alpha)
         adv = rloo.rloo_advantages(scores.view(n // k, k)).view(n) * trained
         loss_total = 0.0
         for idx, (ids, attn, pos, cmask) in self._micro_batches(seqs):
-            a = adv[[seqs[i][2] for i in idx]].to(self.device)
+            a = adv[[seqs[i].traj for i in idx]].to(self.device)
             with self._autocast():
-                logp, _ = rloo.token_logprobs(self.model, ids, attn, pos, cmask.shape[1])
+                logp, _ = rloo.token_logprobs(self.model, ids, attn, pos, cmask.shape[1], temperature=cfg.temperature)
             loss = rloo.policy_loss(logp, cmask, a, n_traj=n_traj_total or n)
             loss.backward()
             loss_total += float(loss.detach())
-        kl = [float(x) if on else None for x, on in zip(turn_kl.sum(-1).tolist(), trained.tolist())]
+        kl = [row if on else None for row, on in zip(turn_kl.tolist(), trained.tolist())]
+        gaps = [abs(a - b) for s, r in zip(seqs, recomputed) if s.sampler_logprobs is not None
+                for a, b in zip(s.sampler_logprobs, r)]
         return {"loss": loss_total, "scores": scores.tolist(), "advantages": adv.tolist(), "kl": kl,
-                "entropy": entropy, "n_tokens": sum(len(s[1]) for s in seqs), "n_trained": int(trained.sum())}
+                "entropy": entropy, "n_tokens": sum(len(s.completion_ids) for s in seqs), "n_trained": int(trained.sum()),
+                "logprob_gaps": gaps, "sampled_vs_trained": [(s.sampler_logprobs, r) for s, r in zip(seqs, recomputed)]}
 
     def _sync_and_step(self) -> float:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -429,6 +452,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.policy.sync_weights()  # a backend with its own copy of the weights (vLLM) samples the next step from these
         return grad_norm
 
     def train_step(self) -> dict:
@@ -443,7 +467,8 @@ class Trainer:
         chunk = per_rank // cfg.grad_accum
         self.timed = _TimedPolicy(self.policy)
         rollout_time = train_time = 0.0
-        trajs, out = [], {"loss": 0.0, "scores": [], "advantages": [], "kl": [], "entropy": [], "n_tokens": 0}
+        trajs, out = [], {"loss": 0.0, "scores": [], "advantages": [], "kl": [], "entropy": [], "n_tokens": 0,
+                          "logprob_gaps": []}
         for c in range(cfg.grad_accum):
             probs = [self.problems[i] for i in mine[c * chunk:(c + 1) * chunk]]
             t = time.perf_counter()
@@ -455,7 +480,7 @@ class Trainer:
             res = self.optimize(got, step, n_traj_total=per_rank * cfg.k)
             train_time += time.perf_counter() - t
             trajs += got
-            for key in ("scores", "advantages", "kl"):
+            for key in ("scores", "advantages", "kl", "logprob_gaps"):
                 out[key] += res[key]
             out["loss"] += res["loss"]
             out["entropy"].append(res["entropy"])
@@ -473,8 +498,10 @@ class Trainer:
             "score": out["scores"][i], "advantage": out["advantages"][i], "kl": out["kl"][i],
             "trained": out["kl"][i] is not None,
         } for i, traj in enumerate(trajs)]
+        gaps = out["logprob_gaps"]
         timing = {"gen": self.timed.gen_time, "rollout": rollout_time, "train": train_time, "tokens": self.timed.gen_tokens,
-                  "entropy": _mean(out["entropy"]), "loss": out["loss"]}
+                  "entropy": _mean(out["entropy"]), "loss": out["loss"], "gap_sum": sum(gaps), "gap_n": len(gaps),
+                  "gap_max": max(gaps, default=0.0)}
         if self.world > 1:
             from accelerate.utils import gather_object
 
@@ -492,7 +519,15 @@ class Trainer:
         stats["score"] = _mean(d["score"] for d in local)
         if T > 1:
             stats[f"edit_sim(1,{T})"] = _mean(d["edit_sim"] for d in local)
-        stats["kl"] = _mean(d["kl"] for d in local if d["trained"])  # over the trajectories that were trained on
+        # KL over the trajectories that were trained on, in total and per turn (SCoRe's collapse is a turn-1 curve)
+        stats["kl"] = _mean(sum(d["kl"]) for d in local if d["trained"])
+        for t in range(T):
+            stats[f"kl@{t + 1}"] = _mean(d["kl"][t] for d in local if d["trained"])
+        # |sampler log-prob - trainer log-prob| per trained token: ~0 when on-policy (bf16 rollouts or autocast
+        # make it grow; a large value means the update is not on the distribution that sampled)
+        gap_n = sum(x["gap_n"] for x in timing_all)
+        stats["logprob_gap_mean"] = sum(x["gap_sum"] for x in timing_all) / gap_n if gap_n else 0.0
+        stats["logprob_gap_max"] = max(x["gap_max"] for x in timing_all)
         stats["trained_frac"] = _mean(float(d["trained"]) for d in local)
         stats["entropy"] = _mean(x["entropy"] for x in timing_all)
         advs = [d["advantage"] for d in local]
