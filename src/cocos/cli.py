@@ -81,10 +81,22 @@ def add_train_parser(sub):
                    help="override one config field (repeatable), e.g. --set k=4 --set lr=2e-5")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (file + --max-steps + --set) as YAML and exit without training")
     p.set_defaults(func=cmd_train)
 
 
 def cmd_train(args) -> int:
+    if args.print_config:
+        from pathlib import Path
+
+        from cocos.train.config import dump_config, load_config
+
+        config = args.config
+        if config is None and args.resume and (Path(args.out) / "config.yaml").exists():
+            config = Path(args.out) / "config.yaml"
+        print(dump_config(load_config(config, args.overrides, max_steps=args.max_steps)), end="")
+        return 0
     from cocos.train.trainer import run_train
 
     run_train(args.config, args.out, overrides=args.overrides, max_steps=args.max_steps, resume=args.resume,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-REWARD_KINDS = ("progressive", "binary")
+# progressive: the paper's r_t = passed / K; binary: all K pass; count: the raw number passed, as the
+# authors' public code rewards it (cocos/rewards.py `calcul_reward`): K times the progressive reward, so
+# on MBPP (K = 3) it weighs 3x against the KL coefficient beta.
+REWARD_KINDS = ("progressive", "binary", "count")
 
 
 def turn_reward(passed: int, total: int, kind: str = "progressive") -> float:
@@ -15,6 +18,8 @@ def turn_reward(passed: int, total: int, kind: str = "progressive") -> float:
         raise ValueError("a problem needs at least one test to be rewarded")
     if kind == "binary":
         return 1.0 if passed == total else 0.0
+    if kind == "count":
+        return float(passed)
     return passed / total
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 from cocos.errors import UserError
 from cocos.policy import ROLLOUT_DTYPES
 from cocos.prompts import EXTRACTIONS
+from cocos.rewards import REWARD_KINDS
 
 CHOICES = {
     "method": ("cocos", "score"),
-    "reward": ("progressive", "binary"),
+    "reward": REWARD_KINDS,  # count: the raw number of tests passed, as the authors' code rewards (see rewards.py)
     "mode": ("trajectory", "last-turn"),
     "schedule": ("cosine", "linear", "constant"),
     "dtype": ("float32", "bfloat16", "auto"),
@@ -49,7 +50,7 @@ class TrainConfig:
 
     # ---- objective (DESIGN.md) ----
     method: str = "cocos"  # cocos | score (two-stage SCoRe baseline)
-    reward: str = "progressive"  # per-turn reward: tests passed / K, or all-pass
+    reward: str = "progressive"  # per-turn reward: tests passed / K (progressive), all-pass (binary), tests passed (count)
     gamma: float = 0.5  # accumulated reward discount
     beta: float = 0.01  # KL coefficient (score = R - beta * KL)
     skip_uniform_groups: bool = False  # skip groups whose k rewards are all equal (no reward signal; see trainer)
@@ -282,10 +283,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return build_config(apply_overrides(values, overrides))
 
 
-def save_config(cfg: TrainConfig, path: str | Path) -> None:
+def dump_config(cfg: TrainConfig) -> str:
+    """Every field of a resolved config as YAML (what `cocos train --print-config` prints and OUT/config.yaml holds)."""
     import yaml
 
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(dump_config(cfg))
 
 
 def replace(cfg: TrainConfig, **changes) -> TrainConfig:
