@@ -36,6 +36,10 @@ rule `extraction` (`EXTRACTIONS`), the one place where it is decided, for evalua
   first function followed by a repeated, cut-off copy still passes. Not the paper's rule: it credits
   truncated answers the paper does not.
 An answer that parses whole gives the same code under both rules.
+Where the answer holds more than code, `code_process` deletes the markers and the strings "```python\n" /
+"\n```" in place before [DONE] (and changes nothing without [DONE]), keeping any prose around them; under
+both rules we keep the part after the last marker and the first fenced block, so prose is not executed
+(the same code when there is none; chat answers, which never write [DONE], still lose their fences).
 """
 
 from __future__ import annotations
