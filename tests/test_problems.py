@@ -6,7 +6,7 @@ import os
 import pytest
 
 from cocos.errors import UserError
-from cocos.problems import humaneval_split_stats, load_problems, split_check
+from cocos.problems import DataNotFound, humaneval_split_stats, load_problems, split_check
 
 
 @pytest.fixture(autouse=True)
@@ -14,6 +14,7 @@ def _offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
+@pytest.mark.needs_data("mbpp")
 @pytest.mark.parametrize("split,n,first,last", [("test", 500, 11, 510), ("validation", 90, 511, 600),
                                                 ("train", 374, 601, 974), ("prompt", 10, 1, 10), ("all", 974, 1, 974)])
 def test_mbpp_splits_by_task_id(split, n, first, last):
@@ -23,6 +24,7 @@ def test_mbpp_splits_by_task_id(split, n, first, last):
     assert all(len(p.tests) == 3 and p.reference and p.text for p in problems)
 
 
+@pytest.mark.needs_data("mbpp")
 def test_mbpp_limit_and_fields():
     problems = load_problems("mbpp", "test", limit=3)
     assert [p.task_id for p in problems] == [11, 12, 13]
@@ -35,12 +37,14 @@ def test_mbpp_limit_and_fields():
         load_problems("mbpp", limit=0)
 
 
+@pytest.mark.needs_data("mbpp")
 def test_mbpp_setup_code_runs_after_the_answer():
     p = {q.task_id: q for q in load_problems("mbpp")}[367]
     assert p.setup == "" and p.tests[0].startswith("root = Node(1) \nroot.left = Node(2) \n")
     assert p.tests[0].endswith("\n" + p.shown_tests[0]) and p.shown_tests[0].startswith("assert is_tree_balanced(")
 
 
+@pytest.mark.needs_data("mbpp-sanitized")
 def test_mbpp_sanitized_gets_import_math():
     problems = {p.task_id: p for p in load_problems("mbpp-sanitized", "all")}
     assert len(problems) == 427 and len(load_problems("mbpp-sanitized", "test")) == 257
@@ -123,6 +127,7 @@ def test_split_check_context_loops_and_trivial_asserts():
     ]
 
 
+@pytest.mark.needs_data("odex")
 def test_odex_tests_setup_and_library():
     problems = load_problems("odex")
     assert len(problems) == 439
@@ -167,13 +172,28 @@ def test_errors_name_the_fix(monkeypatch, tmp_path):
         load_problems("mbbp")
     with pytest.raises(UserError, match="unknown split 'dev'"):
         load_problems("mbpp", "dev")
-    with pytest.raises(UserError, match="only a test split"):
+    with pytest.raises(UserError, match="unknown split 'train' for humaneval: use test .* train-half"):
         load_problems("humaneval", "train")
     monkeypatch.setenv("COCOS_DATA_DIR", str(tmp_path))
-    with pytest.raises(UserError) as e:
+    with pytest.raises(DataNotFound) as e:
         load_problems("mbpp")
     msg = str(e.value)
     assert str(tmp_path / "mbpp.jsonl") in msg and "offline" in msg and "set COCOS_DATA_DIR" in msg
+    assert "--split train-half / eval-half" in msg  # names the data that needs no download
+    assert e.value.dataset == "mbpp" and e.value.where == f"the Hub (offline or unreachable) and {tmp_path / 'mbpp.jsonl'}"
     monkeypatch.delenv("COCOS_DATA_DIR")
-    with pytest.raises(UserError, match="COCOS_DATA_DIR \\(not set\\)"):
+    with pytest.raises(DataNotFound, match="COCOS_DATA_DIR \\(not set\\)"):
         load_problems("odex")
+
+
+def test_humaneval_halves_are_disjoint_and_cover_the_benchmark(monkeypatch):
+    monkeypatch.delenv("COCOS_DATA_DIR", raising=False)  # HumanEval needs no data folder
+    whole = load_problems("humaneval")
+    train, held_out = load_problems("humaneval", "train-half"), load_problems("humaneval", "eval-half")
+    assert len(train) == len(held_out) == 82
+    assert [p.task_id for p in train[:3]] == ["HumanEval/0", "HumanEval/2", "HumanEval/4"]
+    assert [p.task_id for p in held_out[:3]] == ["HumanEval/1", "HumanEval/3", "HumanEval/5"]
+    ids = lambda ps: {p.task_id for p in ps}  # noqa: E731
+    assert not ids(train) & ids(held_out) and ids(train) | ids(held_out) == ids(whole)
+    assert [p.task_id for p in load_problems("humaneval", "eval-half", limit=2)] == ["HumanEval/1", "HumanEval/3"]
+    assert held_out[0].tests == whole[1].tests and held_out[0].dataset == "humaneval"

