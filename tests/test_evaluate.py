@@ -79,7 +79,7 @@ def _canonical(tmp_path, dataset):
     return problems, run_eval(cfg, progress=False)
 
 
-@pytest.mark.parametrize("dataset,n", [("mbpp", 500), ("humaneval", 164)])
+@pytest.mark.parametrize("dataset,n", [pytest.param("mbpp", 500, marks=pytest.mark.needs_data("mbpp")), ("humaneval", 164)])
 def test_canonical_solutions_score_100_percent(tmp_path, dataset, n):
     problems, m = _canonical(tmp_path, dataset)
     assert len(problems) == n and m["n_problems"] == n and m["env_errors"] == 0
@@ -90,7 +90,7 @@ def test_cli_errors_are_one_line(crafted, tmp_path, capsys):
     data, samples = crafted
     cases = [
         (["--samples", str(samples), "--dataset", "mbbp"], "unknown dataset 'mbbp'"),
-        (["--samples", str(tmp_path / "none.jsonl"), "--dataset", "mbpp"], "no such file"),
+        (["--samples", str(tmp_path / "none.jsonl"), "--dataset", f"jsonl:{data}"], "no such file"),
         (["--samples", str(samples), "--dataset", "humaneval"], "task_id 1 is not in humaneval"),
         (["--samples", str(samples), "--dataset", "mbpp", "--split", "dev"], "unknown split 'dev'"),
         (["--model", "x", "--samples-per-problem", "4"], "needs --temperature above 0"),
@@ -110,6 +110,7 @@ def test_limit_keeps_the_first_problems_of_the_samples(crafted, tmp_path):
     assert m["n_problems"] == 2 and m["acc@1"] == 0.5 and m["delta_i2c(1,2)"] == 0.5
 
 
+@pytest.mark.needs_data("mbpp")
 def test_eval_with_a_tiny_local_model(tmp_path, capsys):
     """`cocos eval --model <checkpoint folder>` end to end: generation, execution, files (tiny random model)."""
     import torch

@@ -38,6 +38,7 @@ def test_instruction_is_the_papers():
     assert INSTRUCTION == INSTR
 
 
+@pytest.mark.needs_data("mbpp")
 def test_turn_prompts_byte_exact(task11):
     assert paper_prompt(task11) == TASK11
     code1 = "def remove_Occ(s,ch):\n    return s"
@@ -48,6 +49,7 @@ def test_turn_prompts_byte_exact(task11):
     assert paper_prompt(task11, [code1, code2]) == turn2 + code2 + "\n[DONE]" + INSTR + "[CORRECT]\n"
 
 
+@pytest.mark.needs_data("mbpp")
 def test_fewshot_layout(task11):
     examples = load_fewshot_examples()
     assert [e.task_id for e in examples] == [2, 3, 4]
@@ -79,6 +81,7 @@ class _Tok:
         return "".join(f"<{m['role']}>{m['content']}</{m['role']}>" for m in messages) + "<assistant>"
 
 
+@pytest.mark.needs_data("mbpp")
 def test_chat_messages(task11):
     msgs = chat_messages(task11)
     assert msgs == [{"role": "user", "content": TASK11[: -len("\n\n[BEGIN]\n")]}]

@@ -16,6 +16,9 @@ pytest.importorskip("cocos.sandbox")
 CHAT = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
 
 
+pytestmark = pytest.mark.needs_data("mbpp")  # every test runs on the first MBPP test problems
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _offline():
     mp = pytest.MonkeyPatch()

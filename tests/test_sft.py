@@ -113,6 +113,7 @@ def test_pytest_file_becomes_standalone_cases_and_prompt_asserts():
     assert shown == ["assert f(1) == 2", "assert f(2) == 3"]
 
 
+@pytest.mark.needs_data("kodcode")
 def test_kodcode_sample_rows_convert():
     cfg = SFTRunConfig()
     from cocos.train.sft import load_kodcode_rows
