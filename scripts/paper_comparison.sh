@@ -1,28 +1,56 @@
 #!/usr/bin/env bash
-# The paper's comparison at a chosen budget: 8 methods evaluated on the same MBPP test problems,
-# then `cocos report`. Every step writes its own run folder and is skipped when that folder is
-# already complete, so a stopped run picks up where it stopped.
+# The paper's comparison at a chosen budget: ten rows, each evaluated the same way on MBPP test, HumanEval
+# and ODEX, then one `cocos report` per dataset. Every step writes its own folder and is skipped when that
+# folder is complete, so a stopped run picks up where it stopped.
 #
-#   BUDGET=tiny  bash scripts/paper_comparison.sh   # minutes: checks every step works, numbers mean nothing
-#   BUDGET=small bash scripts/paper_comparison.sh   # ~1-2 h on a 2-core CPU: a first look
-#   BUDGET=paper bash scripts/paper_comparison.sh   # the configs' own settings (GPU)
+#   BUDGET=tiny  bash scripts/paper_comparison.sh     # <1 h (46 min on a busy 2-core CPU): checks every step works
+#   BUDGET=small bash scripts/paper_comparison.sh     # a first look on a 2-core CPU: ~3 h, estimated (CPU-sized RL)
+#   BUDGET=paper MODEL=Qwen/Qwen2.5-1.5B-Instruct bash scripts/paper_comparison.sh   # the paper's settings (GPUs)
+#   BUDGET=paper bash scripts/paper_comparison.sh --dry-run   # print every run and its settings, run nothing
+#                                                             # (DRY_RUN=1 does the same)
 #
-# Knobs (environment): BUDGET, OUT (run folders, default runs/paper_$BUDGET), BOOST (an existing boost
-# model folder to reuse instead of training one), N_EVAL, RL_STEPS, NICE (prefix, default "nice -n 10").
+# Knobs (environment):
+#   MODEL     base model: packaged alias, HF id or local folder (tiny/small: smollm2-135m; paper:
+#             Qwen/Qwen2.5-1.5B-Instruct). The paper's three: Qwen/Qwen2.5-1.5B-Instruct,
+#             meta-llama/Llama-3.2-1B-Instruct, deepseek-ai/deepseek-coder-1.3b-instruct (README, "The paper's budget").
+#   OUT       run folders (default runs/comparison_<budget>-<model name>)
+#   BOOST     an existing boost model folder to reuse instead of training one
+#   DATASETS  evaluated datasets (default "mbpp humaneval odex"; mbpp = its test split, task ids 11-510)
+#   N_EVAL    first N problems of each dataset (tiny 3, small 30, paper: all: 500 MBPP, 164 HumanEval, 439 ODEX)
+#   FEWSHOT   1 = every row gets MBPP's solved examples before turn 1; default 0 = every row zero-shot
+#   EXTRACTION  code extraction of every evaluation and every RL reward: strict (default, the paper's) | lenient
+#   RL_STEPS  steps of every RL run (tiny 2, small 10, paper: configs/cocos_paper.yaml's max_steps)
+#   RL_EXTRA  more field=value settings (space-separated) for every RL run, applied before each run's own:
+#             RL_EXTRA="reward=count" trains with the authors' code's reward (the binary and SCoRe runs keep binary)
+#   LAUNCH    how RL runs start (default "cocos"; several GPUs: LAUNCH="accelerate launch -m cocos.cli")
+#   NICE      prefix of every command (default "nice -n 10")
 #
-# Methods:
-#   base          the packaged base model, 3-shot (it does not follow the format zero-shot)
-#   boost         base + SFT on KodCode (configs/boost_sft.yaml), zero-shot from here on
-#   self-refine   boost, feedback then revision (configs/self_refine.yaml)
-#   turn-sft      boost + SFT on its own wrong MBPP-train first turns (configs/turn_sft.yaml)
-#   score         boost + SCoRe (configs/score.yaml)
-#   cocos         boost + CoCoS, progressive reward, gamma 0.5 (configs/cocos_gamma0.5.yaml)
-#   cocos-binary  boost + CoCoS, binary reward (configs/cocos_binary.yaml)
-#   cocos-gamma0  boost + CoCoS, gamma 0 (configs/cocos_gamma0.yaml)
-# RL runs are evaluated by the trainer itself on the same problems (eval_split=test, eval_limit=N_EVAL),
-# so their folders carry the learning curves and the final numbers both.
+# Rows (every method but the base starts from the boost model, as in the paper):
+#   base          the base model MODEL
+#   boost         MODEL + SFT on KodCode (configs/boost_sft.yaml)
+#   self_refine   boost, feedback then revision (configs/self_refine.yaml; its turn 2 is the method's own prompt)
+#   turn_sft      boost + SFT on its own wrong MBPP-train first turns (configs/turn_sft.yaml)
+#   score, cocos_g0.5, cocos_binary, cocos_g0, cocos_g1, cocos_g2: RL from the boost model. Each is one base
+#     config (paper: configs/cocos_paper.yaml; tiny/small: configs/cocos_cpu.yaml with the budget's sizes)
+#     plus the run's own overrides, listed in RL_RUNS below; --dry-run prints each resolved config.
+#     SCoRe: binary reward, stage I (reward r_2, KL score_beta1 on turn 1) for the first half of the steps, then
+#     stage II. The authors' code has stage I only (baselines/score/trainer.py: no stage switch) with a turn-1
+#     KL of 0.25 (baselines/score/train.py:124): paper budget score_beta1 0.25; CPU budgets keep configs/score.yaml's 0.1.
+# Evaluation, one protocol for every row and dataset: greedy, 2 turns, the paper's prompt format, the same shots
+# (FEWSHOT), EVAL_TOKENS new tokens per turn, EXTRACTION, the same rollout dtype; RL rows are evaluated from
+# their final checkpoint this way (no checkpoint is chosen on test data). The trainer's own evaluations (MBPP
+# validation; paper: every 150 steps) are only the learning curves, in report/training.
+# Folders: OUT/boost_model, OUT/turn_sft_model, OUT/train/<RL row>, OUT/eval/<row>/<dataset>, OUT/report/<dataset>.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+DRY_RUN="${DRY_RUN:-0}"
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run) DRY_RUN=1 ;;
+    *) echo "unknown argument $arg (the only one is --dry-run; settings are environment variables, see the header)" >&2; exit 2 ;;
+  esac
+done
 
 if ! command -v cocos >/dev/null && [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
 command -v cocos >/dev/null || { echo "cocos is not installed: pip install -e . (or activate the venv)" >&2; exit 2; }
@@ -30,80 +58,137 @@ command -v cocos >/dev/null || { echo "cocos is not installed: pip install -e . 
 BUDGET="${BUDGET:-small}"
 case "$BUDGET" in
   tiny)
-    : "${N_EVAL:=3}" "${RL_STEPS:=2}"
-    TOKENS=48; EVAL_TOKENS=48
+    : "${MODEL:=smollm2-135m}" "${N_EVAL:=3}" "${RL_STEPS:=2}"
+    EVAL_TOKENS=48; ROLLOUT_DTYPE=auto; RL_BASE=configs/cocos_cpu.yaml; SCORE_BETA1=0.1
     SFT_SET=(--set max_rows=70 --set max_steps=2 --set batch_size=2 --set grad_accum=1 --set max_length=512)
     TSFT_SET=(--set max_rows=4 --set turn_sft_samples=1 --set max_steps=1 --set batch_size=2 --set grad_accum=1 --set max_new_tokens=48)
-    RL_SET=(--set problems_per_step=2 --set k=2 --set micro_batch=4 --set eval_every=0 --set save_every=0 --set score_stage1_steps=1
-            --set skip_uniform_groups=true)
+    RL_SET=(problems_per_step=2 k=2 micro_batch=4 max_new_tokens=48 eval_limit=0 save_every=0 skip_uniform_groups=true)
     ;;
   small)
-    : "${N_EVAL:=30}" "${RL_STEPS:=10}"
-    TOKENS=192; EVAL_TOKENS=256
+    : "${MODEL:=smollm2-135m}" "${N_EVAL:=30}" "${RL_STEPS:=10}"
+    EVAL_TOKENS=256; ROLLOUT_DTYPE=auto; RL_BASE=configs/cocos_cpu.yaml; SCORE_BETA1=0.1
     SFT_SET=(--set epochs=2 --set max_length=768 --set batch_size=4 --set grad_accum=2 --set lr=5e-5)
     TSFT_SET=(--set max_rows=96 --set turn_sft_samples=1 --set turn_sft_temperature=0.0 --set epochs=2 --set max_new_tokens=256)
-    RL_SET=(--set problems_per_step=8 --set k=4 --set eval_every=5 --set save_every=0 --set score_stage1_steps=5
-            --set skip_uniform_groups=true --set micro_batch=4)  # micro_batch 4: half the peak memory of 8 (~11 GB)
+    # micro_batch 4: half the peak memory of 8 (~11 GB); curves on 20 MBPP validation problems at steps 5 and 10
+    RL_SET=(problems_per_step=8 k=4 micro_batch=4 max_new_tokens=192 eval_every=5 eval_limit=20 eval_max_new_tokens=256
+            save_every=0 skip_uniform_groups=true)
     ;;
   paper)
-    : "${N_EVAL:=500}" "${RL_STEPS:=60}"
-    TOKENS=512; EVAL_TOKENS=512
-    SFT_SET=(); TSFT_SET=(); RL_SET=(--set problems_per_step=128 --set k=2 --set eval_every=10)
+    # everything from configs/cocos_paper.yaml (its comments give each setting's source); 512 tokens as it trains
+    : "${MODEL:=Qwen/Qwen2.5-1.5B-Instruct}" "${N_EVAL:=}"
+    RL_BASE=configs/cocos_paper.yaml
+    : "${RL_STEPS:=$(cocos train --config "$RL_BASE" --out /nonexistent --print-config | sed -n 's/^max_steps: //p')}"
+    EVAL_TOKENS=512; ROLLOUT_DTYPE=model; SCORE_BETA1=0.25
+    SFT_SET=(); TSFT_SET=(); RL_SET=()
     ;;
   *) echo "BUDGET must be tiny, small or paper (got $BUDGET)" >&2; exit 2 ;;
 esac
-OUT="${OUT:-runs/paper_$BUDGET}"
+DATASETS="${DATASETS:-mbpp humaneval odex}"
+FEWSHOT="${FEWSHOT:-0}"
+EXTRACTION="${EXTRACTION:-strict}"
+LAUNCH="${LAUNCH:-cocos}"
+MODEL_TAG="$(basename "$MODEL" | tr '[:upper:]' '[:lower:]' | tr -c 'a-z0-9._\n-' '_')"
+OUT="${OUT:-runs/comparison_$BUDGET-$MODEL_TAG}"
 NICE="${NICE:-nice -n 10}"
 export COCOS_DATA_DIR="${COCOS_DATA_DIR:-$(cd .. && pwd)/shared/data}"
-export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" TOKENIZERS_PARALLELISM=false
-mkdir -p "$OUT"
+export TOKENIZERS_PARALLELISM=false
+# CPU budgets run from the offline copies; the paper budget needs the Hub (its models, 20,000 KodCode rows)
+if [ "$BUDGET" != paper ]; then export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"; fi
 LOG="$OUT/commands.log"
-# rollout dtype "auto" everywhere (bf16 where the CPU has AMX): the trainer evaluates its RL runs with its
-# rollout engine, so the eval-only methods use the same one and every row of the table is comparable.
-EVAL=(--dataset mbpp --split test --limit "$N_EVAL" --turns 2 --max-new-tokens "$EVAL_TOKENS" --rollout-dtype auto)
+if [ "$DRY_RUN" != 1 ]; then mkdir -p "$OUT"; fi
 
-run() {  # run CMD..., appending it to $OUT/commands.log
-  echo "+ $*" | tee -a "$LOG"
+# RL rows: name, label, own overrides (after the base config, the budget's RL_SET and RL_EXTRA)
+SCORE_STAGE1=$((RL_STEPS / 2))
+RL_RUNS=(
+  "score|SCoRe|method=score reward=binary score_stage1_steps=$SCORE_STAGE1 score_beta1=$SCORE_BETA1"
+  "cocos_g0.5|CoCoS (γ=0.5)|"
+  "cocos_binary|CoCoS binary reward|reward=binary"
+  "cocos_g0|CoCoS γ=0|gamma=0"
+  "cocos_g1|CoCoS γ=1|gamma=1"
+  "cocos_g2|CoCoS γ=2|gamma=2"
+)
+FEWSHOT_FLAG=(); FEWSHOT_BOOL=false; SHOTS="zero-shot"
+if [ "$FEWSHOT" = 1 ]; then FEWSHOT_FLAG=(--fewshot); FEWSHOT_BOOL=true; SHOTS="3-shot"; fi
+LIMIT_FLAG=(); LIMIT_SET=(--set limit=null); LIMIT_TEXT="all"
+if [ -n "$N_EVAL" ]; then LIMIT_FLAG=(--limit "$N_EVAL"); LIMIT_SET=(--set "limit=$N_EVAL"); LIMIT_TEXT="first $N_EVAL"; fi
+
+show() {  # the command as a shell would read it back (words with spaces or symbols in single quotes)
+  local out="" w q="'\\''"
+  for w in "$@"; do
+    if [[ "$w" =~ ^[A-Za-z0-9_./=:,@%+-]+$ ]]; then out+="$w "; else out+="'${w//\'/$q}' "; fi
+  done
+  echo "${out% }"
+}
+run() {  # run CMD...: print it; unless dry, append it to OUT/commands.log and run it
+  if [ "$DRY_RUN" = 1 ]; then echo "+ $(show "$@")"; return 0; fi
+  echo "+ $(show "$@")" | tee -a "$LOG"
   $NICE "$@"
 }
+skip() { echo "= done, skipped: $(show "$@")"; }  # a step whose output is already complete
 done_eval() { [ -f "$1/metrics.json" ]; }
-done_train() { compgen -G "$1/eval/step_*/metrics.json" >/dev/null && [ -d "$1/checkpoints" ]; }
+done_model() { [ -f "$1/model.safetensors" ] || compgen -G "$1/model*.safetensors" >/dev/null; }
+done_train() { [ -d "$1/checkpoints/step_$RL_STEPS" ]; }
 
-# 1. base model, 3-shot
-done_eval "$OUT/base" || run cocos eval --model smollm2-135m --fewshot "${EVAL[@]}" --out "$OUT/base"
+echo "# paper comparison: BUDGET=$BUDGET MODEL=$MODEL OUT=$OUT"
+echo "# evaluation of every row: $DATASETS ($LIMIT_TEXT problems of each test split), greedy, 2 turns, paper prompts," \
+     "$SHOTS, $EVAL_TOKENS new tokens per turn, extraction $EXTRACTION, rollout dtype $ROLLOUT_DTYPE"
+echo "# RL runs: $RL_BASE + the overrides shown, $RL_STEPS steps each; resolved configs below each command"
 
-# 2. boost model (SFT), then its evaluation
+# ---- models --------------------------------------------------------------------------------------
 if [ -n "${BOOST:-}" ]; then
   BOOST_DIR="$BOOST"
 else
   BOOST_DIR="$OUT/boost_model"
-  [ -f "$BOOST_DIR/model.safetensors" ] || run cocos sft --config configs/boost_sft.yaml --out "$BOOST_DIR" "${SFT_SET[@]}"
+  cmd=(cocos sft --config configs/boost_sft.yaml --out "$BOOST_DIR" --set model="$MODEL" "${SFT_SET[@]}")
+  if done_model "$BOOST_DIR"; then skip "${cmd[@]}"; else run "${cmd[@]}"; fi
 fi
-done_eval "$OUT/boost" || run cocos eval --model "$BOOST_DIR" "${EVAL[@]}" --out "$OUT/boost"
+TSFT_DIR="$OUT/turn_sft_model"
+cmd=(cocos sft --config configs/turn_sft.yaml --out "$TSFT_DIR" --set model="$BOOST_DIR" "${TSFT_SET[@]}")
+if done_model "$TSFT_DIR"; then skip "${cmd[@]}"; else run "${cmd[@]}"; fi
 
-# 3. Self-Refine on the boost model
-done_eval "$OUT/self_refine" || run python -m cocos.selfrefine --config configs/self_refine.yaml --out "$OUT/self_refine" \
-  --set model="$BOOST_DIR" --set limit="$N_EVAL" --set max_new_tokens="$EVAL_TOKENS" --set feedback_tokens="$EVAL_TOKENS" \
-  --set rollout_dtype=auto
-
-# 4. Turn-SFT on the boost model's own wrong first turns (MBPP train)
-[ -f "$OUT/turn_sft_model/model.safetensors" ] || run cocos sft --config configs/turn_sft.yaml --out "$OUT/turn_sft_model" \
-  --set model="$BOOST_DIR" "${TSFT_SET[@]}"
-done_eval "$OUT/turn_sft" || run cocos eval --model "$OUT/turn_sft_model" "${EVAL[@]}" --out "$OUT/turn_sft"
-
-# 5-8. RL from the boost model: SCoRe and three CoCoS variants, evaluated by the trainer on the same problems
-RL_COMMON=(--set model="$BOOST_DIR" --set fewshot=false --set rollout_dtype=auto --set max_steps="$RL_STEPS" --set max_new_tokens="$TOKENS"
-           --set eval_split=test --set eval_limit="$N_EVAL" --set eval_max_new_tokens="$EVAL_TOKENS" "${RL_SET[@]}")
-for pair in score:configs/score.yaml cocos_g0.5:configs/cocos_gamma0.5.yaml \
-            cocos_binary:configs/cocos_binary.yaml cocos_g0:configs/cocos_gamma0.yaml; do
-  name="${pair%%:*}"; cfg="${pair#*:}"
-  done_train "$OUT/$name" || run cocos train --config "$cfg" --out "$OUT/$name" "${RL_COMMON[@]}"
+RL_COMMON=(--set model="$BOOST_DIR" --set fewshot=false --set max_steps="$RL_STEPS" --set extraction="$EXTRACTION")
+for s in "${RL_SET[@]}" ${RL_EXTRA:-}; do RL_COMMON+=(--set "$s"); done
+for spec in "${RL_RUNS[@]}"; do
+  IFS='|' read -r name _label own <<<"$spec"
+  targs=(--config "$RL_BASE" --out "$OUT/train/$name" "${RL_COMMON[@]}")
+  for s in $own; do targs+=(--set "$s"); done
+  if done_train "$OUT/train/$name"; then skip $LAUNCH train "${targs[@]}"; else run $LAUNCH train "${targs[@]}"; fi
+  if [ "$DRY_RUN" = 1 ]; then  # the config this run resolves to (the loader the trainer uses), indented
+    cocos train "${targs[@]}" --print-config | sed 's/^/    /'
+  fi
 done
 
-# Report
-run cocos report "$OUT/base" "$OUT/boost" "$OUT/self_refine" "$OUT/turn_sft" "$OUT/score" "$OUT/cocos_g0.5" \
-  "$OUT/cocos_binary" "$OUT/cocos_g0" --out "$OUT/report" \
-  --label "Base (3-shot)" --label "Boost" --label "Self-Refine" --label "Turn-SFT" --label "SCoRe" \
-  --label "CoCoS (γ=0.5)" --label "CoCoS binary" --label "CoCoS γ=0" \
-  --title "CoCoS comparison, budget $BUDGET ($N_EVAL MBPP test problems)"
-echo "report: $OUT/report/report.md"
+# ---- evaluation: every row on every dataset, one protocol ------------------------------------------
+ROWS=(base boost self_refine turn_sft); LABELS=("Base ($SHOTS)" "Boost" "Self-Refine" "Turn-SFT"); MODELS=("$MODEL" "$BOOST_DIR" "$BOOST_DIR" "$TSFT_DIR")
+for spec in "${RL_RUNS[@]}"; do
+  IFS='|' read -r name label _own <<<"$spec"
+  ROWS+=("$name"); LABELS+=("$label"); MODELS+=("$OUT/train/$name/checkpoints/step_$RL_STEPS")
+done
+for ds in $DATASETS; do
+  for i in "${!ROWS[@]}"; do
+    dir="$OUT/eval/${ROWS[$i]}/$ds"
+    if [ "${ROWS[$i]}" = self_refine ]; then
+      cmd=(python -m cocos.selfrefine --config configs/self_refine.yaml --out "$dir" --set model="${MODELS[$i]}"
+           --set dataset="$ds" --set split=test "${LIMIT_SET[@]}" --set turns=2 --set fewshot="$FEWSHOT_BOOL"
+           --set temperature=0 --set max_new_tokens="$EVAL_TOKENS" --set feedback_tokens="$EVAL_TOKENS"
+           --set extraction="$EXTRACTION" --set rollout_dtype="$ROLLOUT_DTYPE")
+    else
+      cmd=(cocos eval --model "${MODELS[$i]}" --dataset "$ds" --split test "${LIMIT_FLAG[@]}" --turns 2 "${FEWSHOT_FLAG[@]}"
+           --temperature 0 --max-new-tokens "$EVAL_TOKENS" --extraction "$EXTRACTION" --rollout-dtype "$ROLLOUT_DTYPE" --out "$dir")
+    fi
+    if done_eval "$dir"; then skip "${cmd[@]}"; else run "${cmd[@]}"; fi
+  done
+done
+
+# ---- reports -------------------------------------------------------------------------------------
+for ds in $DATASETS; do
+  dirs=(); labels=()
+  for i in "${!ROWS[@]}"; do dirs+=("$OUT/eval/${ROWS[$i]}/$ds"); labels+=(--label "${LABELS[$i]}"); done
+  run cocos report "${dirs[@]}" --out "$OUT/report/$ds" "${labels[@]}" \
+    --title "CoCoS comparison, budget $BUDGET, $MODEL_TAG: $ds test ($LIMIT_TEXT problems, $SHOTS)"
+done
+dirs=(); labels=()
+for spec in "${RL_RUNS[@]}"; do IFS='|' read -r name label _own <<<"$spec"; dirs+=("$OUT/train/$name"); labels+=(--label "$label"); done
+run cocos report "${dirs[@]}" --out "$OUT/report/training" "${labels[@]}" \
+  --title "CoCoS training curves, budget $BUDGET, $MODEL_TAG (trainer evaluations on MBPP validation)"
+echo "reports: $OUT/report/<dataset>/report.md for $DATASETS; curves: $OUT/report/training/report.md"

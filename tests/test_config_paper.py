@@ -1,0 +1,132 @@
+"""The paper configuration: the `count` reward, `cocos train --print-config`, configs/cocos_paper.yaml's
+decisions, and the plan `scripts/paper_comparison.sh --dry-run` prints for each budget."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cocos.cli import main as cli_main
+from cocos.errors import UserError
+from cocos.rewards import accumulated_reward, turn_reward
+from cocos.train.config import TrainConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---- the authors' code's reward: the raw count of passed tests --------------------------------------
+def test_count_reward_is_k_times_progressive():
+    assert turn_reward(2, 3, "count") == 2.0 and turn_reward(0, 3, "count") == 0.0
+    # their correction_reward on MBPP's 3 tests: gamma * c1 + (c2 - c1), three times the paper's ratio
+    c = [turn_reward(1, 3, "count"), turn_reward(3, 3, "count")]
+    r = [turn_reward(1, 3, "progressive"), turn_reward(3, 3, "progressive")]
+    assert accumulated_reward(c, 0.5) == pytest.approx(0.5 * 1 + (3 - 1))
+    assert accumulated_reward(c, 0.5) == pytest.approx(3 * accumulated_reward(r, 0.5))
+
+
+def test_config_accepts_count_and_names_the_field_otherwise():
+    assert TrainConfig(reward="count").reward == "count"
+    assert load_config(None, ["reward=count"]).reward == "count"
+    with pytest.raises(UserError, match=r"reward: must be one of progressive, binary, count"):
+        load_config(None, ["reward=ratio"])
+
+
+# ---- cocos train --print-config -----------------------------------------------------------------
+def test_print_config_prints_the_resolved_config_and_trains_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = cli_main(["train", "--config", str(ROOT / "configs" / "cocos_paper.yaml"), "--out", str(out),
+                   "--set", "gamma=2", "--set", "reward=count", "--max-steps", "7", "--print-config"])
+    assert rc == 0 and not out.exists()
+    printed = yaml.safe_load(capsys.readouterr().out)
+    expected = load_config(ROOT / "configs" / "cocos_paper.yaml", ["gamma=2", "reward=count"], max_steps=7).to_dict()
+    assert printed == expected and printed["gamma"] == 2.0 and printed["max_steps"] == 7
+    # a bad override is the usual one-line error, exit code 2
+    assert cli_main(["train", "--config", str(ROOT / "configs" / "cocos_paper.yaml"), "--out", str(out),
+                     "--set", "k=1", "--print-config"]) == 2
+
+
+# ---- configs/cocos_paper.yaml: the decisions its comments document ------------------------------------
+def test_paper_config_decisions():
+    cfg = load_config(ROOT / "configs" / "cocos_paper.yaml")
+    # (a) 128 sequences per update = 64 problems x k 2 (the authors' train.py:44 and trainer.py:126-128)
+    assert (cfg.problems_per_step, cfg.k, cfg.problems_per_step * cfg.k) == (64, 2, 128)
+    # (b) 1,500 updates, the last checkpoint kept; validation curve every 150 updates
+    assert (cfg.max_steps, cfg.eval_every, cfg.eval_split, cfg.eval_limit) == (1500, 150, "validation", None)
+    # (c) the paper's pass ratio; the code's count is a --set away
+    assert cfg.reward == "progressive"
+    assert (cfg.lr, cfg.schedule, cfg.warmup_steps, cfg.beta, cfg.gamma, cfg.temperature, cfg.top_p,
+            cfg.max_new_tokens, cfg.turns) == (1e-5, "cosine", 0, 0.01, 0.5, 0.9, 1.0, 512, 2)
+    assert not cfg.skip_uniform_groups and not cfg.fewshot and cfg.extraction == "strict"
+    assert (cfg.problems_per_step // cfg.grad_accum) * cfg.grad_accum == cfg.problems_per_step
+
+
+# ---- scripts/paper_comparison.sh --dry-run ----------------------------------------------------------
+def dry_run(budget: str, tmp_path: Path, **env) -> str:
+    e = dict(os.environ, BUDGET=budget, OUT=str(tmp_path / "out"), **env)
+    e["PATH"] = str(Path(sys.executable).parent) + os.pathsep + e.get("PATH", "")
+    res = subprocess.run(["bash", str(ROOT / "scripts" / "paper_comparison.sh"), "--dry-run"], cwd=ROOT, env=e,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert not (tmp_path / "out").exists()  # a dry run creates nothing
+    return res.stdout
+
+
+def resolved_configs(plan: str) -> dict[str, dict]:
+    """RL run name -> the resolved config printed (indented) under its `cocos train` line."""
+    out, name, lines = {}, None, []
+    for line in plan.splitlines() + ["+ end"]:
+        if line.startswith("    ") and name:
+            lines.append(line[4:])
+            continue
+        if name:
+            out[name] = yaml.safe_load("\n".join(lines))
+            name, lines = None, []
+        m = re.match(r"\+ cocos train .*--out \S+/train/(\S+) ", line)
+        if m:
+            name = m.group(1)
+    return out
+
+
+def test_paper_plan_derives_every_rl_run_from_the_paper_config(tmp_path):
+    plan = dry_run("paper", tmp_path, MODEL="meta-llama/Llama-3.2-1B-Instruct")
+    runs = resolved_configs(plan)
+    assert set(runs) == {"score", "cocos_g0.5", "cocos_binary", "cocos_g0", "cocos_g1", "cocos_g2"}
+    base = load_config(ROOT / "configs" / "cocos_paper.yaml").to_dict()
+    expected_diffs = {
+        "cocos_g0.5": {}, "cocos_binary": {"reward": "binary"}, "cocos_g0": {"gamma": 0.0}, "cocos_g1": {"gamma": 1.0},
+        "cocos_g2": {"gamma": 2.0},
+        "score": {"method": "score", "reward": "binary", "score_stage1_steps": 750, "score_beta1": 0.25},
+    }
+    for name, cfg in runs.items():
+        diff = {k: v for k, v in cfg.items() if v != base[k] and k != "model"}
+        assert diff == expected_diffs[name], name
+        assert cfg["model"].endswith("/boost_model")
+    assert "--set model=meta-llama/Llama-3.2-1B-Instruct" in plan  # the boost SFT starts from MODEL
+
+    evals = [ln for ln in plan.splitlines() if ln.startswith("+ cocos eval") or ln.startswith("+ python -m cocos.selfrefine")]
+    assert len(evals) == 10 * 3
+    for ds in ("mbpp", "humaneval", "odex"):
+        rows = [ln for ln in evals if re.search(rf"/eval/\S+/{ds}( |$)", ln)]
+        assert len(rows) == 10, ds
+    # one protocol: every cocos eval line has the same settings once the model, dataset and folder are taken out
+    protocols = {re.sub(r"--(model|dataset|out) \S+ ?", "", ln).strip() for ln in evals if ln.startswith("+ cocos eval")}
+    assert protocols == {"+ cocos eval --split test --turns 2 --temperature 0 --max-new-tokens 512 --extraction strict "
+                         "--rollout-dtype model"}
+    refine = [ln for ln in evals if "selfrefine" in ln]
+    assert all("max_new_tokens=512" in ln and "fewshot=false" in ln and "extraction=strict" in ln
+               and "rollout_dtype=model" in ln and "limit=null" in ln for ln in refine)
+    # RL rows are evaluated from their final checkpoint, not from a chosen one
+    assert sum("/checkpoints/step_1500 " in ln for ln in evals) == 6 * 3
+
+
+def test_cpu_budgets_keep_their_sizes_and_share_the_protocol(tmp_path):
+    plan = dry_run("tiny", tmp_path, FEWSHOT="1")
+    runs = resolved_configs(plan)
+    assert len(runs) == 6 and {c["gamma"] for n, c in runs.items() if n != "score"} == {0.0, 0.5, 1.0, 2.0}
+    assert all(c["max_steps"] == 2 and c["problems_per_step"] == 2 and c["lr"] == 2e-5 for c in runs.values())
+    evals = [ln for ln in plan.splitlines() if ln.startswith("+ cocos eval")]
+    assert len(evals) == 9 * 3 and all("--fewshot" in ln and "--limit 3 " in ln for ln in evals)
