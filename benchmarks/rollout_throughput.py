@@ -1,7 +1,7 @@
-"""Rollout throughput: HF `generate` (float32, bfloat16) vs the rollout engine (cocos.engine), in one run.
+"""Rollout throughput: HF `generate` (float32, bfloat16) vs the rollout engine (cocos.engine) vs vLLM, in one run.
 
     nice -n 10 python benchmarks/rollout_throughput.py [--model smollm2-135m] [--prompts 32] [--max-new-tokens 128]
-        [--threads N] [--k 4] [--k-prompts 8] [--skip-hf-fp32-k] [--device cuda]
+        [--threads N] [--k 4] [--k-prompts 8] [--skip-hf-fp32-k] [--device cuda] [--vllm-dtypes float32,bfloat16]
 
 Case 1 ("greedy"): the first `--prompts` MBPP test problems in the paper's prompt format, greedy, stop at
 [DONE], `--max-new-tokens` each, HF generate in one batch of all prompts (the policy's HF backend) vs the engine.
@@ -13,6 +13,12 @@ prompt once, shares its KV cache among the k samples, and reuses the few-shot pr
 Tokens/s counts generated tokens up to and including each sequence's stop (padding after a stop is not counted).
 Ratios within one run are what count: other processes share this machine.
 With `--device cuda` only HF generate runs (float32 and bfloat16 on the GPU): the engine is CPU-only.
+
+vLLM rows (the policy's `backend="vllm"`, prefix caching on) run when vllm imports, i.e. from the .venv-vllm
+environment (README, "vLLM"); vLLM's CPU threads are set by cocos.policy as vLLM's CPU documentation advises (or
+by VLLM_CPU_OMP_THREADS_BIND). They also time `sync_weights()` (the push of the live weights after each optimizer
+step) and check greedy equality against HF generate in the same dtype. The script needs its
+`if __name__ == "__main__":` guard: vLLM spawns its engine process.
 """
 
 from __future__ import annotations
@@ -31,6 +37,13 @@ from cocos.engine import Engine  # noqa: E402
 from cocos.policy import Policy, load_policy  # noqa: E402
 from cocos.problems import load_problems  # noqa: E402
 from cocos.prompts import fewshot_prefix, load_fewshot_examples, paper_prompt  # noqa: E402
+
+try:  # vLLM rows only where it is installed (the .venv-vllm environment)
+    import vllm  # noqa: F401
+
+    HAVE_VLLM = True
+except ImportError:
+    HAVE_VLLM = False
 
 
 def timed(fn):
@@ -65,6 +78,9 @@ def main():
     ap.add_argument("--skip-hf-fp32-k", action="store_true", help="case 2: skip the slow HF float32 run")
     ap.add_argument("--only", choices=["greedy", "k"], default=None)
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda: HF generate on a GPU (no engine there)")
+    ap.add_argument("--vllm-dtypes", default="float32,bfloat16",
+                    help="vLLM rows, when vllm imports (comma-separated; 'none' to skip)")
+    ap.add_argument("--vllm-syncs", type=int, default=3, help="weight pushes timed per vLLM row")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -79,11 +95,23 @@ def main():
     hf16 = Policy(copy.deepcopy(model).to(torch.bfloat16), tok, backend="hf")
     engines = ([("engine float32", Engine(model, tok, max_batch=args.max_batch)),
                 ("engine bfloat16", Engine(model, tok, dtype="bfloat16", max_batch=args.max_batch))] if on_cpu else [])
+    vllms = []  # (name, Policy with backend vllm): float32 shares `model` (its weights are what sync pushes)
+    wanted = [d for d in args.vllm_dtypes.split(",") if d and d != "none"]
+    if HAVE_VLLM and wanted:
+        for d in wanted:
+            src = model if d == "float32" else copy.deepcopy(model).to(getattr(torch, d))
+            t = time.perf_counter()
+            vllms.append((f"vLLM {d}", Policy(src, tok, backend="vllm")))
+            print(f"vLLM {d}: engine started in {time.perf_counter() - t:.0f} s; VLLM_CPU_OMP_THREADS_BIND="
+                  f"{os.environ.get('VLLM_CPU_OMP_THREADS_BIND')}, VLLM_CPU_KVCACHE_SPACE="
+                  f"{os.environ.get('VLLM_CPU_KVCACHE_SPACE')} GiB, vllm {vllm.__version__}", flush=True)
+    elif wanted:
+        print("vLLM rows skipped: vllm does not import here (run from .venv-vllm; README)")
     problems = load_problems("mbpp", split="test")
     N = args.max_new_tokens
 
     warm = [paper_prompt(problems[0])] * 2
-    for gen in (hf32.generate, hf16.generate, *(e.generate for _, e in engines)):
+    for gen in (hf32.generate, hf16.generate, *(e.generate for _, e in engines), *(v.generate for _, v in vllms)):
         gen(warm, max_new_tokens=4)
 
     rows = []
@@ -109,8 +137,11 @@ def main():
         for name, eng in engines:
             outs[name], n, dt = timed(lambda: eng.generate(prompts, max_new_tokens=N))
             report("greedy", name, n, dt, base32, base16)
-        for (name, gens), ref in zip(outs.items(), (h32, h16)):
-            eq, firsts = same(gens, ref)
+        for name, pol in vllms:
+            outs[name], n, dt = timed(lambda: pol.generate(prompts, max_new_tokens=N))
+            report("greedy", name, n, dt, base32, base16)
+        for name, gens in outs.items():
+            eq, firsts = same(gens, h32 if "float32" in name else h16)
             print(f"  greedy equality {name}: {eq}/{B} sequences identical to HF generate in its dtype"
                   + (f" (others first differ at token {sorted(firsts)})" if firsts else ""))
         if engines:
@@ -144,6 +175,18 @@ def main():
             print(f"    prefill: {s['prefills']} prompts, {s['prefill_tokens']} tokens computed, "
                   f"{s['cached_tokens']} reused from a shared prefix; {s['steps']} decode steps, "
                   f"up to {s['max_rows']} rows")
+        for name, pol in vllms:  # the k copies of each prompt, one seed each; prefix caching shares their prompt
+            _, n, dt = timed(lambda: pol.generate(dup, **kw))
+            report("k", name, n, dt, base32, base16)
+
+    for name, pol in vllms:
+        for _ in range(args.vllm_syncs):
+            pol.sync_weights()
+        secs = pol._backend_impl.sync_seconds
+        if secs:
+            print(f"\n{name}: sync_weights (push of the live weights after an optimizer step) "
+                  f"{sum(secs) / len(secs):.2f} s mean over {len(secs)} ({', '.join(f'{x:.2f}' for x in secs)})")
+        pol._backend_impl.close()
 
 
 if __name__ == "__main__":
