@@ -3,7 +3,7 @@
 # and ODEX, then one `cocos report` per dataset. Every step writes its own folder and is skipped when that
 # folder is complete, so a stopped run picks up where it stopped.
 #
-#   BUDGET=tiny  bash scripts/paper_comparison.sh     # <1 h (46 min on a busy 2-core CPU): checks every step works
+#   BUDGET=tiny  bash scripts/paper_comparison.sh     # ~45 min on a busy 2-core CPU: checks every step works
 #   BUDGET=small bash scripts/paper_comparison.sh     # a first look on a 2-core CPU: ~3 h, estimated (CPU-sized RL)
 #   BUDGET=paper MODEL=Qwen/Qwen2.5-1.5B-Instruct bash scripts/paper_comparison.sh   # the paper's settings (GPUs)
 #   BUDGET=paper bash scripts/paper_comparison.sh --dry-run   # print every run and its settings, run nothing
