@@ -54,8 +54,9 @@ def test_shipped_configs_load():
         cfg = load_config(ROOT / "configs" / f"{name}.yaml")
         assert cfg.k >= 2
     paper = load_config(ROOT / "configs" / "cocos_paper.yaml")
-    assert (paper.lr, paper.k, paper.problems_per_step, paper.max_new_tokens, paper.gamma, paper.beta,
-            paper.temperature, paper.schedule) == (1e-5, 2, 128, 512, 0.5, 0.01, 0.9, "cosine")
+    # global batch 128 sequences = 64 problems x k 2 (the authors' code; configs/cocos_paper.yaml says why)
+    assert (paper.lr, paper.k, paper.problems_per_step * paper.k, paper.max_new_tokens, paper.gamma, paper.beta,
+            paper.temperature, paper.schedule, paper.top_p) == (1e-5, 2, 128, 512, 0.5, 0.01, 0.9, "cosine", 1.0)
     score = load_config(ROOT / "configs" / "score.yaml")
     assert score.method == "score" and score.reward == "binary"
 
