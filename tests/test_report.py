@@ -41,7 +41,7 @@ def _train_run(root: Path, name: str, gamma: float, finals: list[dict]) -> Path:
     d.mkdir(parents=True)
     (d / "config.yaml").write_text(f"method: cocos\nreward: progressive\ngamma: {gamma}\nmode: trajectory\n")
     log = [{"step": s, "reward@1": 0.1 * s, "reward@2": 0.12 * s + gamma, "acc@1": 0.1, "acc@2": 0.2, "kl": 0.01 * s,
-            "length@1": 50 + s, "length@2": 60 + s, "edit_sim(1,2)": 0.9} for s in range(1, 6)]
+            "kl@1": 0.004 * s, "kl@2": 0.006 * s, "length@1": 50 + s, "length@2": 60 + s, "edit_sim(1,2)": 0.9} for s in range(1, 6)]
     (d / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log) + '{"step": 6, "rew')  # torn last line
     for step, m in zip((0, 5), finals):
         (d / "eval" / f"step_{step}").mkdir(parents=True)
@@ -75,7 +75,7 @@ def test_report_on_mixed_runs(tmp_path):
                  "--label", "Never"]) == 0
     md = (out / "report.md").read_text()
     for png in ("accuracy.png", "deltas.png", "unit.png", "reward_curves.png", "lengths.png", "length_curves.png",
-                "kl_edit_sim_curves.png"):
+                "kl_edit_sim_curves.png", "kl_turn_curves.png"):
         assert (out / png).stat().st_size > 1000, png
         assert f"({png})" in md
     # the delta table, paper layout, equals the metrics files (train runs: last eval)

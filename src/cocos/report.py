@@ -500,6 +500,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, labels: list[s
         made = False
         for stems, ylabel, title_, fname in (
             (("reward",), "mean reward", "Reward", "reward_curves.png"),
+            (("kl",), "KL to reference (nats)", "KL per turn", "kl_turn_curves.png"),  # SCoRe's collapse is turn 1's
             (("acc",), "accuracy", "Training accuracy", "train_acc_curves.png"),
             (("length", "response_length"), "tokens", "Response length", "length_curves.png"),
         ):
