@@ -9,7 +9,7 @@ zero-shot through the model's chat template. Zero-shot because the 3-shot exampl
 reach too; the chat template because zero-shot in the paper format earned no reward at all (SmolLM2-135M: 0 of
 64 samples in 2 steps and 0 of 10 greedy answers: without examples it never writes [DONE], keeps writing
 asserts and is cut off, so no step trained), while through the chat template its first ```python block runs
-(3 of 8 sample groups with a reward difference in a measured step). The first line printed says which data and
+(1 to 5 of the 8 sample groups per step earned a reward difference and trained, in a fallback demo). The first line printed says which data and
 why. `--set dataset=... --set prompt_format=...` etc. override the choice.
 
 Everything lands in one run folder (the trainer's layout): eval/step_0 is "before", eval/step_N is
@@ -94,7 +94,7 @@ SEC_START = 15.0  # load the model, the data and the sandbox; save the checkpoin
 ANSWER_SHARE = (0.6, 0.9)
 # Share of sample groups whose k rewards differ, the only ones trained under skip_uniform_groups: the plan's high
 # end, per training dataset, about the highest mean over a demo's 5 steps measured. MBPP: 0 to 3 of 8 per step,
-# ~2 on average in issue 15's run (its step times). HumanEval halves (chat, zero-shot; HumanEval's many split
+# ~2 on average in issue 15's run (inferred from its step times). HumanEval halves (chat, zero-shot; HumanEval's many split
 # asserts give partial rewards): 3, 5, 2, 1, 2 of 8 in one demo (2.6 on average) and 3 in another step.
 TRAINED_SHARE_HIGH = {"mbpp": 2 / 8, "humaneval": 3 / 8}
 TRAINED_SHARE_HIGH_OTHER = 3 / 8
