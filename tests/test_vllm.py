@@ -143,9 +143,11 @@ def test_train_step2_rollouts_come_from_the_updated_weights(tmp_path, monkeypatc
             out += [abs(a - b) for a, b in zip(g.logprobs, ref)]
         return out
 
-    for weights, gens, temperature in calls[2:]:  # step 2, turns 1 and 2
-        assert max(gaps(weights, gens, temperature)) < TOL  # vLLM sampled from the weights after update 1 ...
-        assert max(gaps(start, gens, temperature)) > 1e-2  # ... not from the starting ones
+    for turn, (weights, gens, temperature) in enumerate(calls[2:], 1):  # step 2, turns 1 and 2
+        now, before = max(gaps(weights, gens, temperature)), max(gaps(start, gens, temperature))
+        print(f"step 2 turn {turn}: max |vLLM - HF| {now:.1e} under the updated weights, {before:.1e} the starting")
+        assert now < TOL  # vLLM sampled from the weights after update 1 ...
+        assert before > 1e-2  # ... not from the starting ones
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "step" in r][-1] == 2
 
