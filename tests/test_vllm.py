@@ -117,7 +117,7 @@ def test_train_step2_rollouts_come_from_the_updated_weights(tmp_path, monkeypatc
     monkeypatch.setattr(_VLLMBackend, "generate", recording)
     model = _save(tmp_path / "tiny", snippets=True)
     data = _add_problems_jsonl(tmp_path / "add.jsonl")
-    sets = [f"model={model}", "backend=vllm", "dtype=float32", f"dataset=jsonl:{data}", "split=test", "k=4",
+    sets = [f"model={model}", "backend=vllm", "dtype=float32", "rollout_dtype=model", f"dataset=jsonl:{data}", "split=test", "k=4",
             "turns=2", "problems_per_step=2", "max_new_tokens=8", "temperature=1.0", "micro_batch=4", "lr=1e-2",
             "eval_limit=0", "autocast=none", "skip_uniform_groups=false", "tensorboard=false", "timeout=5",
             "fewshot=false", "warmup_steps=0", "schedule=constant", "beta=0"]

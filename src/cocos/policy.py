@@ -562,7 +562,7 @@ class Policy:
             if engine is not None:
                 self.backend, self._backend_impl = "engine", engine
         elif backend == "vllm":
-            self.backend, self._backend_impl = "vllm", _VLLMBackend(self)
+            self.backend, self._backend_impl = "vllm", _VLLMBackend(self, dtype=_engine_dtype(rollout_dtype, model))
 
     @property
     def device(self):
