@@ -38,7 +38,7 @@ def tiny_tokenizer():
     return tok
 
 
-def tiny_model(tokenizer, seed=0):
+def tiny_model(tokenizer, seed=0, snippet_bias=True):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -48,6 +48,8 @@ def tiny_model(tokenizer, seed=0):
                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                       pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
     model = LlamaForCausalLM(cfg)
+    if not snippet_bias:  # random weights: many-token, high-entropy completions
+        return model
     with torch.no_grad():
         # A large constant in residual dimension 0 makes the normed final hidden state ~sqrt(d) there, so
         # lm_head column 0 acts as a bias: the snippet tokens get most of the probability mass.

@@ -23,16 +23,9 @@ TOL = 2e-4
 
 
 def _random_tiny_model(tokenizer, seed=0):
-    """A tiny Llama with random weights (no snippet bias): it writes many-token, high-entropy completions,
+    """The tiny Llama with random weights (no snippet bias): it writes many-token, high-entropy completions,
     so the invariant is checked on hundreds of tokens, not on one snippet token per turn."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                      pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
-    model = LlamaForCausalLM(cfg)
+    model = tiny_model(tokenizer, seed, snippet_bias=False)
     with torch.no_grad():
         model.lm_head.weight.mul_(40.0)  # peakier than uniform: temperature matters
     return model

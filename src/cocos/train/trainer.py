@@ -380,7 +380,7 @@ class Trainer:
     @torch.no_grad()
     def _kl_and_entropy(self, seqs: list[TrainedTurn], n_traj: int):
         """Per-turn KL [n_traj, T] (summed over each turn's generated tokens), mean entropy, and the trainer's
-        log-prob of every trained token beside the sampler's (`sampled_vs_trained`, per sequence: both lists).
+        log-prob of each sequence's completion tokens (one list per entry of `seqs`, compared with the sampler's).
 
         All under the sampling temperature (rloo.token_logprobs), so the KL is the one between the tempered
         policy and the tempered reference, and the trainer's log-probs are the sampler's up to numerics.
