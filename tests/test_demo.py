@@ -15,7 +15,8 @@ from cocos.demo import (  # noqa: E402
     DEMO_CONFIG, DEMO_DEFAULTS, HUMANEVAL_DATA, MBPP_DATA, choose_data, estimate_seconds, run_demo,
 )
 from cocos.errors import UserError  # noqa: E402
-from cocos.train.config import build_config  # noqa: E402
+from cocos.config import build_config  # noqa: E402
+from cocos.train.config import TrainConfig  # noqa: E402
 
 
 CHAT = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
@@ -66,7 +67,7 @@ def test_demo_uses_mbpp_whenever_it_is_reachable():
 
 def test_time_plan_is_a_range_that_grows_with_the_work():
     def plan(**over):
-        return estimate_seconds(build_config(dict(DEMO_CONFIG, **MBPP_DATA, **{**DEMO_DEFAULTS, **over})))
+        return estimate_seconds(build_config(dict(DEMO_CONFIG, **MBPP_DATA, **{**DEMO_DEFAULTS, **over}), TrainConfig))
 
     small = plan()
     (lo, hi), (step_lo, step_hi) = small["total"], small["step"]
@@ -78,7 +79,7 @@ def test_time_plan_is_a_range_that_grows_with_the_work():
     assert plan(skip_uniform_groups=False)["step"][0] > step_hi
     # the HumanEval fallback is zero-shot: shorter prompts, cheaper trained groups, but more of them (3 of 8 at the
     # high end against MBPP's 2); sampling and running tests cost the same
-    he = estimate_seconds(build_config(dict(DEMO_CONFIG, **HUMANEVAL_DATA, **DEMO_DEFAULTS)))
+    he = estimate_seconds(build_config(dict(DEMO_CONFIG, **HUMANEVAL_DATA, **DEMO_DEFAULTS), TrainConfig))
     assert he["step"][0] == pytest.approx(step_lo) and he["group"][1] < small["group"][1]
     assert he["step"][1] - step_hi == pytest.approx(3 * he["group"][1] - 2 * small["group"][1])
     # the default demo's plan holds the wall times measured on 2 idle cores (README: 3.3 and 4.5 min, MBPP)

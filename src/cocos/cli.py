@@ -90,7 +90,8 @@ def cmd_train(args) -> int:
     if args.print_config:
         from pathlib import Path
 
-        from cocos.train.config import dump_config, load_config
+        from cocos.config import dump_config
+        from cocos.train.config import load_config
 
         config = args.config
         if config is None and args.resume and (Path(args.out) / "config.yaml").exists():

@@ -235,14 +235,15 @@ def run_demo(*, out: str = "runs/demo", model: str = DEMO_DEFAULTS["model"], max
              eval_limit: int = DEMO_DEFAULTS["eval_limit"], max_new_tokens: int = DEMO_DEFAULTS["max_new_tokens"],
              overrides=(), resume: bool = False, progress: bool = True) -> dict:
     from cocos.errors import UserError
-    from cocos.train.config import apply_overrides, build_config
+    from cocos.config import apply_overrides, build_config
+    from cocos.train.config import TrainConfig
 
     if eval_limit < 1:
         raise UserError("--eval-limit: the demo compares before and after; evaluate at least 1 problem")
     data, why = choose_data()
     values = dict(DEMO_CONFIG, **data, model=model, max_steps=max_steps, problems_per_step=problems_per_step, k=k,
                   eval_limit=eval_limit, max_new_tokens=max_new_tokens)
-    cfg = build_config(apply_overrides(values, list(overrides)))
+    cfg = build_config(apply_overrides(values, list(overrides)), TrainConfig)
     ev_words, tr_words, title = _data_words(cfg)
     shots = ("3-shot" if cfg.fewshot else "zero-shot") + (", chat template" if cfg.prompt_format == "chat" else "")
     est = estimate_seconds(cfg)

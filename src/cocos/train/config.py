@@ -14,6 +14,7 @@ import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from cocos.config import dump_config, load_config_file
 from cocos.errors import UserError
 from cocos.policy import ROLLOUT_DTYPES
 from cocos.prompts import EXTRACTIONS
@@ -171,123 +172,10 @@ class TrainConfig:
         return asdict(self)
 
 
-# ---- loading and overrides ----------------------------------------------------------------------
-def _field_types(cls=None) -> dict[str, object]:
-    cls = cls or TrainConfig
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in fields(cls)}
-
-
-def _coerce(name: str, value, tp):
-    """Check/convert one value to the field's declared type; UserError naming the field if it does not fit."""
-    args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(name, value, inner[0])
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
-            return value.lower() in ("true", "yes", "1", "on")
-        raise UserError(f"{name}: expected true or false (got {value!r})")
-    if tp is int:
-        if isinstance(value, bool):
-            raise UserError(f"{name}: expected an integer (got {value!r})")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise UserError(f"{name}: expected an integer (got {value!r})")
-    if tp is float:
-        if isinstance(value, bool):
-            raise UserError(f"{name}: expected a number (got {value!r})")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise UserError(f"{name}: expected a number (got {value!r})")
-    if tp is str:
-        if isinstance(value, list):  # train_turns: [1, 2] in YAML
-            return ",".join(str(v) for v in value)
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise UserError(f"{name}: expected a string (got {value!r})")
-    return value
-
-
-def _parse_scalar(text: str):
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def apply_overrides(values: dict, overrides: list[str] | None) -> dict:
-    """`field=value` strings on top of a dict of values (YAML syntax for the value)."""
-    values = dict(values)
-    for item in overrides or []:
-        if "=" not in item:
-            raise UserError(f"--set {item!r}: use field=value, e.g. --set lr=2e-5")
-        key, text = item.split("=", 1)
-        values[key.strip()] = _parse_scalar(text.strip())
-    return values
-
-
-def build_config(values: dict, cls=None, *, what: str = "config field"):
-    """Values -> a config dataclass (`TrainConfig` by default), each converted to its field's declared type;
-    an unknown name or a value of the wrong type is a UserError naming the field. The SFT and Self-Refine
-    settings load through here too."""
-    cls = cls or TrainConfig
-    types_ = _field_types(cls)
-    unknown = [k for k in values if k not in types_]
-    if unknown:
-        raise UserError(f"unknown {what} {unknown[0]!r}; known: {', '.join(types_)}")
-    return cls(**{k: _coerce(k, v, types_[k]) for k, v in values.items()})
-
-
-def read_config_file(path: str | Path | None, example: str = "configs/cocos_cpu.yaml") -> dict:
-    """A YAML mapping of field: value (empty without a path); a UserError when missing or malformed."""
-    import yaml
-
-    if path is None:
-        return {}
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"--config {path}: no such file (see {example})")
-    try:
-        values = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})")
-    if not isinstance(values, dict):
-        raise UserError(f"--config {path}: expected a mapping of field: value")
-    return values
-
-
+# ---- loading ------------------------------------------------------------------------------------
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **extra) -> TrainConfig:
     """YAML file (optional) -> `extra` keyword values -> `--set` overrides -> validated TrainConfig."""
-    values = read_config_file(path)
-    values.update({k: v for k, v in extra.items() if v is not None})
-    return build_config(apply_overrides(values, overrides))
-
-
-def dump_config(cfg: TrainConfig) -> str:
-    """Every field of a resolved config as YAML (what `cocos train --print-config` prints and OUT/config.yaml holds)."""
-    import yaml
-
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    return load_config_file(path, TrainConfig, overrides, example="configs/cocos_cpu.yaml", **extra)
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
