@@ -8,7 +8,8 @@ import pytest
 
 from cocos.cli import main
 from cocos.errors import UserError
-from cocos.report import build_report, load_run, pct, per_turn_series
+from cocos.report import build_report, pct, per_turn_series
+from cocos.runs import read_run
 
 
 def _metrics(a1, a2, i2c, c2i, n=20, **extra):
@@ -125,10 +126,11 @@ def test_report_marks_runs_scored_with_the_old_unit_preserve(tmp_path):
 def test_train_run_without_eval_and_errors(tmp_path):
     d = tmp_path / "t"
     d.mkdir()
-    (d / "log.jsonl").write_text(json.dumps({"step": 1, "reward_t1": 0.5, "reward_t2": 0.7}) + "\n")
-    run = load_run(d)
+    (d / "log.jsonl").write_text(json.dumps({"step": 1, "reward@1": 0.5, "reward@2": 0.7, "kl@1": 0.1}) + "\n")
+    run = read_run(d)
     assert run.kind == "train" and not run.metrics
     assert per_turn_series(run.log, "reward") == {1: [(1, 0.5)], 2: [(1, 0.7)]}
+    assert per_turn_series(run.log, "kl") == {1: [(1, 0.1)]}
     assert per_turn_series([{"step": 3, "reward@1": 0.2, "reward@2": 0.4, "reward_mean": 0.3}], "reward") == {1: [(3, 0.2)], 2: [(3, 0.4)]}
     with pytest.raises(UserError, match="none of the run folders exists"):
         build_report([tmp_path / "nope"], tmp_path / "out")

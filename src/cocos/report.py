@@ -14,118 +14,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from cocos.errors import UserError
+from cocos.runs import Run, read_run
 
-_STEP_DIR = re.compile(r"^step[_-]?(\d+)$")
 _PAIR_KEY = re.compile(r"^delta\((\d+),(\d+)\)$")
 _ACC_KEY = re.compile(r"^acc@(\d+)$")
-
-
-@dataclass
-class Run:
-    label: str
-    path: Path
-    kind: str  # "eval" | "train"
-    config: dict = field(default_factory=dict)
-    metrics: dict = field(default_factory=dict)  # final metrics, flat
-    metrics_source: str = ""  # file the final metrics came from, relative to the run folder
-    evals: list[tuple[int, dict]] = field(default_factory=list)  # train: (step, metrics) in step order
-    log: list[dict] = field(default_factory=list)  # train: log.jsonl records
-    samples: list[dict] = field(default_factory=list)  # eval: samples.jsonl records
-    notes: list[str] = field(default_factory=list)  # what is missing, one line each
-
-
-# ---- reading run folders ------------------------------------------------------------------------
-def _read_json(path: Path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a run killed mid-write leaves a partial last line
-                continue
-    return rows
-
-
-def _read_config(path: Path) -> dict:
-    for name in ("config.json", "config.yaml", "config.yml"):
-        p = path / name
-        if p.exists():
-            if name.endswith(".json"):
-                data = _read_json(p)
-            else:
-                import yaml
-
-                data = yaml.safe_load(p.read_text())
-            return data if isinstance(data, dict) else {}
-    return {}
-
-
-def _flat_metrics(m: dict) -> dict:
-    """Metrics as one flat dict; a file keyed by dataset ({"mbpp": {...}}) gives its first dataset."""
-    if any(_ACC_KEY.match(k) for k in m):
-        return m
-    for v in m.values():
-        if isinstance(v, dict) and any(_ACC_KEY.match(k) for k in v):
-            return v
-    return m
-
-
-def load_run(path: str | Path, label: str | None = None) -> Run:
-    path = Path(path)
-    if not path.is_dir():  # a run that never started: said in the report, not fatal
-        return Run(label=label or path.name, path=path, kind="eval", notes=["folder does not exist (run not made)"])
-    log_path = path / "log.jsonl"
-    # `cocos train` writes config.yaml (and log.jsonl, eval/, checkpoints/); `cocos eval` writes config.json
-    trained = log_path.exists() or (path / "eval").is_dir() or (path / "checkpoints").is_dir() or (path / "config.yaml").exists()
-    kind = "train" if trained else "eval"
-    run = Run(label=label or path.name, path=path, kind=kind, config=_read_config(path))
-    if not run.config:
-        run.notes.append("no config.json / config.yaml")
-
-    if kind == "train":
-        if log_path.exists():
-            run.log = _read_jsonl(log_path)
-        if not run.log:
-            run.notes.append("no training log (log.jsonl missing or empty): no learning curves")
-        evals = []
-        for d in (path / "eval").glob("*") if (path / "eval").is_dir() else []:
-            m = _STEP_DIR.match(d.name)
-            if m and (d / "metrics.json").exists():
-                evals.append((int(m.group(1)), d))
-        for step, d in sorted(evals):
-            run.evals.append((step, _flat_metrics(_read_json(d / "metrics.json"))))
-        if run.evals:
-            step, d = sorted(evals)[-1]
-            run.metrics = run.evals[-1][1]
-            run.metrics_source = str(d.relative_to(path) / "metrics.json")
-        elif (path / "metrics.json").exists():
-            run.metrics = _flat_metrics(_read_json(path / "metrics.json"))
-            run.metrics_source = "metrics.json"
-        else:
-            run.notes.append("no evaluation (eval/step_N/metrics.json): not in the accuracy tables")
-    else:
-        if (path / "metrics.json").exists():
-            run.metrics = _flat_metrics(_read_json(path / "metrics.json"))
-            run.metrics_source = "metrics.json"
-        else:
-            run.notes.append("no metrics.json: not in the accuracy tables")
-        if (path / "samples.jsonl").exists():
-            run.samples = _read_jsonl(path / "samples.jsonl")
-        else:
-            run.notes.append("no samples.jsonl: no response lengths")
-    return run
 
 
 # ---- numbers ------------------------------------------------------------------------------------
@@ -154,57 +49,24 @@ def turn_pairs(runs: list[Run]) -> list[tuple[int, int]]:
 
 
 def per_turn_series(log: list[dict], stem: str) -> dict[int, list[tuple[int, float]]]:
-    """{turn: [(step, value), ...]} for a per-turn quantity in a training log.
-
-    Accepts a list value ("reward": [r1, r2]) or one key per turn ("reward_t1", "reward/turn1",
-    "reward@1", "reward_1", "reward_turn_1").
-    """
-    pat = re.compile(rf"^{re.escape(stem)}(?:[/_@.]?(?:turn|t)?[_]?)(\d+)$")
+    """{turn: [(step, value), ...]} for a per-turn quantity of a training log ("reward@1", "kl@2", ...)."""
+    pat = re.compile(rf"^{re.escape(stem)}@(\d+)$")
     out: dict[int, list[tuple[int, float]]] = {}
-    for i, rec in enumerate(log):
-        step = rec.get("step", i)
-        if not isinstance(step, (int, float)):
-            step = i
-        v = rec.get(stem)
-        if isinstance(v, (list, tuple)):
-            for t, x in enumerate(v, start=1):
-                if _num(x) is not None:
-                    out.setdefault(t, []).append((step, float(x)))
-            continue
+    for rec in log:
         for k, x in rec.items():
             m = pat.match(k)
             if m and _num(x) is not None:
-                out.setdefault(int(m.group(1)), []).append((step, float(x)))
+                out.setdefault(int(m.group(1)), []).append((rec["step"], float(x)))
     return out
 
 
-def _sample_turns(rec: dict) -> list[dict]:
-    turns = rec.get("turns")
-    return turns if isinstance(turns, list) else []
-
-
-def response_lengths(samples: list[dict], tokens: bool = True) -> tuple[dict[int, float], str]:
-    """Mean response length per turn from eval samples: tokens when saved (and `tokens`), else characters."""
-    tok: dict[int, list[int]] = {}
+def response_lengths(samples: list[dict]) -> dict[int, float]:
+    """Mean response length per turn, in characters, from evaluation samples (cocos.runs.trajectory_record)."""
     chars: dict[int, list[int]] = {}
     for rec in samples:
-        for t, turn in enumerate(_sample_turns(rec), start=1):
-            if not isinstance(turn, dict):
-                continue
-            n = None
-            for key in ("n_tokens", "completion_tokens", "response_tokens", "num_tokens"):
-                if _num(turn.get(key)) is not None:
-                    n = int(turn[key])
-                    break
-            if n is None and isinstance(turn.get("completion_ids"), list):
-                n = len(turn["completion_ids"])
-            if n is not None:
-                tok.setdefault(t, []).append(n)
-            if isinstance(turn.get("text"), str):
-                chars.setdefault(t, []).append(len(turn["text"]))
-    if tok and tokens:
-        return {t: sum(v) / len(v) for t, v in tok.items()}, "tokens"
-    return {t: sum(v) / len(v) for t, v in chars.items()}, "characters"
+        for t, turn in enumerate(rec["turns"], start=1):
+            chars.setdefault(t, []).append(len(turn["text"]))
+    return {t: sum(v) / len(v) for t, v in chars.items()}
 
 
 def extraction_rule(run: Run) -> str:
@@ -334,11 +196,11 @@ def plot_curves(runs: list[Run], stem: str, ylabel: str, title: str, path: Path)
 def _scalar_series(log: list[dict], pattern: str) -> tuple[str, list[tuple[int, float]]]:
     pat = re.compile(pattern)
     name, pts = "", []
-    for i, rec in enumerate(log):
+    for rec in log:
         for k, v in rec.items():
             if pat.match(k) and _num(v) is not None:
                 name = k
-                pts.append((rec.get("step", i), float(v)))
+                pts.append((rec["step"], float(v)))
                 break
     return name, pts
 
@@ -368,18 +230,14 @@ def plot_scalars(runs: list[Run], path: Path) -> bool:
 
 def plot_eval_lengths(runs: list[Run], path: Path) -> tuple[bool, str]:
     lens = {r.label: response_lengths(r.samples) for r in runs if r.samples}
-    lens = {k: v for k, v in lens.items() if v[0]}
+    lens = {k: v for k, v in lens.items() if v}
     if not lens:
         return False, ""
-    units = {u for _, u in lens.values()}
-    unit = "tokens" if units == {"tokens"} else "characters"
-    if unit == "characters":  # one unit per plot
-        lens = {r.label: response_lengths(r.samples, tokens=False) for r in runs if r.samples}
-        lens = {k: v for k, v in lens.items() if v[0]}
-    turns = sorted({t for v, _ in lens.values() for t in v})
+    unit = "characters"
+    turns = sorted({t for v in lens.values() for t in v})
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(lens) + 2), 4))
-    _bar_groups(ax, list(lens), {f"turn {t}": [lens[k][0].get(t) for k in lens] for t in turns}, f"mean response length ({unit})", percent=False)
+    _bar_groups(ax, list(lens), {f"turn {t}": [lens[k].get(t) for k in lens] for t in turns}, f"mean response length ({unit})", percent=False)
     ax.set_title("Response length at each turn (evaluation)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -424,7 +282,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, labels: list[s
         raise UserError("no run folders given: pass one or more folders written by `cocos eval` / `cocos train`")
     if labels and len(labels) != len(run_dirs):
         raise UserError(f"--label was given {len(labels)} times for {len(run_dirs)} run folders: give one label per folder, in order")
-    runs = [load_run(d, labels[i] if labels else None) for i, d in enumerate(run_dirs)]
+    runs = [read_run(d, labels[i] if labels else None) for i, d in enumerate(run_dirs)]
     if not any(Path(d).is_dir() for d in run_dirs):
         raise UserError(f"none of the run folders exists ({', '.join(map(str, run_dirs))}): pass folders written by `cocos eval` or `cocos train`")
     seen: dict[str, int] = {}
