@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -74,9 +75,10 @@ def test_passed_failed_error_one_outcome_per_test():
              "assert div(7, 2) in (3, 4)", "assert not div(1, 2)"]
     out = run_tests(code, tests)
     assert statuses(out) == ["passed", "failed", "error", "passed", "passed"]
-    assert out[0].passed and not out[1].passed
-    assert out[2].error_type == "ZeroDivisionError"
-    assert isinstance(out[0], TestOutcome) and out[0].error_type is None
+    assert out[0] == TestOutcome("passed", None, "", "")
+    # a failure names the value the program gave (the caller compared it); an error names the exception
+    assert out[1].message == "the tested expression gave 2" and out[1].error_type is None
+    assert out[2].error_type == "ZeroDivisionError" and "by zero" in out[2].message
 
 
 def test_huge_wrong_values_fail_without_breaking_the_caller():
@@ -143,8 +145,9 @@ def test_run_batch_keeps_input_order_and_accepts_job_records():
     jobs[5] = ("def f():\n    return 5", ["assert f() == 5", "assert f() == -1"])
     results = run_batch(jobs, workers=2)
     assert len(results) == 12
-    for res in results:
+    for i, res in enumerate(results):  # every job passes the same way: its failing test tells them apart
         assert statuses(res) == ["passed", "failed"]
+        assert res[1].message == f"the tested expression gave {i}"
     assert run_batch([]) == []
 
 
@@ -364,17 +367,22 @@ def test_environment_secrets_and_home_are_hidden(monkeypatch):
         code = textwrap.dedent(f"""
             import os
             def env():
-                return os.environ.get("HF_TOKEN") or open("/proc/1/environ", "rb").read().decode()
+                return os.environ.get("HF_TOKEN")
+            def worker_env():
+                return open("/proc/1/environ", "rb").read().decode()
             def home_file():
                 return open({str(secret_file)!r}).read()
             def listing():
                 return os.listdir({str(home)!r})
         """)
-        out = run_tests(code, ["assert 'hf_secret_value' in env()", "assert home_file() == 'top secret'",
-                               f"assert {secret_file.name!r} in listing()"])
+        out = run_tests(code, ["assert env() is None", "assert 'hf_secret_value' in worker_env()",
+                               "assert home_file() == 'top secret'", f"assert {secret_file.name!r} in listing()"])
     finally:
         secret_file.unlink()
-    assert not any(o.passed for o in out), out
+    assert out[0].passed, out  # the variable is not there (not merely unreadable)
+    assert not out[1].passed, out
+    assert out[2].error_type == "FileNotFoundError", out  # hidden, not just forbidden (that is PermissionError)
+    assert out[3].status == "failed", out  # the listing works and lacks the file
 
 
 # ---- verdict authority: nothing the program does turns a test into "passed" ----------------------
@@ -442,22 +450,27 @@ def test_forged_output_on_every_fd_never_passes(tests):
     assert not any(o.passed for o in out), out
 
 
-def test_a_harness_aware_forger_still_needs_the_hidden_expected_value():
-    # Finds the per-test keys in its own memory and reports a value: the expected value (42) never
-    # enters the program's process, so the forged report is just a wrong answer.
-    code = textwrap.dedent("""
+@pytest.mark.parametrize("forged", [["value", ["i", "0"]], ["done"]])
+def test_a_harness_aware_forger_still_needs_the_hidden_expected_value(forged):
+    # Finds the per-test keys in its own memory and reports, under every key, a value or a block
+    # test's "done". The expected value (42) never enters the program's process, and a value test
+    # passes only on a value the caller compared, so a forged report is at best a wrong answer.
+    code = textwrap.dedent(f"""
         import gc, json, os, re
         def f():
-            keys = {o for o in gc.get_objects() if isinstance(o, list)
-                    for o in o if isinstance(o, str) and re.fullmatch("[0-9a-f]{32}", o)}
+            keys = {{o for o in gc.get_objects() if isinstance(o, list)
+                    for o in o if isinstance(o, str) and re.fullmatch("[0-9a-f]{{32}}", o)}}
             for k in keys:
-                for v in range(10):
-                    for i in range(2):
-                        os.write(3, (json.dumps(["k", i, k, "value", ["i", format(v, "x")]]) + "\\n").encode())
+                for i in range(2):
+                    os.write(3, (json.dumps(["k", i, k] + {forged!r}) + "\\n").encode())
             os._exit(0)
     """)
     out = run_tests(code, ["assert f() == 42", "assert f() != 42 and f() == 42"])
-    assert not out[0].passed
+    assert not any(o.passed for o in out), out
+    if forged[0] == "value":  # the forged report was taken, and judged as the answer 0
+        assert out[0].status == "failed" and out[0].message == "the tested expression gave 0", out
+    else:  # a value test never takes "done" as a pass
+        assert out[0].status == "error" and out[0].error_type == "SandboxError", out
 
 
 ALWAYS_EQUAL = textwrap.dedent("""
@@ -502,10 +515,32 @@ def test_genuine_values_of_the_program_still_pass_next_to_lying_ones():
 
 # ---- isolation settings --------------------------------------------------------------------------
 
-def test_isolation_status_is_reported():
-    text = sandbox.isolation_status()
-    assert isinstance(text, str) and text
-    assert text.startswith("full isolation") == sandbox.isolation_active()
+PROBE = "import os\ndef ppid():\n    return os.getppid()\ndef nics():\n    import socket\n    return [n for _, n in socket.if_nameindex()]"
+
+
+@pytest.mark.parametrize("switched_off", [False, True])
+def test_isolation_claim_matches_what_a_program_sees(monkeypatch, switched_off):
+    # isolation_active() decides which tests above run: check it against the program's own view. With
+    # namespaces the program's parent (the worker) is pid 1 of its pid namespace and only loopback
+    # exists; without, the worker is an ordinary child of this process.
+    sandbox.shutdown()
+    if switched_off:
+        monkeypatch.setenv("COCOS_SANDBOX_ISOLATION", "0")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the limits-only warning
+            active, text = sandbox.isolation_active(), sandbox.isolation_status()
+            out = run_tests(PROBE, ["assert ppid() == 1", "assert nics() == ['lo']"])
+    finally:
+        sandbox.shutdown()
+    if active:
+        assert statuses(out) == ["passed", "passed"], out
+        assert text.startswith("full isolation: user, pid, network, mount, ipc and uts namespaces"), text
+    else:
+        assert out[0].status == "failed", out
+        assert text.startswith("limits only (NOT isolated: "), text
+    if switched_off:
+        assert not active and "isolation switched off" in text
 
 
 def test_limits_only_mode_warns_and_demanding_isolation_refuses(monkeypatch):

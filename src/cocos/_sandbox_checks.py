@@ -205,6 +205,13 @@ def _shown(value) -> str:
 def outcome(raw: list, check: dict) -> tuple:
     """The worker's [status, error_type or value, message, output] for one test -> the TestOutcome's fields."""
     status, second, message, output = raw
+    # Which kind of report fits is the caller's knowledge: an honest test process sends a value for
+    # a value test and "done" (status passed) for a block, so anything else was forged.
+    value_test = check["op"] != "block"
+    if status == "value" and not value_test:
+        return ("error", "SandboxError", "a block test reported a value", output)
+    if status == "passed" and value_test:  # only the caller, which holds the constant, passes these
+        return ("error", "SandboxError", "the test reported no value to compare", output)
     if status == "value":
         try:
             return _decide(second, check, output)
