@@ -12,19 +12,10 @@ import torch
 
 from cocos.errors import UserError
 from cocos.prompts import CORRECT, DONE, INSTRUCTION, paper_prompt
-from cocos.train.sft import (
-    MUTATION_KINDS,
-    SFTRunConfig,
-    build_examples,
-    find_wrong,
-    kodcode_problem,
-    kodcode_tests,
-    load_sft_config,
-    make_trainer,
-    mutate,
-    run_sft,
-    verified_problems,
-)
+from cocos.sandbox import run_batch
+from cocos.train.mutants import MUTATION_KINDS, mutate
+from cocos.train.sft import SFTRunConfig, load_sft_config, make_trainer, run_sft
+from cocos.train.sft_data import build_examples, find_wrong, kodcode_problem, kodcode_tests, verified_problems
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -83,17 +74,6 @@ def _rows_file(tmp_path: Path) -> Path:
     return path
 
 
-def _has_sandbox() -> bool:
-    try:
-        from cocos.sandbox import run_batch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_sandbox = pytest.mark.skipif(not _has_sandbox(), reason="cocos.sandbox is not available")
-
-
 # ---- KodCode conversion and mutants (no model) --------------------------------------------------
 def test_pytest_file_becomes_standalone_cases_and_prompt_asserts():
     test_code = (
@@ -116,7 +96,7 @@ def test_pytest_file_becomes_standalone_cases_and_prompt_asserts():
 @pytest.mark.needs_data("kodcode")
 def test_kodcode_sample_rows_convert():
     cfg = SFTRunConfig()
-    from cocos.train.sft import load_kodcode_rows
+    from cocos.train.sft_data import load_kodcode_rows
 
     rows = load_kodcode_rows(cfg)  # offline in tests: the local sample in COCOS_DATA_DIR
     problems = [p for p in (kodcode_problem(r, cfg) for r in rows) if p is not None]
@@ -139,10 +119,7 @@ def test_mutants_are_valid_different_code_of_every_kind():
     assert seen == set(MUTATION_KINDS)
 
 
-@needs_sandbox
 def test_wrong_first_turns_fail_their_tests():
-    from cocos.sandbox import run_batch
-
     cfg = SFTRunConfig(verify_wrong=True)
     problems = verified_problems([kodcode_problem(r, cfg) for r in ROWS], cfg)
     assert len(problems) == len(ROWS)  # every reference passes its own tests
@@ -153,7 +130,6 @@ def test_wrong_first_turns_fail_their_tests():
         assert not all(o.status == "passed" for o in outcomes), f"mutant of {problems[i].task_id} passes: {wrong[i][0]}"
 
 
-@needs_sandbox
 def test_examples_are_one_to_one_in_the_paper_format(tmp_path):
     cfg = SFTRunConfig(data=str(_rows_file(tmp_path)), fix_fraction=0.5)
     examples, stats = build_examples(cfg)
@@ -233,7 +209,23 @@ def test_loss_is_on_the_completion_only(tmp_path):
         assert torch.equal(labels[trained], ids[trained])
 
 
-@needs_sandbox
+@pytest.mark.needs_data("mbpp")
+def test_turn_sft_pairs_the_models_wrong_first_turns_with_the_reference(tmp_path):
+    from cocos.policy import load_policy
+    from cocos.problems import load_problems
+
+    policy = load_policy(str(_tiny_model_dir(tmp_path)), dtype="float32", backend="hf", verbose=False)
+    cfg = SFTRunConfig(data="turn-sft", max_rows=3, max_new_tokens=8, progress=False)
+    examples, stats = build_examples(cfg, policy)
+    # an untrained model's 8 tokens never pass: every problem gives one "fix" example
+    assert stats["problems"] == stats["samples"] == stats["turn2_fix"] == len(examples) == 3
+    assert stats["turn1_correct"] == 0
+    for e, p in zip(examples, load_problems("mbpp", split="train", limit=3)):
+        assert e["kind"] == "turn2_fix" and e["task_id"] == str(p.task_id)
+        assert e["completion"] == f"{p.reference.strip()}\n{DONE}"
+        assert e["prompt"].startswith(paper_prompt(p)) and e["prompt"].endswith(f"{INSTRUCTION}{CORRECT}\n")
+
+
 def test_tiny_sft_run_saves_a_loadable_checkpoint(tmp_path):
     from cocos.cli import main
     from cocos.policy import load_policy
@@ -259,30 +251,3 @@ def test_tiny_sft_run_saves_a_loadable_checkpoint(tmp_path):
     assert len(g) == 1 and len(g[0].completion_ids) >= 1
     with pytest.raises(UserError, match="already holds"):
         run_sft(SFTRunConfig(model=str(d)), out)
-
-
-def test_ablation_configs_change_one_thing_each():
-    pytest.importorskip("cocos.train.config")
-    from dataclasses import asdict
-
-    from cocos.train.config import load_config
-
-    base = asdict(load_config(CONFIGS / "cocos_cpu.yaml"))
-    expect = {
-        "cocos_binary.yaml": {"reward": "binary"},
-        "cocos_gamma0.yaml": {"gamma": 0.0},
-        "cocos_gamma0.5.yaml": {},
-        "cocos_gamma1.yaml": {"gamma": 1.0},
-        "cocos_gamma2.yaml": {"gamma": 2.0},
-        "cocos_last_turn.yaml": {"mode": "last-turn", "train_turns": "last"},
-        "cocos_trajectory.yaml": {},
-    }
-    for name, diff in expect.items():
-        got = asdict(load_config(CONFIGS / name))
-        assert {k: v for k, v in got.items() if base[k] != v} == diff, name
-    import yaml
-
-    sr = yaml.safe_load((CONFIGS / "self_refine.yaml").read_text())
-    from cocos.evaluate import EvalConfig
-
-    EvalConfig(out="x", **{k: v for k, v in sr.items() if k != "feedback_tokens"})  # every field is an eval option

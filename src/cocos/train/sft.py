@@ -3,41 +3,19 @@
     cfg = load_sft_config("configs/boost_sft.yaml", overrides=["epochs=1"])
     run_sft(cfg, out_dir)   # out_dir: an HF checkpoint folder (`cocos eval --model out_dir` loads it)
 
-Boost model (DESIGN.md): prompt/completion pairs in the paper's prompt format, first-turn and
-second-turn examples 1:1, loss on the completion only. Each KodCode row gives one first-turn
-example and one second-turn example. The second-turn examples alternate between two lessons:
-- keep: the previous answer is the correct solution; the completion repeats it;
-- fix: the previous answer is a wrong version of the solution; the completion is the correct one.
-Wrong versions are made by mutating the correct solution (see `mutate`): flip an operator, change
-an integer by one, drop a line, or return something else. A mutant counts as wrong only when it
-fails at least one of the row's own tests in the sandbox (KodCode's pytest functions, each turned
-into a standalone test case); rows whose solution does not pass its own tests here are dropped.
-
-Turn-SFT (data: turn-sft): the model's own turn-1 answers on MBPP train, the wrong ones paired with
-the reference solution as the second-turn completion (optionally plus the correct ones, kept).
-
-Training uses TRL's SFTTrainer on a prompt/completion dataset, which masks the prompt tokens out of
-the loss (labels -100) and appends EOS to the completion.
+The examples come from `cocos.train.sft_data` (which data, and how the "fix" lessons' wrong answers
+are made and checked, is described there). Training uses TRL's SFTTrainer on a prompt/completion
+dataset, which masks the prompt tokens out of the loss (labels -100) and appends EOS to the completion.
 """
 
 from __future__ import annotations
 
-import ast
-import builtins
-import glob
-import io
 import json
-import os
-import random
-import tokenize
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cocos.errors import UserError
-from cocos.problems import Problem
-
-KODCODE_HUB_ID = "KodCode/KodCode-V1-SFT-R1"
-DONE = "[DONE]"
+from cocos.train.sft_data import KODCODE_HUB_ID, build_examples, drop_long, fits_within
 
 
 # ---- config -------------------------------------------------------------------------------------
@@ -93,380 +71,10 @@ class SFTRunConfig:
 
 
 def load_sft_config(path: str | Path | None, overrides: list[str] | None = None) -> SFTRunConfig:
-    from cocos.train.config import apply_overrides, build_config, read_config_file
+    from cocos.config import apply_overrides, build_config, read_config_file
 
     values = apply_overrides(read_config_file(path, example="configs/boost_sft.yaml"), overrides)
     return build_config(values, SFTRunConfig, what="SFT setting")
-
-
-# ---- KodCode rows -> problems ---------------------------------------------------------------------
-def load_kodcode_rows(cfg: SFTRunConfig) -> list[dict]:
-    """KodCode SFT rows: from the Hub when reachable, else the local sample files."""
-    rows = _kodcode_from_hub(cfg) if cfg.kodcode_dir is None else None
-    if rows is None:
-        d = cfg.kodcode_dir or os.path.join(os.environ.get("COCOS_DATA_DIR", ""), "kodcode_sft_sample")
-        files = sorted(glob.glob(os.path.join(d, "*.json")) + glob.glob(os.path.join(d, "*.jsonl")))
-        if not files:
-            raise UserError(
-                f"no KodCode data: the Hub ({cfg.kodcode_hub_id}) is unreachable and {d!r} has no *.json/*.jsonl files; "
-                "set COCOS_DATA_DIR to the benchmark data folder or kodcode_dir to a folder of KodCode rows"
-            )
-        rows = []
-        for f in files:
-            rows += _read_rows(f)
-    if cfg.max_rows:
-        rows = rows[: cfg.max_rows]
-    return rows
-
-
-def _kodcode_from_hub(cfg: SFTRunConfig) -> list[dict] | None:
-    from cocos.problems import hub_reachable
-
-    if not hub_reachable():
-        return None
-    try:
-        from datasets import load_dataset
-
-        ds = load_dataset(cfg.kodcode_hub_id, split="train", streaming=True)
-        n = cfg.max_rows or 20000
-        return [dict(r) for _, r in zip(range(n), ds)]
-    except Exception:  # unreachable Hub, missing credentials, ...: fall back to the local sample
-        return None
-
-
-def _read_rows(path: str) -> list[dict]:
-    with open(path) as f:
-        if path.endswith(".jsonl"):
-            return [json.loads(line) for line in f if line.strip()]
-        data = json.load(f)
-    return data if isinstance(data, list) else [data]
-
-
-def _solution_imports(tree: ast.Module) -> set[str]:
-    names = set()
-    for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and node.module == "solution":
-            names |= {a.asname or a.name for a in node.names}
-    return names
-
-
-def kodcode_tests(test_code: str, n_prompt: int = 3) -> tuple[list[str], list[str]]:
-    """KodCode's pytest file -> (standalone test cases, assert lines for the prompt).
-
-    Each test case is the file's module-level helpers (minus `from solution import ...`: the program
-    defines those names) + one test function + a call to it. Test functions that take arguments
-    (fixtures) or carry decorators (parametrize) are skipped. Prompt asserts are one-line asserts of
-    the test functions that only use the solution's names, builtins and literals.
-    """
-    try:
-        tree = ast.parse(test_code)
-    except SyntaxError:
-        return [], []
-    allowed = _solution_imports(tree) | set(dir(builtins))
-    preamble, cases, shown = [], [], []
-    for node in tree.body:
-        seg = ast.get_source_segment(test_code, node) or ""
-        if isinstance(node, ast.ImportFrom) and node.module == "solution":
-            continue
-        if isinstance(node, ast.Import) and any(a.name == "solution" for a in node.names):
-            return [], []  # `solution.f(...)` style: not runnable as one program
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
-            if node.args.args or node.decorator_list or isinstance(node, ast.AsyncFunctionDef):
-                continue
-            cases.append((node.name, seg))
-            for stmt in node.body:
-                if isinstance(stmt, ast.Assert) and stmt.lineno == stmt.end_lineno and len(shown) < n_prompt:
-                    used = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name)}
-                    text = ast.get_source_segment(test_code, stmt) or ""
-                    if used <= allowed and len(text) <= 200 and text not in shown:
-                        shown.append(text)
-            continue
-        if isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
-            continue  # unittest/pytest classes: skipped
-        preamble.append(seg)
-    pre = "\n".join(preamble).strip()
-    tests = [((pre + "\n\n") if pre else "") + f"{seg}\n\n{name}()\n" for name, seg in cases]
-    return tests, shown
-
-
-def kodcode_problem(row: dict, cfg: SFTRunConfig) -> Problem | None:
-    """One KodCode row as a `Problem` (tests: standalone test cases; shown: asserts for the prompt)."""
-    solution = row.get(cfg.solution_field) or row.get("solution")
-    question = row.get("question")
-    test_code = row.get("test_code") or row.get("test")
-    if not (isinstance(solution, str) and isinstance(question, str) and isinstance(test_code, str)):
-        return None
-    tests, shown = kodcode_tests(test_code, cfg.prompt_tests)
-    if not tests:
-        return None
-    if not shown:  # no self-contained assert: show the first test function instead
-        shown = [tests[0].strip()]
-    return Problem(
-        task_id=str(row.get("question_id", "")), text=question.strip(), tests=tests, reference=solution.strip(),
-        prompt_tests=shown, dataset="kodcode",
-    )
-
-
-# ---- wrong first turns: mutants of the correct solution ----------------------------------------
-_OP_SWAP = {
-    "<": "<=", "<=": "<", ">": ">=", ">=": ">", "==": "!=", "!=": "==",
-    "+": "-", "-": "+", "*": "+", "//": "/", "%": "//", "+=": "-=", "-=": "+=",
-}
-_NAME_SWAP = {"and": "or", "or": "and", "True": "False", "False": "True", "min": "max", "max": "min", "is": "is not"}
-MUTATION_KINDS = ("operator", "off_by_one", "drop_line", "wrong_return")
-
-
-def _line_offsets(code: str) -> list[int]:
-    offs, pos = [0], 0
-    for line in code.splitlines(keepends=True):
-        pos += len(line)
-        offs.append(pos)
-    return offs
-
-
-def _replace(code: str, offs: list[int], start: tuple[int, int], end: tuple[int, int], new: str) -> str:
-    a = offs[start[0] - 1] + start[1]
-    b = offs[end[0] - 1] + end[1]
-    return code[:a] + new + code[b:]
-
-
-def _candidates(code: str) -> dict[str, list]:
-    """Every mutation site of `code`, by kind. Sites are (start, end, replacement) in (line, col)."""
-    tree = ast.parse(code)
-    cands: dict[str, list] = {k: [] for k in MUTATION_KINDS}
-    try:
-        toks = list(tokenize.generate_tokens(io.StringIO(code).readline))
-    except (tokenize.TokenError, SyntaxError):
-        toks = []
-    for tok in toks:
-        if tok.type == tokenize.OP and tok.string in _OP_SWAP:
-            cands["operator"].append((tok.start, tok.end, _OP_SWAP[tok.string]))
-        elif tok.type == tokenize.NAME and tok.string in _NAME_SWAP:
-            cands["operator"].append((tok.start, tok.end, _NAME_SWAP[tok.string]))
-        elif tok.type == tokenize.NUMBER and tok.string.isdigit():
-            n = int(tok.string)
-            cands["off_by_one"].append((tok.start, tok.end, str(n + 1)))
-            if n > 0:
-                cands["off_by_one"].append((tok.start, tok.end, str(n - 1)))
-    lines = code.splitlines(keepends=True)
-    for node in ast.walk(tree):
-        for attr in ("body", "orelse", "finalbody"):
-            block = getattr(node, attr, None)
-            if not isinstance(block, list) or len(block) < 2 or not all(isinstance(s, ast.stmt) for s in block):
-                continue
-            for s in block:
-                is_doc = isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str)
-                if s.lineno == s.end_lineno and not is_doc and not isinstance(s, (ast.Import, ast.ImportFrom)):
-                    ln = s.lineno
-                    cands["drop_line"].append(((ln, 0), (ln, len(lines[ln - 1])), ""))
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            local = sorted({a.arg for a in node.args.args} | {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)})
-            for r in ast.walk(node):
-                if isinstance(r, ast.Return) and r.value is not None:
-                    v = r.value
-                    src = ast.get_source_segment(code, v) or ""
-                    start, end = (v.lineno, v.col_offset), (v.end_lineno, v.end_col_offset)
-                    if isinstance(v, (ast.Compare, ast.BoolOp)) or (isinstance(v, ast.UnaryOp) and isinstance(v.op, ast.Not)):
-                        cands["wrong_return"].append((start, end, f"not ({src})"))
-                    others = [n for n in local if n != src]
-                    if others:
-                        cands["wrong_return"].append((start, end, others[len(src) % len(others)]))
-                    if src != "None":
-                        cands["wrong_return"].append((start, end, "None"))
-    return cands
-
-
-def mutate(code: str, rng: random.Random) -> tuple[str, str] | None:
-    """One random syntactically valid mutant of `code` and its kind, or None when there is none."""
-    try:
-        cands = _candidates(code)
-    except SyntaxError:
-        return None
-    offs = _line_offsets(code)
-    kinds = [k for k in MUTATION_KINDS if cands[k]]
-    rng.shuffle(kinds)
-    for kind in kinds:  # a kind at random, then a site at random; retry on invalid mutants
-        sites = cands[kind][:]
-        rng.shuffle(sites)
-        for start, end, new in sites[:10]:
-            out = _replace(code, offs, start, end, new)
-            if out.strip() == code.strip():
-                continue
-            try:
-                ast.parse(out)
-            except SyntaxError:
-                continue
-            return out, kind
-    return None
-
-
-# ---- examples -----------------------------------------------------------------------------------
-def completion_of(code: str) -> str:
-    """What the model is taught to write after [BEGIN]/[CORRECT]: the code, then [DONE]."""
-    return f"{code.strip()}\n{DONE}"
-
-
-def _run_batch(jobs: list[tuple[str, Problem]], timeout: float) -> list[list[bool]]:
-    """Per-test pass/fail for many (code, problem) pairs, in the sandbox (never in-process)."""
-    from cocos.sandbox import run_batch
-
-    results = run_batch([(code, p.tests, p.setup) for code, p in jobs], timeout=timeout)
-    return [[o.status == "passed" for o in outcomes] for outcomes in results]
-
-
-def verified_problems(problems: list[Problem], cfg: SFTRunConfig) -> list[Problem]:
-    """Keep the tests the reference passes here (drops tests needing missing libraries or too slow)."""
-    passed = _run_batch([(p.reference, p) for p in problems], cfg.test_timeout)
-    kept = []
-    for p, ok in zip(problems, passed):
-        tests = [t for t, good in zip(p.tests, ok) if good]
-        if tests:
-            p.tests = tests
-            kept.append(p)
-    return kept
-
-
-def find_wrong(problems: list[Problem], indices: list[int], cfg: SFTRunConfig, rng: random.Random) -> dict[int, tuple[str, str]]:
-    """{index: (wrong code, mutation kind)} for the problems at `indices`, mutants of their references.
-
-    With cfg.verify_wrong, a mutant counts only if it fails at least one of its problem's tests in
-    the sandbox; each round tries one new mutant per problem still without one, in one sandbox batch.
-    """
-    wrong: dict[int, tuple[str, str]] = {}
-    pending = list(indices)
-    tried: dict[int, set] = {i: set() for i in pending}
-    for _ in range(cfg.mutation_tries):
-        cands = []
-        for i in pending:
-            m = mutate(problems[i].reference, rng)
-            if m is not None and m[0] not in tried[i]:
-                tried[i].add(m[0])
-                cands.append((i, m))
-        if not cands:
-            break
-        if cfg.verify_wrong:
-            verdicts = _run_batch([(m[0], problems[i]) for i, m in cands], cfg.test_timeout)
-        else:
-            verdicts = [[False]] * len(cands)
-        for (i, m), ok in zip(cands, verdicts):
-            if not all(ok):
-                wrong[i] = m
-        pending = [i for i in pending if i not in wrong]
-    return wrong
-
-
-def boost_examples(problems: list[Problem], cfg: SFTRunConfig) -> tuple[list[dict], dict]:
-    """One first-turn and one second-turn example per problem (1:1); second turns keep or fix.
-
-    The second-turn lesson alternates so that a share `fix_fraction` of them fix a wrong answer;
-    when no failing mutant is found for a problem, its second turn keeps the right answer instead.
-    """
-    from cocos.prompts import paper_prompt
-
-    rng = random.Random(cfg.seed)
-    stats = {"problems": len(problems), "turn1": 0, "turn2_keep": 0, "turn2_fix": 0, "no_wrong_found": 0}
-    stats.update({f"mutation_{k}": 0 for k in MUTATION_KINDS})
-    examples = []
-    wants_fix = [int((i + 1) * cfg.fix_fraction) > int(i * cfg.fix_fraction) for i in range(len(problems))]
-    wrong = find_wrong(problems, [i for i, w in enumerate(wants_fix) if w], cfg, rng)
-    for i, p in enumerate(problems):
-        answer = completion_of(p.reference)
-        examples.append({"prompt": paper_prompt(p), "completion": answer, "kind": "turn1", "task_id": str(p.task_id)})
-        stats["turn1"] += 1
-        if i in wrong:
-            code, kind = wrong[i]
-            stats[f"mutation_{kind}"] += 1
-            examples.append({"prompt": paper_prompt(p, [code]), "completion": answer, "kind": "turn2_fix", "task_id": str(p.task_id)})
-            stats["turn2_fix"] += 1
-        else:
-            stats["no_wrong_found"] += int(wants_fix[i])
-            examples.append({"prompt": paper_prompt(p, [p.reference.strip()]), "completion": answer, "kind": "turn2_keep", "task_id": str(p.task_id)})
-            stats["turn2_keep"] += 1
-    return examples, stats
-
-
-def turn_sft_examples(policy, cfg: SFTRunConfig) -> tuple[list[dict], dict]:
-    """The model's own wrong turn-1 answers on MBPP train, each paired with the reference solution."""
-    from cocos.problems import load_problems
-    from cocos.prompts import paper_prompt
-    from cocos.rollout import run_episodes
-
-    problems = load_problems("mbpp", split=cfg.turn_sft_split, limit=cfg.max_rows)
-    trajs = run_episodes(
-        policy, problems, turns=1, samples_per_problem=cfg.turn_sft_samples, temperature=cfg.turn_sft_temperature,
-        max_new_tokens=cfg.max_new_tokens, fewshot=cfg.turn_sft_fewshot, reward="binary", seed=cfg.seed, progress=cfg.progress,
-    )
-    by_id = {p.task_id: p for p in problems}
-    examples, seen = [], set()
-    stats = {"problems": len(problems), "samples": len(trajs), "turn1_correct": 0, "turn2_fix": 0, "turn2_keep": 0}
-    for tr in trajs:
-        p, t1 = by_id[tr.task_id], tr.turns[0]
-        key = (tr.task_id, t1.code)
-        if key in seen:  # identical answers (greedy, or repeated samples) teach nothing new
-            continue
-        seen.add(key)
-        if t1.all_passed:
-            stats["turn1_correct"] += 1
-            if cfg.turn_sft_keep_correct:
-                examples.append({"prompt": paper_prompt(p, [t1.code]), "completion": completion_of(t1.code), "kind": "turn2_keep", "task_id": str(p.task_id)})
-                stats["turn2_keep"] += 1
-        else:
-            examples.append({"prompt": paper_prompt(p, [t1.code]), "completion": completion_of(p.reference), "kind": "turn2_fix", "task_id": str(p.task_id)})
-            stats["turn2_fix"] += 1
-    if not examples:
-        raise UserError("Turn-SFT found no wrong first turn to learn from: use more problems (max_rows) or samples (turn_sft_samples)")
-    return examples, stats
-
-
-def jsonl_examples(path: str, cfg: SFTRunConfig) -> tuple[list[dict], dict] | None:
-    """A JSONL of prompt/completion pairs (used as is), or None when its rows are KodCode rows."""
-    rows = _read_rows(path)
-    if rows and all(isinstance(r.get("prompt"), str) and isinstance(r.get("completion"), str) for r in rows):
-        rows = rows[: cfg.max_rows] if cfg.max_rows else rows
-        return [{"prompt": r["prompt"], "completion": r["completion"], "kind": r.get("kind", "given"), "task_id": str(r.get("task_id", i))} for i, r in enumerate(rows)], {"given": len(rows)}
-    if rows and all(isinstance(r.get("question"), str) for r in rows):
-        return None
-    raise UserError(f"{path}: every row needs string fields 'prompt' and 'completion' (or KodCode's question/solution/test_code)")
-
-
-def build_examples(cfg: SFTRunConfig, policy=None, fits=None) -> tuple[list[dict], dict]:
-    """Examples and counts for cfg.data. `fits(problem)`: keep only problems whose longest example fits
-    (checked before the sandbox runs, which is the slow part)."""
-    if cfg.data == "turn-sft":
-        if policy is None:
-            raise ValueError("Turn-SFT needs the policy to collect its first turns")
-        return turn_sft_examples(policy, cfg)
-    rows = None
-    if cfg.data != "kodcode":
-        if not Path(cfg.data).is_file():
-            raise UserError(f"data: {cfg.data!r} is neither 'kodcode', 'turn-sft' nor an existing JSONL file")
-        got = jsonl_examples(cfg.data, cfg)
-        if got is not None:
-            return got
-        rows = _read_rows(cfg.data)[: cfg.max_rows] if cfg.max_rows else _read_rows(cfg.data)
-    rows = rows if rows is not None else load_kodcode_rows(cfg)
-    problems = [p for p in (kodcode_problem(r, cfg) for r in rows) if p is not None]
-    n_rows, n_usable = len(rows), len(problems)
-    if fits is not None:
-        problems = [p for p in problems if fits(p)]
-    n_fit = len(problems)
-    problems = verified_problems(problems, cfg)
-    examples, stats = boost_examples(problems, cfg)
-    stats.update(rows=n_rows, rows_with_tests=n_usable, rows_fitting_max_length=n_fit, rows_verified=len(problems))
-    return examples, stats
-
-
-def drop_long(examples: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
-    """Drop examples over max_length tokens; a problem's first and second turn go together (1:1)."""
-    too_long = set()
-    for ex in examples:
-        n = len(tokenizer(ex["prompt"] + ex["completion"])["input_ids"]) + 1  # + EOS
-        if n > max_length:
-            too_long.add(ex["task_id"])
-    paired = any(ex["kind"] == "turn1" for ex in examples)
-    kept = [ex for ex in examples if ex["task_id"] not in too_long] if paired else [
-        ex for ex in examples if len(tokenizer(ex["prompt"] + ex["completion"])["input_ids"]) + 1 <= max_length]
-    return kept, len(examples) - len(kept)
 
 
 # ---- training -----------------------------------------------------------------------------------
@@ -531,7 +139,8 @@ def run_sft(cfg: SFTRunConfig, out_dir: str | Path) -> Path:
     """Build the examples, fine-tune, save an HF checkpoint (model + tokenizer) into out_dir."""
     import yaml
 
-    from cocos.policy import load_policy, sdpa_without_cudnn
+    from cocos.device import sdpa_without_cudnn
+    from cocos.policy import load_policy
 
     out = Path(out_dir)
     if out.exists() and (out / "model.safetensors").exists() and not cfg.resume:
@@ -542,12 +151,7 @@ def run_sft(cfg: SFTRunConfig, out_dir: str | Path) -> Path:
     policy = load_policy(cfg.model, dtype=cfg.dtype, backend="auto" if cfg.data == "turn-sft" else "hf")
     model, tokenizer = policy.model, policy.tokenizer
 
-    from cocos.prompts import paper_prompt
-
-    def fits(p: Problem) -> bool:  # the second-turn example is the longer one (the code appears twice)
-        return len(tokenizer(paper_prompt(p, [p.reference]) + completion_of(p.reference))["input_ids"]) + 1 <= cfg.max_length
-
-    examples, stats = build_examples(cfg, policy, fits)
+    examples, stats = build_examples(cfg, policy, fits_within(tokenizer, cfg.max_length))
     examples, n_long = drop_long(examples, tokenizer, cfg.max_length)
     stats["dropped_too_long"] = n_long
     stats["examples"] = len(examples)
