@@ -141,7 +141,7 @@ def test_extract_code_truncated_answer_strict_runs_whole_lenient_keeps_parsing_p
 
 def test_truncated_answer_fails_under_strict_and_passes_under_lenient():
     """The rule reaches the executed code: the same cut-off answer, scored through the sandbox."""
-    sandbox = pytest.importorskip("cocos.sandbox")
+    from cocos import sandbox
     from cocos.rollout import score_responses
 
     p = Problem(task_id=1, text="Add one.", tests=["assert f(1) == 2", "assert f(2) == 3"])
@@ -155,7 +155,6 @@ def test_truncated_answer_fails_under_strict_and_passes_under_lenient():
 
 def test_eval_extraction_option_reaches_metrics_json(tmp_path):
     """`cocos eval --extraction`: strict by default, named in metrics.json and config.json."""
-    pytest.importorskip("cocos.sandbox")
     import json
 
     from cocos.cli import main
