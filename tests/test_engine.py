@@ -6,8 +6,10 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from cocos.engine import Engine, sample_tokens, supports
+from cocos.backends.engine import Engine, supports
+from cocos.backends.engine_ops import sample_tokens
 from cocos.errors import UserError
+from cocos.generation import Sampling
 
 CORPUS = [
     "You are an expert Python programmer, and here is your task: Write a function to add two numbers.",
@@ -85,8 +87,8 @@ def test_supports(model, tok):
 
 
 def test_greedy_matches_hf_generate(model, tok, monkeypatch):
-    monkeypatch.setattr("cocos.engine._OWN_CHUNK", 5)  # the own KV cache grows several times on the way
-    gens = Engine(model, tok, max_batch=2).generate(PROMPTS, max_new_tokens=24, stop=())
+    monkeypatch.setattr("cocos.backends.engine._OWN_CHUNK", 5)  # the own KV cache grows several times on the way
+    gens = Engine(model, tok, max_batch=2).generate(PROMPTS, Sampling(max_new_tokens=24, stop=()))
     for prompt, g in zip(PROMPTS, gens):
         ids, text, reason = hf_greedy(model, tok, prompt, 24)
         assert g.completion_ids == ids
@@ -96,11 +98,11 @@ def test_greedy_matches_hf_generate(model, tok, monkeypatch):
 
 @pytest.mark.parametrize("max_batch", [1, 3, 64])
 def test_continuous_batching_complete_and_in_order(model, tok, max_batch, monkeypatch):
-    monkeypatch.setattr("cocos.engine._OWN_CHUNK", 3)
+    monkeypatch.setattr("cocos.backends.engine._OWN_CHUNK", 3)
     # stop at the first "e": sequences end at different steps, so rows leave and waiting prompts join
     prompts = PROMPTS * 2
     eng = Engine(model, tok, max_batch=max_batch)
-    gens = eng.generate(prompts, max_new_tokens=20, stop=("e",))
+    gens = eng.generate(prompts, Sampling(max_new_tokens=20, stop=("e",)))
     refs = [hf_greedy(model, tok, p, 20, stop=("e",)) for p in PROMPTS] * 2
     assert len(gens) == len(prompts)
     for g, (ids, text, reason) in zip(gens, refs):
@@ -111,13 +113,13 @@ def test_continuous_batching_complete_and_in_order(model, tok, max_batch, monkey
 
 def test_stop_string_spanning_tokens(model, tok):
     prompt = PROMPTS[1]
-    full = Engine(model, tok).generate([prompt], max_new_tokens=30, stop=())[0]
+    full = Engine(model, tok).generate([prompt], Sampling(max_new_tokens=30, stop=()))[0]
     pieces = [tok.decode(full.completion_ids[: i + 1]) for i in range(len(full.completion_ids))]
     # a stop string from the last char of token 4 to the first char of token 6: it spans 3 tokens
     start, end = len(pieces[3]) - 1, len(pieces[5]) + 1
     stop = pieces[-1][start:end]
     assert pieces[-1].find(stop) == start, "pick a stop string that first occurs where we cut"
-    g = Engine(model, tok).generate([prompt], max_new_tokens=30, stop=("never", stop))[0]
+    g = Engine(model, tok).generate([prompt], Sampling(max_new_tokens=30, stop=("never", stop)))[0]
     assert g.finish_reason == "stop"
     assert g.completion_ids == full.completion_ids[:7]
     assert g.text == pieces[-1][:end] and g.text.endswith(stop)
@@ -134,7 +136,7 @@ def test_stop_done_default_and_eos(tok):
         loss.backward()
         opt.step()
     model.eval()
-    g = Engine(model, tok).generate(["[BEGIN]\nreturn a + b\n[DONE][BEGIN]\n"], max_new_tokens=40)[0]
+    g = Engine(model, tok).generate(["[BEGIN]\nreturn a + b\n[DONE][BEGIN]\n"], Sampling(max_new_tokens=40))[0]
     assert g.finish_reason == "stop" and g.text.endswith("[DONE]") and g.text.count("[DONE]") == 1
     assert tok.decode(g.completion_ids).endswith("[DONE]")  # completion ids end with the token closing it
 
@@ -142,15 +144,15 @@ def test_stop_done_default_and_eos(tok):
 def test_seeded_sampling_reproducible(model, tok):
     eng = Engine(model, tok, max_batch=2)
     kw = dict(max_new_tokens=16, temperature=0.9, top_p=0.9, stop=())
-    a = eng.generate(PROMPTS, seed=1, **kw)
-    b = eng.generate(PROMPTS, seed=1, **kw)
-    c = Engine(model, tok, max_batch=64).generate(PROMPTS, seed=1, **kw)  # other batching, same samples
-    d = eng.generate(PROMPTS, seed=2, **kw)
+    a = eng.generate(PROMPTS, Sampling(seed=1, **kw))
+    b = eng.generate(PROMPTS, Sampling(seed=1, **kw))
+    c = Engine(model, tok, max_batch=64).generate(PROMPTS, Sampling(seed=1, **kw))  # other batching, same samples
+    d = eng.generate(PROMPTS, Sampling(seed=2, **kw))
     ids = lambda gs: [g.completion_ids for g in gs]
     assert ids(a) == ids(b) == ids(c)
     assert ids(a) != ids(d)
     # the k samples of one prompt are different draws
-    k = eng.generate(PROMPTS[:1], n=4, seed=3, **kw)
+    k = eng.generate(PROMPTS[:1], Sampling(seed=3, **kw), n=4)
     assert len({tuple(g.completion_ids) for g in k}) > 1
 
 
@@ -173,17 +175,17 @@ def test_prefix_sharing_same_as_without(model, tok):
     base = "You are an expert Python programmer, and here is your task: "
     prompts = [base + "add two numbers", base + "sort a list", base + "add two numbers", "def add(a, b):"]
     eng = Engine(model, tok, max_batch=8, min_shared_prefix=1)
-    gens = eng.generate(prompts, max_new_tokens=16, stop=(), n=2)
+    gens = eng.generate(prompts, Sampling(max_new_tokens=16, stop=()), n=2)
     # prefill: 3 distinct prompts, the second reuses the common prefix of the first
     a, b = tok(prompts[0])["input_ids"], tok(prompts[1])["input_ids"]
     common = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
     assert common > 5 and eng.stats["prefills"] == 3 and eng.stats["cached_tokens"] == common
     # by default a prefix this short is recomputed (cheaper than the masked prefill), with the same outputs
     short = Engine(model, tok, max_batch=8)
-    assert [g.completion_ids for g in short.generate(prompts, max_new_tokens=16, stop=(), n=2)] == \
+    assert [g.completion_ids for g in short.generate(prompts, Sampling(max_new_tokens=16, stop=()), n=2)] == \
         [g.completion_ids for g in gens]
     assert short.stats["prefills"] == 3 and short.stats["cached_tokens"] == 0
-    alone = [Engine(model, tok, max_batch=1).generate([p], max_new_tokens=16, stop=())[0] for p in prompts]
+    alone = [Engine(model, tok, max_batch=1).generate([p], Sampling(max_new_tokens=16, stop=()))[0] for p in prompts]
     assert [g.completion_ids for g in gens] == [a.completion_ids for a in alone for _ in range(2)]
     assert [g.completion_ids for g in gens[:2]] == [hf_greedy(model, tok, prompts[0], 16)[0]] * 2
 
@@ -194,7 +196,7 @@ def test_batched_prefill_in_chunks_equals_hf(model, tok, monkeypatch):
     assert sum(len(tok(p)["input_ids"]) for p in prompts) > 2 * 512
     batches, prefill = [], Engine._prefill
     monkeypatch.setattr(Engine, "_prefill", lambda self, items, *a: batches.append(len(items)) or prefill(self, items, *a))
-    gens = Engine(model, tok, max_batch=8).generate(prompts, max_new_tokens=8, stop=())
+    gens = Engine(model, tok, max_batch=8).generate(prompts, Sampling(max_new_tokens=8, stop=()))
     assert len(batches) >= 2 and max(batches) > 1 and sum(batches) == 6
     assert [g.completion_ids for g in gens] == [hf_greedy(model, tok, p, 8)[0] for p in prompts]
 
@@ -202,16 +204,16 @@ def test_batched_prefill_in_chunks_equals_hf(model, tok, monkeypatch):
 def test_live_weights_seen_by_next_generate(tok):
     model = make_model(tok, seed=2)
     fp32, bf16 = Engine(model, tok), Engine(model, tok, dtype="bfloat16")
-    before = fp32.generate(PROMPTS[:2], max_new_tokens=12, stop=())
-    before16 = bf16.generate(PROMPTS[:2], max_new_tokens=12, stop=())
+    before = fp32.generate(PROMPTS[:2], Sampling(max_new_tokens=12, stop=()))
+    before16 = bf16.generate(PROMPTS[:2], Sampling(max_new_tokens=12, stop=()))
     with torch.no_grad():  # an in-place update, like optimizer.step()
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.2)
-    after = fp32.generate(PROMPTS[:2], max_new_tokens=12, stop=())
-    after16 = bf16.generate(PROMPTS[:2], max_new_tokens=12, stop=())
+    after = fp32.generate(PROMPTS[:2], Sampling(max_new_tokens=12, stop=()))
+    after16 = bf16.generate(PROMPTS[:2], Sampling(max_new_tokens=12, stop=()))
     assert [g.completion_ids for g in after] != [g.completion_ids for g in before]
     assert [g.completion_ids for g in after] == [hf_greedy(model, tok, p, 12)[0] for p in PROMPTS[:2]]
-    fresh16 = Engine(model, tok, dtype="bfloat16").generate(PROMPTS[:2], max_new_tokens=12, stop=())
+    fresh16 = Engine(model, tok, dtype="bfloat16").generate(PROMPTS[:2], Sampling(max_new_tokens=12, stop=()))
     assert [g.completion_ids for g in after16] == [g.completion_ids for g in fresh16]
     assert [g.completion_ids for g in after16] != [g.completion_ids for g in before16]
 
@@ -219,10 +221,10 @@ def test_live_weights_seen_by_next_generate(tok):
 def test_user_errors(model, tok):
     eng = Engine(model, tok)
     with pytest.raises(UserError, match="temperature"):
-        eng.generate(["x"], temperature=-1)
+        eng.generate(["x"], Sampling(temperature=-1))
     with pytest.raises(UserError, match="top_p"):
-        eng.generate(["x"], top_p=0)
-    assert eng.generate([], max_new_tokens=4) == []
+        eng.generate(["x"], Sampling(top_p=0))
+    assert eng.generate([], Sampling(max_new_tokens=4)) == []
 
 
 def test_policy_rollout_dtype(model, tok, monkeypatch):
@@ -244,7 +246,7 @@ def test_policy_rollout_dtype(model, tok, monkeypatch):
 
 
 def kernel_or_skip():
-    from cocos.engine import load_kernel
+    from cocos.backends.engine_ops import load_kernel
 
     if load_kernel() is None:
         pytest.skip("the engine's attention kernel cannot be built here (no C++ compiler or ninja)")
@@ -259,7 +261,7 @@ def model64(tok):
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 def test_kernel_attention_equals_torch_path(model64, tok, dtype, tol):
     """The fused kernel (RoPE, KV write, attention over [prompt entry | own tokens]) against the torch ops."""
-    from cocos.engine import _Group
+    from cocos.backends.engine import _Group
 
     kernel_or_skip()
     eng = Engine(model64, tok, dtype=dtype, kernel=True)
@@ -300,17 +302,17 @@ def test_kernel_engine_generates_like_torch_path(model64, tok):
     kernel_or_skip()
     model = model64
     prompts = [PROMPTS[0], PROMPTS[0] + " to sort", PROMPTS[3]]
-    kw = dict(max_new_tokens=20, stop=(), n=2)
-    fused = Engine(model, tok, kernel=True, max_batch=4).generate(prompts, **kw)
-    plain = Engine(model, tok, kernel=False, max_batch=4).generate(prompts, **kw)
+    kw = dict(max_new_tokens=20, stop=())
+    fused = Engine(model, tok, kernel=True, max_batch=4).generate(prompts, Sampling(**kw), n=2)
+    plain = Engine(model, tok, kernel=False, max_batch=4).generate(prompts, Sampling(**kw), n=2)
     assert [g.completion_ids for g in fused] == [g.completion_ids for g in plain]
-    fused = Engine(model, tok, kernel=True).generate(prompts, temperature=0.9, seed=3, **kw)
-    plain = Engine(model, tok, kernel=False).generate(prompts, temperature=0.9, seed=3, **kw)
+    fused = Engine(model, tok, kernel=True).generate(prompts, Sampling(temperature=0.9, seed=3, **kw), n=2)
+    plain = Engine(model, tok, kernel=False).generate(prompts, Sampling(temperature=0.9, seed=3, **kw), n=2)
     assert [g.completion_ids for g in fused] == [g.completion_ids for g in plain]
 
 
 def test_kernel_norm_and_mlp_ops_match_torch():
-    from cocos.engine import load_kernel
+    from cocos.backends.engine_ops import load_kernel
 
     kernel_or_skip()
     K, g = load_kernel(), torch.Generator().manual_seed(1)
@@ -330,7 +332,7 @@ def test_kernel_norm_and_mlp_ops_match_torch():
 
 
 def test_kernel_argmax_is_torch_argmax_with_ties():
-    from cocos.engine import load_kernel
+    from cocos.backends.engine_ops import load_kernel
 
     kernel_or_skip()
     g = torch.Generator().manual_seed(2)
@@ -348,25 +350,25 @@ def test_kernel_bf16_engine_sees_weight_updates(tok):
     model = make_model(tok, seed=5, hidden=192, heads=3, kv_heads=1)
     eng = Engine(model, tok, dtype="bfloat16")  # kernel and packed weights by default in bf16
     assert eng._kernel is not None
-    before = eng.generate(PROMPTS[:3], max_new_tokens=12, stop=())
+    before = eng.generate(PROMPTS[:3], Sampling(max_new_tokens=12, stop=()))
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.2)
-    after = eng.generate(PROMPTS[:3], max_new_tokens=12, stop=())
-    fresh = Engine(model, tok, dtype="bfloat16").generate(PROMPTS[:3], max_new_tokens=12, stop=())
+    after = eng.generate(PROMPTS[:3], Sampling(max_new_tokens=12, stop=()))
+    fresh = Engine(model, tok, dtype="bfloat16").generate(PROMPTS[:3], Sampling(max_new_tokens=12, stop=()))
     assert [g.completion_ids for g in after] == [g.completion_ids for g in fresh]
     assert [g.completion_ids for g in after] != [g.completion_ids for g in before]
 
 
 def test_without_kernel_bf16_falls_back_to_torch_ops(tok, monkeypatch):
     """No compiler (or COCOS_ENGINE_KERNEL=0): bf16 engines run on torch ops; asking for the kernel is an error."""
-    from cocos import engine as engine_mod
+    from cocos.backends import engine_ops
 
     model = make_model(tok, seed=6, hidden=192, heads=3, kv_heads=1)
-    monkeypatch.setattr(engine_mod, "_KERNEL", {"error": "turned off by COCOS_ENGINE_KERNEL=0"})
+    monkeypatch.setattr(engine_ops, "_KERNEL", {"error": "turned off by COCOS_ENGINE_KERNEL=0"})
     eng = Engine(model, tok, dtype="bfloat16")
     assert eng._kernel is None
-    gens = eng.generate(PROMPTS[:2], max_new_tokens=8, stop=())
+    gens = eng.generate(PROMPTS[:2], Sampling(max_new_tokens=8, stop=()))
     assert all(len(g.completion_ids) == 8 for g in gens)
     with pytest.raises(UserError, match="COCOS_ENGINE_KERNEL=0"):
         Engine(model, tok, dtype="bfloat16", kernel=True)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-import types
-
 import pytest
 import torch
 
 from cocos.errors import UserError
-from cocos.policy import Generation, Policy, load_policy, trim_completion
+from cocos.generation import Generation, trim_completion
+from cocos.policy import Policy, load_policy
 
 CORPUS = [
     "def add(a, b):\n    return a + b\n[DONE]",
@@ -222,21 +220,20 @@ def test_bad_generate_arguments(policy):
 def test_auto_backend_uses_engine_only_when_it_supports_the_model(monkeypatch, policy):
     calls = []
 
-    class FakeEngine:  # a stand-in for cocos.engine (issue 6), to test the selection logic only
+    class FakeEngine:  # a stand-in for the rollout engine, to test the selection logic only
         def __init__(self, model, tokenizer, dtype=None):
             self.model = model
 
-        def generate(self, prompts, *, max_new_tokens, temperature, top_p, seed, stop, progress=False):
-            calls.append((prompts, max_new_tokens, stop, progress))
+        def generate(self, prompts, sampling, *, batch_size, progress):
+            calls.append((prompts, sampling.max_new_tokens, sampling.stop, progress))
             return [Generation(text="x") for _ in prompts]
 
-    fake = types.ModuleType("cocos.engine")
-    fake.Engine, fake.supports = FakeEngine, lambda model: False
-    monkeypatch.setitem(sys.modules, "cocos.engine", fake)
+    monkeypatch.setattr("cocos.backends.engine.Engine", FakeEngine)
+    monkeypatch.setattr("cocos.backends.engine.supports", lambda model: False)
     assert Policy(policy.model, policy.tokenizer, backend="auto").backend == "hf"
     with pytest.raises(UserError, match="engine"):
         Policy(policy.model, policy.tokenizer, backend="engine")
-    fake.supports = lambda model: True
+    monkeypatch.setattr("cocos.backends.engine.supports", lambda model: True)
     p = Policy(policy.model, policy.tokenizer, backend="auto")
     assert p.backend == "engine"
     assert p.generate(["a", "b"], max_new_tokens=3, progress=True)[1].text == "x"

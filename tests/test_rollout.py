@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from cocos.errors import UserError
-from cocos.policy import Generation, Policy
+from cocos.generation import Generation
+from cocos.policy import Policy
 from cocos.problems import load_problems
 from cocos.prompts import INSTRUCTION, paper_prompt
 from cocos.rollout import Trajectory, run_episodes, score_responses

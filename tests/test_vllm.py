@@ -103,18 +103,18 @@ def test_eval_vllm_gives_the_hf_answers(tmp_path):
 # ---- b. training: step 2 samples from the updated weights ---------------------------------------
 def test_train_step2_rollouts_come_from_the_updated_weights(tmp_path, monkeypatch):
     from cocos.cli import main
-    from cocos.policy import _VLLMBackend
+    from cocos.backends.vllm import VLLMBackend
 
     calls = []  # (weights when generate was called, prompts' Generations, temperature)
-    original = _VLLMBackend.generate
+    original = VLLMBackend.generate
 
-    def recording(self, prompts, **kw):
-        weights = {k: v.detach().clone() for k, v in self.policy.model.state_dict().items()}
-        gens = original(self, prompts, **kw)
-        calls.append((weights, gens, kw["temperature"]))
+    def recording(self, prompts, sampling, **kw):
+        weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        gens = original(self, prompts, sampling, **kw)
+        calls.append((weights, gens, sampling.temperature))
         return gens
 
-    monkeypatch.setattr(_VLLMBackend, "generate", recording)
+    monkeypatch.setattr(VLLMBackend, "generate", recording)
     model = _save(tmp_path / "tiny", snippets=True)
     data = _add_problems_jsonl(tmp_path / "add.jsonl")
     sets = [f"model={model}", "backend=vllm", "dtype=float32", "rollout_dtype=model", f"dataset=jsonl:{data}", "split=test", "k=4",

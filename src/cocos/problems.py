@@ -61,11 +61,11 @@ import gzip
 import json
 import os
 import re
-import socket
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cocos import hub
 from cocos.errors import UserError
 
 
@@ -137,24 +137,6 @@ def load_problems(dataset: str, split: str = "test", limit: int | None = None) -
 
 
 # ---- where the rows come from -------------------------------------------------------------------
-_hub_ok: bool | None = None
-
-
-def hub_reachable() -> bool:
-    """False when offline mode is set or huggingface.co does not answer a TCP connect within 1 s."""
-    global _hub_ok
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
-            return False
-    if _hub_ok is None:
-        try:
-            socket.create_connection(("huggingface.co", 443), timeout=1.0).close()
-            _hub_ok = True
-        except OSError:
-            _hub_ok = False
-    return _hub_ok
-
-
 def data_dir() -> Path | None:
     value = os.environ.get("COCOS_DATA_DIR")
     return Path(value).expanduser() if value else None
@@ -163,7 +145,7 @@ def data_dir() -> Path | None:
 def _rows(dataset: str) -> tuple[list[dict], str]:
     """All rows of a dataset (every split), and a word on where they came from."""
     tried = []
-    if hub_reachable():
+    if hub.reachable():
         name, config = _HUB[dataset]
         try:
             import datasets

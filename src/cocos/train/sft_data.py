@@ -61,9 +61,9 @@ def load_kodcode_rows(cfg: SFTRunConfig) -> list[dict]:
 
 
 def _kodcode_from_hub(cfg: SFTRunConfig) -> list[dict] | None:
-    from cocos.problems import hub_reachable
+    from cocos import hub
 
-    if not hub_reachable():
+    if not hub.reachable():
         return None
     try:
         from datasets import load_dataset

@@ -39,7 +39,7 @@ from typing import NamedTuple
 import torch
 
 from cocos.errors import UserError
-from cocos.policy import fast_bf16, sdpa_without_cudnn
+from cocos.device import fast_bf16, sdpa_without_cudnn
 from cocos.train import rloo
 from cocos.train.config import TrainConfig, save_config
 

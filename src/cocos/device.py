@@ -1,0 +1,35 @@
+"""Device facts and settings shared by generation and training."""
+
+from __future__ import annotations
+
+import contextlib
+
+
+def fast_bf16(device) -> bool:
+    """True where bf16 matmuls are fast: CUDA with bf16, or a CPU with AMX tiles / AVX512-BF16
+    (elsewhere CPU bf16 is emulated and slower than float32)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:
+        return False
+
+
+def sdpa_without_cudnn(device):
+    """Attention without torch's cuDNN SDPA backend (its pick for bf16 on Hopper GPUs), which builds a graph per
+    new shape: measured on an H200, HF generate in bf16 ran 2.9x slower on each new batch of prompts (465 vs
+    1,287 tok/s); flash / memory-efficient attention need no warm-up. A no-op off CUDA."""
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return contextlib.nullcontext()
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # torch < 2.3: no cuDNN attention either
+        return contextlib.nullcontext()
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
