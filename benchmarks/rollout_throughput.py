@@ -1,4 +1,4 @@
-"""Rollout throughput: HF `generate` (float32, bfloat16) vs the rollout engine (cocos.engine) vs vLLM, in one run.
+"""Rollout throughput: HF `generate` (float32, bfloat16) vs the rollout engine (cocos.backends.engine) vs vLLM, in one run.
 
     nice -n 10 python benchmarks/rollout_throughput.py [--model smollm2-135m] [--prompts 32] [--max-new-tokens 128]
         [--threads N] [--k 4] [--k-prompts 8] [--skip-hf-fp32-k] [--device cuda] [--vllm-dtypes float32,bfloat16]
@@ -15,7 +15,7 @@ Ratios within one run are what count: other processes share this machine.
 With `--device cuda` only HF generate runs (float32 and bfloat16 on the GPU): the engine is CPU-only.
 
 vLLM rows (the policy's `backend="vllm"`, prefix caching on) run when vllm imports, i.e. from the .venv-vllm
-environment (README, "vLLM"); vLLM's CPU threads are set by cocos.policy as vLLM's CPU documentation advises (or
+environment (README, "vLLM"); vLLM's CPU threads are set by cocos.backends.vllm as vLLM's CPU documentation advises (or
 by VLLM_CPU_OMP_THREADS_BIND). They also time `sync_weights()` (the push of the live weights after each optimizer
 step) and check greedy equality against HF generate in the same dtype. The script needs its
 `if __name__ == "__main__":` guard: vLLM spawns its engine process.
@@ -33,7 +33,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from cocos.engine import Engine  # noqa: E402
+from cocos.backends.engine import Engine  # noqa: E402
+from cocos.generation import Sampling  # noqa: E402
 from cocos.policy import Policy, load_policy  # noqa: E402
 from cocos.problems import load_problems  # noqa: E402
 from cocos.prompts import fewshot_prefix, load_fewshot_examples, paper_prompt  # noqa: E402
@@ -111,8 +112,10 @@ def main():
     N = args.max_new_tokens
 
     warm = [paper_prompt(problems[0])] * 2
-    for gen in (hf32.generate, hf16.generate, *(e.generate for _, e in engines), *(v.generate for _, v in vllms)):
+    for gen in (hf32.generate, hf16.generate, *(v.generate for _, v in vllms)):
         gen(warm, max_new_tokens=4)
+    for _, eng in engines:
+        eng.generate(warm, Sampling(max_new_tokens=4))
 
     rows = []
 
@@ -135,7 +138,7 @@ def main():
         report("greedy", "HF generate bfloat16", n, dt, base32, base16)
         outs = {}
         for name, eng in engines:
-            outs[name], n, dt = timed(lambda: eng.generate(prompts, max_new_tokens=N))
+            outs[name], n, dt = timed(lambda: eng.generate(prompts, Sampling(max_new_tokens=N)))
             report("greedy", name, n, dt, base32, base16)
         for name, pol in vllms:
             outs[name], n, dt = timed(lambda: pol.generate(prompts, max_new_tokens=N))
@@ -169,7 +172,7 @@ def main():
         base16 = n / dt
         report("k", "HF generate bfloat16", n, dt, base32, base16)
         for name, eng in engines:
-            _, n, dt = timed(lambda: eng.generate(prompts, n=args.k, **kw))
+            _, n, dt = timed(lambda: eng.generate(prompts, Sampling(**kw), n=args.k))
             report("k", name, n, dt, base32, base16)
             s = eng.stats
             print(f"    prefill: {s['prefills']} prompts, {s['prefill_tokens']} tokens computed, "

@@ -13,7 +13,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def main():
     import torch
 
-    from cocos.engine import Engine
+    from cocos.backends.engine import Engine
+    from cocos.generation import Sampling
     from cocos.policy import Policy, load_policy
     from cocos.problems import load_problems
     from cocos.prompts import fewshot_prefix, load_fewshot_examples, paper_prompt
@@ -27,7 +28,7 @@ def main():
     p2 = [paper_prompt(p, fewshot=shots) for p in problems[:8]]
     dup = [p for p in p2 for _ in range(4)]
     kw = dict(max_new_tokens=128, temperature=0.9, top_p=1.0, seed=0)
-    eng.generate(p1[:2], max_new_tokens=4)
+    eng.generate(p1[:2], Sampling(max_new_tokens=4))
     vl.generate(p1[:2], max_new_tokens=4)
 
     def t(tag, fn):
@@ -38,9 +39,9 @@ def main():
         print(f"{tag}: {n} tok {d:.1f} s {n / d:.0f} tok/s", flush=True)
 
     for r in range(2):
-        t("case1 engine bf16", lambda: eng.generate(p1, max_new_tokens=128))
+        t("case1 engine bf16", lambda: eng.generate(p1, Sampling(max_new_tokens=128)))
         t("case1 vLLM bf16", lambda: vl.generate(p1, max_new_tokens=128))
-        t("case2 engine bf16", lambda: eng.generate(p2, n=4, **kw))
+        t("case2 engine bf16", lambda: eng.generate(p2, Sampling(**kw), n=4))
         t("case2 vLLM bf16", lambda: vl.generate(dup, **kw))
     vl._backend_impl.close()
 
