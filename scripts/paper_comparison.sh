@@ -107,10 +107,10 @@ RL_RUNS=(
   "cocos_g1|CoCoS γ=1|gamma=1"
   "cocos_g2|CoCoS γ=2|gamma=2"
 )
-FEWSHOT_FLAG=(); FEWSHOT_BOOL=false; SHOTS="zero-shot"
-if [ "$FEWSHOT" = 1 ]; then FEWSHOT_FLAG=(--fewshot); FEWSHOT_BOOL=true; SHOTS="3-shot"; fi
-LIMIT_FLAG=(); LIMIT_SET=(--set limit=null); LIMIT_TEXT="all"
-if [ -n "$N_EVAL" ]; then LIMIT_FLAG=(--limit "$N_EVAL"); LIMIT_SET=(--set "limit=$N_EVAL"); LIMIT_TEXT="first $N_EVAL"; fi
+FEWSHOT_FLAG=(); SHOTS="zero-shot"
+if [ "$FEWSHOT" = 1 ]; then FEWSHOT_FLAG=(--fewshot); SHOTS="3-shot"; fi
+LIMIT_FLAG=(); LIMIT_TEXT="all"
+if [ -n "$N_EVAL" ]; then LIMIT_FLAG=(--limit "$N_EVAL"); LIMIT_TEXT="first $N_EVAL"; fi
 
 show() {  # the command as a shell would read it back (words with spaces or symbols in single quotes)
   local out="" w q="'\\''"
@@ -167,15 +167,11 @@ done
 for ds in $DATASETS; do
   for i in "${!ROWS[@]}"; do
     dir="$OUT/eval/${ROWS[$i]}/$ds"
-    if [ "${ROWS[$i]}" = self_refine ]; then
-      cmd=(python -m cocos.selfrefine --config configs/self_refine.yaml --out "$dir" --set model="${MODELS[$i]}"
-           --set dataset="$ds" --set split=test "${LIMIT_SET[@]}" --set turns=2 --set fewshot="$FEWSHOT_BOOL"
-           --set temperature=0 --set max_new_tokens="$EVAL_TOKENS" --set feedback_tokens="$EVAL_TOKENS"
-           --set extraction="$EXTRACTION" --set rollout_dtype="$ROLLOUT_DTYPE")
-    else
-      cmd=(cocos eval --model "${MODELS[$i]}" --dataset "$ds" --split test "${LIMIT_FLAG[@]}" --turns 2 "${FEWSHOT_FLAG[@]}"
-           --temperature 0 --max-new-tokens "$EVAL_TOKENS" --extraction "$EXTRACTION" --rollout-dtype "$ROLLOUT_DTYPE" --out "$dir")
-    fi
+    actor=()  # Self-Refine: its actor writes turn 2 (feedback, then revision), as much room for feedback as for code
+    if [ "${ROWS[$i]}" = self_refine ]; then actor=(--config configs/self_refine.yaml --actor-arg "feedback_tokens=$EVAL_TOKENS"); fi
+    cmd=(cocos eval "${actor[@]}" --model "${MODELS[$i]}" --dataset "$ds" --split test "${LIMIT_FLAG[@]}" --turns 2
+         "${FEWSHOT_FLAG[@]}" --temperature 0 --max-new-tokens "$EVAL_TOKENS" --extraction "$EXTRACTION"
+         --rollout-dtype "$ROLLOUT_DTYPE" --out "$dir")
     if done_eval "$dir"; then skip "${cmd[@]}"; else run "${cmd[@]}"; fi
   done
 done

@@ -19,6 +19,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_rl import add_problems, tiny_model, tiny_tokenizer  # noqa: E402
 
+from cocos.train.objective import method_at  # noqa: E402
+
 TOL = 2e-4
 
 
@@ -53,7 +55,7 @@ def test_trainer_logprobs_equal_the_samplers_and_kl_starts_at_zero(tmp_path, bac
     assert len(trajs) == 6
     res = tr.optimize(trajs, step=0)
     pairs = res["sampled_vs_trained"]
-    seqs = tr._sequences(trajs, 0)
+    seqs = tr._sequences(trajs, method_at(tr.cfg, 0))
     assert sorted({s.turn for s in seqs}) == [0, 1] and len(pairs) == len(seqs) == 12  # turns 1 and 2
     n_tokens = 0
     for (sampled, trained), s in zip(pairs, seqs):
@@ -68,14 +70,14 @@ def test_trainer_logprobs_equal_the_samplers_and_kl_starts_at_zero(tmp_path, bac
 
 def test_untempered_scoring_would_break_the_invariant(tmp_path):
     """The check above has teeth: the same samples scored at temperature 1 (today's bug) miss by far more."""
-    from cocos.train import rloo
+    from cocos.train import objective
 
     tr = _trainer(tmp_path, "engine", 0.9)
     trajs = tr.rollout(tr.problems, step=0)
-    seq = tr._sequences(trajs, 0)[0]
-    ids, attn, pos, cmask = rloo.pad_sequences([seq.prompt_ids], [seq.completion_ids], tr.pad_id)
+    seq = tr._sequences(trajs, method_at(tr.cfg, 0))[0]
+    ids, attn, pos, cmask = objective.pad_sequences([seq.prompt_ids], [seq.completion_ids], tr.pad_id)
     with torch.no_grad():
-        wrong, _ = rloo.token_logprobs(tr.model, ids, attn, pos, cmask.shape[1], temperature=1.0)
+        wrong, _ = objective.token_logprobs(tr.model, ids, attn, pos, cmask.shape[1], temperature=1.0)
     gap = max(abs(a - b) for a, b in zip(seq.sampler_logprobs, wrong[0].tolist()))
     assert gap > 100 * TOL
 

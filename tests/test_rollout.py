@@ -12,8 +12,6 @@ from cocos.problems import load_problems
 from cocos.prompts import INSTRUCTION, paper_prompt
 from cocos.rollout import Trajectory, run_episodes, score_responses
 
-pytest.importorskip("cocos.sandbox")
-
 CHAT = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
 
 
@@ -135,9 +133,9 @@ def test_rewards_prompts_and_batching_with_scripted_answers(problems):
 
 
 def test_bad_arguments(problems):
-    with pytest.raises(UserError, match="--turns"):
+    with pytest.raises(UserError, match="turns: must be at least 1"):
         run_episodes(Scripted({}), problems, turns=0, progress=False)
-    with pytest.raises(UserError, match="rollout mode"):
+    with pytest.raises(UserError, match="mode: must be one of trajectory, last-turn"):
         run_episodes(Scripted({}), problems, mode="all", progress=False)
     with pytest.raises(UserError, match="reward"):
         run_episodes(Scripted({}), problems, reward="dense", progress=False)

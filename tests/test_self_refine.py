@@ -1,9 +1,11 @@
-"""Self-Refine wrapper: turn 1 untouched; turn t > 1 = feedback generation, then a revision that sees it."""
+"""Self-Refine actor: turn 1 is the policy's own answer; turn t > 1 = a feedback generation, then a revision."""
 
-from cocos.policy import Generation
+from cocos.baselines import make_actor
+from cocos.baselines.self_refine import END, FEEDBACK_INSTRUCTION, SelfRefineActor
+from cocos.generation import Generation, Sampling
 from cocos.problems import Problem
 from cocos.prompts import CORRECT, DONE, INSTRUCTION, extract_code, paper_prompt
-from cocos.selfrefine import END, FEEDBACK_INSTRUCTION, SelfRefinePolicy
+from cocos.rollout import RolloutSettings, Turn, run_episodes
 
 
 class Scripted:
@@ -28,17 +30,19 @@ class Scripted:
 
 
 PROBLEM = Problem(task_id=1, text="Sum 0..n.", tests=["assert f(3) == 6"])
+SAMPLING = Sampling(max_new_tokens=100, temperature=0.0, top_p=1.0, seed=None, stop=(DONE,))
 
 
 def test_turn_one_passes_through_and_turn_two_refines():
     inner = Scripted()
-    sr = SelfRefinePolicy(inner, feedback_tokens=64)
-    t1 = sr.generate([paper_prompt(PROBLEM)], max_new_tokens=100, stop=(DONE,))
-    assert len(inner.calls) == 1 and extract_code(t1[0].text) == "def f(n):\n    return sum(range(n))"
+    sr = SelfRefineActor(inner, RolloutSettings(), feedback_tokens=64)
+    (t1,) = sr.write([PROBLEM], [[]], SAMPLING)
+    assert len(inner.calls) == 1 and t1.prompt == paper_prompt(PROBLEM)
+    code1 = extract_code(t1.generation.text)
+    assert code1 == "def f(n):\n    return sum(range(n))"
 
-    turn2_prompt = paper_prompt(PROBLEM, [extract_code(t1[0].text)])
     inner.calls.clear()
-    (g,) = sr.generate([turn2_prompt], max_new_tokens=100, stop=(DONE,))
+    (d,) = sr.write([PROBLEM], [[Turn(prompt=t1.prompt, text=t1.generation.text, code=code1)]], SAMPLING)
     (fb_prompts, fb_kw), (rev_prompts, rev_kw) = inner.calls
     # feedback: the correction instruction is replaced by the feedback request, shorter budget, own stops
     assert INSTRUCTION not in fb_prompts[0] and fb_prompts[0].endswith(FEEDBACK_INSTRUCTION)
@@ -47,14 +51,19 @@ def test_turn_one_passes_through_and_turn_two_refines():
     # revision: sees the feedback (markers removed), ends with [CORRECT]
     assert "The loop stops one early  so the sum is short." in rev_prompts[0]
     assert rev_prompts[0].endswith(f"{CORRECT}\n") and rev_kw["stop"] == (DONE,)
-    # the turn's text keeps the feedback; the executed code is the revision
-    assert g.text.startswith("The loop stops one early")
-    assert extract_code(g.text) == "def f(n):\n    return sum(range(n + 1))"
-    assert g.completion_ids == [2, 3]
+    # the turn records the paper's correction prompt; its text keeps the feedback; the executed code is the revision
+    assert d.prompt == paper_prompt(PROBLEM, [code1])
+    assert d.generation.text.startswith("The loop stops one early")
+    assert extract_code(d.generation.text) == "def f(n):\n    return sum(range(n + 1))"
+    assert d.generation.completion_ids == [2, 3]
 
 
 def test_mixed_batch_keeps_order():
-    sr = SelfRefinePolicy(Scripted())
-    prompts = [paper_prompt(PROBLEM, ["def f(n):\n    return 0"]), paper_prompt(PROBLEM)]
-    g = sr.generate(prompts, max_new_tokens=50)
-    assert extract_code(g[0].text).endswith("n + 1))") and extract_code(g[1].text).endswith("range(n))")
+    """Through run_episodes and the sandbox: turn 1 fails its test, the refined turn 2 passes it."""
+    inner = Scripted()
+    other = Problem(task_id=2, text="Zero.", tests=["assert f(0) == 0"])
+    actor = make_actor("self-refine", inner, RolloutSettings())
+    trajs = run_episodes(actor, [PROBLEM, other], turns=2, progress=False)
+    assert [t.task_id for t in trajs] == [1, 2]
+    assert trajs[0].rewards == [0.0, 1.0] and trajs[1].rewards == [1.0, 1.0]
+    assert [len(prompts) for prompts, _ in inner.calls] == [2, 2, 2]  # turn 1, feedback, revision: batched

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_rl import add_problems, tiny_model, tiny_tokenizer  # noqa: E402
 
 from cocos.errors import UserError  # noqa: E402
 from cocos.train.config import TrainConfig, load_config  # noqa: E402
+from cocos.train.objective import method_at  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,9 +52,13 @@ def test_config_overrides_types_and_errors(tmp_path):
 
 
 def test_shipped_configs_load():
-    for name in ("cocos_cpu", "cocos_paper", "score"):
-        cfg = load_config(ROOT / "configs" / f"{name}.yaml")
-        assert cfg.k >= 2
+    """Every RL config loads, and what --print-config writes loads back to the same config."""
+    from cocos.config import dump_config
+
+    for path in sorted(ROOT.glob("configs/cocos_*.yaml")) + [ROOT / "configs" / "score.yaml"]:
+        cfg = load_config(path)
+        reloaded = TrainConfig(**yaml.safe_load(dump_config(cfg)))
+        assert reloaded == cfg, path.name
     paper = load_config(ROOT / "configs" / "cocos_paper.yaml")
     # global batch 128 sequences = 64 problems x k 2 (the authors' code; configs/cocos_paper.yaml says why)
     assert (paper.lr, paper.k, paper.problems_per_step * paper.k, paper.max_new_tokens, paper.gamma, paper.beta,
@@ -64,33 +70,29 @@ def test_shipped_configs_load():
 # ---- rollout modes ------------------------------------------------------------------------------
 def test_last_turn_vs_trajectory_sampling(tmp_path):
     tr = make_trainer(tmp_path / "a", mode="last-turn", k=3)
-    from cocos.train.trainer import _TimedPolicy
-
-    tr.timed = _TimedPolicy(tr.policy)
     trajs = tr.rollout(tr.problems, step=0)
     assert len(trajs) == 6
     for g in range(2):  # the 3 samples of a problem share one turn 1; only their last turns are trained
         group = trajs[3 * g:3 * g + 3]
         assert all(t.turns[0] is group[0].turns[0] and t.shared_prefix_turns == 1 for t in group)
-    seqs = tr._sequences(trajs, 0)
-    assert len(seqs) == 6 and {s[3] for s in seqs} == {1}
+    seqs = tr._sequences(trajs, method_at(tr.cfg, 0))
+    assert len(seqs) == 6 and {s.turn for s in seqs} == {1}
 
     tr2 = make_trainer(tmp_path / "b", mode="trajectory", k=3)
-    tr2.timed = _TimedPolicy(tr2.policy)
     trajs2 = tr2.rollout(tr2.problems, step=0)
     assert all(t.shared_prefix_turns == 0 for t in trajs2)
     assert len({id(t.turns[0]) for t in trajs2}) == 6
-    seqs2 = tr2._sequences(trajs2, 0)
-    assert len(seqs2) == 12 and {s[3] for s in seqs2} == {0, 1}
+    seqs2 = tr2._sequences(trajs2, method_at(tr2.cfg, 0))
+    assert len(seqs2) == 12 and {s.turn for s in seqs2} == {0, 1}
 
 
 # ---- one update ---------------------------------------------------------------------------------
 def _logp(model, prompt, completion):
-    from cocos.train import rloo
+    from cocos.train import objective
 
-    ids, attn, pos, cmask = rloo.pad_sequences([prompt], [completion], 0)
+    ids, attn, pos, cmask = objective.pad_sequences([prompt], [completion], 0)
     with torch.no_grad():
-        return float(rloo.masked_sum(rloo.token_logprobs(model, ids, attn, pos, cmask.shape[1], temperature=1.0)[0], cmask)[0])
+        return float(objective.masked_sum(objective.token_logprobs(model, ids, attn, pos, cmask.shape[1], temperature=1.0)[0], cmask)[0])
 
 
 def test_one_step_moves_weights_toward_positive_advantage(tmp_path):
@@ -287,8 +289,8 @@ def test_curriculum_keeps_problems_with_a_reward_difference(tmp_path, monkeypatc
     calls = []
     table = {900: [0.0, 0.0, 0.0], 901: [0.0, 1 / 3, 0.0]}
 
-    def sampled(policy, problems, *, turns, samples_per_problem, **kw):
-        calls.append((turns, samples_per_problem, [p.task_id for p in problems]))
+    def sampled(policy, problems, settings, *, samples_per_problem, **kw):
+        calls.append((settings.turns, samples_per_problem, [p.task_id for p in problems]))
         return [Trajectory(p.task_id, [Turn("prompt", "text", "code", reward=r)], sample_index=j)
                 for p in problems for j, r in enumerate(table[p.task_id][:samples_per_problem])]
 
@@ -307,3 +309,28 @@ def test_curriculum_keeps_problems_with_a_reward_difference(tmp_path, monkeypatc
     assert [p.task_id for p in make_trainer(tmp_path / "run2", curriculum_k=3).problems] == [900, 901]
     with pytest.raises(UserError, match="curriculum_k"):
         TrainConfig(**{**TINY, "curriculum_k": -1})
+
+
+# ---- SCoRe through the trainer ------------------------------------------------------------------
+def test_score_stage_switch_through_the_trainer(tmp_path):
+    """method=score: stage I for score_stage1_steps steps (score = r_T - beta_1 KL_1 - beta KL_T), then stage II
+    (score = r_1 + r_T + alpha (r_T - r_1) - beta (KL_1 + KL_T)); both turns trained in both stages. Checked on the
+    logged means, which the scores are linear in (every group trained). The policy starts a little away from its
+    reference so that every step has a KL on both turns to weigh."""
+    tr = make_trainer(tmp_path / "score", method="score", score_stage1_steps=2, score_beta1=0.5, beta=0.01,
+                      score_alpha=10.0, max_steps=4, skip_uniform_groups=False, schedule="constant", warmup_steps=0)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in tr.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    tr.train()
+    log = [json.loads(x) for x in (tmp_path / "score" / "log.jsonl").read_text().splitlines()]
+    assert [s["stage"] for s in log] == [1, 1, 2, 2] and all(s["trained_frac"] == 1.0 for s in log)
+    for s in log:
+        assert abs(s["kl@1"]) > 1e-4 and abs(s["kl@2"]) > 1e-4  # both turns trained (else no KL is computed)
+        if s["stage"] == 1:
+            expected = s["reward@2"] - 0.5 * s["kl@1"] - 0.01 * s["kl@2"]
+        else:
+            bonus = s["reward@1"] + s["reward@2"] + 10.0 * (s["reward@2"] - s["reward@1"])
+            expected = bonus - 0.01 * (s["kl@1"] + s["kl@2"])
+        assert s["score"] == pytest.approx(expected, abs=1e-5), s["step"]

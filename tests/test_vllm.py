@@ -178,7 +178,9 @@ def test_trainer_logprobs_equal_vllms(tmp_path, vllm_policy, temperature):
     tr = Trainer(cfg, tmp_path / "run", progress=False, policy=vllm_policy, problems=add_problems(2))
     trajs = tr.rollout(tr.problems, step=0)
     res = tr.optimize(trajs, step=0)  # computes the loss' log-probs; no optimizer step: the weights stay
-    seqs = tr._sequences(trajs, 0)
+    from cocos.train.objective import method_at
+
+    seqs = tr._sequences(trajs, method_at(tr.cfg, 0))
     assert sorted({s.turn for s in seqs}) == [0, 1] and len(res["sampled_vs_trained"]) == len(seqs) == 12
     n_tokens, worst = 0, 0.0
     for (sampled, trained), s in zip(res["sampled_vs_trained"], seqs):

@@ -14,40 +14,49 @@ from cocos.errors import UserError
 
 # ---- eval ---------------------------------------------------------------------------------------
 def add_eval_parser(sub):
-    from cocos.policy import ROLLOUT_DTYPES
+    from cocos.baselines import ACTORS
+    from cocos.generation import ROLLOUT_DTYPES
+    from cocos.prompts import EXTRACTIONS, PROMPT_FORMATS
+    from cocos.rewards import REWARD_KINDS
+    from cocos.rollout import ROLLOUT_MODES
 
     p = sub.add_parser(
         "eval",
         help="multi-turn self-correction evaluation",
         description="Run T-turn self-correction episodes with a model (or score saved answers with --samples) "
-        "and write OUT/metrics.json, OUT/samples.jsonl, OUT/config.json.",
+        "and write OUT/metrics.json, OUT/samples.jsonl, OUT/config.json. Options override --config; "
+        "defaults are cocos.evaluate.EvalConfig's.",
+        argument_default=argparse.SUPPRESS,  # only the options given override the config file and the defaults
     )
-    p.add_argument("--model", default="smollm2-135m", help="smollm2-135m | gemma3-270m | HF id | local path")
-    p.add_argument("--dataset", default="mbpp", help="mbpp | mbpp-sanitized | humaneval | odex | jsonl:PATH")
-    p.add_argument("--split", default="test", help="MBPP: prompt | test | validation | train | all; HumanEval: test | train-half | eval-half")
-    p.add_argument("--limit", type=int, default=None, help="first N problems of the split")
-    p.add_argument("--turns", type=int, default=2)
+    p.add_argument("--config", help="YAML of EvalConfig fields (e.g. configs/self_refine.yaml)")
+    p.add_argument("--model", help="smollm2-135m (default) | gemma3-270m | HF id | local path")
+    p.add_argument("--dataset", help="mbpp (default) | mbpp-sanitized | humaneval | odex | jsonl:PATH")
+    p.add_argument("--split", help="MBPP: prompt | test (default) | validation | train | all; HumanEval: test | train-half | eval-half")
+    p.add_argument("--limit", type=int, help="first N problems of the split")
+    p.add_argument("--turns", type=int, help="default 2")
     p.add_argument("--fewshot", action="store_true", help="MBPP tasks 2, 3, 4 as solved examples before turn 1")
-    p.add_argument("--samples-per-problem", type=int, default=1, help="k samples per problem (pass@k)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--rollout-mode", default="trajectory", choices=("trajectory", "last-turn"))
-    p.add_argument("--prompt-format", default="paper", choices=("paper", "chat", "self-refine"),
-                   help="self-refine: the Self-Refine baseline (feedback, then revision; cocos.selfrefine)")
-    p.add_argument("--max-new-tokens", type=int, default=512)
-    p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
-    p.add_argument("--batch-size", type=int, default=16, help="problems per generate call")
-    p.add_argument("--backend", default="auto", help="auto | hf | engine | vllm")
-    p.add_argument("--rollout-dtype", default="model", choices=ROLLOUT_DTYPES,
+    p.add_argument("--samples-per-problem", type=int, help="k samples per problem (pass@k; default 1)")
+    p.add_argument("--temperature", type=float, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--rollout-mode", dest="mode", choices=ROLLOUT_MODES)
+    p.add_argument("--prompt-format", choices=PROMPT_FORMATS)
+    p.add_argument("--actor", help=f"who writes each turn: {' | '.join(ACTORS)} (default policy) | module:factory")
+    p.add_argument("--actor-arg", dest="actor_args", action="append", metavar="KEY=VALUE",
+                   help="an option of the actor (repeatable), e.g. --actor-arg feedback_tokens=256")
+    p.add_argument("--max-new-tokens", type=int, help="per turn (default 512)")
+    p.add_argument("--dtype", help="auto (default) | float32 | bfloat16 | float16")
+    p.add_argument("--batch-size", type=int, help="problems per generate call (default 16)")
+    p.add_argument("--backend", help="auto (default) | hf | engine | vllm")
+    p.add_argument("--rollout-dtype", choices=ROLLOUT_DTYPES,
                    help="engine dtype: model (default, matches HF generate) or bfloat16 (faster where the CPU has AMX)")
-    p.add_argument("--reward", default="progressive", choices=("progressive", "binary"))
-    p.add_argument("--timeout", type=float, default=3.0, help="seconds per test")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--extraction", default="strict", choices=("strict", "lenient"),
+    p.add_argument("--reward", choices=REWARD_KINDS)
+    p.add_argument("--timeout", type=float, help="seconds per test (default 3)")
+    p.add_argument("--seed", type=int, help="default 0")
+    p.add_argument("--extraction", choices=EXTRACTIONS,
                    help="an answer without [DONE]: strict (default, the paper's rule) runs it whole; "
                    "lenient runs its longest prefix that parses")
-    p.add_argument("--samples", default=None, metavar="FILE", help='score saved answers: lines {"task_id": ..., "turns": [text, ...]}')
-    p.add_argument("--out", default=None, metavar="DIR", help="run folder (default runs/eval-<dataset>-<time>)")
+    p.add_argument("--samples", metavar="FILE", help='score saved answers: lines {"task_id": ..., "turns": [text, ...]}')
+    p.add_argument("--out", metavar="DIR", help="run folder (default runs/eval-<dataset>-<time>)")
     p.set_defaults(func=cmd_eval)
 
 
@@ -55,12 +64,19 @@ def cmd_eval(args) -> int:
     import re
     import time
 
+    from cocos.config import apply_overrides, build_config, read_config_file
     from cocos.evaluate import EvalConfig, run_eval
 
-    out = args.out or "runs/eval-{}-{}".format(re.sub(r"[^\w.-]+", "_", args.dataset), time.strftime("%Y%m%d-%H%M%S"))
-    fields = {k: v for k, v in vars(args).items() if k not in ("func", "command", "out")}
-    run_eval(EvalConfig(out=out, **fields))
-    print(f"wrote {out}/metrics.json, {out}/samples.jsonl, {out}/config.json")
+    given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config")}
+    values = read_config_file(getattr(args, "config", None), example="configs/self_refine.yaml")
+    if "actor_args" in given:  # KEY=VALUE strings on top of the file's mapping
+        given["actor_args"] = apply_overrides(values.get("actor_args") or {}, given["actor_args"])
+    values |= given
+    dataset = str(values.get("dataset", "mbpp"))
+    values.setdefault("out", "runs/eval-{}-{}".format(re.sub(r"[^\w.-]+", "_", dataset), time.strftime("%Y%m%d-%H%M%S")))
+    cfg = build_config(values, EvalConfig, what="eval setting")
+    run_eval(cfg)
+    print(f"wrote {cfg.out}/metrics.json, {cfg.out}/samples.jsonl, {cfg.out}/config.json")
     return 0
 
 

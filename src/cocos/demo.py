@@ -25,6 +25,8 @@ import json
 import time
 from pathlib import Path
 
+from cocos import runs
+
 DEMO_DEFAULTS = dict(model="smollm2-135m", max_steps=5, problems_per_step=8, k=4, eval_limit=20, max_new_tokens=128)
 
 # The demo's training settings on top of TrainConfig's defaults (the paper's objective; see configs/cocos_cpu.yaml).
@@ -149,8 +151,7 @@ def measured_costs(run_dir) -> dict:
 
     run = Path(run_dir)
     cfg = load_config(run / "config.yaml", [])
-    steps = [s for s in (json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip())
-             if "time_generate" in s]
+    steps = [s for s in runs.read_jsonl(run / runs.LOG) if "time_generate" in s]
     n = cfg.problems_per_step * cfg.k
     gen_tokens = sum(s["gen_tokens"] for s in steps)
     answers = len(steps) * n * cfg.turns
@@ -169,7 +170,7 @@ def measured_costs(run_dir) -> dict:
         "eval_s": [],
         "eval_answer_share": [],
     }
-    ckpts = sorted((run / "checkpoints").glob("step_*"))
+    ckpts = [runs.checkpoint_dir(run, s) for s in runs.checkpoint_steps(run)]
     tok = None
     if ckpts:
         from transformers import AutoTokenizer
@@ -177,13 +178,12 @@ def measured_costs(run_dir) -> dict:
         tok = AutoTokenizer.from_pretrained(str(ckpts[-1]))
     budget = cfg.eval_max_new_tokens or cfg.max_new_tokens
     eval_time = eval_tokens = 0.0
-    for d in sorted((run / "eval").glob("step_*")):
-        wall = json.loads((d / "metrics.json").read_text()).get("wall_time_s")
+    for d in (runs.eval_dir(run, s) for s in runs.eval_steps(run)):
+        wall = json.loads((d / runs.METRICS).read_text()).get("wall_time_s")
         out["eval_s"].append(wall)
         if tok is None or wall is None:
             continue
-        texts = [t["text"] for x in (d / "samples.jsonl").read_text().splitlines() if x.strip()
-                 for t in json.loads(x)["turns"]]
+        texts = [t["text"] for rec in runs.read_jsonl(d / runs.SAMPLES) for t in rec["turns"]]
         lengths = [len(tok(t, add_special_tokens=False).input_ids) for t in texts]
         out["eval_answer_share"].append(round(sum(lengths) / len(lengths) / budget, 3))
         eval_time += wall - len(texts) * (out["sec_per_answer_run"] or SEC_PER_ANSWER_RUN)
@@ -272,12 +272,10 @@ def run_demo(*, out: str = "runs/demo", model: str = DEMO_DEFAULTS["model"], max
     trainer = Trainer(cfg, out, resume=resume, progress=progress)
     result = trainer.train()
     out_dir = Path(out)
-    before_path = out_dir / "eval" / "step_0" / "metrics.json"
-    after_path = out_dir / "eval" / f"step_{trainer.step}" / "metrics.json"
-    before = json.loads(before_path.read_text())
-    after = json.loads(after_path.read_text())
+    before = json.loads((runs.eval_dir(out_dir, 0) / runs.METRICS).read_text())
+    after = json.loads((runs.eval_dir(out_dir, trainer.step) / runs.METRICS).read_text())
     print_before_after(before, after, len(trainer.eval_problems), data=title)
-    log = [json.loads(x) for x in (out_dir / "log.jsonl").read_text().splitlines() if x.strip()]
+    log = runs.read_jsonl(out_dir / runs.LOG)
     curve = {f"reward@{t}": [round(s[f"reward@{t}"], 4) for s in log] for t in (1, 2)}
     wall = time.time() - t0
     summary = {"data": {k: getattr(cfg, k) for k in MBPP_DATA}, "data_note": why,

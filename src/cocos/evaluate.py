@@ -2,15 +2,18 @@
 
     run_eval(EvalConfig(out="runs/x", model="smollm2-135m", dataset="mbpp", limit=100, fewshot=True))
     run_eval(EvalConfig(out="runs/y", samples="answers.jsonl", dataset="humaneval"))
+    evaluate_policy(actor_or_policy, problems, settings, out=folder)   # the loop itself; the trainer uses it too
 
-Writes, in the run folder `out`:
+Writes, in the run folder `out` (layout: cocos.runs):
 - config.json: the EvalConfig, where the data came from, the package version, start time;
 - samples.jsonl: one line per trajectory, written as each batch of problems finishes (nothing is lost if
-  the job stops): task_id, sample_index, and per turn the prompt, raw text, extracted code, reward,
-  tests passed and per-test outcomes (status, error_type, message);
+  the job stops);
 - metrics.json: the flat metrics of `cocos.metrics.compute_metrics`, plus "wall_time_s" and "extraction"
   (the rule for answers without [DONE], `cocos.prompts.extract_code`: "strict", the paper's, by default).
 Then prints the metrics as a table.
+
+Who writes each turn is `actor` (cocos.baselines: "policy", the model itself, by default; "self-refine"; or a
+module:factory path) with its options in `actor_args`.
 
 A samples file (`samples=`) has one JSON object per line, {"task_id": <the dataset's own id>, "turns":
 [raw text of turn 1, ...]}; a turn may also be an object with a "text" field, so this job's own
@@ -22,59 +25,43 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from cocos import runs
 from cocos.errors import UserError
 from cocos.metrics import compute_metrics, turn_pairs
 from cocos.problems import Problem, load_problems
-from cocos.prompts import check_extraction
-from cocos.rollout import Trajectory, run_episodes, score_responses
+from cocos.rollout import RolloutSettings, Trajectory, run_episodes, score_responses
 
 
-@dataclass
-class EvalConfig:
+@dataclass(kw_only=True)
+class EvalConfig(RolloutSettings):
     out: str
     model: str = "smollm2-135m"
     dataset: str = "mbpp"
     split: str = "test"
     limit: int | None = None
     samples: str | None = None  # score this file of saved answers instead of generating
-    turns: int = 2
-    fewshot: bool = False
     samples_per_problem: int = 1
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    rollout_mode: str = "trajectory"  # "trajectory" | "last-turn" (matters with several samples)
-    prompt_format: str = "paper"  # "paper" | "chat"
-    max_new_tokens: int = 512
+    actor: str = "policy"  # who writes each turn (cocos.baselines): policy | self-refine | module:factory
+    actor_args: dict = field(default_factory=dict)  # the actor's options, e.g. {feedback_tokens: 256}
     dtype: str = "auto"
     batch_size: int = 16  # problems per generate call
     backend: str = "auto"
     rollout_dtype: str = "model"  # engine dtype; "model" keeps greedy output equal to HF generate's
-    reward: str = "progressive"
-    timeout: float = 3.0  # seconds per test
     seed: int | None = 0
-    extraction: str = "strict"  # answer without [DONE]: "strict" runs it whole (the paper), "lenient" its longest parsing prefix
 
-
-def _check_config(cfg: EvalConfig) -> None:
-    check_extraction(cfg.extraction)
-    if cfg.samples is None:
-        if cfg.samples_per_problem > 1 and cfg.temperature <= 0:
-            raise UserError(
-                "--samples-per-problem above 1 needs --temperature above 0 (greedy samples are all the same)"
-            )
-        if cfg.batch_size < 1:
-            raise UserError(f"--batch-size must be at least 1, got {cfg.batch_size}")
-        if cfg.max_new_tokens < 1:
-            raise UserError(f"--max-new-tokens must be at least 1, got {cfg.max_new_tokens}")
-        if cfg.turns < 1:
-            raise UserError(f"--turns must be at least 1, got {cfg.turns}")
-    if cfg.timeout <= 0:
-        raise UserError(f"--timeout must be above 0 seconds, got {cfg.timeout}")
+    def __post_init__(self):
+        self.check_rollout()
+        if self.samples is None:
+            if self.samples_per_problem > 1 and self.temperature <= 0:
+                raise UserError("samples_per_problem: above 1 needs temperature above 0 (greedy samples are all the same)")
+            for name in ("samples_per_problem", "batch_size"):
+                if getattr(self, name) < 1:
+                    raise UserError(f"{name}: must be at least 1 (got {getattr(self, name)})")
 
 
 # ---- samples files ------------------------------------------------------------------------------
@@ -116,47 +103,36 @@ def read_samples(path: str | Path, problems: list[Problem], dataset: str, split:
     return out
 
 
-# ---- records ------------------------------------------------------------------------------------
-def _outcome_record(o) -> dict:
-    message = getattr(o, "message", "") or ""
-    return {"status": o.status, "error_type": getattr(o, "error_type", None), "message": message[:500]}
-
-
-def trajectory_record(traj: Trajectory) -> dict:
-    return {
-        "task_id": traj.task_id,
-        "sample_index": traj.sample_index,
-        "shared_prefix_turns": traj.shared_prefix_turns,
-        "turns": [
-            {
-                "prompt": t.prompt,
-                "text": t.text,
-                "code": t.code,
-                "reward": t.reward,
-                "passed": t.n_passed,
-                "total": len(t.outcomes),
-                "outcomes": [_outcome_record(o) for o in t.outcomes],
-            }
-            for t in traj.turns
-        ],
-    }
-
-
-def _append(path: Path, trajs: list[Trajectory]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        for traj in trajs:
-            f.write(json.dumps(trajectory_record(traj), ensure_ascii=False) + "\n")
-
-
 # ---- the job ------------------------------------------------------------------------------------
-def run_eval(cfg: EvalConfig, *, console=None, progress: bool = True) -> dict:
-    _check_config(cfg)
+def evaluate_policy(actor, problems: list[Problem], settings: RolloutSettings, *, out: str | Path,
+                    samples_per_problem: int = 1, batch_size: int = 16, seed: int | None = 0, progress: bool = True,
+                    extra: dict | None = None) -> tuple[dict, list[Trajectory]]:
+    """Episodes over `problems`, `batch_size` problems at a time (seed + offset per batch: distinct draws), appended
+    to out/samples.jsonl as each batch finishes; -> (metrics, written to out/metrics.json with `extra`, trajectories)."""
     start = time.time()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    samples_path = out / "samples.jsonl"
+    samples_path = runs.start_samples(out)
+    trajs = []
+    bar = tqdm(total=len(problems), desc="eval", unit="problem", disable=not progress)
+    for i in range(0, len(problems), batch_size):
+        got = run_episodes(actor, problems[i : i + batch_size], settings, samples_per_problem=samples_per_problem,
+                           seed=None if seed is None else seed + i,
+                           progress=progress)  # a second bar: the phase (generating / running tests) of this batch
+        runs.append_samples(samples_path, got)
+        trajs += got
+        bar.update(len(got) // samples_per_problem)
+    bar.close()
+    metrics = compute_metrics(trajs, problems) | (extra or {})
+    metrics["wall_time_s"] = round(time.time() - start, 2)
+    metrics["extraction"] = settings.extraction
+    runs.write_metrics(out, metrics)
+    return metrics, trajs
 
+
+def run_eval(cfg: EvalConfig, *, console=None, progress: bool = True) -> dict:
+    out = Path(cfg.out)
+    settings = cfg.rollout_settings()
     if cfg.samples is not None:
+        start = time.time()
         problems = load_problems(cfg.dataset, cfg.split)
         keep = problems[: cfg.limit] if cfg.limit else problems
         pairs = read_samples(cfg.samples, problems, cfg.dataset, cfg.split)
@@ -166,49 +142,23 @@ def run_eval(cfg: EvalConfig, *, console=None, progress: bool = True) -> dict:
             if not pairs:
                 raise UserError(f"--samples {cfg.samples} holds no samples for the first {cfg.limit} problems")
         _write_config(out, cfg, keep)
-        samples_path.write_text("")
         trajs = score_responses(pairs, reward=cfg.reward, timeout=cfg.timeout, fewshot=cfg.fewshot,
                                 extraction=cfg.extraction)
-        _append(samples_path, trajs)
-        used = list({p.task_id: p for p, _ in pairs}.values())
+        runs.append_samples(runs.start_samples(out), trajs)
+        metrics = compute_metrics(trajs, list({p.task_id: p for p, _ in pairs}.values()))
+        metrics["wall_time_s"] = round(time.time() - start, 2)
+        metrics["extraction"] = cfg.extraction
+        runs.write_metrics(out, metrics)
     else:
-        problems = load_problems(cfg.dataset, cfg.split, cfg.limit)
-        _write_config(out, cfg, problems)
+        from cocos.baselines import make_actor
         from cocos.policy import load_policy
 
+        problems = load_problems(cfg.dataset, cfg.split, cfg.limit)
+        _write_config(out, cfg, problems)
         policy = load_policy(cfg.model, dtype=cfg.dtype, backend=cfg.backend, rollout_dtype=cfg.rollout_dtype)
-        samples_path.write_text("")
-        trajs = []
-        bar = tqdm(total=len(problems), desc=f"eval {cfg.dataset}", unit="problem", disable=not progress)
-        for i in range(0, len(problems), cfg.batch_size):
-            chunk = problems[i : i + cfg.batch_size]
-            got = run_episodes(
-                policy,
-                chunk,
-                turns=cfg.turns,
-                samples_per_problem=cfg.samples_per_problem,
-                mode=cfg.rollout_mode,
-                temperature=cfg.temperature,
-                top_p=cfg.top_p,
-                max_new_tokens=cfg.max_new_tokens,
-                prompt_format=cfg.prompt_format,
-                fewshot=cfg.fewshot,
-                reward=cfg.reward,
-                timeout=cfg.timeout,
-                seed=None if cfg.seed is None else cfg.seed + i,  # distinct draws per batch
-                progress=progress,  # a second bar: the phase (generating / running tests) of this batch
-                extraction=cfg.extraction,
-            )
-            _append(samples_path, got)
-            trajs += got
-            bar.update(len(chunk))
-        bar.close()
-        used = problems
-
-    metrics = compute_metrics(trajs, used)
-    metrics["wall_time_s"] = round(time.time() - start, 2)
-    metrics["extraction"] = cfg.extraction
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        actor = make_actor(cfg.actor, policy, settings, cfg.actor_args)
+        metrics, _ = evaluate_policy(actor, problems, settings, out=out, samples_per_problem=cfg.samples_per_problem,
+                                     batch_size=cfg.batch_size, seed=cfg.seed, progress=progress)
     print_table(metrics, cfg, console=console)
     return metrics
 
@@ -223,10 +173,10 @@ def _write_config(out: Path, cfg: EvalConfig, problems: list[Problem]) -> None:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if cfg.samples is not None:  # fields that only matter when generating
-        for k in ("model", "samples_per_problem", "temperature", "top_p", "rollout_mode", "prompt_format",
-                  "max_new_tokens", "dtype", "batch_size", "backend", "rollout_dtype", "seed"):
+        for k in ("model", "samples_per_problem", "temperature", "top_p", "mode", "prompt_format", "actor",
+                  "actor_args", "max_new_tokens", "dtype", "batch_size", "backend", "rollout_dtype", "seed"):
             record.pop(k)
-    (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
+    runs.write_json_config(out, record)
 
 
 def print_table(metrics: dict, cfg: EvalConfig, *, console=None) -> None:

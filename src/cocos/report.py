@@ -11,7 +11,6 @@ Any mix works; whatever a folder lacks is skipped with a line in the report sayi
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Sequence
-
 # progressive: the paper's r_t = passed / K; binary: all K pass; count: the raw number passed, as the
 # authors' public code rewards it (cocos/rewards.py `calcul_reward`): K times the progressive reward, so
 # on MBPP (K = 3) it weighs 3x against the KL coefficient beta.
@@ -23,15 +21,22 @@ def turn_reward(passed: int, total: int, kind: str = "progressive") -> float:
     return passed / total
 
 
-def accumulated_reward(rewards: Sequence[float], gamma: float = 0.5) -> float:
+def accumulated_reward(rewards, gamma: float = 0.5):
     """R = gamma^(T-1) r_1 + sum_{t=2..T} gamma^(T-t) (r_t - r_{t-1}).
 
-    T = 2 gives gamma*r_1 + r_2 - r_1; gamma = 1 gives r_T; T = 1 gives r_1.
+    `rewards`: one trajectory's per-turn rewards (a sequence -> a float), or a batch whose last axis is the turns
+    (a tensor [..., T] -> [...]; the trainer's scores). T = 2 gives gamma*r_1 + r_2 - r_1; gamma = 1 gives r_T;
+    T = 1 gives r_1.
     """
-    if len(rewards) == 0:
+    batched = hasattr(rewards, "shape")
+    T = rewards.shape[-1] if batched else len(rewards)
+    if T == 0:
         raise ValueError("accumulated_reward needs at least one turn")
-    T = len(rewards)
-    total = gamma ** (T - 1) * rewards[0]
+
+    def r(t):
+        return rewards[..., t] if batched else rewards[t]
+
+    total = gamma ** (T - 1) * r(0)
     for t in range(1, T):  # 0-based t is the paper's turn t+1
-        total += gamma ** (T - 1 - t) * (rewards[t] - rewards[t - 1])
+        total = total + gamma ** (T - 1 - t) * (r(t) - r(t - 1))
     return total

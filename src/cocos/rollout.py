@@ -1,38 +1,84 @@
-"""Multi-turn self-correction episodes -> `Trajectory` records.
+"""Multi-turn self-correction episodes -> `Trajectory` records, each turn written by a turn actor.
 
-    run_episodes(policy, problems, *, turns=2, samples_per_problem=1, mode="trajectory"|"last-turn",
-                 temperature=0.0, top_p=1.0, max_new_tokens=512, prompt_format="paper"|"chat",
-                 fewshot=False, reward="progressive", timeout=3.0, seed=None, progress=True,
-                 extraction="strict"|"lenient")
-        -> list[Trajectory]   # len(problems) * samples_per_problem, grouped by problem, in input order
+    settings = RolloutSettings(turns=2, temperature=0.9, fewshot=True)
+    run_episodes(actor_or_policy, problems, settings, samples_per_problem=k, seed=0)  # or settings fields as keywords
+        -> list[Trajectory]   # len(problems) * k, grouped by problem, in input order
 
-Each turn is one batched `policy.generate` call over every live episode, code extraction
-(`cocos.prompts.extract_code` under the rule `extraction`: what runs when an answer has no [DONE]), then one
-`cocos.sandbox.run_batch` call that runs every extracted program against its problem's tests; the
-turn's reward is `cocos.rewards.turn_reward(passed, K, reward)`.
+A turn actor writes turn t of a batch of episodes: `actor.write(problems, histories, sampling) -> list[Draft]`,
+where histories[i] holds the earlier `Turn`s of episode i (so t = len(histories[i]) + 1) and `sampling` is the
+turn's `cocos.generation.Sampling`. The plain policy is one actor (`PolicyActor`: the prompt format's prompt, one
+generate call); a baseline that changes who writes a turn or how is another (`cocos.baselines`). A `Policy`
+passed to run_episodes is wrapped in a PolicyActor.
+
+Each turn is one `write` call over every live episode, code extraction (`cocos.prompts.extract_code` under the
+rule `extraction`: what runs when an answer has no [DONE]), then one `cocos.sandbox.run_batch` call that runs
+every extracted program against its problem's tests; the turn's reward is `cocos.rewards.turn_reward`.
 
 Modes (DESIGN.md):
 - "trajectory": each of the k samples of a problem has its own turns 1..T.
 - "last-turn": turns 1..T-1 are generated once per problem and shared by its k samples (the same Turn
   objects appear in the k trajectories; `shared_prefix_turns` = T-1), only turn T is sampled k times.
 
-Seeds: turn t's generate call gets `seed + t - 1` (None stays None), so turns do not repeat each other's
+Seeds: turn t's write call gets `seed + t - 1` (None stays None), so turns do not repeat each other's
 random draws. `score_responses` builds the same records from saved answers, without a model.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Protocol, Sequence
 
 from tqdm.auto import tqdm
 
 from cocos.errors import UserError
+from cocos.generation import Generation, Sampling
 from cocos.problems import Problem
-from cocos.prompts import DONE, PromptBuilder, check_extraction, extract_code, paper_prompt
+from cocos.prompts import DONE, EXTRACTIONS, PROMPT_FORMATS, PromptBuilder, extract_code, paper_prompt
 from cocos.rewards import REWARD_KINDS, turn_reward
 
 ROLLOUT_MODES = ("trajectory", "last-turn")
+
+
+@dataclass
+class RolloutSettings:
+    """How episodes are played. One record: EvalConfig and TrainConfig carry these fields (they subclass it)."""
+    turns: int = 2  # T >= 1
+    mode: str = "trajectory"  # trajectory | last-turn (turns 1..T-1 shared by the k samples of a problem)
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    max_new_tokens: int = 512  # per turn
+    prompt_format: str = "paper"  # paper | chat (cocos.prompts)
+    fewshot: bool = False  # the solved MBPP examples (task ids 2-4) before turn 1
+    reward: str = "progressive"  # per-turn reward: tests passed / K, all pass (binary), tests passed (count)
+    timeout: float = 3.0  # per test, seconds (sandbox)
+    # an answer without [DONE]: strict = run it whole, as the paper and its code do; lenient = run its longest
+    # prefix that parses (credits truncated answers; not the paper's rule)
+    extraction: str = "strict"
+
+    def __post_init__(self):
+        self.check_rollout()
+
+    def check_rollout(self) -> None:
+        """UserError naming the field for a value out of range."""
+        for name, choices in (("mode", ROLLOUT_MODES), ("prompt_format", PROMPT_FORMATS), ("reward", REWARD_KINDS),
+                              ("extraction", EXTRACTIONS)):
+            if getattr(self, name) not in choices:
+                raise UserError(f"{name}: must be one of {', '.join(choices)} (got {getattr(self, name)!r})")
+        for name in ("turns", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name}: must be at least 1 (got {getattr(self, name)})")
+        if self.temperature < 0:
+            raise UserError(f"temperature: must be >= 0 (got {self.temperature})")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"top_p: must be in (0, 1] (got {self.top_p})")
+        if self.timeout <= 0:
+            raise UserError(f"timeout: must be above 0 seconds (got {self.timeout})")
+
+    def rollout_settings(self, **changes) -> "RolloutSettings":
+        """These settings as a plain RolloutSettings (from a config that subclasses it), with `changes`."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(RolloutSettings)}
+        return RolloutSettings(**{**values, **changes})
 
 
 @dataclass
@@ -67,18 +113,34 @@ class Trajectory:
         return [t.reward for t in self.turns]
 
 
-def _check_args(turns: int, samples_per_problem: int, mode: str, reward: str, extraction: str) -> None:
-    check_extraction(extraction)
-    if turns < 1:
-        raise UserError(f"--turns must be at least 1, got {turns}")
-    if samples_per_problem < 1:
-        raise UserError(f"--samples-per-problem must be at least 1, got {samples_per_problem}")
-    if mode not in ROLLOUT_MODES:
-        raise UserError(f"rollout mode must be one of {', '.join(ROLLOUT_MODES)}, got {mode!r}")
-    if reward not in REWARD_KINDS:
-        raise UserError(f"reward must be one of {', '.join(REWARD_KINDS)}, got {reward!r}")
+# ---- turn actors --------------------------------------------------------------------------------
+@dataclass
+class Draft:
+    """What an actor wrote for one turn of one episode: the prompt to record and the generation (text, ids)."""
+    prompt: str
+    generation: Generation
 
 
+class Actor(Protocol):
+    def write(self, problems: list[Problem], histories: list[list[Turn]], sampling: Sampling) -> list[Draft]: ...
+
+
+class PolicyActor:
+    """The policy writes every turn itself: the prompt format's turn-t prompt, one batched generate call."""
+
+    def __init__(self, policy, settings: RolloutSettings):
+        self.policy = policy
+        self.prompts = PromptBuilder(settings.prompt_format, tokenizer=getattr(policy, "tokenizer", None),
+                                     fewshot=settings.fewshot)
+
+    def write(self, problems, histories, sampling: Sampling) -> list[Draft]:
+        prompts = [self.prompts(p, [h.code for h in hist]) for p, hist in zip(problems, histories)]
+        gens = self.policy.generate(prompts, max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
+                                    top_p=sampling.top_p, seed=sampling.seed, stop=sampling.stop)
+        return [Draft(prompt, g) for prompt, g in zip(prompts, gens)]
+
+
+# ---- episodes -----------------------------------------------------------------------------------
 def _execute(problems: Sequence[Problem], codes: Sequence[str], timeout: float) -> list[list]:
     """One sandbox call for a whole turn: per program, one outcome per test of its problem."""
     from cocos.sandbox import run_batch
@@ -86,75 +148,53 @@ def _execute(problems: Sequence[Problem], codes: Sequence[str], timeout: float) 
     return run_batch([(code, p.tests, p.setup) for p, code in zip(problems, codes)], timeout=timeout)
 
 
-def _finish_turns(problems, prompts, texts, gens, reward, timeout, extraction) -> list[Turn]:
-    codes = [extract_code(t, extraction) for t in texts]
+def _finish_turns(problems, drafts: list[Draft], reward: str, timeout: float, extraction: str) -> list[Turn]:
+    codes = [extract_code(d.generation.text, extraction) for d in drafts]
     results = _execute(problems, codes, timeout)
     turns = []
-    for i, (p, outcomes) in enumerate(zip(problems, results)):
+    for p, d, code, outcomes in zip(problems, drafts, codes, results):
+        g = d.generation
         passed = sum(o.status == "passed" for o in outcomes)
-        turns.append(
-            Turn(
-                prompt=prompts[i],
-                text=texts[i],
-                code=codes[i],
-                outcomes=list(outcomes),
-                reward=turn_reward(passed, len(p.tests), reward),
-                prompt_ids=list(gens[i].prompt_ids) if gens else [],
-                completion_ids=list(gens[i].completion_ids) if gens else [],
-                logprobs=list(gens[i].logprobs) if gens and gens[i].logprobs is not None else None,
-            )
-        )
+        turns.append(Turn(prompt=d.prompt, text=g.text, code=code, outcomes=list(outcomes),
+                          reward=turn_reward(passed, len(p.tests), reward), prompt_ids=list(g.prompt_ids),
+                          completion_ids=list(g.completion_ids),
+                          logprobs=list(g.logprobs) if g.logprobs is not None else None))
     return turns
 
 
 def run_episodes(
-    policy,
+    actor,
     problems: Sequence[Problem],
+    settings: RolloutSettings | None = None,
     *,
-    turns: int = 2,
     samples_per_problem: int = 1,
-    mode: str = "trajectory",
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    max_new_tokens: int = 512,
-    prompt_format: str = "paper",
-    fewshot: bool = False,
-    reward: str = "progressive",
-    timeout: float = 3.0,
     seed: int | None = None,
     progress: bool = True,
-    extraction: str = "strict",
+    **fields,
 ) -> list[Trajectory]:
-    _check_args(turns, samples_per_problem, mode, reward, extraction)
-    if prompt_format == "self-refine":  # Self-Refine baseline: feedback, then revision (cocos.selfrefine)
-        from cocos.selfrefine import SelfRefinePolicy
-
-        policy, prompt_format = SelfRefinePolicy(policy), "paper"
+    settings = (settings or RolloutSettings()).rollout_settings(**fields)
+    if samples_per_problem < 1:
+        raise UserError(f"samples_per_problem: must be at least 1 (got {samples_per_problem})")
+    if not hasattr(actor, "write"):  # a policy: it writes every turn itself
+        actor = PolicyActor(actor, settings)
     problems = list(problems)
-    k = samples_per_problem
-    build = PromptBuilder(prompt_format, tokenizer=getattr(policy, "tokenizer", None), fewshot=fewshot)
+    k, turns = samples_per_problem, settings.turns
     bar = tqdm(total=2 * turns, desc="episodes", unit="step", disable=not progress, leave=False)
 
     def play(t: int, items: list[tuple[Problem, list[Turn]]]) -> list[Turn]:
-        """Turn t for every (problem, earlier turns) item: one generate call, one sandbox call."""
+        """Turn t for every (problem, earlier turns) item: one write call, one sandbox call."""
         batch = [p for p, _ in items]
-        prompts = [build(p, [h.code for h in hist]) for p, hist in items]
-        bar.set_postfix_str(f"turn {t}: generating {len(prompts)}")
-        gens = policy.generate(
-            prompts,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=None if seed is None else seed + t - 1,
-            stop=(DONE,),
-        )
+        bar.set_postfix_str(f"turn {t}: generating {len(batch)}")
+        sampling = Sampling(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                            top_p=settings.top_p, seed=None if seed is None else seed + t - 1, stop=(DONE,))
+        drafts = actor.write(batch, [hist for _, hist in items], sampling)
         bar.update(1)
         bar.set_postfix_str(f"turn {t}: running tests")
-        done = _finish_turns(batch, prompts, [g.text for g in gens], gens, reward, timeout, extraction)
+        done = _finish_turns(batch, drafts, settings.reward, settings.timeout, settings.extraction)
         bar.update(1)
         return done
 
-    if mode == "trajectory":
+    if settings.mode == "trajectory":
         items = [(p, []) for p in problems for _ in range(k)]
         for t in range(1, turns + 1):
             for (_, hist), turn in zip(items, play(t, items)):
@@ -191,9 +231,7 @@ def score_responses(
     Several samples of one problem get sample_index 0, 1, ... in the order given. The prompts recorded
     are the paper format's (what the answers would have been generated from).
     """
-    if reward not in REWARD_KINDS:
-        raise UserError(f"reward must be one of {', '.join(REWARD_KINDS)}, got {reward!r}")
-    check_extraction(extraction)
+    RolloutSettings(reward=reward, extraction=extraction)  # checks both
     samples = [(p, list(texts)) for p, texts in samples]
     n_turns = max((len(texts) for _, texts in samples), default=0)
     prefix = ""
@@ -207,8 +245,8 @@ def score_responses(
         live = [i for i, (_, texts) in enumerate(samples) if len(texts) > t]
         problems = [samples[i][0] for i in live]
         prompts = [paper_prompt(samples[i][0], [h.code for h in histories[i]], prefix) for i in live]
-        texts = [samples[i][1][t] for i in live]
-        for i, turn in zip(live, _finish_turns(problems, prompts, texts, None, reward, timeout, extraction)):
+        drafts = [Draft(prompt, Generation(text=samples[i][1][t])) for i, prompt in zip(live, prompts)]
+        for i, turn in zip(live, _finish_turns(problems, drafts, reward, timeout, extraction)):
             histories[i].append(turn)
     seen: dict = {}
     out = []

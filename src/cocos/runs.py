@@ -42,6 +42,11 @@ def checkpoint_steps(run: Path) -> list[int]:
     return sorted(int(m.group(1)) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and (p / STATE_FILE).exists())
 
 
+def eval_steps(run: Path) -> list[int]:
+    """Steps of a training run's evaluations (eval/step_N/ with metrics), ascending."""
+    return _steps(Path(run) / "eval", METRICS)
+
+
 def _steps(root: Path, required: str) -> list[int]:
     if not root.is_dir():
         return []
@@ -162,7 +167,7 @@ def read_run(path: str | Path, label: str | None = None) -> Run:
         run.log = read_jsonl(path / LOG) if (path / LOG).exists() else []
         if not run.log:
             run.notes.append(f"no training log ({LOG} missing or empty): no learning curves")
-        for step in _steps(path / "eval", METRICS):
+        for step in eval_steps(path):
             run.evals.append((step, json.loads((eval_dir(path, step) / METRICS).read_text())))
         if run.evals:
             run.metrics = run.evals[-1][1]

@@ -9,34 +9,30 @@ field, so the CLI prints one line.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cocos.config import dump_config, load_config_file
 from cocos.errors import UserError
-from cocos.policy import ROLLOUT_DTYPES
-from cocos.prompts import EXTRACTIONS
-from cocos.rewards import REWARD_KINDS
+from cocos.generation import ROLLOUT_DTYPES
+from cocos.rollout import RolloutSettings
 
 CHOICES = {
-    "method": ("cocos", "score"),
-    "reward": REWARD_KINDS,  # count: the raw number of tests passed, as the authors' code rewards (see rewards.py)
-    "mode": ("trajectory", "last-turn"),
+    "method": ("cocos", "score"),  # cocos.train.objective.method_at
     "schedule": ("cosine", "linear", "constant"),
     "dtype": ("float32", "bfloat16", "auto"),
     "autocast": ("auto", "bf16", "none"),
     "backend": ("auto", "hf", "engine", "vllm"),
     "rollout_dtype": ROLLOUT_DTYPES,
-    "prompt_format": ("paper", "chat"),
     "kl_estimator": ("k1", "k3"),
-    "extraction": EXTRACTIONS,
 }
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RolloutSettings):
+    """The rollout fields (turns, mode, temperature, top_p, max_new_tokens, prompt_format, fewshot, reward, timeout,
+    extraction) are cocos.rollout.RolloutSettings'; this adds the model, the objective and the optimisation."""
+
     # ---- model ----
     model: str = "smollm2-135m"  # packaged alias, HF id or local checkpoint (cocos.policy.load_policy)
     dtype: str = "float32"  # weights (and optimizer) dtype; keep float32 for full fine-tuning
@@ -51,7 +47,6 @@ class TrainConfig:
 
     # ---- objective (DESIGN.md) ----
     method: str = "cocos"  # cocos | score (two-stage SCoRe baseline)
-    reward: str = "progressive"  # per-turn reward: tests passed / K (progressive), all-pass (binary), tests passed (count)
     gamma: float = 0.5  # accumulated reward discount
     beta: float = 0.01  # KL coefficient (score = R - beta * KL)
     skip_uniform_groups: bool = False  # skip groups whose k rewards are all equal (no reward signal; see trainer)
@@ -60,8 +55,6 @@ class TrainConfig:
     curriculum_k: int = 0
     kl_estimator: str = "k1"  # per-token KL estimate: k1 = logp - logp_ref, k3 = exp(-d) - 1 + d
     k: int = 2  # samples (trajectories) per problem, RLOO group size
-    turns: int = 2  # T >= 1
-    mode: str = "trajectory"  # trajectory | last-turn (turns 1..T-1 shared by the k samples)
     train_turns: str = "all"  # which turns carry gradient: all | last | comma list of 1-based turns ("2" or "1,2")
 
     # ---- SCoRe (method: score) ----
@@ -69,16 +62,8 @@ class TrainConfig:
     score_beta1: float = 0.1  # stage I: strong KL on turns 1..T-1
     score_alpha: float = 10.0  # stage II: shaped bonus alpha * (r_T - r_1)
 
-    # ---- rollouts ----
+    # ---- rollouts (RolloutSettings' fields; sampling for RL) ----
     temperature: float = 0.9
-    top_p: float = 1.0
-    max_new_tokens: int = 512  # per turn
-    prompt_format: str = "paper"
-    fewshot: bool = False  # prepend the solved MBPP examples (task ids 1-10) to turn 1
-    # an answer without [DONE] (rewards and evaluation): strict = run it whole, as the paper and its code do;
-    # lenient = run its longest prefix that parses (credits truncated answers; not the paper's rule)
-    extraction: str = "strict"
-    timeout: float = 3.0  # per test, seconds (sandbox)
 
     # ---- data ----
     dataset: str = "mbpp"
@@ -124,10 +109,11 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
+        self.check_rollout()
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise UserError(f"{name}: must be one of {', '.join(choices)} (got {getattr(self, name)!r})")
-        positive = ("k", "turns", "max_new_tokens", "problems_per_step", "grad_accum", "micro_batch", "lora_r")
+        positive = ("k", "problems_per_step", "grad_accum", "micro_batch", "lora_r")
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserError(f"{name}: must be >= 1 (got {getattr(self, name)})")
@@ -137,11 +123,9 @@ class TrainConfig:
                      "curriculum_k"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name}: must be >= 0 (got {getattr(self, name)})")
-        for name in ("beta", "lr", "temperature", "timeout", "score_beta1", "max_minutes"):
+        for name in ("beta", "lr", "score_beta1", "max_minutes"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name}: must be >= 0 (got {getattr(self, name)})")
-        if not 0 < self.top_p <= 1:
-            raise UserError(f"top_p: must be in (0, 1] (got {self.top_p})")
         if self.temperature == 0:
             raise UserError("temperature: RL needs sampling; use a temperature > 0 (the paper uses 0.9)")
         self.trained_turns()  # validates train_turns

@@ -1,0 +1,38 @@
+"""The curriculum (`curriculum_k` > 0): train only on problems where the starting model's samples differ in reward."""
+
+from __future__ import annotations
+
+import json
+
+
+def keep_problems(trainer, resume: bool) -> list:
+    """Keep the training problems on which the starting model's turn-1 samples earned different rewards.
+
+    A problem whose k samples all earn the same reward (usually all 0 for a small model) gives RLOO no
+    signal: with skip_uniform_groups it costs a rollout and trains nothing. The choice is made once, with
+    the model the run starts from, and saved, so a resumed run trains on the same problems.
+    """
+    cfg, path = trainer.cfg, trainer.out / "curriculum.json"
+    if resume and path.exists():
+        kept = json.loads(path.read_text())["kept"]
+    else:
+        trajs = trainer._episodes(trainer.policy, trainer.problems, turns=1, k=cfg.curriculum_k, seed=cfg.seed,
+                                  progress=trainer.progress and trainer.is_main)
+        rewards: dict = {}
+        for t in trajs:
+            rewards.setdefault(str(t.task_id), []).append(round(t.rewards[0], 4))
+        kept = [tid for tid, r in rewards.items() if max(r) > min(r)]
+        if trainer.is_main:
+            trainer.out.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"k": cfg.curriculum_k, "problems": len(rewards), "kept": kept,
+                                        "turn1_rewards": rewards}, indent=1))
+    if not kept:
+        if trainer.is_main:
+            print(f"cocos: curriculum: no training problem had a reward difference over {cfg.curriculum_k} "
+                  "samples; training on all of them")
+        return trainer.problems
+    if trainer.is_main:
+        print(f"cocos: curriculum: {len(kept)} of {len(trainer.problems)} training problems had a reward "
+              f"difference over {cfg.curriculum_k} turn-1 samples; training on those ({path})")
+    keep = set(kept)
+    return [p for p in trainer.problems if str(p.task_id) in keep]
