@@ -30,5 +30,13 @@ def test_ablation_configs_change_one_thing_each():
 
 
 def test_self_refine_config_holds_eval_options_only():
-    sr = yaml.safe_load((CONFIGS / "self_refine.yaml").read_text())
-    EvalConfig(out="x", **{k: v for k, v in sr.items() if k != "feedback_tokens"})  # a TypeError names a stray field
+    """configs/self_refine.yaml is an EvalConfig (a stray field is a UserError naming it) that picks the Self-Refine
+    actor, and its actor options are the actor's own."""
+    from cocos.baselines import make_actor
+    from cocos.baselines.self_refine import SelfRefineActor
+    from cocos.config import build_config, read_config_file
+
+    cfg = build_config({**read_config_file(CONFIGS / "self_refine.yaml"), "out": "x"}, EvalConfig)
+    assert cfg.actor == "self-refine" and cfg.limit is None and cfg.temperature == 0.0
+    actor = make_actor(cfg.actor, policy=None, settings=cfg.rollout_settings(), options=cfg.actor_args)
+    assert isinstance(actor, SelfRefineActor) and actor.feedback_tokens == 256
