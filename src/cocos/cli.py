@@ -16,6 +16,7 @@ from cocos.errors import UserError
 def add_eval_parser(sub):
     from cocos.baselines import ACTORS
     from cocos.generation import ROLLOUT_DTYPES
+    from cocos.policy import BACKENDS, DTYPES
     from cocos.prompts import EXTRACTIONS, PROMPT_FORMATS
     from cocos.rewards import REWARD_KINDS
     from cocos.rollout import ROLLOUT_MODES
@@ -44,9 +45,9 @@ def add_eval_parser(sub):
     p.add_argument("--actor-arg", dest="actor_args", action="append", metavar="KEY=VALUE",
                    help="an option of the actor (repeatable), e.g. --actor-arg feedback_tokens=256")
     p.add_argument("--max-new-tokens", type=int, help="per turn (default 512)")
-    p.add_argument("--dtype", help="auto (default) | float32 | bfloat16 | float16")
+    p.add_argument("--dtype", choices=DTYPES, help="weights' dtype (default auto)")
     p.add_argument("--batch-size", type=int, help="problems per generate call (default 16)")
-    p.add_argument("--backend", help="auto (default) | hf | engine | vllm")
+    p.add_argument("--backend", choices=BACKENDS, help="generation backend (default auto)")
     p.add_argument("--rollout-dtype", choices=ROLLOUT_DTYPES,
                    help="engine dtype: model (default, matches HF generate) or bfloat16 (faster where the CPU has AMX)")
     p.add_argument("--reward", choices=REWARD_KINDS)

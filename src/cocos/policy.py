@@ -34,8 +34,8 @@ from cocos.errors import UserError
 from cocos.generation import ROLLOUT_DTYPES, Generation, Sampling, encode_prompt
 from cocos.models import DEFAULT_MODEL, NAMED_MODELS, resolve_named
 
-_DTYPES = ("auto", "float32", "bfloat16", "float16")
-_BACKENDS = ("auto", "hf", "engine", "vllm")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+BACKENDS = ("auto", "hf", "engine", "vllm")
 
 
 def _log(msg: str) -> None:
@@ -50,8 +50,8 @@ def _check_rollout_dtype(rollout_dtype: str) -> None:
 def _torch_dtype(dtype: str, device: str):
     import torch
 
-    if dtype not in _DTYPES:
-        raise UserError(f"dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
+    if dtype not in DTYPES:
+        raise UserError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     if dtype == "auto":
         # bf16 matmuls are fast on GPUs; on CPUs their speed varies a lot, float32 is the safe default.
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
@@ -71,8 +71,8 @@ def load_policy(
     """Named model, local checkpoint folder or Hugging Face Hub id -> Policy (see the module docstring)."""
     import torch
 
-    if backend not in _BACKENDS:
-        raise UserError(f"backend {backend!r} is not one of {', '.join(_BACKENDS)}")
+    if backend not in BACKENDS:
+        raise UserError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
     _check_rollout_dtype(rollout_dtype)  # before the (slow) model load
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = _torch_dtype(dtype, device)

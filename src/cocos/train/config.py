@@ -15,14 +15,15 @@ from pathlib import Path
 from cocos.config import dump_config, load_config_file
 from cocos.errors import UserError
 from cocos.generation import ROLLOUT_DTYPES
+from cocos.policy import BACKENDS
 from cocos.rollout import RolloutSettings
 
 CHOICES = {
     "method": ("cocos", "score"),  # cocos.train.objective.method_at
     "schedule": ("cosine", "linear", "constant"),
-    "dtype": ("float32", "bfloat16", "auto"),
+    "dtype": ("float32", "bfloat16", "auto"),  # weights and optimizer: the policy's dtypes less float16 (no loss scaling)
     "autocast": ("auto", "bf16", "none"),
-    "backend": ("auto", "hf", "engine", "vllm"),
+    "backend": BACKENDS,
     "rollout_dtype": ROLLOUT_DTYPES,
     "kl_estimator": ("k1", "k3"),
 }
