@@ -174,6 +174,48 @@ def cmd_sft(args) -> int:
     return 0
 
 
+# ---- self-corrector -----------------------------------------------------------------------------
+def add_self_corrector_parser(sub):
+    p = sub.add_parser("self-corrector", help="train a Self-Corrector (Welleck et al. 2023): a corrector for a generator",
+                       description="Sample the generator's answers on the training problems, pair them worse -> better "
+                       "by reward, fine-tune a separate corrector on the pairs, then explore (corrections added to the "
+                       "pool) and fine-tune again. OUT holds the generator and OUT/corrector; evaluate with "
+                       "cocos eval --model OUT --actor self-corrector.")
+    p.add_argument("--config", default=None, help="YAML of settings (configs/self_corrector.yaml)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting (repeatable)")
+    p.set_defaults(func=cmd_self_corrector)
+
+
+def cmd_self_corrector(args) -> int:
+    from cocos.train.self_corrector import load_self_corrector_config, run_self_corrector
+
+    out = run_self_corrector(load_self_corrector_config(args.config, args.set), args.out)
+    print(f"saved the generator to {out} and the corrector to {out}/corrector "
+          f"(evaluate with: cocos eval --model {out} --actor self-corrector)")
+    return 0
+
+
+# ---- revise -------------------------------------------------------------------------------------
+def add_revise_parser(sub):
+    p = sub.add_parser("revise", help="train ReVISE (Lee et al. 2025): self-verification, then refinement (DPO)",
+                       description="Add the [REFINE] token, then two DPO stages on the model's own answers on the "
+                       "training problems: verify (stop or refine), then correct. OUT is the final checkpoint; evaluate "
+                       "with cocos eval --model OUT --actor revise.")
+    p.add_argument("--config", default=None, help="YAML of settings (configs/revise.yaml)")
+    p.add_argument("--out", required=True, help="run folder (the trained checkpoint)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting (repeatable)")
+    p.set_defaults(func=cmd_revise)
+
+
+def cmd_revise(args) -> int:
+    from cocos.train.revise import load_revise_config, run_revise
+
+    out = run_revise(load_revise_config(args.config, args.set), args.out)
+    print(f"saved the ReVISE model to {out} (evaluate with: cocos eval --model {out} --actor revise)")
+    return 0
+
+
 # ---- report -------------------------------------------------------------------------------------
 def add_report_parser(sub):
     p = sub.add_parser("report", help="tables and plots from run folders")
@@ -181,13 +223,15 @@ def add_report_parser(sub):
     p.add_argument("--out", required=True, help="folder for report.md and the PNG plots")
     p.add_argument("--label", action="append", default=None, help="method name per run folder, in order (default: folder name)")
     p.add_argument("--title", default="CoCoS comparison")
+    p.add_argument("--budget", default=None, help="the budget the runs were made at, printed with every table "
+                   "(e.g. \"small: 30 problems per dataset, RL 10 steps\")")
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args) -> int:
     from cocos.report import build_report
 
-    path = build_report(args.runs, args.out, labels=args.label, title=args.title)
+    path = build_report(args.runs, args.out, labels=args.label, title=args.title, budget=args.budget)
     print(f"wrote {path}")
     return 0
 
@@ -195,7 +239,8 @@ def cmd_report(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cocos", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_eval_parser, add_train_parser, add_demo_parser, add_sft_parser, add_report_parser):
+    for add in (add_eval_parser, add_train_parser, add_demo_parser, add_sft_parser, add_self_corrector_parser,
+                add_revise_parser, add_report_parser):
         add(sub)
     return parser
 

@@ -276,7 +276,8 @@ def old_unit_runs(runs: list[Run], pair: tuple[int, int]) -> list[str]:
     return [r.label for r in runs if f"unit_preserve({a},{b})" in r.metrics and f"unit_worsen({a},{b})" not in r.metrics]
 
 
-def build_report(run_dirs: list[str | Path], out_dir: str | Path, labels: list[str] | None = None, title: str = "CoCoS comparison") -> Path:
+def build_report(run_dirs: list[str | Path], out_dir: str | Path, labels: list[str] | None = None, title: str = "CoCoS comparison",
+                 budget: str | None = None) -> Path:
     if not run_dirs:
         raise UserError("no run folders given: pass one or more folders written by `cocos eval` / `cocos train`")
     if labels and len(labels) != len(run_dirs):
@@ -294,7 +295,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, labels: list[s
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     scored = [r for r in runs if r.metrics]
-    md: list[str] = [f"# {title}", ""]
+    md: list[str] = [f"# {title}", ""] + ([f"Budget: {budget}.", ""] if budget else [])
     skipped: list[str] = []
 
     # Runs

@@ -17,6 +17,8 @@ from cocos.errors import UserError
 ACTORS = {
     "policy": "cocos.rollout:PolicyActor",  # the model writes every turn itself (CoCoS, SCoRe, boost, Turn-SFT)
     "self-refine": "cocos.baselines.self_refine:SelfRefineActor",  # feedback, then revision (Madaan et al. 2023)
+    "self-corrector": "cocos.baselines.self_corrector:SelfCorrectorActor",  # generator, then corrector (Welleck et al. 2023)
+    "revise": "cocos.baselines.revise:ReviseActor",  # refine after a self-verdict (Lee et al. 2025)
 }
 
 
