@@ -1,21 +1,26 @@
 """Tables and plots from run folders: the paper's comparison, as Markdown and PNG.
 
-    build_report(run_dirs, out_dir, labels=None) -> Path   # out_dir/report.md (+ PNGs beside it)
+    build_report(run_dirs, out_dir, labels=None, budget=None) -> Path   # out_dir/report.md (+ PNGs beside it)
 
 A run folder is either
 - an evaluation run: metrics.json (flat keys "acc@1", "delta(1,2)", ...), samples.jsonl, config.json;
 - a training run: config.yaml, log.jsonl (one JSON object per step), eval/step_N/metrics.json,
   checkpoints/step_N. Its "final" numbers are those of its last evaluation.
-Any mix works; whatever a folder lacks is skipped with a line in the report saying so.
+Any mix works; whatever a folder lacks is skipped with a line in the report saying so. Folders given the same
+label are one method: its evaluations on MBPP, HumanEval and ODEX make one row of the paper's table, with standard
+errors (cocos.report_paper), and a run of more than 2 turns adds it to the accuracy-by-turn figure. The detailed
+sections (accuracy bars, delta and unit tables, response lengths) come once per dataset.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from cocos.errors import UserError
+from cocos.report_paper import acc_by_turn_section, dataset_key, dataset_order, dataset_title, n_turns, paper_tables, pyplot
 from cocos.runs import Run, read_run
 
 _PAIR_KEY = re.compile(r"^delta\((\d+),(\d+)\)$")
@@ -88,12 +93,7 @@ def _describe_train(run: Run) -> str:
 
 # ---- plots --------------------------------------------------------------------------------------
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _bar_groups(ax, labels: list[str], series: dict[str, list[float | None]], ylabel: str, percent: bool = True):
@@ -220,7 +220,8 @@ def plot_scalars(runs: list[Run], path: Path) -> bool:
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
+    if axes[0][-1].get_legend_handles_labels()[0]:
+        axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -276,8 +277,94 @@ def old_unit_runs(runs: list[Run], pair: tuple[int, int]) -> list[str]:
     return [r.label for r in runs if f"unit_preserve({a},{b})" in r.metrics and f"unit_worsen({a},{b})" not in r.metrics]
 
 
+def _detail(md: list[str], skipped: list[str], runs: list[Run], out: Path, suffix: str, where: str) -> None:
+    """Accuracy bars, per-pair delta and unit tables and plots, response lengths: for the runs of one dataset.
+    `suffix` goes into every PNG name ("" for a report of one dataset), `where` into every heading."""
+    scored = [r for r in runs if r.metrics]
+    md += [f"## Accuracy at each turn{where}", ""]
+    if plot_accuracy(scored, out / f"accuracy{suffix}.png"):
+        md += [f"![accuracy at each turn](accuracy{suffix}.png)", ""]
+    else:
+        skipped.append(f"accuracy bars{where}: no run has acc@t metrics")
+    pairs = turn_pairs(scored)
+    if not pairs:
+        skipped.append(f"delta tables{where}: no run has delta(t1,t2) metrics")
+    for pair in pairs:
+        a, b = pair
+        md += [f"## Self-correction, turn {a} → turn {b}{where} (shares of problems, %)", ""]
+        md += delta_table(scored, pair) + [""]
+        name = (f"deltas{suffix}.png" if pair == (1, 2) else f"deltas_{a}_{b}{suffix}.png")
+        if plot_deltas(scored, pair, out / name):
+            md += [f"![deltas]({name})", ""]
+        ut = unit_table(scored, pair)
+        md += [f"### Unit-level improvement and preservation, turn {a} → turn {b}{where} (%)", ""]
+        if ut:
+            md += ut + [""]
+            old = old_unit_runs(scored, pair)
+            if old:
+                md += [f"Scored before 2026-11-27 ({', '.join(old)}): unit preserve is the old per-problem mean, which "
+                       "counts a problem with no test passed as preserved; re-score their samples.jsonl with "
+                       "`cocos eval --samples`.", ""]
+            name = f"unit{suffix}.png" if pair == (1, 2) else f"unit_{a}_{b}{suffix}.png"
+            if plot_unit(scored, pair, out / name):
+                md += [f"![unit-level metrics]({name})", ""]
+        else:
+            md += ["No run has unit-level metrics for this pair.", ""]
+    md += [f"## Response length{where} (evaluation samples)", ""]
+    ok, unit = plot_eval_lengths(runs, out / f"lengths{suffix}.png")
+    if ok:
+        md += [f"Mean length of the model's answer at each turn, in {unit}.", "", f"![response lengths](lengths{suffix}.png)",
+               ""]
+    else:
+        md += ["No evaluation run has samples with responses: no length plot.", ""]
+        skipped.append(f"response-length bars{where}: no samples.jsonl with turns")
+
+
+def _learning_curves(md: list[str], skipped: list[str], train: list[Run], out: Path) -> None:
+    md += ["## Learning curves", ""]
+    if not train:
+        md += ["No training run among the folders: no learning curves.", ""]
+        return
+    made = False
+    for stems, ylabel, title_, fname in (
+        (("reward",), "mean reward", "Reward", "reward_curves.png"),
+        (("kl",), "KL to reference (nats)", "KL per turn", "kl_turn_curves.png"),  # SCoRe's collapse is turn 1's
+        (("acc",), "accuracy", "Training accuracy", "train_acc_curves.png"),
+        (("length", "response_length"), "tokens", "Response length", "length_curves.png"),
+    ):
+        if any(plot_curves(train, stem, ylabel, title_, out / fname) for stem in stems):
+            md += [f"![{title_}]({fname})", ""]
+            made = True
+        else:
+            skipped.append(f"{title_.lower()} curves: no training log has per-turn `{stems[0]}` values")
+    if plot_scalars(train, out / "kl_edit_sim_curves.png"):
+        md += ["![KL and edit similarity](kl_edit_sim_curves.png)", ""]
+        made = True
+    else:
+        skipped.append("KL / edit-similarity curves: no training log has `kl` or `edit_sim(1,T)`")
+    if not made:
+        md += ["No training log has per-turn values to plot.", ""]
+    ev_rows = []
+    for r in train:
+        if len(r.evals) >= 1:
+            first_step, first = r.evals[0]
+            last_step, last = r.evals[-1]
+            T = max(turns_of(last) or [1])
+            ev_rows.append([r.label, str(first_step), pct(first.get(f"acc@{T}")), str(last_step), pct(last.get(f"acc@{T}"))])
+    if ev_rows:
+        md += ["Last-turn accuracy at the first and last evaluation of each training run (%):", ""]
+        md += _table(["Method", "first eval step", "acc@T", "last eval step", "acc@T"], ev_rows) + [""]
+
+
+def _slug(key: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", key.lower()).strip("_")
+
+
 def build_report(run_dirs: list[str | Path], out_dir: str | Path, labels: list[str] | None = None, title: str = "CoCoS comparison",
                  budget: str | None = None) -> Path:
+    """report.md (+ PNGs) in out_dir. Folders with the same label are one method: its evaluations on several
+    datasets (config.json's "dataset") are one row of the paper's table (cocos.report_paper), its training run
+    gives its learning curves."""
     if not run_dirs:
         raise UserError("no run folders given: pass one or more folders written by `cocos eval` / `cocos train`")
     if labels and len(labels) != len(run_dirs):
@@ -285,13 +372,12 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, labels: list[s
     runs = [read_run(d, labels[i] if labels else None) for i, d in enumerate(run_dirs)]
     if not any(Path(d).is_dir() for d in run_dirs):
         raise UserError(f"none of the run folders exists ({', '.join(map(str, run_dirs))}): pass folders written by `cocos eval` or `cocos train`")
-    seen: dict[str, int] = {}
-    for r in runs:  # two folders with the same name would overwrite each other in every plot
-        if r.label in seen:
-            seen[r.label] += 1
-            r.label = f"{r.label} ({seen[r.label]})"
-        else:
-            seen[r.label] = 1
+    seen: dict[tuple, int] = {}
+    for r in runs:  # the same method on another dataset or turn count is not a duplicate; else it would be overwritten
+        key = (r.label, r.kind, dataset_key(r), n_turns(r.metrics))
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] > 1:
+            r.label = f"{r.label} ({seen[key]})"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     scored = [r for r in runs if r.metrics]
@@ -305,9 +391,11 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, labels: list[s
         n = r.metrics.get("n_problems")
         src = r.metrics_source or "-"
         extra = _describe_train(r) if r.kind == "train" else str(r.config.get("model", "") or "")
-        rows.append([r.label, r.kind, f"`{r.path}`", "-" if n is None else str(n), src, extraction_rule(r), extra or "-"])
-    md += _table(["Method", "kind", "folder", "problems", "final numbers from", "extraction", "settings"], rows,
-                 numeric=False) + [""]
+        ds = dataset_title(dataset_key(r)) if dataset_key(r) else "-"
+        rows.append([r.label, r.kind, f"`{r.path}`", "-" if n is None else str(n), src, extraction_rule(r), extra or "-",
+                     ds, str(n_turns(r.metrics) or "-")])
+    md += _table(["Method", "kind", "folder", "problems", "final numbers from", "extraction", "settings", "dataset", "turns"],
+                 rows, numeric=False) + [""]
     rules = {extraction_rule(r).split()[0] for r in scored}
     md += ["Extraction: the rule for an answer without `[DONE]`: strict runs it whole (the paper's rule), lenient "
            "runs its longest prefix that parses (more credit to truncated answers)."
@@ -318,81 +406,28 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, labels: list[s
     if any(r.notes for r in runs):
         md.append("")
 
-    # Accuracy
-    md += ["## Accuracy at each turn", ""]
-    if plot_accuracy(scored, out / "accuracy.png"):
-        md += ["![accuracy at each turn](accuracy.png)", ""]
-    else:
-        skipped.append("accuracy bars: no run has acc@t metrics")
-    pairs = turn_pairs(scored)
-    if not pairs:
-        skipped.append("delta tables: no run has delta(t1,t2) metrics")
-    for pair in pairs:
-        a, b = pair
-        md += [f"## Self-correction, turn {a} → turn {b} (shares of problems, %)", ""]
-        md += delta_table(scored, pair) + [""]
-        name = "deltas.png" if pair == (1, 2) else f"deltas_{a}_{b}.png"
-        if plot_deltas(scored, pair, out / name):
-            md += [f"![deltas]({name})", ""]
-        ut = unit_table(scored, pair)
-        md += [f"### Unit-level improvement and preservation, turn {a} → turn {b} (%)", ""]
-        if ut:
-            md += ut + [""]
-            old = old_unit_runs(scored, pair)
-            if old:
-                md += [f"Scored before 2026-11-27 ({', '.join(old)}): unit preserve is the old per-problem mean, which "
-                       "counts a problem with no test passed as preserved; re-score their samples.jsonl with "
-                       "`cocos eval --samples`.", ""]
-            name = "unit.png" if pair == (1, 2) else f"unit_{a}_{b}.png"
-            if plot_unit(scored, pair, out / name):
-                md += [f"![unit-level metrics]({name})", ""]
-        else:
-            md += ["No run has unit-level metrics for this pair.", ""]
+    # The paper's layout: methods x datasets, every number with its standard error; then turns beyond two
+    md += paper_tables(runs, budget)
+    md += acc_by_turn_section(runs, out, budget)
 
-    # Training runs
-    train = [r for r in runs if r.kind == "train"]
-    md += ["## Learning curves", ""]
-    if not train:
-        md += ["No training run among the folders: no learning curves.", ""]
-    else:
-        made = False
-        for stems, ylabel, title_, fname in (
-            (("reward",), "mean reward", "Reward", "reward_curves.png"),
-            (("kl",), "KL to reference (nats)", "KL per turn", "kl_turn_curves.png"),  # SCoRe's collapse is turn 1's
-            (("acc",), "accuracy", "Training accuracy", "train_acc_curves.png"),
-            (("length", "response_length"), "tokens", "Response length", "length_curves.png"),
-        ):
-            if any(plot_curves(train, stem, ylabel, title_, out / fname) for stem in stems):
-                md += [f"![{title_}]({fname})", ""]
-                made = True
-            else:
-                skipped.append(f"{title_.lower()} curves: no training log has per-turn `{stems[0]}` values")
-        if plot_scalars(train, out / "kl_edit_sim_curves.png"):
-            md += ["![KL and edit similarity](kl_edit_sim_curves.png)", ""]
-            made = True
-        else:
-            skipped.append("KL / edit-similarity curves: no training log has `kl` or `edit_sim(1,T)`")
-        if not made:
-            md += ["No training log has per-turn values to plot.", ""]
-        ev_rows = []
-        for r in train:
-            if len(r.evals) >= 1:
-                first_step, first = r.evals[0]
-                last_step, last = r.evals[-1]
-                T = max(turns_of(last) or [1])
-                ev_rows.append([r.label, str(first_step), pct(first.get(f"acc@{T}")), str(last_step), pct(last.get(f"acc@{T}"))])
-        if ev_rows:
-            md += ["Last-turn accuracy at the first and last evaluation of each training run (%):", ""]
-            md += _table(["Method", "first eval step", "acc@T", "last eval step", "acc@T"], ev_rows) + [""]
+    # Details per dataset (one dataset, or none recorded: one set of sections, as before)
+    groups: dict = {}
+    for r in runs:
+        groups.setdefault(dataset_key(r), []).append(r)
+    keys = dataset_order(groups) + ([None] if None in groups else [])
+    for key in keys:
+        group = groups[key]
+        if len(keys) > 1:
+            turns = {}  # a method's 2- and 5-turn runs side by side: name the longer one
+            for r in group:
+                turns.setdefault(r.label, set()).add(n_turns(r.metrics))
+            group = [replace(r, label=f"{r.label} ({n_turns(r.metrics)} turns)")
+                     if len(turns[r.label]) > 1 and n_turns(r.metrics) != 2 else r for r in group]
+        suffix = f"_{_slug(key)}" if len(keys) > 1 and key else ("_other" if len(keys) > 1 else "")
+        where = f": {dataset_title(key)}" if len(keys) > 1 else ""
+        _detail(md, skipped, group, out, suffix, where)
 
-    # Response lengths of evaluation runs
-    md += ["## Response length (evaluation samples)", ""]
-    ok, unit = plot_eval_lengths(runs, out / "lengths.png")
-    if ok:
-        md += [f"Mean length of the model's answer at each turn, in {unit}.", "", "![response lengths](lengths.png)", ""]
-    else:
-        md += ["No evaluation run has samples with responses: no length plot.", ""]
-        skipped.append("response-length bars: no samples.jsonl with turns")
+    _learning_curves(md, skipped, [r for r in runs if r.kind == "train"], out)
 
     if skipped:
         md += ["## Skipped", ""] + [f"- {s}." for s in skipped] + [""]
