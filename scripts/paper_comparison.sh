@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The paper's comparison at a chosen budget: ten rows, each evaluated the same way on MBPP test, HumanEval
-# and ODEX, then one `cocos report` per dataset. Every step writes its own folder and is skipped when that
-# folder is complete, so a stopped run picks up where it stopped.
+# The paper's comparison at a chosen budget: twelve rows, each evaluated the same way on MBPP test, HumanEval
+# and ODEX, some rows also over 5 turns (the analysis of correction beyond the two trained turns), then one
+# `cocos report` in the paper's layout. Every step writes its own folder and is skipped when that folder is
+# complete, so a stopped run picks up where it stopped.
 #
 #   BUDGET=tiny  bash scripts/paper_comparison.sh     # ~45 min on a busy 2-core CPU: checks every step works
 #   BUDGET=small bash scripts/paper_comparison.sh     # a first look on a 2-core CPU: ~3 h, estimated (CPU-sized RL)
@@ -23,6 +24,8 @@
 #   RL_EXTRA  more field=value settings (space-separated) for every RL run, applied before each run's own:
 #             RL_EXTRA="reward=count" trains with the authors' code's reward (the binary and SCoRe runs keep binary)
 #   LAUNCH    how RL runs start (default "cocos"; several GPUs: LAUNCH="accelerate launch -m cocos.cli")
+#   TURNS5_ROWS      rows also evaluated over TURNS_MAX turns (tiny/small: "boost self_corrector revise cocos_g0.5";
+#                    paper: those and turn_sft, score); TURNS5_DATASETS their datasets (default mbpp); TURNS_MAX (5)
 #   NICE      prefix of every command (default "nice -n 10")
 #
 # Rows (every method but the base starts from the boost model, as in the paper):
@@ -30,6 +33,11 @@
 #   boost         MODEL + SFT on KodCode (configs/boost_sft.yaml)
 #   self_refine   boost, feedback then revision (configs/self_refine.yaml; its turn 2 is the method's own prompt)
 #   turn_sft      boost + SFT on its own wrong MBPP-train first turns (configs/turn_sft.yaml)
+#   self_corrector  boost as generator + a corrector trained on the generator's samples paired worse -> better and
+#                 on its own improving corrections (configs/self_corrector.yaml; evaluated with --actor self-corrector:
+#                 the generator writes turn 1, the corrector turns 2..T)
+#   revise        boost + the [REFINE] token and two DPO stages, verify then correct (configs/revise.yaml; evaluated
+#                 with --actor revise: it refines only after emitting the token, else its answer stands)
 #   score, cocos_g0.5, cocos_binary, cocos_g0, cocos_g1, cocos_g2: RL from the boost model. Each is one base
 #     config (paper: configs/cocos_paper.yaml; tiny/small: configs/cocos_cpu.yaml with the budget's sizes)
 #     plus the run's own overrides, listed in RL_RUNS below; --dry-run prints each resolved config.
@@ -40,7 +48,10 @@
 # (FEWSHOT), EVAL_TOKENS new tokens per turn, EXTRACTION, the same rollout dtype; RL rows are evaluated from
 # their final checkpoint this way (no checkpoint is chosen on test data). The trainer's own evaluations (MBPP
 # validation; paper: every 150 steps) are only the learning curves, in report/training.
-# Folders: OUT/boost_model, OUT/turn_sft_model, OUT/train/<RL row>, OUT/eval/<row>/<dataset>, OUT/report/<dataset>.
+# The turn analysis: TURNS5_ROWS evaluated as above but over TURNS_MAX turns, on TURNS5_DATASETS.
+# Folders: OUT/boost_model, OUT/turn_sft_model, OUT/self_corrector (generator + corrector/), OUT/revise_model,
+# OUT/train/<RL row>, OUT/eval/<row>/<dataset>, OUT/eval5/<row>/<dataset>, OUT/report (report.md: the paper's table,
+# every number with its standard error and the budget; unit-level table; acc@t over 5 turns; RL reward/KL curves).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,6 +74,11 @@ case "$BUDGET" in
     SFT_SET=(--set max_rows=70 --set max_steps=2 --set batch_size=2 --set grad_accum=1 --set max_length=512)
     TSFT_SET=(--set max_rows=4 --set turn_sft_samples=1 --set max_steps=1 --set batch_size=2 --set grad_accum=1 --set max_new_tokens=48)
     RL_SET=(problems_per_step=2 k=2 micro_batch=4 max_new_tokens=48 eval_limit=0 save_every=0 skip_uniform_groups=true)
+    # the reference solutions join the Self-Corrector's pool here: 4 problems x 2 samples may hold no improving pair
+    SC_SET=(--set limit=4 --set samples=2 --set max_new_tokens=48 --set include_reference=true --set rounds=1
+            --set corrections_per_problem=1 --set max_steps=1 --set batch_size=2 --set grad_accum=1)
+    RV_SET=(--set limit=4 --set samples=2 --set max_new_tokens=48 --set max_steps=1 --set batch_size=2 --set grad_accum=1)
+    : "${TURNS5_ROWS:=boost self_corrector revise cocos_g0.5}"
     ;;
   small)
     : "${MODEL:=smollm2-135m}" "${N_EVAL:=30}" "${RL_STEPS:=10}"
@@ -72,6 +88,13 @@ case "$BUDGET" in
     # micro_batch 4: half the peak memory of 8 (~11 GB); curves on 20 MBPP validation problems at steps 5 and 10
     RL_SET=(problems_per_step=8 k=4 micro_batch=4 max_new_tokens=192 eval_every=5 eval_limit=20 eval_max_new_tokens=256
             save_every=0 skip_uniform_groups=true)
+    # Self-Corrector and ReVISE: the first 64 MBPP-train problems x 4 samples (Turn-SFT's 96 x 1 in sampled answers);
+    # learning rates for a few dozen steps on a 135M model (the configs keep the paper-scale ones)
+    SC_SET=(--set limit=64 --set samples=4 --set max_new_tokens=256 --set rounds=1 --set corrections_per_problem=1
+            --set epochs=2 --set lr=5e-5 --set batch_size=4 --set grad_accum=2)
+    RV_SET=(--set limit=64 --set samples=4 --set max_new_tokens=256 --set epochs=1 --set lr=1e-5 --set batch_size=4
+            --set grad_accum=2)
+    : "${TURNS5_ROWS:=boost self_corrector revise cocos_g0.5}"
     ;;
   paper)
     # everything from configs/cocos_paper.yaml (its comments give each setting's source); 512 tokens as it trains
@@ -79,7 +102,8 @@ case "$BUDGET" in
     RL_BASE=configs/cocos_paper.yaml
     : "${RL_STEPS:=$(cocos train --config "$RL_BASE" --out /nonexistent --print-config | sed -n 's/^max_steps: //p')}"
     EVAL_TOKENS=512; ROLLOUT_DTYPE=model; SCORE_BETA1=0.25
-    SFT_SET=(); TSFT_SET=(); RL_SET=()
+    SFT_SET=(); TSFT_SET=(); RL_SET=(); SC_SET=(); RV_SET=()
+    : "${TURNS5_ROWS:=boost turn_sft self_corrector revise score cocos_g0.5}"
     ;;
   *) echo "BUDGET must be tiny, small or paper (got $BUDGET)" >&2; exit 2 ;;
 esac
@@ -87,6 +111,8 @@ DATASETS="${DATASETS:-mbpp humaneval odex}"
 FEWSHOT="${FEWSHOT:-0}"
 EXTRACTION="${EXTRACTION:-strict}"
 LAUNCH="${LAUNCH:-cocos}"
+TURNS5_DATASETS="${TURNS5_DATASETS:-mbpp}"
+TURNS_MAX="${TURNS_MAX:-5}"
 MODEL_TAG="$(basename "$MODEL" | tr '[:upper:]' '[:lower:]' | tr -c 'a-z0-9._\n-' '_')"
 OUT="${OUT:-runs/comparison_$BUDGET-$MODEL_TAG}"
 NICE="${NICE:-nice -n 10}"
@@ -145,6 +171,14 @@ fi
 TSFT_DIR="$OUT/turn_sft_model"
 cmd=(cocos sft --config configs/turn_sft.yaml --out "$TSFT_DIR" --set model="$BOOST_DIR" "${TSFT_SET[@]}")
 if done_model "$TSFT_DIR"; then skip "${cmd[@]}"; else run "${cmd[@]}"; fi
+SC_DIR="$OUT/self_corrector"
+cmd=(cocos self-corrector --config configs/self_corrector.yaml --out "$SC_DIR" --set model="$BOOST_DIR"
+     --set extraction="$EXTRACTION" "${SC_SET[@]}")
+if done_model "$SC_DIR/corrector"; then skip "${cmd[@]}"; else run "${cmd[@]}"; fi
+RV_DIR="$OUT/revise_model"
+cmd=(cocos revise --config configs/revise.yaml --out "$RV_DIR" --set model="$BOOST_DIR" --set extraction="$EXTRACTION"
+     "${RV_SET[@]}")
+if done_model "$RV_DIR"; then skip "${cmd[@]}"; else run "${cmd[@]}"; fi
 
 RL_COMMON=(--set model="$BOOST_DIR" --set fewshot=false --set max_steps="$RL_STEPS" --set extraction="$EXTRACTION")
 for s in "${RL_SET[@]}" ${RL_EXTRA:-}; do RL_COMMON+=(--set "$s"); done
@@ -159,32 +193,56 @@ for spec in "${RL_RUNS[@]}"; do
 done
 
 # ---- evaluation: every row on every dataset, one protocol ------------------------------------------
-ROWS=(base boost self_refine turn_sft); LABELS=("Base ($SHOTS)" "Boost" "Self-Refine" "Turn-SFT"); MODELS=("$MODEL" "$BOOST_DIR" "$BOOST_DIR" "$TSFT_DIR")
+ROWS=(base boost self_refine turn_sft self_corrector revise)
+LABELS=("Base ($SHOTS)" "Boost" "Self-Refine" "Turn-SFT" "Self-Corrector" "ReVISE")
+MODELS=("$MODEL" "$BOOST_DIR" "$BOOST_DIR" "$TSFT_DIR" "$SC_DIR" "$RV_DIR")
 for spec in "${RL_RUNS[@]}"; do
   IFS='|' read -r name label _own <<<"$spec"
   ROWS+=("$name"); LABELS+=("$label"); MODELS+=("$OUT/train/$name/checkpoints/step_$RL_STEPS")
 done
+actor_of() {  # the turn actor of a row (cocos.baselines), as cocos eval options; the model writes every turn otherwise
+  case "$1" in
+    # Self-Refine: its actor writes turn 2 (feedback, then revision), as much room for feedback as for code
+    self_refine) echo "--config configs/self_refine.yaml --actor-arg feedback_tokens=$EVAL_TOKENS" ;;
+    # the generator (the run folder) writes turn 1, the corrector (its corrector/) the later turns, in the same dtype
+    self_corrector) echo "--actor self-corrector --actor-arg corrector_rollout_dtype=$ROLLOUT_DTYPE" ;;
+    revise) echo "--actor revise" ;;
+  esac
+}
+evaluate() {  # evaluate ROW_INDEX DATASET TURNS FOLDER
+  local i=$1 ds=$2 turns=$3 dir=$4
+  read -r -a actor <<<"$(actor_of "${ROWS[$i]}")"
+  cmd=(cocos eval "${actor[@]}" --model "${MODELS[$i]}" --dataset "$ds" --split test "${LIMIT_FLAG[@]}" --turns "$turns"
+       "${FEWSHOT_FLAG[@]}" --temperature 0 --max-new-tokens "$EVAL_TOKENS" --extraction "$EXTRACTION"
+       --rollout-dtype "$ROLLOUT_DTYPE" --out "$dir")
+  if done_eval "$dir"; then skip "${cmd[@]}"; else run "${cmd[@]}"; fi
+}
 for ds in $DATASETS; do
-  for i in "${!ROWS[@]}"; do
-    dir="$OUT/eval/${ROWS[$i]}/$ds"
-    actor=()  # Self-Refine: its actor writes turn 2 (feedback, then revision), as much room for feedback as for code
-    if [ "${ROWS[$i]}" = self_refine ]; then actor=(--config configs/self_refine.yaml --actor-arg "feedback_tokens=$EVAL_TOKENS"); fi
-    cmd=(cocos eval "${actor[@]}" --model "${MODELS[$i]}" --dataset "$ds" --split test "${LIMIT_FLAG[@]}" --turns 2
-         "${FEWSHOT_FLAG[@]}" --temperature 0 --max-new-tokens "$EVAL_TOKENS" --extraction "$EXTRACTION"
-         --rollout-dtype "$ROLLOUT_DTYPE" --out "$dir")
-    if done_eval "$dir"; then skip "${cmd[@]}"; else run "${cmd[@]}"; fi
+  for i in "${!ROWS[@]}"; do evaluate "$i" "$ds" 2 "$OUT/eval/${ROWS[$i]}/$ds"; done
+done
+# the turn analysis: the same protocol over TURNS_MAX turns (greedy: its turns 1-2 are the 2-turn run's)
+for ds in $TURNS5_DATASETS; do
+  for row in $TURNS5_ROWS; do
+    i=-1
+    for j in "${!ROWS[@]}"; do if [ "${ROWS[$j]}" = "$row" ]; then i=$j; fi; done
+    if [ "$i" = -1 ]; then echo "TURNS5_ROWS: unknown row $row (rows: ${ROWS[*]})" >&2; exit 2; fi
+    evaluate "$i" "$ds" "$TURNS_MAX" "$OUT/eval5/$row/$ds"
   done
 done
 
-# ---- reports -------------------------------------------------------------------------------------
-for ds in $DATASETS; do
-  dirs=(); labels=()
-  for i in "${!ROWS[@]}"; do dirs+=("$OUT/eval/${ROWS[$i]}/$ds"); labels+=(--label "${LABELS[$i]}"); done
-  run cocos report "${dirs[@]}" --out "$OUT/report/$ds" "${labels[@]}" \
-    --title "CoCoS comparison, budget $BUDGET, $MODEL_TAG: $ds test ($LIMIT_TEXT problems, $SHOTS)"
-done
+# ---- report: one, in the paper's layout (folders with one label are one method) ----------------------
 dirs=(); labels=()
+for ds in $DATASETS; do
+  for i in "${!ROWS[@]}"; do dirs+=("$OUT/eval/${ROWS[$i]}/$ds"); labels+=(--label "${LABELS[$i]}"); done
+done
+for ds in $TURNS5_DATASETS; do
+  for i in "${!ROWS[@]}"; do
+    if [[ " $TURNS5_ROWS " == *" ${ROWS[$i]} "* ]]; then dirs+=("$OUT/eval5/${ROWS[$i]}/$ds"); labels+=(--label "${LABELS[$i]}"); fi
+  done
+done
 for spec in "${RL_RUNS[@]}"; do IFS='|' read -r name label _own <<<"$spec"; dirs+=("$OUT/train/$name"); labels+=(--label "$label"); done
-run cocos report "${dirs[@]}" --out "$OUT/report/training" "${labels[@]}" \
-  --title "CoCoS training curves, budget $BUDGET, $MODEL_TAG (trainer evaluations on MBPP validation)"
-echo "reports: $OUT/report/<dataset>/report.md for $DATASETS; curves: $OUT/report/training/report.md"
+RL_TEXT="RL $RL_STEPS steps"
+run cocos report "${dirs[@]}" --out "$OUT/report" "${labels[@]}" \
+  --budget "$BUDGET: $LIMIT_TEXT problems of each test split, $SHOTS, greedy, $EVAL_TOKENS tokens per turn, $RL_TEXT" \
+  --title "CoCoS comparison, $MODEL_TAG (training curves: the trainer's evaluations on MBPP validation)"
+echo "report: $OUT/report/report.md"

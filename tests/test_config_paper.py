@@ -108,19 +108,44 @@ def test_paper_plan_derives_every_rl_run_from_the_paper_config(tmp_path):
     assert "--set model=meta-llama/Llama-3.2-1B-Instruct" in plan  # the boost SFT starts from MODEL
 
     evals = [ln for ln in plan.splitlines() if ln.startswith("+ cocos eval")]
-    assert len(evals) == 10 * 3
+    two = [ln for ln in evals if "/eval/" in ln]
+    five = [ln for ln in evals if "/eval5/" in ln]
+    assert len(two) == 12 * 3 and len(evals) == len(two) + len(five)
     for ds in ("mbpp", "humaneval", "odex"):
-        rows = [ln for ln in evals if re.search(rf"/eval/\S+/{ds}( |$)", ln)]
-        assert len(rows) == 10, ds
-    # one protocol: every cocos eval line has the same settings once the model, dataset and folder are taken out
-    # (Self-Refine adds its actor: its config and as much room for feedback as for code)
-    actor = "--config configs/self_refine.yaml --actor-arg feedback_tokens=512 "
-    protocols = {re.sub(r"--(model|dataset|out) \S+ ?", "", ln).replace(actor, "").strip() for ln in evals}
-    assert protocols == {"+ cocos eval --split test --turns 2 --temperature 0 --max-new-tokens 512 --extraction strict "
-                         "--rollout-dtype model"}
-    assert sum(actor in ln for ln in evals) == 3
+        rows = [ln for ln in two if re.search(rf"/eval/\S+/{ds}( |$)", ln)]
+        assert len(rows) == 12, ds
+    # one protocol: every cocos eval line has the same settings once the model, dataset, folder and the row's turn
+    # actor are taken out (Self-Refine: its config and as much room for feedback as for code; Self-Corrector: the
+    # corrector samples in the same dtype; ReVISE)
+    actors = {"self_refine": "--config configs/self_refine.yaml --actor-arg feedback_tokens=512 ",
+              "self_corrector": "--actor self-corrector --actor-arg corrector_rollout_dtype=model ",
+              "revise": "--actor revise "}
+    protocols = set()
+    for ln in evals:
+        row = re.search(r"/eval5?/(\S+)/", ln).group(1)
+        assert (actors.get(row, "") in ln) and ("--actor" not in ln) == (row not in actors), ln
+        protocols.add(re.sub(r"--(model|dataset|out) \S+ ?", "", ln).replace(actors.get(row, ""), "").strip())
+    protocol = "+ cocos eval --split test --turns {} --temperature 0 --max-new-tokens 512 --extraction strict --rollout-dtype model"
+    assert protocols == {protocol.format(2), protocol.format(5)}
+    # the turn analysis: six rows over 5 turns on MBPP, the Self-Corrector and ReVISE among them
+    assert sorted(re.search(r"/eval5/(\S+)/mbpp$", ln).group(1) for ln in five) == sorted(
+        ["boost", "turn_sft", "self_corrector", "revise", "score", "cocos_g0.5"])
+    assert all("--turns 5 " in ln for ln in five)
     # RL rows are evaluated from their final checkpoint, not from a chosen one
-    assert sum("/checkpoints/step_1500 " in ln for ln in evals) == 6 * 3
+    assert sum("/checkpoints/step_1500 " in ln for ln in two) == 6 * 3
+    # the two trained baselines start from the boost model with their configs as they are; the eval loads each run
+    sc = next(ln for ln in plan.splitlines() if ln.startswith("+ cocos self-corrector"))
+    rv = next(ln for ln in plan.splitlines() if ln.startswith("+ cocos revise"))
+    assert re.fullmatch(r"\+ cocos self-corrector --config configs/self_corrector.yaml --out (\S+)/self_corrector "
+                        r"--set model=\1/boost_model --set extraction=strict", sc), sc
+    assert re.fullmatch(r"\+ cocos revise --config configs/revise.yaml --out (\S+)/revise_model "
+                        r"--set model=\1/boost_model --set extraction=strict", rv), rv
+    assert all(re.search(r"--model \S+/self_corrector ", ln) for ln in evals if "--actor self-corrector" in ln)
+    assert all(re.search(r"--model \S+/revise_model ", ln) for ln in evals if "--actor revise" in ln)
+    # one report in the paper's layout: every evaluation, the 5-turn ones and the RL runs (curves), with the budget
+    (report,) = [ln for ln in plan.splitlines() if ln.startswith("+ cocos report")]
+    assert report.count("/eval/") == 36 and report.count("/eval5/") == 6 and report.count("/train/") == 6
+    assert report.count("--label ") == 48 and "--budget 'paper: all problems" in report
 
 
 def test_cpu_budgets_keep_their_sizes_and_share_the_protocol(tmp_path):
@@ -129,5 +154,18 @@ def test_cpu_budgets_keep_their_sizes_and_share_the_protocol(tmp_path):
     assert len(runs) == 6 and {c["gamma"] for n, c in runs.items() if n != "score"} == {0.0, 0.5, 1.0, 2.0}
     assert all(c["max_steps"] == 2 and c["problems_per_step"] == 2 and c["lr"] == 2e-5 for c in runs.values())
     evals = [ln for ln in plan.splitlines() if ln.startswith("+ cocos eval")]
-    assert len(evals) == 10 * 3 and all("--fewshot" in ln and "--limit 3 " in ln for ln in evals)
+    assert len([ln for ln in evals if "/eval/" in ln]) == 12 * 3 and all("--fewshot" in ln and "--limit 3 " in ln for ln in evals)
     assert sum("--config configs/self_refine.yaml" in ln for ln in evals) == 3
+    assert sum("--turns 5 " in ln for ln in evals) == 4  # boost, Self-Corrector, ReVISE, CoCoS: MBPP over 5 turns
+    # the trained baselines at a CPU size: their --set values resolve to valid configs
+    from cocos.train.revise import load_revise_config
+    from cocos.train.self_corrector import load_self_corrector_config
+
+    for cmd, load in (("self-corrector", load_self_corrector_config), ("revise", load_revise_config)):
+        line = next(ln for ln in plan.splitlines() if ln.startswith(f"+ cocos {cmd} "))
+        cfg = load(ROOT / re.search(r"--config (\S+)", line).group(1), re.findall(r"--set (\S+)", line))
+        assert cfg.limit == 4 and cfg.samples == 2 and cfg.max_steps == 1 and cfg.model.endswith("/boost_model")
+    small = dry_run("small", tmp_path)
+    for cmd in ("self-corrector", "revise"):
+        assert re.search(rf"^\+ cocos {cmd} .*--set limit=64 --set samples=4 ", small, re.M), cmd
+    assert "--budget 'small: first 30 problems of each test split" in small
