@@ -88,11 +88,11 @@ case "$BUDGET" in
     # micro_batch 4: half the peak memory of 8 (~11 GB); curves on 20 MBPP validation problems at steps 5 and 10
     RL_SET=(problems_per_step=8 k=4 micro_batch=4 max_new_tokens=192 eval_every=5 eval_limit=20 eval_max_new_tokens=256
             save_every=0 skip_uniform_groups=true)
-    # Self-Corrector and ReVISE: the first 64 MBPP-train problems x 4 samples (Turn-SFT's 96 x 1 in sampled answers);
+    # Self-Corrector and ReVISE: the first 32 MBPP-train problems x 4 samples, at most 96 pairs per corrector fit;
     # learning rates for a few dozen steps on a 135M model (the configs keep the paper-scale ones)
-    SC_SET=(--set limit=64 --set samples=4 --set max_new_tokens=256 --set rounds=1 --set corrections_per_problem=1
-            --set epochs=2 --set lr=5e-5 --set batch_size=4 --set grad_accum=2)
-    RV_SET=(--set limit=64 --set samples=4 --set max_new_tokens=256 --set epochs=1 --set lr=1e-5 --set batch_size=4
+    SC_SET=(--set limit=32 --set samples=4 --set max_new_tokens=256 --set rounds=1 --set corrections_per_problem=1
+            --set max_pairs=96 --set epochs=1 --set lr=5e-5 --set batch_size=4 --set grad_accum=2)
+    RV_SET=(--set limit=32 --set samples=4 --set max_new_tokens=256 --set epochs=1 --set lr=1e-5 --set batch_size=4
             --set grad_accum=2)
     : "${TURNS5_ROWS:=boost self_corrector revise cocos_g0.5}"
     ;;

@@ -414,7 +414,10 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, labels: list[s
     groups: dict = {}
     for r in runs:
         groups.setdefault(dataset_key(r), []).append(r)
-    keys = dataset_order(groups) + ([None] if None in groups else [])
+    # a group needs something to show (folders that were never made, or training runs alone, have their own lines)
+    keys = [k for k in dataset_order(groups) + ([None] if None in groups else [])
+            if any(r.metrics or r.samples for r in groups[k])] or [None]
+    groups.setdefault(None, [])
     for key in keys:
         group = groups[key]
         if len(keys) > 1:

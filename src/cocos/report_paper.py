@@ -30,7 +30,7 @@ UNIT_COLUMNS = (("unit_improve(1,2)", "improve"), ("unit_worsen(1,2)", "worsen")
 _ACC = re.compile(r"^acc@(\d+)$")
 _PAIR = re.compile(r"^(\w+)\((\d+),(\d+)\)$")
 SE_NOTE = ("Each cell: value ± standard error, in percentage points, over the n problems of its dataset. A share p of "
-           "n problems (acc, Δi→c, Δc→i, unit improve / worsen) has standard error sqrt(p(1−p)/n); Δ, a paired "
+           "n problems (acc, Δi→c, Δc→i, unit improve / worsen) has standard error sqrt(p(1−p)/n) (0 at p = 0 or 1, where 3/n bounds the true share instead); Δ, a paired "
            "difference, sqrt((Δi→c + Δc→i − Δ²)/n); unit preserve, pooled over the m tests passed at t1, sqrt(p(1−p)/m) "
            "(tests of one problem are not independent: a lower bound); edit similarity, the standard deviation of the "
            "per-problem similarities / sqrt(n). Two methods whose values differ by less than about twice their standard "
