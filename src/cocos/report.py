@@ -407,8 +407,11 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, labels: list[s
         md.append("")
 
     # The paper's layout: methods x datasets, every number with its standard error; then turns beyond two
-    md += paper_tables(runs, budget)
-    md += acc_by_turn_section(runs, out, budget)
+    paper = paper_tables(runs, budget)
+    md += paper + acc_by_turn_section(runs, out, budget)
+    if paper:
+        md += ["The sections below give each dataset's numbers per pair of turns, as plain values (their standard errors "
+               "are in the tables above), and their plots.", ""]
 
     # Details per dataset (one dataset, or none recorded: one set of sections, as before)
     groups: dict = {}
