@@ -1,13 +1,16 @@
-"""Seconds per `cocos train` step: the trainer as first built (HF generate in float32, every group trained)
-against the fast path (rollout engine in bf16 where the CPU has AMX, groups without reward signal skipped),
-in one run, same config, same problems, same seed.
+"""Seconds per `cocos train` step, two measurements in one run, same config, same seed:
 
-    nice -n 10 python benchmarks/train_step_time.py [--config configs/cocos_cpu.yaml] [--steps 2] [--set k=v ...]
+    nice -n 10 python benchmarks/train_step_time.py [--config configs/cocos_cpu.yaml] [--set k=v ...]
+        update phase: one step's rollouts are sampled once, then replayed through the log-prob / KL / update phase
+        by each way of running it (logprob_passes plain / shared-prefix, autocast none / bf16) from the same
+        weights: identical work; prints the time of each, the ratio against the config's own setting with
+        logprob_passes=plain (the trainer before the shared-prefix passes), and the largest gradient difference.
+    ... --whole-steps [--steps 2]
+        whole steps: the trainer as first built (HF generate in float32, every group trained) against the fast path
+        (engine, bf16 rollouts, skipped uniform groups); the samples differ between variants (another backend,
+        another dtype), so the share of groups skipped varies too: it is printed.
 
-Each variant trains `--steps` steps from the same starting weights on the same problems (step i draws the same
-problems in both); the samples differ between variants (another backend, another dtype), so the share of
-groups skipped varies too: it is printed. Prints the phase times (generate / execute / train) per variant and
-the ratio of mean step times. No evaluation, no checkpoints (eval_limit=0, save_every=0).
+No evaluation, no checkpoints (eval_limit=0, save_every=0).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import os
 import tempfile
 import time
+from dataclasses import replace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -25,22 +29,57 @@ VARIANTS = {
     "engine only (bf16 rollouts)": ["backend=auto", "rollout_dtype=auto", "skip_uniform_groups=false"],
     "after (engine bf16, skip uniform groups)": ["backend=auto", "rollout_dtype=auto", "skip_uniform_groups=true"],
 }
+PASSES = (("plain", "none"), ("plain", "bf16"), ("shared-prefix", "none"), ("shared-prefix", "bf16"))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default="configs/cocos_cpu.yaml")
-    ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="config override, repeatable")
-    ap.add_argument("--only", action="append", default=None, help="run only the variants whose name contains this")
-    args = ap.parse_args()
-
+def update_phase(args) -> None:
     import torch
 
+    from cocos.device import fast_bf16
     from cocos.train.config import load_config
     from cocos.train.trainer import Trainer
 
-    print(f"torch threads: {torch.get_num_threads()}; config {args.config}; overrides {args.set or 'none'}", flush=True)
+    cfg = load_config(args.config, [*args.set, "eval_limit=0", "save_every=0", "tensorboard=false", "max_steps=1"])
+    with tempfile.TemporaryDirectory() as out:
+        tr = Trainer(cfg, out, progress=False)
+        t = time.perf_counter()
+        trajs = tr.rollout([tr.problems[i] for i in tr.step_indices(0)], step=0)
+        print(f"rollouts: {len(trajs)} trajectories in {time.perf_counter() - t:.0f} s", flush=True)
+        own = "bf16" if tr.autocast_dtype is not None else "none"
+        rows, grads = {}, {}
+        for passes, autocast in PASSES:
+            if autocast == "bf16" and not fast_bf16(tr.device):
+                continue
+            tr.cfg = replace(cfg, logprob_passes=passes)
+            tr.autocast_dtype = torch.bfloat16 if autocast == "bf16" else None
+            times = []
+            for _ in range(args.repeats):
+                tr.model.zero_grad(set_to_none=True)
+                t = time.perf_counter()
+                res = tr.optimize(trajs, step=0)
+                times.append(time.perf_counter() - t)
+            grads[passes, autocast] = [p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+                                       for p in tr.model.parameters()]
+            rows[passes, autocast] = min(times)
+            print(f"  logprob_passes={passes:13s} autocast={autocast:4s}: {min(times):6.1f} s (best of {len(times)}; "
+                  f"loss {res['loss']:+.6f}, {res['n_trained']} of {len(trajs)} trajectories trained, "
+                  f"{res['n_tokens']} trained tokens)", flush=True)
+        base = rows[("plain", own)]
+        print(f"before = logprob_passes=plain, autocast={own} (the config's): {base:.1f} s")
+        for key, sec in rows.items():
+            print(f"  {key[0]:13s} {key[1]:4s}: {base / sec:.2f}x")
+        for autocast in ("none", "bf16"):
+            if ("plain", autocast) in grads and ("shared-prefix", autocast) in grads:
+                diff = max(float((a - b).abs().max()) for a, b in zip(grads["plain", autocast], grads["shared-prefix", autocast]))
+                scale = max(float(a.abs().max()) for a in grads["plain", autocast])
+                print(f"largest gradient difference plain vs shared-prefix, autocast {autocast}: {diff:.2e} "
+                      f"(largest gradient entry {scale:.2e})")
+
+
+def whole_steps(args) -> None:
+    from cocos.train.config import load_config
+    from cocos.train.trainer import Trainer
+
     results = {}
     for name, over in VARIANTS.items():
         if args.only and not any(o in name for o in args.only):
@@ -62,10 +101,23 @@ def main() -> None:
                             f"reward@1 {s['reward@1']:.3f})" for i, (dt, s) in enumerate(rows))
         print(f"{name}: {mean:.1f} s/step  [{phases}]", flush=True)
     names = list(results)
-    if len(names) > 1:
-        base = results[names[0]]
-        for n in names[1:]:
-            print(f"speed-up of {n!r} over {names[0]!r}: {base / results[n]:.2f}x")
+    for n in names[1:]:
+        print(f"speed-up of {n!r} over {names[0]!r}: {results[names[0]] / results[n]:.2f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="configs/cocos_cpu.yaml")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="config override, repeatable")
+    ap.add_argument("--repeats", type=int, default=1, help="update phase: timings per way (the best is kept)")
+    ap.add_argument("--whole-steps", action="store_true", help="time whole steps of three trainer variants instead")
+    ap.add_argument("--steps", type=int, default=2, help="--whole-steps: steps per variant")
+    ap.add_argument("--only", action="append", default=None, help="--whole-steps: variants whose name contains this")
+    args = ap.parse_args()
+    import torch
+
+    print(f"torch threads: {torch.get_num_threads()}; config {args.config}; overrides {args.set or 'none'}", flush=True)
+    (whole_steps if args.whole_steps else update_phase)(args)
 
 
 if __name__ == "__main__":

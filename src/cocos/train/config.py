@@ -26,6 +26,7 @@ CHOICES = {
     "backend": BACKENDS,
     "rollout_dtype": ROLLOUT_DTYPES,
     "kl_estimator": ("k1", "k3"),
+    "logprob_passes": ("shared-prefix", "plain"),
 }
 
 
@@ -81,7 +82,11 @@ class TrainConfig(RolloutSettings):
     max_grad_norm: float = 1.0  # 0 = no clipping
     problems_per_step: int = 128  # global batch of problems per optimizer step (split across ranks)
     grad_accum: int = 1  # each rank rolls out and back-propagates its problems in this many chunks
-    micro_batch: int = 8  # sequences per log-prob forward pass (bounds memory)
+    micro_batch: int = 8  # sequences per log-prob forward pass (bounds memory; logprob_passes=plain)
+    # how the log-prob passes run (cocos.train.passes): shared-prefix = per group of k samples, their common prompt
+    # prefix once and two passes (policy with gradient, reference); plain = padded micro-batches, three passes.
+    # Same loss and gradients; shared-prefix holds one group's k x (trained turns) sequences in memory at once.
+    logprob_passes: str = "shared-prefix"
     max_steps: int = 100
     max_minutes: float = 0.0  # 0 = no limit; else stop after the first step that ends past it (then save + eval)
     seed: int = 0

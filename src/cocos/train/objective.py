@@ -57,7 +57,7 @@ def method_at(cfg, step: int) -> Method:
 
 # ---- the objective ------------------------------------------------------------------------------
 def token_logprobs(model, input_ids, attention_mask, position_ids, n_last: int, *, temperature: float,
-                   with_entropy: bool = False):
+                   with_entropy: bool = False, cache=None):
     """log pi_T(token_j | tokens_<j) for the last n_last tokens of each row -> [B, n_last] (float32), where
     pi_T = softmax(logits / temperature) is the distribution the rollouts sampled from. Dividing by the sampling
     temperature (for the policy and the reference alike, as the authors' code and TRL do) keeps the update
@@ -65,12 +65,13 @@ def token_logprobs(model, input_ids, attention_mask, position_ids, n_last: int, 
     not modelled: the loss then treats the sample as drawn from the whole tempered softmax.
 
     Token j is predicted by the logits at j-1, so the model keeps the last n_last+1 positions and drops the final
-    one (it predicts past the sequence).
+    one (it predicts past the sequence). `cache`: keys and values of tokens before input_ids (a shared prefix, see
+    cocos.train.passes); attention_mask then covers both.
     """
     if temperature <= 0:
         raise ValueError("token_logprobs: temperature must be > 0 (the sampling temperature of the rollouts)")
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                logits_to_keep=n_last + 1, use_cache=False)
+                logits_to_keep=n_last + 1, cache=cache, use_cache=cache is not None)
     logits = out.logits[:, :-1, :].float() / temperature
     targets = input_ids[:, -n_last:]
     logz = torch.logsumexp(logits, dim=-1)

@@ -42,6 +42,7 @@ from cocos.train import checkpoint, curriculum, objective
 from cocos.train.config import TrainConfig, save_config
 from cocos.train.monitor import TimedPolicy, Watchdog, mean, release_free_memory, step_stats, trajectory_stats
 from cocos.train.objective import Method, method_at
+from cocos.train.passes import sequence_logprobs
 
 
 class TrainedTurn(NamedTuple):
@@ -260,11 +261,8 @@ class Trainer:
             C = cmask.shape[1]
             with self._autocast():
                 logp, ent = objective.token_logprobs(self.model, ids, attn, pos, C, temperature=temperature, with_entropy=True)
-                if self.ref_model is None:
-                    with self.model.disable_adapter():
-                        ref_logp, _ = objective.token_logprobs(self.model, ids, attn, pos, C, temperature=temperature)
-                else:
-                    ref_logp, _ = objective.token_logprobs(self.ref_model, ids, attn, pos, C, temperature=temperature)
+                with self._reference() as ref:
+                    ref_logp, _ = objective.token_logprobs(ref, ids, attn, pos, C, temperature=temperature)
             seq_kl = objective.masked_sum(objective.token_kl(logp, ref_logp, self.cfg.kl_estimator), cmask).cpu()
             logp_rows = logp.cpu()
             for row, i in enumerate(idx):
@@ -276,7 +274,12 @@ class Trainer:
         return kl, (ent_sum / ent_n if ent_n else 0.0), recomputed
 
     def optimize(self, trajectories, step: int, *, n_traj_total: int | None = None) -> dict:
-        """Backward the RLOO loss of one chunk of trajectories (grouped by problem, k each); no optimizer step."""
+        """Backward the RLOO loss of one chunk of trajectories (grouped by problem, k each); no optimizer step.
+
+        logprob_passes=shared-prefix: group by group, one policy pass with gradient (its detached log-probs give the
+        KL) and one reference pass, each running the k samples' common prompt prefix once (cocos.train.passes).
+        plain: every trained sequence padded in micro-batches, three passes (reference, policy, policy with
+        gradient). Same loss and gradients (tests/test_passes.py)."""
         cfg, k, method = self.cfg, self.cfg.k, method_at(self.cfg, step)
         n = len(trajectories)
         rewards = torch.tensor([traj.rewards for traj in trajectories], dtype=torch.float32)
@@ -288,23 +291,78 @@ class Trainer:
             g = rewards.view(n // k, k, -1)
             trained = (g != g[:, :1]).flatten(1).any(-1).repeat_interleave(k)
         seqs = [s for s in self._sequences(trajectories, method) if trained[s.traj]]
-        turn_kl, entropy, recomputed = self._kl_and_entropy(seqs, n)
+        passes = self._grouped_passes if cfg.logprob_passes == "shared-prefix" else self._plain_passes
+        turn_kl, entropy, recomputed, loss_total = passes(seqs, rewards, method, n_traj_total or n)
         scores = objective.trajectory_scores(rewards, turn_kl, method)
         adv = objective.rloo_advantages(scores.view(n // k, k)).view(n) * trained
-        loss_total = 0.0
-        for idx, (ids, attn, pos, cmask) in self._micro_batches(seqs):
-            a = adv[[seqs[i].traj for i in idx]].to(self.device)
-            with self._autocast():
-                logp, _ = objective.token_logprobs(self.model, ids, attn, pos, cmask.shape[1], temperature=cfg.temperature)
-            loss = objective.policy_loss(logp, cmask, a, n_traj=n_traj_total or n)
-            loss.backward()
-            loss_total += float(loss.detach())
         kl = [row if on else None for row, on in zip(turn_kl.tolist(), trained.tolist())]
         gaps = [abs(a - b) for s, r in zip(seqs, recomputed) if s.sampler_logprobs is not None
                 for a, b in zip(s.sampler_logprobs, r)]
         return {"loss": loss_total, "scores": scores.tolist(), "advantages": adv.tolist(), "kl": kl,
                 "entropy": entropy, "n_tokens": sum(len(s.completion_ids) for s in seqs), "n_trained": int(trained.sum()),
                 "logprob_gaps": gaps, "sampled_vs_trained": [(s.sampler_logprobs, r) for s, r in zip(seqs, recomputed)]}
+
+    def _plain_passes(self, seqs: list[TrainedTurn], rewards, method: Method, n_traj: int):
+        n, k = rewards.shape[0], self.cfg.k
+        turn_kl, entropy, recomputed = self._kl_and_entropy(seqs, n)
+        scores = objective.trajectory_scores(rewards, turn_kl, method)
+        adv = objective.rloo_advantages(scores.view(n // k, k)).view(n)
+        loss_total = 0.0
+        for idx, (ids, attn, pos, cmask) in self._micro_batches(seqs):
+            a = adv[[seqs[i].traj for i in idx]].to(self.device)
+            with self._autocast():
+                logp, _ = objective.token_logprobs(self.model, ids, attn, pos, cmask.shape[1], temperature=self.cfg.temperature)
+            loss = objective.policy_loss(logp, cmask, a, n_traj=n_traj)
+            loss.backward()
+            loss_total += float(loss.detach())
+        return turn_kl, entropy, recomputed, loss_total
+
+    def _grouped_passes(self, seqs: list[TrainedTurn], rewards, method: Method, n_traj: int):
+        """Per group of k trajectories: policy log-probs with gradient and reference log-probs of every trained turn
+        (one batch per turn, its common prompt prefix once), then the group's advantages and one backward."""
+        cfg, k = self.cfg, self.cfg.k
+        turn_kl = torch.zeros(rewards.shape[0], cfg.turns)
+        recomputed: list[list[float] | None] = [None] * len(seqs)
+        ent_sum = ent_n = loss_total = 0.0
+        groups: dict[int, dict[int, list[int]]] = {}  # group -> turn -> indices into seqs
+        for i, s in enumerate(seqs):
+            groups.setdefault(s.traj // k, {}).setdefault(s.turn, []).append(i)
+        for g, turns in groups.items():
+            held = []  # (indices, log-probs with gradient, mask) of each turn's batch
+            for idx in turns.values():
+                prompts, comps = [seqs[i].prompt_ids for i in idx], [seqs[i].completion_ids for i in idx]
+                with self._autocast():
+                    logp, ent, cmask = sequence_logprobs(self.model, prompts, comps, self.pad_id, self.device,
+                                                         temperature=cfg.temperature, with_entropy=True)
+                    with torch.no_grad(), self._reference() as ref:
+                        ref_logp, _, _ = sequence_logprobs(ref, prompts, comps, self.pad_id, self.device,
+                                                           temperature=cfg.temperature)
+                seq_kl = objective.masked_sum(objective.token_kl(logp.detach(), ref_logp, cfg.kl_estimator), cmask).cpu()
+                rows, C = logp.detach().cpu(), cmask.shape[1]
+                for row, i in enumerate(idx):
+                    turn_kl[seqs[i].traj, seqs[i].turn] += seq_kl[row]
+                    m = len(seqs[i].completion_ids)
+                    recomputed[i] = rows[row, C - m:].tolist() if m else []
+                ent_sum += float((ent * cmask).sum())
+                ent_n += float(cmask.sum())
+                held.append((idx, logp, cmask))
+            group = slice(g * k, (g + 1) * k)
+            adv = objective.rloo_advantages(objective.trajectory_scores(rewards[group], turn_kl[group], method).view(1, k))
+            adv = adv.view(k).to(self.device)
+            loss = sum(objective.policy_loss(logp, cmask, adv[[seqs[i].traj - g * k for i in idx]], n_traj=n_traj)
+                       for idx, logp, cmask in held)
+            loss.backward()
+            loss_total += float(loss.detach())
+        return turn_kl, (ent_sum / ent_n if ent_n else 0.0), recomputed, loss_total
+
+    @contextlib.contextmanager
+    def _reference(self):
+        """The frozen reference model (with LoRA: the policy with its adapters off)."""
+        if self.ref_model is None:
+            with self.model.disable_adapter():
+                yield self.model
+        else:
+            yield self.ref_model
 
     def _sync_and_step(self) -> float:
         params = [p for p in self.model.parameters() if p.requires_grad]
