@@ -239,13 +239,14 @@ def test_max_minutes_stops_after_the_step_that_crosses_it(tmp_path, monkeypatch)
         TrainConfig(**{**TINY, "max_minutes": -1})
 
 
-def test_skip_uniform_groups_drops_only_groups_without_reward_signal(tmp_path):
+@pytest.mark.parametrize("passes", ["shared-prefix", "plain"])
+def test_skip_uniform_groups_drops_only_groups_without_reward_signal(tmp_path, passes):
     """With skip_uniform_groups, a group whose k rewards are equal gets advantage 0 and no forward/backward;
     the gradient is that of the other groups alone, normalised by all trajectories as before."""
     from cocos.rollout import Trajectory, Turn
 
     def make(skip):
-        tr = make_trainer(tmp_path / str(skip), beta=0.01, micro_batch=2, skip_uniform_groups=skip)
+        tr = make_trainer(tmp_path / str(skip), beta=0.01, micro_batch=2, skip_uniform_groups=skip, logprob_passes=passes)
         tok = tr.tokenizer
         snip = tok.convert_tokens_to_ids(["def add(a, b):\n    return a + b\n", "def add(a, b):\n    return b\n", "[DONE]"])
         p = tok("Write a function to add two numbers. [BEGIN]\n").input_ids
@@ -264,10 +265,12 @@ def test_skip_uniform_groups_drops_only_groups_without_reward_signal(tmp_path):
     skip, trajs2 = make(True)
     skip.model.load_state_dict(full.model.state_dict())
     calls = []
-    real = skip._micro_batches
-    skip._micro_batches = lambda seqs: (calls.append(len(seqs)), real(seqs))[1]
+    name = "_grouped_passes" if passes == "shared-prefix" else "_micro_batches"
+    real = getattr(skip, name)
+    setattr(skip, name, lambda seqs, *a: (calls.append(len(seqs)), real(seqs, *a))[1])
     r_skip = skip.optimize(trajs2, step=0)
-    assert r_skip["n_trained"] == 2 and calls == [4, 4]  # 2 trajectories x 2 turns, in both passes
+    # the passes see 2 trajectories x 2 turns (plain: twice, the no-grad pass and the gradient pass)
+    assert r_skip["n_trained"] == 2 and calls == ([4] if passes == "shared-prefix" else [4, 4])
     assert r_skip["advantages"][2:] == [0.0, 0.0] and r_skip["kl"][2:] == [None, None]
     assert r_skip["advantages"][:2] == pytest.approx(r_full["advantages"][:2])
     # the gradient equals the full one minus group 2's contribution (recomputed with its advantages)
