@@ -240,7 +240,7 @@ def test_max_minutes_stops_after_the_step_that_crosses_it(tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("passes", ["shared-prefix", "plain"])
-def test_skip_uniform_groups_drops_only_groups_without_reward_signal(tmp_path, passes):
+def test_skip_uniform_groups_drops_only_groups_without_reward_signal(tmp_path, passes, monkeypatch):
     """With skip_uniform_groups, a group whose k rewards are equal gets advantage 0 and no forward/backward;
     the gradient is that of the other groups alone, normalised by all trajectories as before."""
     from cocos.rollout import Trajectory, Turn
@@ -264,10 +264,14 @@ def test_skip_uniform_groups_drops_only_groups_without_reward_signal(tmp_path, p
     assert r_full["n_trained"] == 4 and r_full["advantages"][2] != 0.0  # KL differences give group 2 a tiny advantage
     skip, trajs2 = make(True)
     skip.model.load_state_dict(full.model.state_dict())
+    import cocos.train.passes as passes_mod
+
     calls = []
-    name = "_grouped_passes" if passes == "shared-prefix" else "_micro_batches"
-    real = getattr(skip, name)
-    setattr(skip, name, lambda seqs, *a: (calls.append(len(seqs)), real(seqs, *a))[1])
+    name = "grouped_passes" if passes == "shared-prefix" else "micro_batches"
+    real = getattr(passes_mod, name)
+    monkeypatch.setattr(passes_mod, name, lambda tr, seqs, *a: (calls.append(len(seqs)), real(tr, seqs, *a))[1])
+    if passes == "shared-prefix":  # the trainer picks its pass functions from its own namespace
+        monkeypatch.setattr("cocos.train.trainer.grouped_passes", passes_mod.grouped_passes)
     r_skip = skip.optimize(trajs2, step=0)
     # the passes see 2 trajectories x 2 turns (plain: twice, the no-grad pass and the gradient pass)
     assert r_skip["n_trained"] == 2 and calls == ([4] if passes == "shared-prefix" else [4, 4])

@@ -1,12 +1,17 @@
-"""The log-prob passes: sequences (prompt ids + completion ids) -> log pi_T of each completion token.
+"""The log-prob passes of an RL step: trained sequences (prompt ids + completion ids) -> log pi_T of each completion
+token under the policy and the reference -> per-turn KL, advantages, and the backward of the loss
+(cocos.train.objective holds the math; the trainer calls `plain_passes` or `grouped_passes`).
 
 Two ways, same numbers (tests/test_passes.py holds their log-probs and gradients equal):
 
-- `plain`: left-padded batches of whole sequences (objective.pad_sequences + objective.token_logprobs).
+- `plain`: left-padded micro-batches of whole sequences, three passes: reference and policy without gradient (the
+  KL, hence the advantages), then the policy with gradient.
 - `shared-prefix`: sequences that start with the same prompt tokens (the k samples of a problem: their turn-1
   prompt, with its few-shot examples, is identical; their turn-2 prompts share the task statement) run the common
   prefix once, batch 1, and the k suffixes (rest of the prompt + completion) against its keys and values, expanded
   to k rows. The prefix is computed with gradient, so the loss's gradient flows through it as through k copies.
+  `grouped_passes` runs a group of k trajectories at a time: one policy pass with gradient (its detached log-probs
+  give the KL), one reference pass, then the group's advantages and one backward: two passes instead of three.
 
 The prefix stops at least one token before the shortest prompt: the last prompt token's logits predict the first
 completion token, so it belongs to the suffix.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from cocos.train import objective
 from cocos.train.objective import pad_sequences, token_logprobs
 
 
@@ -52,3 +58,94 @@ def sequence_logprobs(model, prompts: list[list[int]], completions: list[list[in
     logp, ent = token_logprobs(model, ids, attention_mask, position_ids, cmask.shape[1], temperature=temperature,
                                with_entropy=with_entropy, cache=shared)
     return logp, ent, cmask
+
+
+# ---- the trainer's passes ----------------------------------------------------------------------
+def micro_batches(trainer, seqs):
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i].prompt_ids) + len(seqs[i].completion_ids))  # less padding
+    mb = trainer.cfg.micro_batch
+    for s in range(0, len(order), mb):
+        idx = order[s:s + mb]
+        batch = objective.pad_sequences([seqs[i].prompt_ids for i in idx], [seqs[i].completion_ids for i in idx], trainer.pad_id)
+        yield idx, tuple(x.to(trainer.device) for x in batch)
+
+@torch.no_grad()
+def kl_and_entropy(trainer, seqs, n_traj: int):
+    """Per-turn KL [n_traj, T] (summed over each turn's generated tokens), mean entropy, and the trainer's
+    log-prob of each sequence's completion tokens (one list per entry of `seqs`, compared with the sampler's).
+
+    All under the sampling temperature (objective.token_logprobs), so the KL is the one between the tempered
+    policy and the tempered reference, and the trainer's log-probs are the sampler's up to numerics.
+    """
+    kl = torch.zeros(n_traj, trainer.cfg.turns)
+    ent_sum, ent_n = 0.0, 0.0
+    temperature = trainer.cfg.temperature
+    recomputed: list[list[float] | None] = [None] * len(seqs)
+    for idx, (ids, attn, pos, cmask) in micro_batches(trainer, seqs):
+        C = cmask.shape[1]
+        with trainer._autocast():
+            logp, ent = objective.token_logprobs(trainer.model, ids, attn, pos, C, temperature=temperature, with_entropy=True)
+            with trainer._reference() as ref:
+                ref_logp, _ = objective.token_logprobs(ref, ids, attn, pos, C, temperature=temperature)
+        seq_kl = objective.masked_sum(objective.token_kl(logp, ref_logp, trainer.cfg.kl_estimator), cmask).cpu()
+        logp_rows = logp.cpu()
+        for row, i in enumerate(idx):
+            kl[seqs[i].traj, seqs[i].turn] += seq_kl[row]
+            n = len(seqs[i].completion_ids)
+            recomputed[i] = logp_rows[row, C - n:].tolist() if n else []
+        ent_sum += float((ent * cmask).sum())
+        ent_n += float(cmask.sum())
+    return kl, (ent_sum / ent_n if ent_n else 0.0), recomputed
+
+def plain_passes(trainer, seqs, rewards, method, n_traj: int):
+    n, k = rewards.shape[0], trainer.cfg.k
+    turn_kl, entropy, recomputed = kl_and_entropy(trainer, seqs, n)
+    scores = objective.trajectory_scores(rewards, turn_kl, method)
+    adv = objective.rloo_advantages(scores.view(n // k, k)).view(n)
+    loss_total = 0.0
+    for idx, (ids, attn, pos, cmask) in micro_batches(trainer, seqs):
+        a = adv[[seqs[i].traj for i in idx]].to(trainer.device)
+        with trainer._autocast():
+            logp, _ = objective.token_logprobs(trainer.model, ids, attn, pos, cmask.shape[1], temperature=trainer.cfg.temperature)
+        loss = objective.policy_loss(logp, cmask, a, n_traj=n_traj)
+        loss.backward()
+        loss_total += float(loss.detach())
+    return turn_kl, entropy, recomputed, loss_total
+
+def grouped_passes(trainer, seqs, rewards, method, n_traj: int):
+    """Per group of k trajectories: policy log-probs with gradient and reference log-probs of every trained turn
+    (one batch per turn, its common prompt prefix once), then the group's advantages and one backward."""
+    cfg, k = trainer.cfg, trainer.cfg.k
+    turn_kl = torch.zeros(rewards.shape[0], cfg.turns)
+    recomputed: list[list[float] | None] = [None] * len(seqs)
+    ent_sum = ent_n = loss_total = 0.0
+    groups: dict[int, dict[int, list[int]]] = {}  # group -> turn -> indices into seqs
+    for i, s in enumerate(seqs):
+        groups.setdefault(s.traj // k, {}).setdefault(s.turn, []).append(i)
+    for g, turns in groups.items():
+        held = []  # (indices, log-probs with gradient, mask) of each turn's batch
+        for idx in turns.values():
+            prompts, comps = [seqs[i].prompt_ids for i in idx], [seqs[i].completion_ids for i in idx]
+            with trainer._autocast():
+                logp, ent, cmask = sequence_logprobs(trainer.model, prompts, comps, trainer.pad_id, trainer.device,
+                                                     temperature=cfg.temperature, with_entropy=True)
+                with torch.no_grad(), trainer._reference() as ref:
+                    ref_logp, _, _ = sequence_logprobs(ref, prompts, comps, trainer.pad_id, trainer.device,
+                                                       temperature=cfg.temperature)
+            seq_kl = objective.masked_sum(objective.token_kl(logp.detach(), ref_logp, cfg.kl_estimator), cmask).cpu()
+            rows, C = logp.detach().cpu(), cmask.shape[1]
+            for row, i in enumerate(idx):
+                turn_kl[seqs[i].traj, seqs[i].turn] += seq_kl[row]
+                m = len(seqs[i].completion_ids)
+                recomputed[i] = rows[row, C - m:].tolist() if m else []
+            ent_sum += float((ent * cmask).sum())
+            ent_n += float(cmask.sum())
+            held.append((idx, logp, cmask))
+        group = slice(g * k, (g + 1) * k)
+        adv = objective.rloo_advantages(objective.trajectory_scores(rewards[group], turn_kl[group], method).view(1, k))
+        adv = adv.view(k).to(trainer.device)
+        loss = sum(objective.policy_loss(logp, cmask, adv[[seqs[i].traj - g * k for i in idx]], n_traj=n_traj)
+                   for idx, logp, cmask in held)
+        loss.backward()
+        loss_total += float(loss.detach())
+    return turn_kl, (ent_sum / ent_n if ent_n else 0.0), recomputed, loss_total

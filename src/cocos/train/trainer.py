@@ -42,7 +42,7 @@ from cocos.train import checkpoint, curriculum, objective
 from cocos.train.config import TrainConfig, save_config
 from cocos.train.monitor import TimedPolicy, Watchdog, mean, release_free_memory, step_stats, trajectory_stats
 from cocos.train.objective import Method, method_at
-from cocos.train.passes import sequence_logprobs
+from cocos.train.passes import grouped_passes, plain_passes
 
 
 class TrainedTurn(NamedTuple):
@@ -237,42 +237,6 @@ class Trainer:
                 seqs.append(TrainedTurn(turn.prompt_ids, turn.completion_ids, j, t, turn.logprobs))
         return seqs
 
-    def _micro_batches(self, seqs: list[TrainedTurn]):
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i].prompt_ids) + len(seqs[i].completion_ids))  # less padding
-        mb = self.cfg.micro_batch
-        for s in range(0, len(order), mb):
-            idx = order[s:s + mb]
-            batch = objective.pad_sequences([seqs[i].prompt_ids for i in idx], [seqs[i].completion_ids for i in idx], self.pad_id)
-            yield idx, tuple(x.to(self.device) for x in batch)
-
-    @torch.no_grad()
-    def _kl_and_entropy(self, seqs: list[TrainedTurn], n_traj: int):
-        """Per-turn KL [n_traj, T] (summed over each turn's generated tokens), mean entropy, and the trainer's
-        log-prob of each sequence's completion tokens (one list per entry of `seqs`, compared with the sampler's).
-
-        All under the sampling temperature (objective.token_logprobs), so the KL is the one between the tempered
-        policy and the tempered reference, and the trainer's log-probs are the sampler's up to numerics.
-        """
-        kl = torch.zeros(n_traj, self.cfg.turns)
-        ent_sum, ent_n = 0.0, 0.0
-        temperature = self.cfg.temperature
-        recomputed: list[list[float] | None] = [None] * len(seqs)
-        for idx, (ids, attn, pos, cmask) in self._micro_batches(seqs):
-            C = cmask.shape[1]
-            with self._autocast():
-                logp, ent = objective.token_logprobs(self.model, ids, attn, pos, C, temperature=temperature, with_entropy=True)
-                with self._reference() as ref:
-                    ref_logp, _ = objective.token_logprobs(ref, ids, attn, pos, C, temperature=temperature)
-            seq_kl = objective.masked_sum(objective.token_kl(logp, ref_logp, self.cfg.kl_estimator), cmask).cpu()
-            logp_rows = logp.cpu()
-            for row, i in enumerate(idx):
-                kl[seqs[i].traj, seqs[i].turn] += seq_kl[row]
-                n = len(seqs[i].completion_ids)
-                recomputed[i] = logp_rows[row, C - n:].tolist() if n else []
-            ent_sum += float((ent * cmask).sum())
-            ent_n += float(cmask.sum())
-        return kl, (ent_sum / ent_n if ent_n else 0.0), recomputed
-
     def optimize(self, trajectories, step: int, *, n_traj_total: int | None = None) -> dict:
         """Backward the RLOO loss of one chunk of trajectories (grouped by problem, k each); no optimizer step.
 
@@ -291,8 +255,8 @@ class Trainer:
             g = rewards.view(n // k, k, -1)
             trained = (g != g[:, :1]).flatten(1).any(-1).repeat_interleave(k)
         seqs = [s for s in self._sequences(trajectories, method) if trained[s.traj]]
-        passes = self._grouped_passes if cfg.logprob_passes == "shared-prefix" else self._plain_passes
-        turn_kl, entropy, recomputed, loss_total = passes(seqs, rewards, method, n_traj_total or n)
+        run = grouped_passes if cfg.logprob_passes == "shared-prefix" else plain_passes
+        turn_kl, entropy, recomputed, loss_total = run(self, seqs, rewards, method, n_traj_total or n)
         scores = objective.trajectory_scores(rewards, turn_kl, method)
         adv = objective.rloo_advantages(scores.view(n // k, k)).view(n) * trained
         kl = [row if on else None for row, on in zip(turn_kl.tolist(), trained.tolist())]
@@ -301,59 +265,6 @@ class Trainer:
         return {"loss": loss_total, "scores": scores.tolist(), "advantages": adv.tolist(), "kl": kl,
                 "entropy": entropy, "n_tokens": sum(len(s.completion_ids) for s in seqs), "n_trained": int(trained.sum()),
                 "logprob_gaps": gaps, "sampled_vs_trained": [(s.sampler_logprobs, r) for s, r in zip(seqs, recomputed)]}
-
-    def _plain_passes(self, seqs: list[TrainedTurn], rewards, method: Method, n_traj: int):
-        n, k = rewards.shape[0], self.cfg.k
-        turn_kl, entropy, recomputed = self._kl_and_entropy(seqs, n)
-        scores = objective.trajectory_scores(rewards, turn_kl, method)
-        adv = objective.rloo_advantages(scores.view(n // k, k)).view(n)
-        loss_total = 0.0
-        for idx, (ids, attn, pos, cmask) in self._micro_batches(seqs):
-            a = adv[[seqs[i].traj for i in idx]].to(self.device)
-            with self._autocast():
-                logp, _ = objective.token_logprobs(self.model, ids, attn, pos, cmask.shape[1], temperature=self.cfg.temperature)
-            loss = objective.policy_loss(logp, cmask, a, n_traj=n_traj)
-            loss.backward()
-            loss_total += float(loss.detach())
-        return turn_kl, entropy, recomputed, loss_total
-
-    def _grouped_passes(self, seqs: list[TrainedTurn], rewards, method: Method, n_traj: int):
-        """Per group of k trajectories: policy log-probs with gradient and reference log-probs of every trained turn
-        (one batch per turn, its common prompt prefix once), then the group's advantages and one backward."""
-        cfg, k = self.cfg, self.cfg.k
-        turn_kl = torch.zeros(rewards.shape[0], cfg.turns)
-        recomputed: list[list[float] | None] = [None] * len(seqs)
-        ent_sum = ent_n = loss_total = 0.0
-        groups: dict[int, dict[int, list[int]]] = {}  # group -> turn -> indices into seqs
-        for i, s in enumerate(seqs):
-            groups.setdefault(s.traj // k, {}).setdefault(s.turn, []).append(i)
-        for g, turns in groups.items():
-            held = []  # (indices, log-probs with gradient, mask) of each turn's batch
-            for idx in turns.values():
-                prompts, comps = [seqs[i].prompt_ids for i in idx], [seqs[i].completion_ids for i in idx]
-                with self._autocast():
-                    logp, ent, cmask = sequence_logprobs(self.model, prompts, comps, self.pad_id, self.device,
-                                                         temperature=cfg.temperature, with_entropy=True)
-                    with torch.no_grad(), self._reference() as ref:
-                        ref_logp, _, _ = sequence_logprobs(ref, prompts, comps, self.pad_id, self.device,
-                                                           temperature=cfg.temperature)
-                seq_kl = objective.masked_sum(objective.token_kl(logp.detach(), ref_logp, cfg.kl_estimator), cmask).cpu()
-                rows, C = logp.detach().cpu(), cmask.shape[1]
-                for row, i in enumerate(idx):
-                    turn_kl[seqs[i].traj, seqs[i].turn] += seq_kl[row]
-                    m = len(seqs[i].completion_ids)
-                    recomputed[i] = rows[row, C - m:].tolist() if m else []
-                ent_sum += float((ent * cmask).sum())
-                ent_n += float(cmask.sum())
-                held.append((idx, logp, cmask))
-            group = slice(g * k, (g + 1) * k)
-            adv = objective.rloo_advantages(objective.trajectory_scores(rewards[group], turn_kl[group], method).view(1, k))
-            adv = adv.view(k).to(self.device)
-            loss = sum(objective.policy_loss(logp, cmask, adv[[seqs[i].traj - g * k for i in idx]], n_traj=n_traj)
-                       for idx, logp, cmask in held)
-            loss.backward()
-            loss_total += float(loss.detach())
-        return turn_kl, (ent_sum / ent_n if ent_n else 0.0), recomputed, loss_total
 
     @contextlib.contextmanager
     def _reference(self):
