@@ -88,11 +88,15 @@ case "$BUDGET" in
     # micro_batch 4: half the peak memory of 8 (~11 GB); curves on 20 MBPP validation problems at steps 5 and 10
     RL_SET=(problems_per_step=8 k=4 micro_batch=4 max_new_tokens=192 eval_every=5 eval_limit=20 eval_max_new_tokens=256
             save_every=0 skip_uniform_groups=true)
-    # Self-Corrector and ReVISE: the first 32 MBPP-train problems x 4 samples, at most 96 pairs per corrector fit;
-    # learning rates for a few dozen steps on a 135M model (the configs keep the paper-scale ones)
-    SC_SET=(--set limit=32 --set samples=4 --set max_new_tokens=256 --set rounds=1 --set corrections_per_problem=1
-            --set max_pairs=96 --set epochs=1 --set lr=5e-5 --set batch_size=4 --set grad_accum=2)
-    RV_SET=(--set limit=32 --set samples=4 --set max_new_tokens=256 --set epochs=1 --set lr=1e-5 --set batch_size=4
+    # Self-Corrector: the first 32 MBPP-train problems x 4 samples, at most 96 pairs per corrector fit;
+    # learning rates for a few dozen steps on a 135M model (the configs keep the paper-scale ones). The reference
+    # solutions join the corrector's pool: SmolLM2-135M's own samples of 32 problems can all score 0 (no pair at all;
+    # measured with the base model)
+    SC_SET=(--set limit=32 --set samples=4 --set max_new_tokens=256 --set include_reference=true --set rounds=1
+            --set corrections_per_problem=1 --set max_pairs=96 --set epochs=1 --set lr=5e-5 --set batch_size=4
+            --set grad_accum=2)
+    # ReVISE on 16 problems: a DPO pair costs four passes over prompt + answer (chosen, rejected, policy, reference)
+    RV_SET=(--set limit=16 --set samples=4 --set max_new_tokens=256 --set epochs=1 --set lr=1e-5 --set batch_size=4
             --set grad_accum=2)
     : "${TURNS5_ROWS:=boost self_corrector revise cocos_g0.5}"
     ;;
