@@ -166,6 +166,6 @@ def test_cpu_budgets_keep_their_sizes_and_share_the_protocol(tmp_path):
         cfg = load(ROOT / re.search(r"--config (\S+)", line).group(1), re.findall(r"--set (\S+)", line))
         assert cfg.limit == 4 and cfg.samples == 2 and cfg.max_steps == 1 and cfg.model.endswith("/boost_model")
     small = dry_run("small", tmp_path)
-    for cmd, limit in (("self-corrector", 32), ("revise", 16)):
-        assert re.search(rf"^\+ cocos {cmd} .*--set limit={limit} --set samples=4 ", small, re.M), cmd
+    for cmd, limit, samples in (("self-corrector", 32, 4), ("revise", 16, 2)):
+        assert re.search(rf"^\+ cocos {cmd} .*--set limit={limit} --set samples={samples} ", small, re.M), cmd
     assert "--budget 'small: first 30 problems of each test split" in small
