@@ -25,6 +25,8 @@ every chosen and rejected text, so "" means "stop here"):
   same problem (the first right sample, else the reference solution when `reference_fallback`), rejected REFINE +
   another wrong sample of the problem (else the same wrong answer again); a right answer, when the problem also
   has a wrong sample -> chosen "" (keep it), rejected REFINE + that wrong answer.
+Because of that EOS, stage 1's chosen "[REFINE]" also raises EOS right after the token; stage 2 then trains what
+follows the token, and at inference the context always continues with "\n" after it.
 """
 
 from __future__ import annotations
