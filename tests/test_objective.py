@@ -137,7 +137,7 @@ class LogitTable(torch.nn.Module):
         super().__init__()
         self.table = torch.nn.Parameter(torch.randn(B, L, V))
 
-    def forward(self, input_ids, attention_mask, position_ids, logits_to_keep, use_cache):
+    def forward(self, input_ids, attention_mask, position_ids, logits_to_keep, use_cache, cache=None):
         from types import SimpleNamespace
 
         return SimpleNamespace(logits=self.table[:, -logits_to_keep:, :])
