@@ -142,6 +142,9 @@ def _tiny_with_token():
 def test_untrained_token_is_never_emitted_so_every_episode_stops_at_its_first_answer():
     model, tok, token_id = _tiny_with_token()
     assert token_id == len(tok) - 1 and model.get_input_embeddings().weight.shape[0] == len(tok)
+    # the verdict starts even: REFINE's output row is EOS's (here a snippet token outranks both)
+    assert torch.equal(model.lm_head.weight[token_id], model.lm_head.weight[tok.eos_token_id])
+    assert not torch.equal(model.get_input_embeddings().weight[token_id], model.get_input_embeddings().weight[tok.eos_token_id])
     assert add_refine_token(model, tok) == token_id  # adding again changes nothing
     problems = [Problem(task_id=900 + i, text="Write a function to add two numbers.", tests=list(TESTS)) for i in range(2)]
     trajs = run_episodes(ReviseActor(Policy(model, tok, backend="hf"), RolloutSettings()), problems, turns=3,
