@@ -70,8 +70,9 @@ def token_logprobs(model, input_ids, attention_mask, position_ids, n_last: int, 
     """
     if temperature <= 0:
         raise ValueError("token_logprobs: temperature must be > 0 (the sampling temperature of the rollouts)")
+    past = {} if cache is None else {cache_argument(model): cache}
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                logits_to_keep=n_last + 1, cache=cache, use_cache=cache is not None)
+                logits_to_keep=n_last + 1, use_cache=cache is not None, **past)
     logits = out.logits[:, :-1, :].float() / temperature
     targets = input_ids[:, -n_last:]
     logz = torch.logsumexp(logits, dim=-1)
@@ -82,6 +83,14 @@ def token_logprobs(model, input_ids, attention_mask, position_ids, n_last: int, 
         probs = torch.softmax(logits, dim=-1)
         entropy = logz - (probs * logits).sum(-1)
     return logp, entropy
+
+
+def cache_argument(model) -> str:
+    """The forward argument that takes a KV cache: `cache` in newer transformers, `past_key_values` before."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model: the HF model inside
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def token_kl(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k1") -> torch.Tensor:

@@ -47,7 +47,8 @@ def sequence_logprobs(model, prompts: list[list[int]], completions: list[list[in
         return logp, ent, cmask
     B = len(prompts)
     prefix = torch.tensor([prompts[0][:n]], device=device)
-    cache = model(input_ids=prefix, use_cache=True, logits_to_keep=1).cache  # its logits predict no trained token
+    out = model(input_ids=prefix, use_cache=True, logits_to_keep=1)  # its logits predict no trained token
+    cache = out.get("cache") or out.get("past_key_values")
     from transformers import DynamicCache
 
     shared = DynamicCache([(layer.keys.expand(B, -1, -1, -1), layer.values.expand(B, -1, -1, -1))
