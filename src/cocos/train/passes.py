@@ -88,15 +88,23 @@ def kl_and_entropy(trainer, seqs, n_traj: int):
             logp, ent = objective.token_logprobs(trainer.model, ids, attn, pos, C, temperature=temperature, with_entropy=True)
             with trainer._reference() as ref:
                 ref_logp, _ = objective.token_logprobs(ref, ids, attn, pos, C, temperature=temperature)
-        seq_kl = objective.masked_sum(objective.token_kl(logp, ref_logp, trainer.cfg.kl_estimator), cmask).cpu()
-        logp_rows = logp.cpu()
-        for row, i in enumerate(idx):
-            kl[seqs[i].traj, seqs[i].turn] += seq_kl[row]
-            n = len(seqs[i].completion_ids)
-            recomputed[i] = logp_rows[row, C - n:].tolist() if n else []
-        ent_sum += float((ent * cmask).sum())
-        ent_n += float(cmask.sum())
+        e_sum, e_n = _record_batch(seqs, idx, logp, ref_logp, ent, cmask, trainer.cfg.kl_estimator, kl, recomputed)
+        ent_sum += e_sum
+        ent_n += e_n
     return kl, (ent_sum / ent_n if ent_n else 0.0), recomputed
+
+
+def _record_batch(seqs, idx, logp, ref_logp, ent, cmask, estimator, turn_kl, recomputed) -> tuple[float, float]:
+    """Add one batch's per-sequence KL to turn_kl [n_traj, T] and each sequence's log-probs to recomputed;
+    -> (entropy summed over its completion tokens, their count)."""
+    seq_kl = objective.masked_sum(objective.token_kl(logp.detach(), ref_logp, estimator), cmask).cpu()
+    rows, C = logp.detach().cpu(), cmask.shape[1]
+    for row, i in enumerate(idx):
+        turn_kl[seqs[i].traj, seqs[i].turn] += seq_kl[row]
+        m = len(seqs[i].completion_ids)
+        recomputed[i] = rows[row, C - m:].tolist() if m else []
+    return float((ent * cmask).sum()), float(cmask.sum())
+
 
 def plain_passes(trainer, seqs, rewards, method, n_traj: int):
     n, k = rewards.shape[0], trainer.cfg.k
@@ -112,6 +120,7 @@ def plain_passes(trainer, seqs, rewards, method, n_traj: int):
         loss.backward()
         loss_total += float(loss.detach())
     return turn_kl, entropy, recomputed, loss_total
+
 
 def grouped_passes(trainer, seqs, rewards, method, n_traj: int):
     """Per group of k trajectories: policy log-probs with gradient and reference log-probs of every trained turn
@@ -133,14 +142,9 @@ def grouped_passes(trainer, seqs, rewards, method, n_traj: int):
                 with torch.no_grad(), trainer._reference() as ref:
                     ref_logp, _, _ = sequence_logprobs(ref, prompts, comps, trainer.pad_id, trainer.device,
                                                        temperature=cfg.temperature)
-            seq_kl = objective.masked_sum(objective.token_kl(logp.detach(), ref_logp, cfg.kl_estimator), cmask).cpu()
-            rows, C = logp.detach().cpu(), cmask.shape[1]
-            for row, i in enumerate(idx):
-                turn_kl[seqs[i].traj, seqs[i].turn] += seq_kl[row]
-                m = len(seqs[i].completion_ids)
-                recomputed[i] = rows[row, C - m:].tolist() if m else []
-            ent_sum += float((ent * cmask).sum())
-            ent_n += float(cmask.sum())
+            e_sum, e_n = _record_batch(seqs, idx, logp, ref_logp, ent, cmask, cfg.kl_estimator, turn_kl, recomputed)
+            ent_sum += e_sum
+            ent_n += e_n
             held.append((idx, logp, cmask))
         group = slice(g * k, (g + 1) * k)
         adv = objective.rloo_advantages(objective.trajectory_scores(rewards[group], turn_kl[group], method).view(1, k))
