@@ -30,6 +30,7 @@ from cocos.baselines.revise import add_refine_token, attempts_from_trajectories,
 from cocos.errors import UserError
 from cocos.train.baseline_train import (BaselineTrainConfig, drop_long, load_baseline_config, log_callback, own_answers,
                                         start_run, write_jsonl)
+from cocos.train.sft import trl_training_args
 
 
 @dataclass
@@ -55,37 +56,20 @@ def load_revise_config(path, overrides: list[str] | None = None) -> ReviseConfig
 
 def make_dpo_trainer(model, tokenizer, pairs: list[dict], cfg: ReviseConfig, out: Path, stage: str):
     """TRL's DPOTrainer on prompt/chosen/rejected texts; the reference is a frozen copy of `model` as it is now."""
-    import torch
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    cuda = torch.cuda.is_available()
     losses = ["sigmoid"] + (["sft"] if cfg.sft_weight > 0 else [])
     args = DPOConfig(
         output_dir=str(out / "checkpoints" / stage),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.lr,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1): a ratio of the total steps
-        weight_decay=cfg.weight_decay,
         beta=cfg.beta,
         loss_type=losses,
         loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight > 0 else None,
         max_length=None,  # over-long pairs were dropped beforehand
-        logging_steps=cfg.logging_steps,
         save_strategy="no",
-        report_to=[],
-        seed=cfg.seed,
-        use_cpu=not cuda,
-        bf16=cuda and cfg.dtype == "bfloat16",  # DPOConfig's default is bf16 everywhere; float32 weights stay float32
-        activation_checkpointing=cfg.gradient_checkpointing,  # (TRL's default is on)
-        disable_tqdm=not cfg.progress,
-        dataloader_num_workers=0,
+        **trl_training_args(cfg),
     )
     data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
     # An explicit copy: without one TRL reloads the reference from the model's original path, which has neither the

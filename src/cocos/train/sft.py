@@ -92,18 +92,12 @@ def _log_callback(path: Path):
     return JsonlLog()
 
 
-def make_trainer(model, tokenizer, examples: list[dict], cfg: SFTRunConfig, out_dir: Path):
-    """TRL SFTTrainer on a prompt/completion dataset: loss on the completion tokens only."""
+def trl_training_args(cfg) -> dict:
+    """The TRL trainer arguments that SFT and the DPO baselines set alike, from a config's optimisation fields."""
     import torch
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
 
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    dataset = Dataset.from_list([{"prompt": ex["prompt"], "completion": ex["completion"]} for ex in examples])
     cuda = torch.cuda.is_available()
-    args = SFTConfig(
-        output_dir=str(out_dir / "checkpoints"),
+    return dict(
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size,
@@ -113,19 +107,33 @@ def make_trainer(model, tokenizer, examples: list[dict], cfg: SFTRunConfig, out_
         warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps (transformers 5)
         weight_decay=cfg.weight_decay,
         logging_steps=cfg.logging_steps,
+        report_to=[],
+        seed=cfg.seed,
+        use_cpu=not cuda,
+        bf16=cuda and cfg.dtype == "bfloat16",  # TRL's configs default to bf16; float32 weights stay float32
+        activation_checkpointing=cfg.gradient_checkpointing,  # (TRL's default is on)
+        disable_tqdm=not cfg.progress,
+        dataloader_num_workers=0,
+    )
+
+
+def make_trainer(model, tokenizer, examples: list[dict], cfg: SFTRunConfig, out_dir: Path):
+    """TRL SFTTrainer on a prompt/completion dataset: loss on the completion tokens only."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dataset = Dataset.from_list([{"prompt": ex["prompt"], "completion": ex["completion"]} for ex in examples])
+    args = SFTConfig(
+        output_dir=str(out_dir / "checkpoints"),
         save_strategy="steps" if cfg.save_steps > 0 else "no",
         save_steps=cfg.save_steps if cfg.save_steps > 0 else 500,
         save_total_limit=2,
-        report_to=[],
-        seed=cfg.seed,
         max_length=None,  # over-long examples were dropped beforehand: never cut a completion
         completion_only_loss=True,
         packing=False,
-        use_cpu=not cuda,
-        bf16=cuda and cfg.dtype == "bfloat16",
-        activation_checkpointing=cfg.gradient_checkpointing,
-        disable_tqdm=not cfg.progress,
-        dataloader_num_workers=0,
+        **trl_training_args(cfg),
     )
     return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[_log_callback(out_dir / "log.jsonl")])
 
