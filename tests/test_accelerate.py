@@ -65,3 +65,104 @@ def test_two_process_accelerate_launch_on_cpu(tmp_path):
     w0, w1 = (torch.load(out / f"weights_rank{r}.pt") for r in (0, 1))
     assert s[0]["moved"] > 0
     assert all(torch.equal(w0[n], w1[n]) for n in w0)
+
+
+REPLAY = r'''
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+import torch
+from _tiny_rl import add_problems, tiny_model, tiny_tokenizer
+from cocos.policy import Policy
+from cocos.train.config import TrainConfig
+from cocos.train.trainer import Trainer
+
+mode, out, skip = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "skip"
+cfg = TrainConfig(model="tiny", k=2, turns=2, problems_per_step=4, max_new_tokens=8, temperature=1.0, lr=1e-2,
+                  max_steps=2, eval_limit=0, autocast="none", timeout=5.0, schedule="constant", beta=0.05,
+                  max_grad_norm=1.0, tensorboard=False, weight_decay=0.1, skip_uniform_groups=skip)
+tok = tiny_tokenizer()
+tr = Trainer(cfg, out / mode, progress=False, policy=Policy(tiny_model(tok), tok, backend="hf"),
+             problems=add_problems(4), eval_problems=[])
+sample = tr.rollout
+def record(problems, step, chunk=0):  # 2 processes: sample, and keep what each rank sampled
+    trajs = sample(problems, step, chunk)
+    torch.save(trajs, out / f"trajs_step{{step}}_rank{{tr.rank}}.pt")
+    return trajs
+def replay(problems, step, chunk=0):  # 1 process: the same global batch, rank 0's groups then rank 1's
+    return [t for r in (0, 1) for t in torch.load(out / f"trajs_step{{step}}_rank{{r}}.pt", weights_only=False)]
+def weights():
+    with tr._whole_weights():  # ZeRO-3 holds a shard per rank
+        return {{n: p.detach().float().clone() for n, p in tr.unwrapped.named_parameters()}}
+tr.rollout = record if mode == "two" else replay
+before = weights()
+stats = [tr.train_step() for _ in range(2)]
+torch.save({{"weights": weights(), "before": before, "trained": [s["trained_frac"] for s in stats],
+            "grad_norm": [s["grad_norm"] for s in stats]}}, out / f"{{mode}}_rank{{tr.rank}}.pt")
+'''
+
+DEEPSPEED_CONFIG = """compute_environment: LOCAL_MACHINE
+distributed_type: DEEPSPEED
+deepspeed_config:
+  zero_stage: {stage}
+  offload_optimizer_device: none
+  offload_param_device: none
+  zero3_init_flag: false
+  zero3_save_16bit_model: true
+mixed_precision: 'no'
+num_machines: 1
+num_processes: 1
+use_cpu: false
+"""
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
+          "--dynamo_backend", "no", "--main_process_port", "29518"]
+
+
+def _run(cmd, env=ENV):
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _replay_runs(tmp_path, skip: str):
+    """2 processes (DDP) sample and train 2 steps; 1 process replays their trajectories -> (rank 0, rank 1, one)."""
+    script = tmp_path / "replay.py"
+    script.write_text(REPLAY.format(tests=str(HERE)))
+    _run(LAUNCH + ["--multi_gpu", "--num_processes", "2", str(script), "two", str(tmp_path), skip])
+    _run([sys.executable, str(script), "one", str(tmp_path), skip])
+    return script, [torch.load(tmp_path / f"{name}.pt") for name in ("two_rank0", "two_rank1", "one_rank0")]
+
+
+def _assert_same_training(a, b):
+    assert sum(b["trained"]) > 0  # some group carried reward signal: the weights moved by gradients
+    moved = max(float((w - b["before"][n]).abs().max()) for n, w in b["weights"].items())
+    assert moved > 1e-3  # 2 AdamW steps at lr 1e-2: a difference of 1e-5 would be visible
+    worst = max(float((a["weights"][n] - w).abs().max()) for n, w in b["weights"].items())
+    assert worst < 1e-5, f"weights differ by {worst:.2e}"
+    # Adam hides a gradient's scale; the norm before clipping does not (a sum over ranks instead of a mean shows)
+    assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)
+
+
+def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
+    """The invariant of the accelerate path: 2 processes (DDP through accelerator.prepare, local backwards, one
+    synced reduction per step) and 1 process given the same trajectories end 2 steps with the same weights and
+    gradient norms. skip_uniform_groups on: the ranks train different numbers of groups."""
+    _, (r0, r1, single) = _replay_runs(tmp_path, "skip")
+    assert all(torch.equal(r0["weights"][n], r1["weights"][n]) for n in r0["weights"])  # ranks agree
+    _assert_same_training(r0, single)
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_zero_equals_the_plain_step(tmp_path, stage):
+    """DeepSpeed ZeRO-2 / ZeRO-3 (its CPU accelerator, 1 process: accelerate counts 1 process per rank when
+    DeepSpeed runs on CPU, so several processes are for GPUs) replaying the same trajectories as the plain trainer
+    ends 2 steps with the same weights and gradient norms: the engine's accumulation boundary is the step's last
+    group, its clipping is max_grad_norm, nothing is lost between backwards (deepspeed 0.18 lost all but the last
+    backward's gradient under ZeRO-2; cocos refuses it)."""
+    pytest.importorskip("deepspeed")
+    script, (_, _, single) = _replay_runs(tmp_path, "all")  # DeepSpeed trains every group
+    config = tmp_path / "ds.yaml"
+    config.write_text(DEEPSPEED_CONFIG.format(stage=stage))
+    _run(LAUNCH + ["--config_file", str(config), "--num_processes", "1", str(script), "deepspeed", str(tmp_path), "all"],
+         env={**ENV, "DS_ACCELERATOR": "cpu"})
+    _assert_same_training(torch.load(tmp_path / "deepspeed_rank0.pt"), single)

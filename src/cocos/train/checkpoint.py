@@ -1,6 +1,8 @@
 """Checkpoints of a training run: checkpoints/step_N/ holds the model (HF format; merged weights with LoRA, the
 adapter in adapter/), the tokenizer, trainer_state.pt (optimizer, scheduler, step, data order, watchdog history)
-and rng_rank*.pt. Written under a temporary name, then renamed: a reader sees no checkpoint or a whole one."""
+and rng_rank*.pt. Written under a temporary name, then renamed: a reader sees no checkpoint or a whole one.
+Under DeepSpeed the optimizer and scheduler live in the engine (sharded under ZeRO): accelerate's save_state writes
+them to accelerate_state/ and load_state reads them back; trainer_state.pt then holds no optimizer."""
 
 from __future__ import annotations
 
@@ -23,12 +25,15 @@ def save(trainer) -> Path:
     save_total_limit are removed. Every rank calls it (each saves its RNG state)."""
     final = runs.checkpoint_dir(trainer.out, trainer.step)
     tmp = final.parent / f".tmp-step_{trainer.step}"
+    weights = None if trainer.cfg.lora else trainer.acc.get_state_dict(trainer.model)  # every rank: ZeRO-3 gathers
     if trainer.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        _save_model(trainer, tmp)
+        _save_model(trainer, tmp, weights)
         trainer.tokenizer.save_pretrained(str(tmp))
-        torch.save({"step": trainer.step, "optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict(),
+        in_engine = trainer.deepspeed
+        torch.save({"step": trainer.step, "optimizer": None if in_engine else trainer.optimizer.state_dict(),
+                    "scheduler": None if in_engine else trainer.scheduler.state_dict(),
                     "data_order": {"seed": trainer.cfg.seed, "n_problems": len(trainer.problems),
                                    "problems_per_step": trainer.cfg.problems_per_step,
                                    "next_indices": trainer.step_indices(trainer.step),
@@ -36,6 +41,8 @@ def save(trainer) -> Path:
                     "watchdog": trainer.watchdog.history[-4 * trainer.cfg.watch_window:],
                     "config": trainer.cfg.to_dict(), "world_size": trainer.world}, tmp / STATE_FILE)
     trainer.acc.wait_for_everyone()
+    if trainer.deepspeed:
+        trainer.acc.save_state(str(tmp / ACCELERATE_STATE))  # every rank writes its shards
     rng = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -55,13 +62,17 @@ def save(trainer) -> Path:
     return final
 
 
-def _save_model(trainer, path: Path) -> None:
+ACCELERATE_STATE = "accelerate_state"
+
+
+def _save_model(trainer, path: Path, weights) -> None:
+    model = trainer.unwrapped
     if trainer.cfg.lora:
-        trainer.model.save_pretrained(str(path / "adapter"))
-        merged = copy.deepcopy(trainer.model).merge_and_unload()  # plain weights for `cocos eval --model`
+        model.save_pretrained(str(path / "adapter"))
+        merged = copy.deepcopy(model).merge_and_unload()  # plain weights for `cocos eval --model`
         merged.save_pretrained(str(path))
     else:
-        trainer.model.save_pretrained(str(path))
+        model.save_pretrained(str(path), state_dict=weights)
 
 
 def load(trainer, path: Path) -> None:
@@ -74,15 +85,18 @@ def load(trainer, path: Path) -> None:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        set_peft_model_state_dict(trainer.model, load_file(str(path / "adapter" / "adapter_model.safetensors")))
+        set_peft_model_state_dict(trainer.unwrapped, load_file(str(path / "adapter" / "adapter_model.safetensors")))
+    elif trainer.deepspeed:
+        trainer.acc.load_state(str(path / ACCELERATE_STATE))  # weights, optimizer and scheduler of the engine
     else:
         from transformers import AutoModelForCausalLM
 
         saved = AutoModelForCausalLM.from_pretrained(str(path), dtype=next(trainer.model.parameters()).dtype)
-        trainer.model.load_state_dict(saved.state_dict())
+        trainer.unwrapped.load_state_dict(saved.state_dict())
         del saved
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    trainer.scheduler.load_state_dict(state["scheduler"])
+    if state["optimizer"] is not None:
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.scheduler.load_state_dict(state["scheduler"])
     trainer.step = state["step"]
     trainer.watchdog.history = list(state.get("watchdog", []))
     rng_file = path / f"rng_rank{trainer.rank}.pt"
@@ -97,4 +111,5 @@ def load(trainer, path: Path) -> None:
 
             np.random.set_state(rng["numpy"])
     if hasattr(trainer.policy, "sync_weights"):
-        trainer.policy.sync_weights()
+        with trainer._whole_weights():
+            trainer.policy.sync_weights()

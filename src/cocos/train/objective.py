@@ -89,7 +89,8 @@ def cache_argument(model) -> str:
     """The forward argument that takes a KV cache: `cache` in newer transformers, `past_key_values` before."""
     import inspect
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model: the HF model inside
+    base = getattr(model, "module", model)  # DDP / DeepSpeed wrap the model as .module
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base  # a peft model: the HF model inside
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 

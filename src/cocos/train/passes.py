@@ -106,7 +106,7 @@ def _record_batch(seqs, idx, logp, ref_logp, ent, cmask, estimator, turn_kl, rec
     return float((ent * cmask).sum()), float(cmask.sum())
 
 
-def plain_passes(trainer, seqs, rewards, method, n_traj: int):
+def plain_passes(trainer, seqs, rewards, method, n_traj: int, last_chunk: bool = True):
     n, k = rewards.shape[0], trainer.cfg.k
     turn_kl, entropy, recomputed = kl_and_entropy(trainer, seqs, n)
     scores = objective.trajectory_scores(rewards, turn_kl, method)
@@ -117,14 +117,15 @@ def plain_passes(trainer, seqs, rewards, method, n_traj: int):
         with trainer._autocast():
             logp, _ = objective.token_logprobs(trainer.model, ids, attn, pos, cmask.shape[1], temperature=trainer.cfg.temperature)
         loss = objective.policy_loss(logp, cmask, a, n_traj=n_traj)
-        loss.backward()
+        trainer.backward(loss)
         loss_total += float(loss.detach())
     return turn_kl, entropy, recomputed, loss_total
 
 
-def grouped_passes(trainer, seqs, rewards, method, n_traj: int):
+def grouped_passes(trainer, seqs, rewards, method, n_traj: int, last_chunk: bool = True):
     """Per group of k trajectories: policy log-probs with gradient and reference log-probs of every trained turn
-    (one batch per turn, its common prompt prefix once), then the group's advantages and one backward."""
+    (one batch per turn, its common prompt prefix once), then the group's advantages and one backward (the step's
+    last when it is the last group of the last chunk)."""
     cfg, k = trainer.cfg, trainer.cfg.k
     turn_kl = torch.zeros(rewards.shape[0], cfg.turns)
     recomputed: list[list[float] | None] = [None] * len(seqs)
@@ -132,6 +133,7 @@ def grouped_passes(trainer, seqs, rewards, method, n_traj: int):
     groups: dict[int, dict[int, list[int]]] = {}  # group -> turn -> indices into seqs
     for i, s in enumerate(seqs):
         groups.setdefault(s.traj // k, {}).setdefault(s.turn, []).append(i)
+    last_group = max(groups, default=None)
     for g, turns in groups.items():
         held = []  # (indices, log-probs with gradient, mask) of each turn's batch
         for idx in turns.values():
@@ -151,6 +153,6 @@ def grouped_passes(trainer, seqs, rewards, method, n_traj: int):
         adv = adv.view(k).to(trainer.device)
         loss = sum(objective.policy_loss(logp, cmask, adv[[seqs[i].traj - g * k for i in idx]], n_traj=n_traj)
                    for idx, logp, cmask in held)
-        loss.backward()
+        trainer.backward(loss, last=last_chunk and g == last_group)
         loss_total += float(loss.detach())
     return turn_kl, (ent_sum / ent_n if ent_n else 0.0), recomputed, loss_total

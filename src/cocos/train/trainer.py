@@ -11,6 +11,13 @@ One optimizer step:
   4. policy forward with gradient in micro-batches, loss = -(1/N) sum A * sum log-probs, backward;
   5. gradients averaged across ranks, clipped; AdamW step; LR schedule step.
 
+Processes: the policy, its optimizer and scheduler go through `accelerator.prepare`, so DDP, DeepSpeed ZeRO and
+mixed precision are the user's `accelerate config` (recipes: configs/accelerate/, docs/scale_out.md).
+  - DDP: a step's backwards accumulate gradients locally (accelerate's no_sync), then one synced backward of a
+    zero loss reduces them: one reduction per step, however many groups each rank trained.
+  - DeepSpeed: every group trains (one backward each, uniform groups with advantage 0) and its accumulation
+    steps are the groups per rank, so that the engine's boundary is the step's last backward, on every rank.
+
 Run folder (layout: cocos.runs):
   config.yaml                 the resolved TrainConfig
   log.jsonl                   one line per step (rewards, accuracy per turn, KL, entropy, advantages,
@@ -58,10 +65,17 @@ class TrainedTurn(NamedTuple):
 class Trainer:
     def __init__(self, cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False, progress: bool = True,
                  policy=None, problems=None, eval_problems=None, accelerator=None):
-        from accelerate import Accelerator
+        from accelerate import Accelerator, DistributedDataParallelKwargs
 
         self.cfg, self.out, self.progress = cfg, Path(out_dir), progress
-        self.acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        # broadcast_buffers=False: DDP would otherwise broadcast buffers in every forward, a collective that needs
+        # the same number of forwards on every rank (ranks train different numbers of groups). The scheduler
+        # steps once per optimizer step (accelerate's default steps it once per process).
+        # cpu=True makes `accelerate launch --multi_gpu` give gloo processes on a machine without GPUs; DeepSpeed
+        # (its CPU accelerator there) needs it off.
+        cpu = not torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false") != "true"
+        self.acc = accelerator or Accelerator(cpu=cpu, step_scheduler_with_optimizer=False,
+                                              kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         if cfg.problems_per_step % self.world:
             raise UserError(f"problems_per_step: {cfg.problems_per_step} does not split evenly across {self.world} processes")
@@ -83,6 +97,7 @@ class Trainer:
         if cfg.curriculum_k:
             self.problems = curriculum.keep_problems(self, resume)
         self._build_optimizer()
+        self._prepare()
         self.step = 0
         self.watchdog = Watchdog(cfg.watch_window, cfg.watch_kl_max, cfg.watch_edit_sim)
         if resume:
@@ -167,6 +182,61 @@ class Trainer:
         self.scheduler = get_scheduler(name, self.optimizer, num_warmup_steps=cfg.warmup_steps,
                                        num_training_steps=max(1, cfg.max_steps))
 
+    def _prepare(self) -> None:
+        """Policy, optimizer and scheduler through accelerate; the reference model for inference only."""
+        from accelerate.utils import DistributedType
+
+        acc, cfg = self.acc, self.cfg
+        if acc.distributed_type == DistributedType.FSDP:
+            raise UserError("accelerate config: FSDP is not supported by cocos train yet (generation needs the whole "
+                            "weights on every rank); use DeepSpeed ZeRO-3 (configs/accelerate/zero3.yaml) to shard")
+        self.deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
+        self.zero3 = self.deepspeed and acc.state.deepspeed_plugin.zero_stage == 3
+        # DeepSpeed counts a step's backwards (its accumulation steps; ZeRO-2/3 also reduce in every one and ZeRO-3
+        # gathers weights in every forward, so ranks must run the same passes): every group trains, one backward each.
+        self.lockstep = self.deepspeed
+        if self.deepspeed:
+            import deepspeed
+            from packaging.version import Version
+
+            if acc.state.deepspeed_plugin.zero_stage == 2 and Version(deepspeed.__version__) < Version("0.19"):
+                raise UserError(f"deepspeed {deepspeed.__version__}: its ZeRO-2 keeps only the last backward's "
+                                "gradient of an accumulation (measured with 0.18.2); pip install 'deepspeed>=0.19'")
+            if cfg.logprob_passes != "shared-prefix":
+                raise UserError("logprob_passes: DeepSpeed needs shared-prefix (one backward per group); set it back")
+            groups = cfg.problems_per_step // self.world
+            ds = acc.state.deepspeed_plugin.deepspeed_config
+            if ds.get("gradient_accumulation_steps", "auto") not in ("auto", groups):
+                raise UserError(f"DeepSpeed config: gradient_accumulation_steps must be 'auto' or {groups} (the "
+                                "groups each process trains per step: problems_per_step / processes)")
+            ds["gradient_accumulation_steps"] = groups
+            acc.gradient_accumulation_steps = groups
+            ds["train_micro_batch_size_per_gpu"] = cfg.k  # one backward = one group of k samples
+            if ds.get("gradient_clipping", "auto") == "auto":
+                ds["gradient_clipping"] = cfg.max_grad_norm  # 0: off
+        self.model, self.optimizer, self.scheduler = acc.prepare(self.model, self.optimizer, self.scheduler)
+        if self.ref_model is not None and self.deepspeed:
+            from trl.models.utils import prepare_deepspeed  # ZeRO-3: sharded like the policy; else stage 0, whole
+
+            self.ref_model = prepare_deepspeed(self.ref_model, acc)
+
+    @property
+    def unwrapped(self):
+        """The policy model itself (without its DDP / DeepSpeed wrapper)."""
+        return self.acc.unwrap_model(self.model)
+
+    @contextlib.contextmanager
+    def _whole_weights(self):
+        """Generation needs the whole weights: ZeRO-3 gathers them on every rank meanwhile (TRL's way: a full copy
+        of the weights per rank for the rollout); a no-op otherwise. Every rank must enter it."""
+        if not self.zero3:
+            yield
+            return
+        from trl.models import unwrap_model_for_generation
+
+        with unwrap_model_for_generation(self.model, self.acc):
+            yield
+
     def _writers(self) -> None:
         self.tb = self.wandb = None
         if not self.is_main:
@@ -201,7 +271,8 @@ class Trainer:
     def rollout(self, problems, step: int, chunk: int = 0):
         cfg = self.cfg
         seed = cfg.seed * 1_000_003 + step * 10_007 + self.rank * 101 + chunk * 11  # fixed per (step, rank, chunk)
-        return self._episodes(self.timed, problems, turns=cfg.turns, k=cfg.k, seed=seed)
+        with self._whole_weights():
+            return self._episodes(self.timed, problems, turns=cfg.turns, k=cfg.k, seed=seed)
 
     def _episodes(self, policy, problems, *, turns: int, k: int, seed: int, progress: bool = False):
         """Episodes sampled with the run's rollout settings (the model in eval mode meanwhile)."""
@@ -237,7 +308,7 @@ class Trainer:
                 seqs.append(TrainedTurn(turn.prompt_ids, turn.completion_ids, j, t, turn.logprobs))
         return seqs
 
-    def optimize(self, trajectories, step: int, *, n_traj_total: int | None = None) -> dict:
+    def optimize(self, trajectories, step: int, *, n_traj_total: int | None = None, last_chunk: bool = True) -> dict:
         """Backward the RLOO loss of one chunk of trajectories (grouped by problem, k each); no optimizer step.
 
         logprob_passes=shared-prefix: group by group, one policy pass with gradient (its detached log-probs give the
@@ -251,12 +322,12 @@ class Trainer:
         # the beta-weighted KL differences. skip_uniform_groups leaves such groups out of every forward and
         # backward pass (advantage 0), most of the compute while rewards are sparse.
         trained = torch.ones(n, dtype=torch.bool)
-        if cfg.skip_uniform_groups:
+        if cfg.skip_uniform_groups and not self.lockstep:
             g = rewards.view(n // k, k, -1)
             trained = (g != g[:, :1]).flatten(1).any(-1).repeat_interleave(k)
         seqs = [s for s in self._sequences(trajectories, method) if trained[s.traj]]
         run = grouped_passes if cfg.logprob_passes == "shared-prefix" else plain_passes
-        turn_kl, entropy, recomputed, loss_total = run(self, seqs, rewards, method, n_traj_total or n)
+        turn_kl, entropy, recomputed, loss_total = run(self, seqs, rewards, method, n_traj_total or n, last_chunk)
         scores = objective.trajectory_scores(rewards, turn_kl, method)
         adv = objective.rloo_advantages(scores.view(n // k, k)).view(n) * trained
         kl = [row if on else None for row, on in zip(turn_kl.tolist(), trained.tolist())]
@@ -270,25 +341,56 @@ class Trainer:
     def _reference(self):
         """The frozen reference model (with LoRA: the policy with its adapters off)."""
         if self.ref_model is None:
-            with self.model.disable_adapter():
+            with self.unwrapped.disable_adapter():
                 yield self.model
         else:
             yield self.ref_model
 
-    def _sync_and_step(self) -> float:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if self.world > 1:  # average gradients across ranks (each rank's loss is its mean over its trajectories)
-            for p in params:
-                if p.grad is None:
+    @contextlib.contextmanager
+    def _local_gradients(self):
+        """The step's passes: under DDP their backwards accumulate gradients on this rank only (no_sync must hold
+        during the forwards too). DeepSpeed is told per backward (`backward`'s `last`)."""
+        with contextlib.nullcontext() if self.deepspeed else self.acc.no_sync(self.model):
+            yield
+
+    def backward(self, loss: torch.Tensor, *, last: bool = False) -> None:
+        """One backward of the step's passes (inside `_local_gradients`). `last`: the step's last group; under
+        DeepSpeed its backward is the accumulation boundary, where the engine reduces, clips and steps."""
+        if self.deepspeed:
+            self.acc.sync_gradients = last
+            self.acc.backward(loss, scale_wrt_gas=False)  # the loss is already the step's mean, not one micro-batch's
+        else:
+            self.acc.sync_gradients = False
+            self.acc.backward(loss)
+
+    def _reduce_gradients(self) -> None:
+        """DDP: one synced backward of a zero loss on a 1-token forward all-reduces (averages) the accumulated
+        gradients. It is the same call on every rank, whether or not this rank trained any group (with skipped
+        groups, ranks run different numbers of backwards). DeepSpeed reduced and stepped at the last group."""
+        self.acc.sync_gradients = True
+        if self.deepspeed:
+            return
+        if self.world == 1:  # nothing to reduce; a step that trained no group still steps every parameter
+            for p in self.model.parameters():  # (weight decay, moments), as it does under several processes
+                if p.requires_grad and p.grad is None:
                     p.grad = torch.zeros_like(p)
-                p.grad = self.acc.reduce(p.grad, reduction="mean")
+            return
+        ids = torch.tensor([[self.pad_id]], device=self.device)
+        with self._autocast():
+            out = self.model(input_ids=ids, use_cache=False, logits_to_keep=1)
+        self.acc.backward(out.logits.float().sum() * 0.0)
+
+    def _sync_and_step(self) -> float:
+        self._reduce_gradients()
+        params = [p for p in self.model.parameters() if p.requires_grad]
         max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-        self.optimizer.step()
+        grad_norm = self.acc.clip_grad_norm_(params, max_norm)  # DeepSpeed: clipped in its step; gives the norm
+        self.optimizer.step()  # DeepSpeed: a no-op (its engine stepped at the boundary); likewise the scheduler
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.policy.sync_weights()  # a backend with its own copy of the weights (vLLM) samples the next step from these
-        return grad_norm
+        with self._whole_weights():
+            self.policy.sync_weights()  # a backend with its own copy of the weights (vLLM) samples the next step from these
+        return float(grad_norm) if grad_norm is not None else float("nan")
 
     def train_step(self) -> dict:
         """Rollouts, update and statistics of step `self.step` (0-based); advances self.step."""
@@ -310,7 +412,8 @@ class Trainer:
             rollout_time += time.perf_counter() - t
             t = time.perf_counter()
             self._phase(f"step {step + 1}: log-probs and update")
-            res = self.optimize(got, step, n_traj_total=per_rank * cfg.k)
+            with self._local_gradients():
+                res = self.optimize(got, step, n_traj_total=per_rank * cfg.k, last_chunk=c == cfg.grad_accum - 1)
             train_time += time.perf_counter() - t
             trajs += got
             for key in ("scores", "advantages", "kl", "logprob_gaps"):
@@ -347,22 +450,25 @@ class Trainer:
         """Greedy multi-turn evaluation of the live policy on the held-out set (main process): eval/step_N/."""
         if not self.eval_problems:
             return None
-        metrics = None
-        if self.is_main:
-            from cocos.evaluate import evaluate_policy
-
-            cfg = self.cfg
-            settings = cfg.rollout_settings(turns=cfg.eval_turns or cfg.turns, temperature=0.0, top_p=1.0, mode="trajectory",
-                                            max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens)
-            self.model.eval()
-            try:  # all problems in one batch of episodes (the backend batches the generation itself)
-                metrics, _ = evaluate_policy(self.policy, self.eval_problems, settings, out=runs.eval_dir(self.out, step),
-                                             batch_size=len(self.eval_problems), seed=0, progress=self.progress,
-                                             extra={"step": step})
-            finally:
-                self.model.train()
-            self._log_scalars({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step)
+        with self._whole_weights():  # every rank (ZeRO-3 gathers); the main process evaluates
+            metrics = self._evaluate_main(step) if self.is_main else None
         self.acc.wait_for_everyone()
+        return metrics
+
+    def _evaluate_main(self, step: int) -> dict:
+        from cocos.evaluate import evaluate_policy
+
+        cfg = self.cfg
+        settings = cfg.rollout_settings(turns=cfg.eval_turns or cfg.turns, temperature=0.0, top_p=1.0, mode="trajectory",
+                                        max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens)
+        self.model.eval()
+        try:  # all problems in one batch of episodes (the backend batches the generation itself)
+            metrics, _ = evaluate_policy(self.policy, self.eval_problems, settings, out=runs.eval_dir(self.out, step),
+                                         batch_size=len(self.eval_problems), seed=0, progress=self.progress,
+                                         extra={"step": step})
+        finally:
+            self.model.train()
+        self._log_scalars({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step)
         return metrics
 
     # ---- checkpoints ----------------------------------------------------------------------------
