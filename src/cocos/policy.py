@@ -171,7 +171,7 @@ class Policy:
         return next(self.model.parameters()).dtype
 
     def describe(self) -> str:
-        n = sum(p.numel() for p in self.model.parameters()) / 1e6
+        n = sum(getattr(p, "ds_numel", p.numel()) for p in self.model.parameters()) / 1e6  # ZeRO-3: whole sizes
         return (
             f"{self.name}: {type(self.model).__name__} {n:.0f}M params, {str(self.dtype).replace('torch.', '')} "
             f"on {self.device}, backend {self.backend}{self._rollout_dtype_note()}; source: {self.source}"

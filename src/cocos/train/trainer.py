@@ -77,6 +77,10 @@ class Trainer:
         self.acc = accelerator or Accelerator(cpu=cpu, step_scheduler_with_optimizer=False,
                                               kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
+        from accelerate.utils import DistributedType
+
+        self.deepspeed = self.acc.distributed_type == DistributedType.DEEPSPEED
+        self.zero3 = self.deepspeed and self.acc.state.deepspeed_plugin.zero_stage == 3
         if cfg.problems_per_step % self.world:
             raise UserError(f"problems_per_step: {cfg.problems_per_step} does not split evenly across {self.world} processes")
         if (cfg.problems_per_step // self.world) % cfg.grad_accum:
@@ -139,7 +143,8 @@ class Trainer:
         if policy is None:
             from cocos.policy import load_policy
 
-            backend = "hf" if cfg.lora and cfg.backend in ("auto", "engine") else cfg.backend
+            # The engine reads plain weights once: LoRA adapters and ZeRO-3 shards need HF generate.
+            backend = "hf" if (cfg.lora or self.zero3) and cfg.backend in ("auto", "engine") else cfg.backend
             policy = load_policy(cfg.model, dtype=cfg.dtype, backend=backend, rollout_dtype=cfg.rollout_dtype,
                                  verbose=self.is_main)
         self.policy = policy
@@ -159,6 +164,13 @@ class Trainer:
             self.policy = Policy(model, policy.tokenizer, name=getattr(policy, "name", ""), source=getattr(policy, "source", ""),
                                  path=getattr(policy, "path", ""), backend="hf")
             self.ref_model = None  # reference = the same model with adapters disabled
+        elif hasattr(next(model.parameters()), "ds_id"):
+            # ZeRO-3: from_pretrained already partitioned the policy (transformers' zero.Init), so a copy would copy
+            # empty shards; the reference loads again from the same weights, partitioned the same way.
+            from cocos.policy import load_policy
+
+            self.ref_model = load_policy(cfg.model, dtype=cfg.dtype, backend="hf", verbose=False).model
+            self.ref_model.eval().requires_grad_(False)
         else:
             # Full fine-tuning: a frozen copy of the starting weights is the reference.
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
@@ -190,8 +202,6 @@ class Trainer:
         if acc.distributed_type == DistributedType.FSDP:
             raise UserError("accelerate config: FSDP is not supported by cocos train yet (generation needs the whole "
                             "weights on every rank); use DeepSpeed ZeRO-3 (configs/accelerate/zero3.yaml) to shard")
-        self.deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
-        self.zero3 = self.deepspeed and acc.state.deepspeed_plugin.zero_stage == 3
         # DeepSpeed counts a step's backwards (its accumulation steps; ZeRO-2/3 also reduce in every one and ZeRO-3
         # gathers weights in every forward, so ranks must run the same passes): every group trains, one backward each.
         self.lockstep = self.deepspeed
