@@ -166,3 +166,50 @@ def test_deepspeed_zero_equals_the_plain_step(tmp_path, stage):
     _run(LAUNCH + ["--config_file", str(config), "--num_processes", "1", str(script), "deepspeed", str(tmp_path), "all"],
          env={**ENV, "DS_ACCELERATOR": "cpu"})
     _assert_same_training(torch.load(tmp_path / "deepspeed_rank0.pt"), single)
+
+
+RESUME = r'''
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+import torch
+from _tiny_rl import add_problems, tiny_model, tiny_tokenizer
+from cocos.policy import Policy
+from cocos.train.config import TrainConfig
+from cocos.train.trainer import Trainer
+
+out, resume = Path(sys.argv[1]), sys.argv[2] == "resume"
+cfg = TrainConfig(model="tiny", k=2, turns=2, problems_per_step=2, max_new_tokens=8, temperature=1.0, lr=1e-2,
+                  max_steps=10, eval_limit=0, autocast="none", timeout=5.0, schedule="linear",
+                  beta=0.05, max_grad_norm=1.0, tensorboard=False)
+tok = tiny_tokenizer()
+tr = Trainer(cfg, out / "run", resume=resume, progress=False, policy=Policy(tiny_model(tok), tok, backend="hf"),
+             problems=add_problems(2), eval_problems=[])
+def weights():
+    with tr._whole_weights():
+        return {{n: p.detach().float().clone() for n, p in tr.unwrapped.named_parameters()}}
+start = {{"step": tr.step, "weights": weights(), "lr": tr.scheduler.get_last_lr()[0]}}
+for _ in range(1 if resume else 2):
+    tr.train_step()
+tr.save_checkpoint()
+torch.save({{"start": start, "end": weights(), "step": tr.step}}, out / ("resumed.pt" if resume else "first.pt"))
+'''
+
+
+def test_deepspeed_checkpoint_resumes(tmp_path):
+    """Under DeepSpeed the checkpoint holds the engine's state (accelerate's save_state): --resume continues at the
+    saved step, from the saved weights and learning rate, and trains on."""
+    pytest.importorskip("deepspeed")
+    script = tmp_path / "resume.py"
+    script.write_text(RESUME.format(tests=str(HERE)))
+    config = tmp_path / "ds.yaml"
+    config.write_text(DEEPSPEED_CONFIG.format(stage=2))
+    env = {**ENV, "DS_ACCELERATOR": "cpu"}
+    for what in ("first", "resume"):
+        _run(LAUNCH + ["--config_file", str(config), "--num_processes", "1", str(script), str(tmp_path), what], env=env)
+    first, resumed = torch.load(tmp_path / "first.pt"), torch.load(tmp_path / "resumed.pt")
+    assert (tmp_path / "run" / "checkpoints" / "step_2" / "accelerate_state").is_dir()
+    assert resumed["start"]["step"] == 2 and resumed["step"] == 3
+    assert all(torch.equal(first["end"][n], w) for n, w in resumed["start"]["weights"].items())
+    assert resumed["start"]["lr"] < first["start"]["lr"]  # the linear schedule went on from step 2, not from 0
+    assert any(not torch.equal(resumed["end"][n], w) for n, w in resumed["start"]["weights"].items())
