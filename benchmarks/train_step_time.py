@@ -46,7 +46,9 @@ def update_phase(args) -> None:
         trajs = tr.rollout([tr.problems[i] for i in tr.step_indices(0)], step=0)
         print(f"rollouts: {len(trajs)} trajectories in {time.perf_counter() - t:.0f} s", flush=True)
         own = "bf16" if tr.autocast_dtype is not None else "none"
+        print_token_counts(tr, trajs)
         rows, grads = {}, {}
+        spent = timed_forwards()
         for passes, autocast in PASSES:
             if autocast == "bf16" and not fast_bf16(tr.device):
                 continue
@@ -55,9 +57,14 @@ def update_phase(args) -> None:
             times = []
             for _ in range(args.repeats):
                 tr.model.zero_grad(set_to_none=True)
+                spent.clear()
                 t = time.perf_counter()
                 res = tr.optimize(trajs, step=0)
                 times.append(time.perf_counter() - t)
+            if spent:  # shared-prefix: forward time by model, the rest is mostly the backward
+                fwd = sum(spent.values())
+                print(f"    policy forward {spent.get('policy', 0):.1f} s, reference forward "
+                      f"{spent.get('reference', 0):.1f} s, backward and the rest {times[-1] - fwd:.1f} s", flush=True)
             grads[passes, autocast] = [p.grad.clone() if p.grad is not None else torch.zeros_like(p)
                                        for p in tr.model.parameters()]
             rows[passes, autocast] = min(times)
@@ -74,6 +81,52 @@ def update_phase(args) -> None:
                 scale = max(float(a.abs().max()) for a in grads["plain", autocast])
                 print(f"largest gradient difference plain vs shared-prefix, autocast {autocast}: {diff:.2e} "
                       f"(largest gradient entry {scale:.2e})")
+
+
+def timed_forwards() -> dict:
+    """Wrap the shared-prefix forward so each call's seconds add up under 'policy' (with gradient) or 'reference'."""
+    import torch
+
+    from cocos.train import passes
+
+    spent: dict = {}
+    plain = passes.sequence_logprobs
+
+    def timed(*a, **kw):
+        t = time.perf_counter()
+        out = plain(*a, **kw)
+        key = "policy" if torch.is_grad_enabled() else "reference"
+        spent[key] = spent.get(key, 0.0) + time.perf_counter() - t
+        return out
+
+    passes.sequence_logprobs = timed
+    return spent
+
+
+def print_token_counts(tr, trajs) -> None:
+    """Tokens each way runs through the model for this step (what the timings should follow)."""
+    from cocos.train.objective import method_at
+    from cocos.train.passes import common_prefix_length
+
+    seqs = tr._sequences(trajs, method_at(tr.cfg, 0))
+    mb = tr.cfg.micro_batch
+    order = sorted(seqs, key=lambda s: len(s.prompt_ids) + len(s.completion_ids))
+    padded = sum(len(order[i:i + mb]) * max(len(s.prompt_ids) + len(s.completion_ids) for s in order[i:i + mb])
+                 for i in range(0, len(order), mb))
+    prefix = suffix = 0
+    groups: dict = {}
+    for s in seqs:
+        groups.setdefault((s.traj // tr.cfg.k, s.turn), []).append(s)
+    for batch in groups.values():
+        n = common_prefix_length([s.prompt_ids for s in batch]) if len(batch) > 1 else 0
+        n = n if n >= 2 else 0
+        prefix += n
+        suffix += len(batch) * max(len(s.prompt_ids) - n + len(s.completion_ids) for s in batch)
+    real = sum(len(s.prompt_ids) + len(s.completion_ids) for s in seqs)
+    print(f"tokens per pass: plain {padded} (padded micro-batches of {mb}; {real} real), shared-prefix "
+          f"{prefix + suffix} ({prefix} prefix + {suffix} padded suffix); passes: plain 3 (1 with gradient), "
+          f"shared-prefix 2 (1 with gradient); token-passes with gradient {padded} vs {prefix + suffix}, "
+          f"without {2 * padded} vs {prefix + suffix}", flush=True)
 
 
 def whole_steps(args) -> None:
