@@ -193,6 +193,8 @@ for spec in "${RL_RUNS[@]}"; do
   IFS='|' read -r name _label own <<<"$spec"
   targs=(--config "$RL_BASE" --out "$OUT/train/$name" "${RL_COMMON[@]}")
   for s in $own; do targs+=(--set "$s"); done
+  # a run stopped midway continues from its last checkpoint
+  if compgen -G "$OUT/train/$name/checkpoints/step_*" >/dev/null; then targs+=(--resume); fi
   if done_train "$OUT/train/$name"; then skip $LAUNCH train "${targs[@]}"; else run $LAUNCH train "${targs[@]}"; fi
   if [ "$DRY_RUN" = 1 ]; then  # the config this run resolves to (the loader the trainer uses), indented
     cocos train "${targs[@]}" --print-config | sed 's/^/    /'
