@@ -55,6 +55,9 @@ class TrainConfig(RolloutSettings):
     # curriculum: > 0 = before step 1, sample this many turn-1 answers per training problem with the starting
     # model and train only on the problems whose answers earned different rewards (kept ids: OUT/curriculum.json)
     curriculum_k: int = 0
+    # a curriculum.json written by another run: train on its kept ids instead of sampling (needs curriculum_k > 0);
+    # one curriculum shared by several runs (seeds, methods) costs one sampling pass and gives them the same problems
+    curriculum_from: str = ""
     kl_estimator: str = "k1"  # per-token KL estimate: k1 = logp - logp_ref, k3 = exp(-d) - 1 + d
     k: int = 2  # samples (trajectories) per problem, RLOO group size
     train_turns: str = "all"  # which turns carry gradient: all | last | comma list of 1-based turns ("2" or "1,2")
@@ -134,6 +137,8 @@ class TrainConfig(RolloutSettings):
                 raise UserError(f"{name}: must be >= 0 (got {getattr(self, name)})")
         if self.temperature == 0:
             raise UserError("temperature: RL needs sampling; use a temperature > 0 (the paper uses 0.9)")
+        if self.curriculum_from and not self.curriculum_k:
+            raise UserError("curriculum_from: applies only with a curriculum; set curriculum_k too (e.g. curriculum_k=4)")
         self.trained_turns()  # validates train_turns
         if self.method == "score" and self.turns < 2:
             raise UserError("turns: SCoRe needs at least 2 turns")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+from cocos.errors import UserError
 
 
 def keep_problems(trainer, resume: bool) -> list:
@@ -15,6 +18,8 @@ def keep_problems(trainer, resume: bool) -> list:
     cfg, path = trainer.cfg, trainer.out / "curriculum.json"
     if resume and path.exists():
         kept = json.loads(path.read_text())["kept"]
+    elif cfg.curriculum_from:
+        kept = reuse(trainer, Path(cfg.curriculum_from), path)
     else:
         trajs = trainer._episodes(trainer.policy, trainer.problems, turns=1, k=cfg.curriculum_k, seed=cfg.seed,
                                   progress=trainer.progress and trainer.is_main)
@@ -36,3 +41,23 @@ def keep_problems(trainer, resume: bool) -> list:
               f"difference over {cfg.curriculum_k} turn-1 samples; training on those ({path})")
     keep = set(kept)
     return [p for p in trainer.problems if str(p.task_id) in keep]
+
+
+def reuse(trainer, source: Path, path: Path) -> list:
+    """The kept ids of a curriculum.json written by another run (`curriculum_from`), copied to this run's folder."""
+    try:
+        data = json.loads(source.read_text())
+        kept = [str(t) for t in data["kept"]]
+    except FileNotFoundError:
+        raise UserError(f"curriculum_from: {source} does not exist (a run with curriculum_k > 0 writes OUT/curriculum.json)")
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise UserError(f"curriculum_from: {source} is not a curriculum.json (a JSON object with a 'kept' list of task ids)")
+    ids = {str(p.task_id) for p in trainer.problems}
+    missing = [t for t in kept if t not in ids]
+    if missing and trainer.is_main:
+        print(f"cocos: curriculum: {len(missing)} kept id(s) of {source} are not among this run's training problems "
+              f"(e.g. {missing[0]}); they are left out")
+    if trainer.is_main:
+        trainer.out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**data, "from": str(source)}, indent=1))
+    return kept
