@@ -161,6 +161,8 @@ skip() { echo "= done, skipped: $(show "$@")"; }  # a step whose output is alrea
 done_eval() { [ -f "$1/metrics.json" ]; }
 done_model() { [ -f "$1/model.safetensors" ] || compgen -G "$1/model*.safetensors" >/dev/null; }
 done_train() { [ -d "$1/checkpoints/step_$RL_STEPS" ]; }
+# SFT runs keep a checkpoint every 20 optimizer steps; one stopped midway continues from its last
+sft_resume() { echo --set save_steps=20; if compgen -G "$1/checkpoints/checkpoint-*" >/dev/null; then echo --set resume=true; fi; }
 
 echo "# paper comparison: BUDGET=$BUDGET MODEL=$MODEL OUT=$OUT"
 echo "# evaluation of every row: $DATASETS ($LIMIT_TEXT problems of each test split), greedy, 2 turns, paper prompts," \
@@ -172,11 +174,13 @@ if [ -n "${BOOST:-}" ]; then
   BOOST_DIR="$BOOST"
 else
   BOOST_DIR="$OUT/boost_model"
-  cmd=(cocos sft --config configs/boost_sft.yaml --out "$BOOST_DIR" --set model="$MODEL" "${SFT_SET[@]}")
+  cmd=(cocos sft --config configs/boost_sft.yaml --out "$BOOST_DIR" --set model="$MODEL" "${SFT_SET[@]}"
+       $(sft_resume "$BOOST_DIR"))
   if done_model "$BOOST_DIR"; then skip "${cmd[@]}"; else run "${cmd[@]}"; fi
 fi
 TSFT_DIR="$OUT/turn_sft_model"
-cmd=(cocos sft --config configs/turn_sft.yaml --out "$TSFT_DIR" --set model="$BOOST_DIR" "${TSFT_SET[@]}")
+cmd=(cocos sft --config configs/turn_sft.yaml --out "$TSFT_DIR" --set model="$BOOST_DIR" "${TSFT_SET[@]}"
+     $(sft_resume "$TSFT_DIR"))
 if done_model "$TSFT_DIR"; then skip "${cmd[@]}"; else run "${cmd[@]}"; fi
 SC_DIR="$OUT/self_corrector"
 cmd=(cocos self-corrector --config configs/self_corrector.yaml --out "$SC_DIR" --set model="$BOOST_DIR"
