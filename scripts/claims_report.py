@@ -1,0 +1,456 @@
+#!/usr/bin/env python
+"""The paper's four claims, checked on the run folders of scripts/claims.sh (issue 17): OUT/claims.md + plots.
+
+    python scripts/claims_report.py runs/claims_cpu --budget "cpu: 30 steps, 3 seeds" --seeds "0 1 2"
+
+Reads OUT/train/<run>_s<seed>/log.jsonl (runs g0, g0.5, g1, g2, binary, score) and
+OUT/eval/<run>_s<seed>/<dataset>/metrics.json (+ samples.jsonl), computes each claim's numbers as mean ± standard
+error over seeds, and a verdict per claim by the rule in RULE (written on the page). Missing runs are listed, not fatal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+# run name -> label; g0.5 is CoCoS as the paper runs it (progressive reward, gamma 0.5): the "progressive" and the
+# "CoCoS" arm of claims 2-4 is that same run
+RUNS = {
+    "g0": "CoCoS γ=0", "g0.5": "CoCoS γ=0.5", "g1": "CoCoS γ=1", "g2": "CoCoS γ=2",
+    "binary": "CoCoS binary reward", "score": "SCoRe",
+}
+GAMMAS = {"g0": 0.0, "g0.5": 0.5, "g1": 1.0, "g2": 2.0}
+DATASETS = ("mbpp", "odex")
+K_SE = 2.0  # a difference counts when it exceeds this many standard errors
+RULE = (
+    "Each test compares a difference d (mean over seeds of one arm minus the other's, or one arm against 0) with its "
+    f"standard error SE(d) = sqrt(SE_a² + SE_b²) (seeds of the two arms treated as independent; SE = sample "
+    f"standard deviation / sqrt(n) over seeds). A test is **confirmed** when d lies more than {K_SE:g} SE(d) from 0 in "
+    f"the claimed direction, **contradicted** when it lies more than {K_SE:g} SE(d) from 0 the other way, otherwise "
+    "**not measurable at this scale**. With fewer than 2 seeds in an arm the SE is unavailable, and when every seed "
+    "gave the same value the SE is 0: in both cases the test is not measurable. A claim is confirmed when all its tests are, contradicted when any is, otherwise not measurable. "
+    f"Seeds needed: n·({K_SE:g}·SE(d)/|d|)², the seeds per arm at which the observed difference would reach "
+    f"{K_SE:g} SE if the spread over seeds stays as observed. The SE over seeds measures the randomness of training "
+    "(and of its sampling); every seed is evaluated on the same held-out problems, so it leaves out the choice of "
+    "problems: a share of N problems carries a further binomial SE of up to 0.5/sqrt(N) (3.5 points at N = 200)."
+)
+
+
+# ---- statistics ---------------------------------------------------------------------------------
+@dataclass
+class Stat:
+    n: int
+    mean: float | None
+    se: float | None  # None when n < 2
+
+    def fmt(self, pct: bool = False, digits: int = 3) -> str:
+        if self.mean is None:
+            return "—"
+        f = (lambda x: f"{100 * x:.1f}") if pct else (lambda x: f"{x:.{digits}f}")
+        se = f" ± {f(self.se)}" if self.se is not None else " (SE n/a)"
+        return f"{f(self.mean)}{se} (n={self.n})"
+
+
+def mean_se(xs) -> Stat:
+    xs = [float(x) for x in xs if x is not None]
+    n = len(xs)
+    if not n:
+        return Stat(0, None, None)
+    m = sum(xs) / n
+    if n < 2:
+        return Stat(n, m, None)
+    var = sum((x - m) ** 2 for x in xs) / (n - 1)
+    return Stat(n, m, math.sqrt(var / n))
+
+
+def diff(a: Stat, b: Stat | None = None) -> Stat:
+    """a - b (b None: a against 0); SE of independent arms; n = the smaller arm."""
+    if b is None:
+        return a
+    if a.mean is None or b.mean is None:
+        return Stat(min(a.n, b.n), None, None)
+    se = math.sqrt(a.se ** 2 + b.se ** 2) if a.se is not None and b.se is not None else None
+    return Stat(min(a.n, b.n), a.mean - b.mean, se)
+
+
+def verdict(d: Stat, direction: int) -> tuple[str, str]:
+    """(verdict, why) for a difference d whose claimed sign is `direction` (+1 or -1), by RULE."""
+    if d.mean is None:
+        return "not measurable", ("no value in any seed: the runs are missing, or the quantity is undefined in all "
+                                  "of them (unit preserve when no test passed at turn 1: more evaluation problems "
+                                  "or a stronger model)")
+    if d.se is None:
+        return "not measurable", f"SE unavailable with n = {d.n} seed(s): no verdict; at least 2 seeds per arm are needed"
+    if d.se == 0:  # every seed gave the same value: the seeds did not vary, so there is no SE to judge d by
+        return "not measurable", (f"d = {d.mean:+.4f} with no spread over n = {d.n} seeds (every seed gave the same "
+                                  "value, so the SE is 0 and cannot bound d): the runs did not differ where this is "
+                                  "measured; it needs longer training or more evaluation problems before more seeds")
+    z = direction * d.mean / d.se
+    if z > K_SE:
+        return "confirmed", f"d = {d.mean:+.4f} is {z:.1f} SE in the claimed direction"
+    if z < -K_SE:
+        return "contradicted", f"d = {d.mean:+.4f} is {-z:.1f} SE against the claimed direction"
+    if d.mean == 0:
+        return "not measurable", f"d = 0 at n = {d.n}: no difference observed; seeds alone cannot show one"
+    need = math.ceil(d.n * (K_SE * d.se / abs(d.mean)) ** 2)
+    side = "in" if z > 0 else "against"
+    return "not measurable", (f"d = {d.mean:+.4f} ± {d.se:.4f} ({abs(z):.1f} SE, {side} the claimed direction); "
+                              f"about {need} seeds per arm at this spread would resolve it")
+
+
+def claim_verdict(tests: list[dict]) -> str:
+    vs = [t["verdict"] for t in tests]
+    if vs and all(v == "confirmed" for v in vs):
+        return "confirmed at this scale"
+    if any(v == "contradicted" for v in vs):
+        return "contradicted at this scale"
+    return "not measurable at this scale"
+
+
+# ---- reading the runs ---------------------------------------------------------------------------
+def read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:  # a run killed mid-write leaves a partial last line
+                    pass
+    return rows
+
+
+def pooled_preserve(samples: list[dict], t1: int = 0, t2: int = 1) -> float | None:
+    """Test cases passed at t1 and at t2 / passed at t1, pooled (DESIGN.md); None when none passed at t1 (the
+    metric's 1.0 for that case is a convention, not a measurement: it would pull a seed's mean toward 1)."""
+    kept = passed = 0
+    for s in samples:
+        turns = s.get("turns") or []
+        if len(turns) <= max(t1, t2):
+            continue
+        p1 = {i for i, o in enumerate(turns[t1].get("outcomes") or []) if o.get("status") == "passed"}
+        p2 = {i for i, o in enumerate(turns[t2].get("outcomes") or []) if o.get("status") == "passed"}
+        passed += len(p1)
+        kept += len(p1 & p2)
+    return kept / passed if passed else None
+
+
+def load(out: Path, seeds: list[int] | None) -> dict:
+    """{run: {seed: {"log": [...], "evals": {dataset: metrics}}}} for the folders present."""
+    found: dict = {name: {} for name in RUNS}
+    for name in RUNS:
+        for folder in sorted((out / "train").glob(f"{name}_s*")) if (out / "train").is_dir() else []:
+            try:
+                seed = int(folder.name[len(name) + 2:])
+            except ValueError:
+                continue
+            if seeds is not None and seed not in seeds:
+                continue
+            found[name][seed] = {"log": read_jsonl(folder / "log.jsonl"), "evals": {}}
+        for folder in sorted((out / "eval").glob(f"{name}_s*")) if (out / "eval").is_dir() else []:
+            try:
+                seed = int(folder.name[len(name) + 2:])
+            except ValueError:
+                continue
+            if seeds is not None and seed not in seeds:
+                continue
+            for ds_dir in folder.iterdir():
+                mpath = ds_dir / "metrics.json"
+                if mpath.exists():
+                    m = json.loads(mpath.read_text())
+                    samples = read_jsonl(ds_dir / "samples.jsonl")
+                    if samples:  # recompute with "no test passed at t1" as missing, not 1.0
+                        m["unit_preserve_measured"] = pooled_preserve(samples)
+                    else:
+                        m["unit_preserve_measured"] = m.get("unit_preserve(1,2)")
+                    found[name].setdefault(seed, {"log": [], "evals": {}})["evals"][ds_dir.name] = m
+    return found
+
+
+def window(log: list[dict]) -> int:
+    return max(1, len(log) // 4)
+
+
+def first_last(log: list[dict], key: str) -> tuple[float | None, float | None]:
+    vals = [r[key] for r in log if isinstance(r.get(key), (int, float))]
+    if len(vals) < 2:
+        return None, None
+    w = max(1, len(vals) // 4)
+    return sum(vals[:w]) / w, sum(vals[-w:]) / w
+
+
+def per_seed(runs: dict, name: str, fn) -> list:
+    return [fn(r) for _, r in sorted(runs.get(name, {}).items())]
+
+
+def log_change(key: str):
+    def fn(r):
+        a, b = first_last(r["log"], key)
+        return None if a is None else b - a
+    return fn
+
+
+def log_end(key: str):
+    def fn(r):
+        return first_last(r["log"], key)[1]
+    return fn
+
+
+def log_start(key: str):
+    def fn(r):
+        return first_last(r["log"], key)[0]
+    return fn
+
+
+def eval_key(ds: str, key: str):
+    def fn(r):
+        v = r["evals"].get(ds, {}).get(key)
+        return v if isinstance(v, (int, float)) else None
+    return fn
+
+
+def net_correction(ds: str):
+    def fn(r):
+        m = r["evals"].get(ds)
+        if not m or m.get("delta_i2c(1,2)") is None:
+            return None
+        return m["delta_i2c(1,2)"] - m["delta_c2i(1,2)"]
+    return fn
+
+
+def stat(runs, name, fn) -> Stat:
+    return mean_se(per_seed(runs, name, fn))
+
+
+def test(what: str, a: Stat, b: Stat | None, direction: int) -> dict:
+    d = diff(a, b)
+    v, why = verdict(d, direction)
+    return {"what": what, "d": d, "direction": direction, "verdict": v, "why": why}
+
+
+# ---- the claims ---------------------------------------------------------------------------------
+def compute(runs: dict) -> dict:
+    c = {}
+    # 1: gamma 0 invites reward hacking: r1 falls under gamma 0 and holds under 0.5
+    dr1 = {g: stat(runs, g, log_change("reward@1")) for g in GAMMAS}
+    rows = []
+    for g in GAMMAS:
+        rows.append([RUNS[g], stat(runs, g, log_start("reward@1")), stat(runs, g, log_end("reward@1")), dr1[g],
+                     stat(runs, g, log_end("reward@2")), stat(runs, g, log_change("reward@2"))])
+    c[1] = {"tests": [test("turn-1 reward change under γ=0 (last quarter of steps − first quarter) < 0", dr1["g0"], None, -1),
+                      test("that change under γ=0 − under γ=0.5 < 0", dr1["g0"], dr1["g0.5"], -1)],
+            "header": ["run", "r1 first quarter", "r1 last quarter", "Δr1", "r2 last quarter", "Δr2"], "rows": rows}
+    # 2: progressive preserves passed test cases better than binary
+    tests, rows = [], []
+    for ds in DATASETS:
+        p, b = (stat(runs, n, eval_key(ds, "unit_preserve_measured")) for n in ("g0.5", "binary"))
+        tests.append(test(f"{ds}: unit preserve, progressive − binary > 0", p, b, +1))
+        for n in ("g0.5", "binary"):
+            lost = mean_se([None if v is None else 1 - v for v in per_seed(runs, n, eval_key(ds, "unit_preserve_measured"))])
+            rows.append([f"{RUNS[n]} ({'progressive' if n == 'g0.5' else 'binary'})", ds,
+                         stat(runs, n, eval_key(ds, "unit_preserve_measured")), lost,
+                         stat(runs, n, eval_key(ds, "unit_improve(1,2)")), stat(runs, n, eval_key(ds, "unit_worsen(1,2)")),
+                         stat(runs, n, eval_key(ds, "acc@1")), stat(runs, n, eval_key(ds, "acc@2"))])
+    c[2] = {"tests": tests, "rows": rows, "pct": True,
+            "header": ["run", "dataset", "unit preserve", "passed tests lost", "unit improve", "unit worsen", "acc@1", "acc@2"]}
+    # 3: SCoRe's turn-1 KL explodes on small models and its reward collapses
+    kl1 = {n: stat(runs, n, log_end("kl@1")) for n in ("score", "g0.5")}
+    drew = stat(runs, "score", log_change("reward_mean"))
+    rows = [[RUNS[n], stat(runs, n, log_start("kl@1")), kl1[n], stat(runs, n, log_end("kl@2")),
+             stat(runs, n, log_start("reward_mean")), stat(runs, n, log_end("reward_mean")),
+             stat(runs, n, log_change("reward_mean"))] for n in ("score", "g0.5")]
+    c[3] = {"tests": [test("turn-1 KL over the last quarter of steps, SCoRe − CoCoS > 0", kl1["score"], kl1["g0.5"], +1),
+                      test("SCoRe's mean reward change (last quarter − first quarter) < 0", drew, None, -1)],
+            "header": ["run", "kl@1 first quarter", "kl@1 last quarter", "kl@2 last quarter", "reward first quarter",
+                       "reward last quarter", "reward change"], "rows": rows}
+    # 4: CoCoS corrects selectively: low Δc→i with a higher Δi→c
+    tests, rows = [], []
+    for ds in DATASETS:
+        tests.append(test(f"{ds}: CoCoS Δi→c − Δc→i > 0", stat(runs, "g0.5", net_correction(ds)), None, +1))
+        tests.append(test(f"{ds}: Δc→i, CoCoS − SCoRe < 0", stat(runs, "g0.5", eval_key(ds, "delta_c2i(1,2)")),
+                          stat(runs, "score", eval_key(ds, "delta_c2i(1,2)")), -1))
+        for n in ("g0.5", "score", "binary"):
+            rows.append([RUNS[n], ds, stat(runs, n, eval_key(ds, "delta_i2c(1,2)")),
+                         stat(runs, n, eval_key(ds, "delta_c2i(1,2)")), stat(runs, n, eval_key(ds, "delta(1,2)")),
+                         stat(runs, n, eval_key(ds, "acc@2"))])
+    c[4] = {"tests": tests, "rows": rows, "pct": True, "header": ["run", "dataset", "Δi→c", "Δc→i", "Δ", "acc@2"]}
+    for v in c.values():
+        v["verdict"] = claim_verdict(v["tests"])
+    return c
+
+
+# ---- plots --------------------------------------------------------------------------------------
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def curve(runs: dict, name: str, key: str):
+    """steps, means, SEs (None where < 2 seeds) of a log key over seeds."""
+    by_step: dict[int, list[float]] = {}
+    for r in runs.get(name, {}).values():
+        for row in r["log"]:
+            if isinstance(row.get(key), (int, float)):
+                by_step.setdefault(row["step"], []).append(row[key])
+    steps = sorted(by_step)
+    stats = [mean_se(by_step[s]) for s in steps]
+    return steps, [s.mean for s in stats], [s.se for s in stats]
+
+
+def plot_curves(runs: dict, names: list[str], keys: list[tuple[str, str]], path: Path, title: str) -> bool:
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
+    drawn = False
+    for ax, (key, ylabel) in zip(axes[0], keys):
+        for name in names:
+            steps, m, se = curve(runs, name, key)
+            if not steps:
+                continue
+            drawn = True
+            line, = ax.plot(steps, m, marker="o", ms=3, label=f"{RUNS[name]} (n={len(runs[name])})")
+            if all(s is not None for s in se):
+                ax.fill_between(steps, [a - b for a, b in zip(m, se)], [a + b for a, b in zip(m, se)],
+                                color=line.get_color(), alpha=0.2)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    if drawn:
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle(title + " (mean over seeds, band ± 1 SE)", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return drawn
+
+
+def plot_bars(rows: list[list], label_cols: int, metric_names: list[str], path: Path, title: str) -> bool:
+    """One group per metric, one bar per row (its label columns joined), mean ± SE as error bar."""
+    plt = _plt()
+    rows = [r for r in rows if any(isinstance(s, Stat) and s.mean is not None for s in r[label_cols:])]
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(metric_names) * len(rows) / 2), 3.8))
+    width = 0.8 / len(rows)
+    for i, r in enumerate(rows):
+        stats = r[label_cols:label_cols + len(metric_names)]
+        xs = [j + i * width for j in range(len(metric_names))]
+        ax.bar(xs, [math.nan if s.mean is None else 100 * s.mean for s in stats], width,  # no value: no bar
+               yerr=[100 * (s.se or 0) for s in stats], capsize=3, label=" / ".join(str(x) for x in r[:label_cols]))
+    ax.set_xticks([j + width * (len(rows) - 1) / 2 for j in range(len(metric_names))])
+    ax.set_xticklabels(metric_names)
+    ax.set_ylabel("% (mean over seeds ± 1 SE)")
+    ax.axhline(0, color="black", lw=0.6)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# ---- the page -----------------------------------------------------------------------------------
+CLAIMS = {
+    1: ("γ = 0 invites reward hacking: turn 1 gets worse on purpose so that turn 2 can improve on it",
+        "Training-set curves on the curriculum-kept MBPP-train problems: reward@1 and reward@2 per step for γ in "
+        "{0, 0.5, 1, 2}. Hacking shows as r1 falling under γ=0 while it holds under γ=0.5."),
+    2: ("A progressive reward preserves previously passed test cases far better than a binary one (paper: about 40% "
+        "of them lost with binary on ODEX)",
+        "Held-out, greedy, 2 turns: unit preserve = test cases passed at turn 1 and at turn 2 / passed at turn 1, "
+        "pooled over problems (DESIGN.md); here recomputed from samples.jsonl with a seed counted as missing when "
+        "no test passed at turn 1 (the metric's 1.0 for that case is a convention, not a measurement)."),
+    3: ("SCoRe's turn-1 KL explodes on small models, and its reward collapses",
+        "Per-turn KL to the reference (kl@1, kl@2, per trajectory) and the mean training reward per step, SCoRe vs "
+        "CoCoS (γ=0.5). SCoRe's stage I puts a strong KL on turn 1, stage II a shaped bonus."),
+    4: ("CoCoS corrects selectively: a low Δc→i with a higher Δi→c",
+        "Held-out Δi→c (wrong at turn 1, right at turn 2) and Δc→i (right, then wrong), shares of problems, CoCoS "
+        "(γ=0.5) against SCoRe and the binary-reward run."),
+}
+
+
+def _cell(x, pct: bool) -> str:
+    return x.fmt(pct=pct) if isinstance(x, Stat) else str(x)
+
+
+def _table(header: list[str], rows: list[list], pct: bool = False) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(_cell(x, pct) for x in r) + " |" for r in rows]
+    return out
+
+
+def build(out: str | Path, seeds: list[int] | None = None, budget: str = "", page: str = "claims.md") -> dict:
+    out = Path(out)
+    runs = load(out, seeds)
+    claims = compute(runs)
+    plots = {
+        1: plot_curves(runs, list(GAMMAS), [("reward@1", "turn-1 reward"), ("reward@2", "turn-2 reward")],
+                       out / "claim1_rewards.png", "training reward per step by γ"),
+        2: plot_bars([r[:2] + r[2:6] for r in claims[2]["rows"]], 2,
+                     ["unit preserve", "passed tests lost", "unit improve", "unit worsen"], out / "claim2_unit.png",
+                     "progressive vs binary reward, held-out unit-level metrics"),
+        3: plot_curves(runs, ["score", "g0.5"], [("kl@1", "KL turn 1"), ("kl@2", "KL turn 2"),
+                                                 ("reward_mean", "mean reward")], out / "claim3_kl.png",
+                       "SCoRe vs CoCoS: per-turn KL and reward per step"),
+        4: plot_bars([r[:2] + r[2:4] for r in claims[4]["rows"]], 2, ["Δi→c", "Δc→i"], out / "claim4_deltas.png",
+                     "held-out corrections, turn 1 → turn 2"),
+    }
+    files = {1: "claim1_rewards.png", 2: "claim2_unit.png", 3: "claim3_kl.png", 4: "claim4_deltas.png"}
+    md = ["# The paper's claims, checked on the default model (issue 17)", ""]
+    md += [f"Budget: {budget or 'not stated'}. Folder: `{out}`.", ""]
+    md += ["Runs found (seeds; steps logged per seed):", ""]
+    for name, label in RUNS.items():
+        got = runs.get(name, {})
+        if got:
+            desc = ", ".join(f"s{s}: {len(r['log'])} steps, evals {'/'.join(sorted(r['evals'])) or 'none'}"
+                             for s, r in sorted(got.items()))
+        else:
+            desc = "missing"
+        md.append(f"- {label} (`{name}`): n = {len(got)} — {desc}")
+    md += ["", "## Verdict rule", "", RULE, "",
+           "Per-run numbers: a training curve's start and end are the means over its first and last quarter of "
+           "steps (at least one step each); held-out numbers come from one greedy evaluation per seed.", "",
+           "| claim | verdict |", "|---|---|"]
+    md += [f"| {i}. {CLAIMS[i][0]} | **{claims[i]['verdict']}** |" for i in CLAIMS]
+    for i, (title, how) in CLAIMS.items():
+        c = claims[i]
+        md += ["", f"## Claim {i}: {title}", "", how, ""]
+        md += [f"![claim {i}]({files[i]})" if plots[i] else "(no plot: no data)", ""]
+        md += _table(c["header"], c["rows"], pct=c.get("pct", False))
+        md += ["", "Tests:", ""]
+        md += [f"- {t['what']}: d = {_cell(t['d'], False)} → **{t['verdict']}** ({t['why']})" for t in c["tests"]]
+        md += ["", f"**Verdict: {c['verdict']}.**"]
+        if c["verdict"].startswith("not measurable"):
+            md += ["", needed(c)]
+    md.append("")
+    (out / page).write_text("\n".join(md))
+    return {"runs": runs, "claims": claims, "page": out / page}
+
+
+def needed(c: dict) -> str:
+    """What would make an undecided claim measurable, from its tests' reasons."""
+    parts = list(dict.fromkeys(t["why"] for t in c["tests"] if t["verdict"] == "not measurable"))
+    return "What would be needed: " + "; ".join(parts) + "."
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out", help="the claims.sh output folder (holds train/ and eval/)")
+    p.add_argument("--budget", default="", help="the budget, stated on the page")
+    p.add_argument("--seeds", default=None, help="only these seeds (space or comma separated); default: all found")
+    args = p.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.replace(",", " ").split()] if args.seeds else None
+    res = build(args.out, seeds, args.budget)
+    for i, c in res["claims"].items():
+        print(f"claim {i}: {c['verdict']}")
+    print(f"page: {res['page']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""scripts/claims_report.py on crafted run folders (no model): means, standard errors and verdicts."""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "claims_report.py"
+
+
+@pytest.fixture(scope="module")
+def cr():
+    spec = importlib.util.spec_from_file_location("claims_report", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["claims_report"] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def write_log(out: Path, run: str, seed: int, rows: list[dict]) -> None:
+    d = out / "train" / f"{run}_s{seed}"
+    d.mkdir(parents=True)
+    (d / "log.jsonl").write_text("".join(json.dumps({"step": i + 1, **r}) + "\n" for i, r in enumerate(rows)))
+
+
+def write_metrics(out: Path, run: str, seed: int, ds: str, m: dict) -> None:
+    d = out / "eval" / f"{run}_s{seed}" / ds
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps(m))
+
+
+def r1_log(start: float, end: float, steps: int = 4) -> list[dict]:
+    """reward@1 goes from start (first quarter = step 1) to end (last quarter = last step)."""
+    return [{"reward@1": start + (end - start) * i / (steps - 1), "reward@2": 0.3, "reward_mean": 0.3,
+             "kl@1": 0.1, "kl@2": 0.1} for i in range(steps)]
+
+
+def sem(xs):
+    m = sum(xs) / len(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs))
+
+
+def test_stats_and_rule(cr):
+    s = cr.mean_se([1.0, 2.0, 4.0])
+    assert s.n == 3 and s.mean == pytest.approx(7 / 3) and s.se == pytest.approx(sem([1, 2, 4]))
+    one = cr.mean_se([0.5])
+    assert one.se is None and cr.verdict(one, +1)[0] == "not measurable"
+    assert "SE unavailable" in cr.verdict(one, +1)[1]
+    d = cr.diff(cr.mean_se([3.0, 3.2, 2.8]), cr.mean_se([1.0, 1.2, 0.8]))
+    assert d.mean == pytest.approx(2.0) and d.se == pytest.approx(math.sqrt(2) * sem([3, 3.2, 2.8]))
+    assert cr.verdict(d, +1)[0] == "confirmed" and cr.verdict(d, -1)[0] == "contradicted"
+    # every seed the same value in both arms: SE 0, no verdict however large d is
+    flat = cr.diff(cr.mean_se([0.0, 0.0]), cr.mean_se([0.3, 0.3]))
+    assert flat.se == 0 and cr.verdict(flat, +1)[0] == cr.verdict(flat, -1)[0] == "not measurable"
+    # 1 SE: undecided, with the seeds that would make 2 SE: 3 * (2 * 1 / 1)^2 = 12
+    v, why = cr.verdict(cr.Stat(3, 1.0, 1.0), +1)
+    assert v == "not measurable" and "about 12 seeds" in why
+
+
+def test_report_confirmed_contradicted_undecided(cr, tmp_path):
+    seeds = [0, 1, 2]
+    # claim 1, clearly confirmed: r1 falls by ~0.3 under gamma 0, holds under 0.5
+    for s, (drop, hold) in enumerate([(0.30, 0.00), (0.32, 0.01), (0.28, -0.01)]):
+        write_log(tmp_path, "g0", s, r1_log(0.5, 0.5 - drop))
+        write_log(tmp_path, "g0.5", s, r1_log(0.5, 0.5 + hold))
+    # claim 2, clearly contradicted: binary preserves more than progressive on both datasets;
+    # claim 4, undecided: CoCoS's net correction is noisy around a small positive mean
+    net = {0: (0.10, 0.0), 1: (0.0, 0.05), 2: (0.05, 0.08)}  # (i2c, c2i) per seed
+    for s in seeds:
+        for ds in ("mbpp", "odex"):
+            write_metrics(tmp_path, "g0.5", s, ds, {"unit_preserve(1,2)": 0.50 + 0.01 * s, "delta_i2c(1,2)": net[s][0],
+                                                   "delta_c2i(1,2)": net[s][1], "delta(1,2)": net[s][0] - net[s][1]})
+            write_metrics(tmp_path, "binary", s, ds, {"unit_preserve(1,2)": 0.90 - 0.01 * s})
+    res = cr.build(tmp_path, seeds=seeds, budget="test budget")
+    c = res["claims"]
+
+    t1a, t1b = c[1]["tests"]
+    drops = [-0.30, -0.32, -0.28]
+    assert t1a["d"].mean == pytest.approx(sum(drops) / 3) and t1a["d"].se == pytest.approx(sem(drops))
+    assert t1b["d"].mean == pytest.approx(-0.30) and t1b["d"].n == 3
+    assert t1b["d"].se == pytest.approx(math.sqrt(sem(drops) ** 2 + sem([0.0, 0.01, -0.01]) ** 2))
+    assert t1a["verdict"] == t1b["verdict"] == "confirmed"
+    assert c[1]["verdict"] == "confirmed at this scale"
+
+    for t in c[2]["tests"]:
+        assert t["d"].mean == pytest.approx(0.51 - 0.89) and t["verdict"] == "contradicted"
+    assert c[2]["verdict"] == "contradicted at this scale"
+
+    t4 = c[4]["tests"][0]  # mbpp: Δi→c − Δc→i of CoCoS
+    nets = [0.10, -0.05, -0.03]
+    assert t4["d"].mean == pytest.approx(sum(nets) / 3) and t4["d"].se == pytest.approx(sem(nets))
+    assert t4["verdict"] == "not measurable"
+    assert c[4]["verdict"] == "not measurable at this scale"  # (SCoRe missing too: no data)
+    assert c[3]["verdict"] == "not measurable at this scale"  # no SCoRe run at all
+
+    page = res["page"].read_text()
+    assert "## Verdict rule" in page and "more than 2 SE(d)" in page
+    assert "**Verdict: confirmed at this scale.**" in page and "**Verdict: contradicted at this scale.**" in page
+    assert "SCoRe (`score`): n = 0" in page and "test budget" in page
+    assert (tmp_path / "claim1_rewards.png").exists() and (tmp_path / "claim2_unit.png").exists()
+
+
+def test_one_seed_gives_no_verdict(cr, tmp_path):
+    write_log(tmp_path, "g0", 0, r1_log(0.5, 0.0))
+    write_log(tmp_path, "g0.5", 0, r1_log(0.5, 0.5))
+    res = cr.build(tmp_path)
+    for t in res["claims"][1]["tests"]:
+        assert t["d"].se is None and t["verdict"] == "not measurable" and "SE unavailable" in t["why"]
+    assert res["claims"][1]["verdict"] == "not measurable at this scale"
+    assert "(SE n/a)" in res["page"].read_text()
+
+
+def test_preserve_from_samples_skips_seeds_with_nothing_passed(cr):
+    def sample(p1, p2):
+        return {"turns": [{"outcomes": [{"status": "passed" if i in p else "failed"} for i in range(3)]}
+                          for p in (p1, p2)]}
+    # DESIGN.md's example: A 0/3 -> 0/3, B {1,2} -> {1}: pooled 1/2
+    assert cr.pooled_preserve([sample(set(), set()), sample({1, 2}, {1})]) == pytest.approx(0.5)
+    assert cr.pooled_preserve([sample(set(), {0})]) is None
