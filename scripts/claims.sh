@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# Issue 17: the paper's four claims checked on the default model (SmolLM2-135M), with seeds and standard errors.
+# One script, every run reproducible from its seed; each step writes its own folder and is skipped when done, so a
+# stopped run picks up where it stopped (a training run with a checkpoint continues with --resume).
+#
+#   BUDGET=tiny nice -n 15 bash scripts/claims.sh            # proves the plumbing: minutes
+#   BUDGET=cpu SITTING_MINUTES=240 PUBLISH=docs/results/claims bash scripts/claims.sh   # the real plan, 4 h a sitting
+#   BUDGET=cpu DRY_RUN=1 bash scripts/claims.sh              # print every command, run nothing
+#
+# What runs (OUT = runs/claims_<budget> unless set):
+#   1. OUT/curriculum: the starting model samples CURRICULUM_K turn-1 answers per MBPP-train problem (seed
+#      CURRICULUM_SEED, once); the problems whose answers earned different rewards are kept (curriculum.json).
+#      Every run below trains on those same problems (curriculum_from), whatever its seed or method.
+#   2. OUT/train/<run>_s<seed>, for each seed in SEEDS: the gamma sweep g0 g0.5 g1 g2 (configs/cocos_gamma*.yaml),
+#      binary (configs/cocos_binary.yaml: gamma 0.5, binary reward) and score (configs/score.yaml, SCoRe), all with
+#      the same budget (STEPS steps, the config's 8 problems x k 4 x 2 turns per step at the cpu budget). g0.5 is
+#      CoCoS as the paper runs it: the progressive arm of claim 2 and the CoCoS arm of claims 3-4.
+#   3. OUT/eval/<run>_s<seed>/<dataset>: the final checkpoints of g0.5, binary and score, greedy, 2 turns, 3-shot (as
+#      they train), on the first N_EVAL problems of MBPP test and ODEX.
+#   4. scripts/claims_report.py: OUT/claims.md (one section per claim: plot, table with mean ± SE over seeds, verdict
+#      by the rule written on the page) and its plots.
+#
+# Knobs (environment):
+#   BUDGET     tiny | cpu (default cpu)
+#   SEEDS      training seeds (tiny "0 1", cpu "0 1 2")
+#   STEPS      steps of every training run (tiny 2, cpu 30)
+#   N_EVAL     first N problems of MBPP test and of ODEX (tiny 3, cpu 200)
+#   OUT        output folder (default runs/claims_<budget>)
+#   SITTING_MINUTES  stop this invocation after about this many minutes (0 = no limit): each training run gets the
+#              time left as max_minutes, stops after the step that passes it, checkpoints, and the script exits;
+#              rerun the same command to continue (nothing already done runs again)
+#   PRUNE      1 (default): once a run is finished drop its optimizer state (trainer_state.pt, ~1.1 GB), and the
+#              weights of the runs that are not evaluated (~0.5 GB); 18 full checkpoints would need ~29 GB
+#   PUBLISH    a folder (e.g. docs/results/claims) to copy claims.md, its plots and commands.log into at the end
+#   DRY_RUN    1: print every command, run nothing
+#   NICE       prefix of every command (default "nice -n 15")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cocos >/dev/null && [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
+command -v cocos >/dev/null || { echo "cocos is not installed: pip install -e . (or activate the venv)" >&2; exit 2; }
+
+BUDGET="${BUDGET:-cpu}"
+case "$BUDGET" in
+  tiny)
+    : "${SEEDS:=0 1}" "${STEPS:=2}" "${N_EVAL:=3}"
+    CURRICULUM_K=2; EVAL_TOKENS=48
+    # 8 MBPP-train problems, 2 problems x k 2 x 48 tokens per step: ~30 s a run (measured, busy 2-core CPU)
+    COMMON=(train_limit=8 problems_per_step=2 k=2 micro_batch=4 max_new_tokens=48)
+    ;;
+  cpu)
+    : "${SEEDS:=0 1 2}" "${STEPS:=30}" "${N_EVAL:=200}"
+    CURRICULUM_K=4; EVAL_TOKENS=256
+    COMMON=()  # the configs as they are: 8 problems x k 4 x 2 turns, 192 tokens per turn, lr 2e-5, 3-shot
+    ;;
+  *) echo "BUDGET must be tiny or cpu (got $BUDGET)" >&2; exit 2 ;;
+esac
+OUT="${OUT:-runs/claims_$BUDGET}"
+DRY_RUN="${DRY_RUN:-0}"
+PRUNE="${PRUNE:-1}"
+SITTING_MINUTES="${SITTING_MINUTES:-0}"
+NICE="${NICE:-nice -n 15}"
+CURRICULUM_SEED="${CURRICULUM_SEED:-0}"
+SAVE_EVERY=$(( STEPS >= 20 ? 10 : 0 ))  # a crash loses at most 10 steps; max_minutes stops checkpoint anyway
+SCORE_STAGE1=$(( STEPS / 3 > 0 ? STEPS / 3 : 1 ))  # configs/score.yaml: stage I 10 of 30 steps
+export COCOS_DATA_DIR="${COCOS_DATA_DIR:-$(cd .. && pwd)/shared/data}"
+export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+STARTED=$(date +%s)
+LOG="$OUT/commands.log"
+if [ "$DRY_RUN" != 1 ]; then mkdir -p "$OUT"; fi
+
+RUNS=(g0 g0.5 g1 g2 binary score)
+EVALUATED=(g0.5 binary score)
+DATASETS=(mbpp odex)
+config_of() {
+  case "$1" in
+    g0|g0.5|g1|g2) echo "configs/cocos_gamma${1#g}.yaml" ;;
+    binary) echo configs/cocos_binary.yaml ;;
+    score) echo configs/score.yaml ;;
+  esac
+}
+evaluated() { [[ " ${EVALUATED[*]} " == *" $1 "* ]]; }
+read -r -a SEED_LIST <<<"$SEEDS"
+NS=${#SEED_LIST[@]}
+
+# ---- the plan and its cost ------------------------------------------------------------------------
+# cpu estimate from measured costs on this 2-core machine, busy: ~85 s per step of 8 problems x k 4 on curriculum-
+# kept problems (docs/results/curriculum_mbpp100: 81 and 85 s mean) + ~40 s of load and save per run; the curriculum
+# ~15 min (374 problems x 4 answers); an evaluation of 200 problems x 2 turns ~4 min (100 MBPP problems: 72 s idle)
+if [ "$BUDGET" = cpu ]; then
+  est_min=$(( (NS * 6 * (STEPS * 85 + 40) + NS * 3 * 2 * N_EVAL * 240 / 200 + 900) / 60 ))
+else
+  est_min=$(( (NS * 6 * 35 + NS * 3 * 2 * 40 + 60) / 60 ))
+fi
+echo "# claims (issue 17): BUDGET=$BUDGET SEEDS='$SEEDS' STEPS=$STEPS N_EVAL=$N_EVAL OUT=$OUT"
+echo "# runs: curriculum once (k=$CURRICULUM_K, seed $CURRICULUM_SEED); ${#RUNS[@]} training runs x $NS seeds = $((6 * NS))" \
+     "(${RUNS[*]}), $STEPS steps each; evals: ${EVALUATED[*]} x $NS seeds x ${DATASETS[*]}, first $N_EVAL problems"
+echo "# estimated time on a busy 2-core CPU: ~$((est_min / 60)) h $((est_min % 60)) min (all of it; finished steps are skipped)"
+
+show() {  # the command as a shell would read it back
+  local out="" w q="'\\''"
+  for w in "$@"; do
+    if [[ "$w" =~ ^[A-Za-z0-9_./=:,@%+-]+$ ]]; then out+="$w "; else out+="'${w//\'/$q}' "; fi
+  done
+  echo "${out% }"
+}
+run() {
+  if [ "$DRY_RUN" = 1 ]; then echo "+ $(show "$@")"; return 0; fi
+  echo "+ $(show "$@")" | tee -a "$LOG"
+  local t0=$SECONDS
+  $NICE "$@"
+  echo "  ($((SECONDS - t0)) s)" | tee -a "$LOG"
+}
+minutes_left() {  # of this sitting; a large number without a limit
+  if [ "$SITTING_MINUTES" = 0 ]; then echo 100000; return; fi
+  echo $(( SITTING_MINUTES - ($(date +%s) - STARTED) / 60 ))
+}
+sitting_over() {
+  if [ "$DRY_RUN" != 1 ] && [ "$(minutes_left)" -le 0 ]; then
+    echo "# sitting over (SITTING_MINUTES=$SITTING_MINUTES): rerun the same command to continue"; exit 0
+  fi
+}
+
+# ---- 1. the curriculum, once ------------------------------------------------------------------------
+CUR="$OUT/curriculum"
+if [ -f "$CUR/curriculum.json" ]; then
+  echo "= done, skipped: curriculum ($CUR/curriculum.json)"
+else
+  sitting_over
+  [ "$DRY_RUN" = 1 ] || rm -rf "$CUR"  # a half-made one (no curriculum.json) starts over
+  set_args=(--set max_steps=0 --set curriculum_k="$CURRICULUM_K" --set seed="$CURRICULUM_SEED" --set eval_limit=0)
+  for s in "${COMMON[@]}"; do set_args+=(--set "$s"); done
+  run cocos train --config configs/cocos_cpu.yaml --out "$CUR" --no-progress "${set_args[@]}"
+  [ "$DRY_RUN" = 1 ] || rm -rf "$CUR/checkpoints"  # max_steps=0 saves the starting model: not needed
+fi
+
+# ---- 2. training runs ---------------------------------------------------------------------------------
+for seed in "${SEED_LIST[@]}"; do
+  for name in "${RUNS[@]}"; do
+    dir="$OUT/train/${name}_s$seed"
+    if [ -f "$dir/FINISHED" ]; then echo "= done, skipped: train $name seed $seed ($dir)"; continue; fi
+    sitting_over
+    args=(train --config "$(config_of "$name")" --out "$dir" --no-progress)
+    sets=(seed="$seed" max_steps="$STEPS" curriculum_k="$CURRICULUM_K" curriculum_from="$CUR/curriculum.json"
+          eval_limit=0 save_every="$SAVE_EVERY" save_total_limit=1 "${COMMON[@]}")
+    if [ "$name" = score ]; then sets+=(score_stage1_steps="$SCORE_STAGE1"); fi
+    if [ "$SITTING_MINUTES" != 0 ]; then sets+=(max_minutes="$(minutes_left)"); fi
+    for s in "${sets[@]}"; do args+=(--set "$s"); done
+    if compgen -G "$dir/checkpoints/step_*/trainer_state.pt" >/dev/null; then
+      args+=(--resume)
+    elif [ -d "$dir" ] && [ "$DRY_RUN" != 1 ]; then
+      echo "# $dir: no checkpoint to resume from: starting it again"; rm -rf "$dir"
+    fi
+    run cocos "${args[@]}"
+    [ "$DRY_RUN" = 1 ] && continue
+    if [ -f "$dir/checkpoints/step_$STEPS/trainer_state.pt" ]; then
+      date -u +%FT%TZ > "$dir/FINISHED"
+      if [ "$PRUNE" = 1 ]; then
+        if evaluated "$name"; then rm -f "$dir/checkpoints/step_$STEPS/trainer_state.pt"; else rm -rf "$dir/checkpoints"; fi
+      fi
+    else
+      echo "# $dir stopped before step $STEPS (max_minutes): rerun the same command to continue"; exit 0
+    fi
+  done
+done
+
+# ---- 3. held-out evaluations -------------------------------------------------------------------------
+for seed in "${SEED_LIST[@]}"; do
+  for name in "${EVALUATED[@]}"; do
+    for ds in "${DATASETS[@]}"; do
+      dir="$OUT/eval/${name}_s$seed/$ds"
+      if [ -f "$dir/metrics.json" ]; then echo "= done, skipped: eval $name seed $seed $ds"; continue; fi
+      sitting_over
+      pre=(); if [ "$ds" = odex ]; then pre=(env COCOS_SANDBOX_PRELOAD=numpy,pandas); fi
+      run "${pre[@]}" cocos eval --model "$OUT/train/${name}_s$seed/checkpoints/step_$STEPS" --dataset "$ds" --split test \
+        --limit "$N_EVAL" --turns 2 --fewshot --temperature 0 --max-new-tokens "$EVAL_TOKENS" --rollout-dtype auto \
+        --out "$dir"
+    done
+  done
+done
+
+# ---- 4. the report --------------------------------------------------------------------------------------
+run python scripts/claims_report.py "$OUT" --seeds "$SEEDS" \
+  --budget "$BUDGET: SmolLM2-135M, seeds $SEEDS, $STEPS steps per run ($( [ "$BUDGET" = tiny ] && echo "2 problems x k 2, 48 tokens, 8 MBPP-train problems before the curriculum" || echo "8 problems x k 4 x 2 turns, 192 tokens")), curriculum k=$CURRICULUM_K seed $CURRICULUM_SEED, held-out: first $N_EVAL problems of MBPP test and ODEX, greedy, 3-shot, $EVAL_TOKENS tokens per turn"
+if [ -n "${PUBLISH:-}" ]; then
+  run mkdir -p "$PUBLISH"
+  run cp "$OUT/claims.md" "$OUT"/claim*.png "$OUT/commands.log" "$OUT/curriculum/curriculum.json" "$PUBLISH/"
+fi
+[ "$DRY_RUN" = 1 ] || echo "page: $OUT/claims.md ($(( ($(date +%s) - STARTED) / 60 )) min this sitting)"
