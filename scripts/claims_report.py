@@ -112,15 +112,10 @@ def claim_verdict(tests: list[dict]) -> str:
 
 # ---- reading the runs ---------------------------------------------------------------------------
 def read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:  # a run killed mid-write leaves a partial last line
-                    pass
-    return rows
+    """cocos.runs.read_jsonl (it skips a partial last line), [] for a file not written yet."""
+    from cocos.runs import read_jsonl as read
+
+    return read(path) if path.exists() else []
 
 
 def pooled_preserve(samples: list[dict], t1: int = 0, t2: int = 1) -> float | None:
@@ -138,25 +133,24 @@ def pooled_preserve(samples: list[dict], t1: int = 0, t2: int = 1) -> float | No
     return kept / passed if passed else None
 
 
+def seed_folders(parent: Path, name: str, seeds: list[int] | None):
+    """(seed, folder) for each folder parent/<name>_s<seed> present, within `seeds` (None: all)."""
+    for folder in sorted(parent.glob(f"{name}_s*")) if parent.is_dir() else []:
+        try:
+            seed = int(folder.name[len(name) + 2:])
+        except ValueError:
+            continue
+        if seeds is None or seed in seeds:
+            yield seed, folder
+
+
 def load(out: Path, seeds: list[int] | None) -> dict:
     """{run: {seed: {"log": [...], "evals": {dataset: metrics}}}} for the folders present."""
     found: dict = {name: {} for name in RUNS}
     for name in RUNS:
-        for folder in sorted((out / "train").glob(f"{name}_s*")) if (out / "train").is_dir() else []:
-            try:
-                seed = int(folder.name[len(name) + 2:])
-            except ValueError:
-                continue
-            if seeds is not None and seed not in seeds:
-                continue
+        for seed, folder in seed_folders(out / "train", name, seeds):
             found[name][seed] = {"log": read_jsonl(folder / "log.jsonl"), "evals": {}}
-        for folder in sorted((out / "eval").glob(f"{name}_s*")) if (out / "eval").is_dir() else []:
-            try:
-                seed = int(folder.name[len(name) + 2:])
-            except ValueError:
-                continue
-            if seeds is not None and seed not in seeds:
-                continue
+        for seed, folder in seed_folders(out / "eval", name, seeds):
             for ds_dir in folder.iterdir():
                 mpath = ds_dir / "metrics.json"
                 if mpath.exists():
