@@ -28,6 +28,9 @@
 #   TURNS5_ROWS      rows also evaluated over TURNS_MAX turns (tiny/small: "boost self_corrector revise cocos_g0.5";
 #                    paper: those and turn_sft, score); TURNS5_DATASETS their datasets (default mbpp); TURNS_MAX (5)
 #   NICE      prefix of every command (default "nice -n 10")
+#   SITTING_MINUTES  stop this invocation after about this many minutes (default 0 = no limit): no step starts
+#             after it, and an RL run gets the time left as max_minutes (it stops after the step that passes it and
+#             checkpoints); rerun the same command to continue. SFT runs keep a checkpoint every 20 steps.
 #
 # Rows (every method but the base starts from the boost model, as in the paper):
 #   base          the base model MODEL
@@ -129,6 +132,17 @@ export TOKENIZERS_PARALLELISM=false
 if [ "$BUDGET" != paper ]; then export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"; fi
 LOG="$OUT/commands.log"
 if [ "$DRY_RUN" != 1 ]; then mkdir -p "$OUT"; fi
+SITTING_MINUTES="${SITTING_MINUTES:-0}"
+STARTED=$(date +%s)
+minutes_left() {  # of this sitting; a large number without a limit
+  if [ "$SITTING_MINUTES" = 0 ]; then echo 100000; return; fi
+  echo $(( SITTING_MINUTES - ($(date +%s) - STARTED) / 60 ))
+}
+sitting_over() {  # called before each step that has not run yet
+  if [ "$DRY_RUN" != 1 ] && [ "$(minutes_left)" -le 0 ]; then
+    echo "# sitting over (SITTING_MINUTES=$SITTING_MINUTES): rerun the same command to continue"; exit 0
+  fi
+}
 
 # RL rows: name, label, own overrides (after the base config, the budget's RL_SET and RL_EXTRA)
 SCORE_STAGE1=$((RL_STEPS / 2))
@@ -152,10 +166,13 @@ show() {  # the command as a shell would read it back (words with spaces or symb
   done
   echo "${out% }"
 }
-run() {  # run CMD...: print it; unless dry, append it to OUT/commands.log and run it
+run() {  # run CMD...: print it; unless dry, append it and its time to OUT/commands.log and run it
   if [ "$DRY_RUN" = 1 ]; then echo "+ $(show "$@")"; return 0; fi
+  sitting_over
   echo "+ $(show "$@")" | tee -a "$LOG"
+  local t0=$SECONDS
   $NICE "$@"
+  echo "  ($((SECONDS - t0)) s)" | tee -a "$LOG"
 }
 skip() { echo "= done, skipped: $(show "$@")"; }  # a step whose output is already complete
 done_eval() { [ -f "$1/metrics.json" ]; }
@@ -199,7 +216,12 @@ for spec in "${RL_RUNS[@]}"; do
   for s in $own; do targs+=(--set "$s"); done
   # a run stopped midway continues from its last checkpoint
   if compgen -G "$OUT/train/$name/checkpoints/step_*" >/dev/null; then targs+=(--resume); fi
-  if done_train "$OUT/train/$name"; then skip $LAUNCH train "${targs[@]}"; else run $LAUNCH train "${targs[@]}"; fi
+  if done_train "$OUT/train/$name"; then skip $LAUNCH train "${targs[@]}"; continue; fi
+  if [ "$SITTING_MINUTES" != 0 ]; then sitting_over; targs+=(--set max_minutes="$(minutes_left)"); fi
+  run $LAUNCH train "${targs[@]}"
+  if [ "$DRY_RUN" != 1 ] && ! done_train "$OUT/train/$name"; then
+    echo "# $OUT/train/$name stopped before step $RL_STEPS (max_minutes): rerun the same command to continue"; exit 0
+  fi
   if [ "$DRY_RUN" = 1 ]; then  # the config this run resolves to (the loader the trainer uses), indented
     cocos train "${targs[@]}" --print-config | sed 's/^/    /'
   fi
