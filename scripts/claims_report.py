@@ -118,21 +118,6 @@ def read_jsonl(path: Path) -> list[dict]:
     return read(path) if path.exists() else []
 
 
-def pooled_preserve(samples: list[dict], t1: int = 0, t2: int = 1) -> float | None:
-    """Test cases passed at t1 and at t2 / passed at t1, pooled (DESIGN.md); None when none passed at t1 (the
-    metric's 1.0 for that case is a convention, not a measurement: it would pull a seed's mean toward 1)."""
-    kept = passed = 0
-    for s in samples:
-        turns = s.get("turns") or []
-        if len(turns) <= max(t1, t2):
-            continue
-        p1 = {i for i, o in enumerate(turns[t1].get("outcomes") or []) if o.get("status") == "passed"}
-        p2 = {i for i, o in enumerate(turns[t2].get("outcomes") or []) if o.get("status") == "passed"}
-        passed += len(p1)
-        kept += len(p1 & p2)
-    return kept / passed if passed else None
-
-
 def seed_folders(parent: Path, name: str, seeds: list[int] | None):
     """(seed, folder) for each folder parent/<name>_s<seed> present, within `seeds` (None: all)."""
     for folder in sorted(parent.glob(f"{name}_s*")) if parent.is_dir() else []:
@@ -155,11 +140,10 @@ def load(out: Path, seeds: list[int] | None) -> dict:
                 mpath = ds_dir / "metrics.json"
                 if mpath.exists():
                     m = json.loads(mpath.read_text())
-                    samples = read_jsonl(ds_dir / "samples.jsonl")
-                    if samples:  # recompute with "no test passed at t1" as missing, not 1.0
-                        m["unit_preserve_measured"] = pooled_preserve(samples)
-                    else:
-                        m["unit_preserve_measured"] = m.get("unit_preserve(1,2)")
+                    # no test passed at turn 1 (base 0): the metric's 1.0 is a convention, not a measurement,
+                    # and would pull a seed's mean toward 1; such a seed counts as missing
+                    measured = m.get("unit_preserve_base(1,2)", 1) > 0
+                    m["unit_preserve_measured"] = m.get("unit_preserve(1,2)") if measured else None
                     found[name].setdefault(seed, {"log": [], "evals": {}})["evals"][ds_dir.name] = m
     return found
 

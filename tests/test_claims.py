@@ -113,10 +113,10 @@ def test_one_seed_gives_no_verdict(cr, tmp_path):
     assert "(SE n/a)" in res["page"].read_text()
 
 
-def test_preserve_from_samples_skips_seeds_with_nothing_passed(cr):
-    def sample(p1, p2):
-        return {"turns": [{"outcomes": [{"status": "passed" if i in p else "failed"} for i in range(3)]}
-                          for p in (p1, p2)]}
-    # DESIGN.md's example: A 0/3 -> 0/3, B {1,2} -> {1}: pooled 1/2
-    assert cr.pooled_preserve([sample(set(), set()), sample({1, 2}, {1})]) == pytest.approx(0.5)
-    assert cr.pooled_preserve([sample(set(), {0})]) is None
+def test_preserve_of_a_seed_with_nothing_passed_at_turn_1_is_missing(cr, tmp_path):
+    # metrics.json gives 1.0 with base 0 (no test passed at turn 1: a convention); the report must not average it
+    write_metrics(tmp_path, "binary", 0, "mbpp", {"unit_preserve(1,2)": 0.5, "unit_preserve_base(1,2)": 2})
+    write_metrics(tmp_path, "binary", 1, "mbpp", {"unit_preserve(1,2)": 1.0, "unit_preserve_base(1,2)": 0})
+    runs = cr.load(tmp_path, None)
+    assert runs["binary"][0]["evals"]["mbpp"]["unit_preserve_measured"] == 0.5
+    assert runs["binary"][1]["evals"]["mbpp"]["unit_preserve_measured"] is None

@@ -60,6 +60,7 @@ def test_unit_metrics_design_example():
     assert m["unit_improve(1,2)"] == 0.0
     assert m["unit_worsen(1,2)"] == 0.5
     assert m["unit_preserve(1,2)"] == 0.5  # not the 0.75 of a per-problem mean that counts A as preserved
+    assert m["unit_preserve_base(1,2)"] == 2  # B's two passed tests; A passed none
 
 
 def test_unit_metrics_pool_samples_and_count_swaps():
@@ -77,6 +78,7 @@ def test_unit_metrics_pool_samples_and_count_swaps():
     assert m["unit_preserve(1,2)"] == pytest.approx((0 + 1 + 3) / (1 + 1 + 3))  # pooled over samples and problems
     # nothing passed at t1 anywhere: nothing lost, preserve is 1.0
     none = compute_metrics([Trajectory("b", [turn("x", [F, F, F]), turn("y", [P, F, F])])], [prob("b")])
+    assert none["unit_preserve_base(1,2)"] == 0  # the 1.0 below is a convention, and this says so
     assert none["unit_preserve(1,2)"] == 1.0 and none["unit_improve(1,2)"] == 1.0 and none["unit_worsen(1,2)"] == 0.0
 
 

@@ -9,7 +9,8 @@ A problem is correct at turn t when all its tests pass. Keys (all shares in [0, 
   of problems whose passed-test count rose from t1 to t2), "unit_worsen(t1,t2)" (share whose count fell;
   the authors' `better_at_t` / `worsen_at_t`), "unit_preserve(t1,t2)" (test cases passed at t1 and at t2
   / test cases passed at t1, pooled over every problem and sample, not a per-problem mean; 1.0 when no
-  test passed at t1), "edit_sim(t1,t2)" (mean difflib.SequenceMatcher ratio of the two extracted codes;
+  test passed at t1), "unit_preserve_base(t1,t2)" (its denominator: the test cases passed at t1, a count;
+  0 says unit_preserve measured nothing), "edit_sim(t1,t2)" (mean difflib.SequenceMatcher ratio of the two extracted codes;
   1.0 for identical codes).
 - "n_problems" (problems the metrics average over), "n_samples" (trajectories in them).
 - with several samples per problem: "pass@k@turnt" (the unbiased estimator of Chen et al. 2021,
@@ -165,6 +166,7 @@ def compute_metrics(trajectories: Sequence, problems: Sequence) -> dict:
                 kept += len(before & _passed_set(tr.turns[b - 1]))
                 passed += len(before)
         m[f"unit_preserve{key}"] = kept / passed if passed else 1.0
+        m[f"unit_preserve_base{key}"] = passed
         m[f"edit_sim{key}"] = per_problem(lambda tr: edit_similarity(tr.turns[a - 1].code, tr.turns[b - 1].code))
 
     n_min = min(len(groups[tid]) for tid in ok) if ok else 0
