@@ -157,11 +157,17 @@ def cmd_demo(args) -> int:
 
 
 # ---- sft ----------------------------------------------------------------------------------------
+def add_fit_args(p, configs: str, out: str) -> None:
+    """--config/--out/--set of the fine-tuning commands (sft, self-corrector, revise)."""
+    p.add_argument("--config", default=None, help=f"YAML of settings ({configs})")
+    p.add_argument("--out", required=True, help=out)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting (repeatable)")
+
+
 def add_sft_parser(sub):
     p = sub.add_parser("sft", help="supervised fine-tuning (boost model, Turn-SFT)")
-    p.add_argument("--config", default=None, help="YAML of SFT settings (configs/boost_sft.yaml, configs/turn_sft.yaml)")
-    p.add_argument("--out", required=True, help="folder for the fine-tuned HF checkpoint (loads with cocos eval --model)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting (repeatable)")
+    add_fit_args(p, "configs/boost_sft.yaml, configs/turn_sft.yaml",
+                 "folder for the fine-tuned HF checkpoint (loads with cocos eval --model)")
     p.set_defaults(func=cmd_sft)
 
 
@@ -181,9 +187,7 @@ def add_self_corrector_parser(sub):
                        "by reward, fine-tune a separate corrector on the pairs, then explore (corrections added to the "
                        "pool) and fine-tune again. OUT holds the generator and OUT/corrector; evaluate with "
                        "cocos eval --model OUT --actor self-corrector.")
-    p.add_argument("--config", default=None, help="YAML of settings (configs/self_corrector.yaml)")
-    p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting (repeatable)")
+    add_fit_args(p, "configs/self_corrector.yaml", "run folder")
     p.set_defaults(func=cmd_self_corrector)
 
 
@@ -202,9 +206,7 @@ def add_revise_parser(sub):
                        description="Add the [REFINE] token, then two DPO stages on the model's own answers on the "
                        "training problems: verify (stop or refine), then correct. OUT is the final checkpoint; evaluate "
                        "with cocos eval --model OUT --actor revise.")
-    p.add_argument("--config", default=None, help="YAML of settings (configs/revise.yaml)")
-    p.add_argument("--out", required=True, help="run folder (the trained checkpoint)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting (repeatable)")
+    add_fit_args(p, "configs/revise.yaml", "run folder (the trained checkpoint)")
     p.set_defaults(func=cmd_revise)
 
 

@@ -8,17 +8,20 @@ config fields for collecting the model's own answers and for fine-tuning, the co
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from cocos.errors import UserError
 from cocos.generation import ROLLOUT_DTYPES
 from cocos.prompts import EXTRACTIONS
 from cocos.rewards import REWARD_KINDS
+from cocos.train.sft import FinetuneSettings, SFTRunConfig
 
 
 @dataclass
-class BaselineTrainConfig:
+class BaselineTrainConfig(FinetuneSettings):
+    """Collecting the model's own answers, then fine-tuning (FinetuneSettings: epochs, lr, batch_size, ...)."""
+
     model: str = "smollm2-135m"  # the starting checkpoint (the paper applies the baselines to the boost model)
     # the model's own answers on the training problems
     dataset: str = "mbpp"
@@ -34,28 +37,16 @@ class BaselineTrainConfig:
     timeout: float = 3.0
     backend: str = "auto"  # generation backend (cocos.policy)
     rollout_dtype: str = "auto"  # engine dtype for sampling; training stays in `dtype`
-    # fine-tuning (TRL), per fit / stage
+    # fine-tuning (TRL), per fit / stage: FinetuneSettings' fields, with smaller steps than `cocos sft`'s
     epochs: float = 1.0
-    max_steps: int = -1  # > 0 overrides epochs
     lr: float = 1e-5
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.05
-    batch_size: int = 4
-    grad_accum: int = 2
-    max_length: int = 1024  # examples longer than this (tokens) are dropped, never truncated
-    weight_decay: float = 0.0
-    dtype: str = "float32"
-    gradient_checkpointing: bool = False
-    seed: int = 0
-    logging_steps: int = 5
-    progress: bool = True
 
     def __post_init__(self):
-        for name, choices in (("reward", REWARD_KINDS), ("extraction", EXTRACTIONS), ("rollout_dtype", ROLLOUT_DTYPES),
-                              ("dtype", ("float32", "bfloat16", "auto"))):
+        super().__post_init__()
+        for name, choices in (("reward", REWARD_KINDS), ("extraction", EXTRACTIONS), ("rollout_dtype", ROLLOUT_DTYPES)):
             if getattr(self, name) not in choices:
                 raise UserError(f"{name}: must be one of {', '.join(choices)} (got {getattr(self, name)!r})")
-        for name in ("samples", "max_new_tokens", "batch_size", "grad_accum", "max_length"):
+        for name in ("samples", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name}: must be at least 1 (got {getattr(self, name)}): set it with --set {name}=...")
         if self.limit is not None and self.limit < 1:
@@ -64,18 +55,10 @@ class BaselineTrainConfig:
             raise UserError("samples: above 1 needs temperature above 0 (greedy answers are all the same)")
         if not 0 < self.top_p <= 1:
             raise UserError(f"top_p: must be in (0, 1] (got {self.top_p})")
-        if self.epochs <= 0 and self.max_steps <= 0:
-            raise UserError("set epochs > 0 or max_steps > 0")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise UserError(f"warmup_ratio: must be in [0, 1) (got {self.warmup_ratio})")
 
     def sft_config(self, **changes):
         """These optimisation settings as the SFT trainer's config (cocos.train.sft.make_trainer reads it)."""
-        from cocos.train.sft import SFTRunConfig
-
-        keys = ("model", "max_new_tokens", "epochs", "max_steps", "lr", "lr_scheduler", "warmup_ratio", "batch_size",
-                "grad_accum", "max_length", "weight_decay", "dtype", "gradient_checkpointing", "seed", "logging_steps",
-                "progress")
+        keys = [f.name for f in fields(FinetuneSettings)] + ["model", "max_new_tokens"]
         return SFTRunConfig(**{k: getattr(self, k) for k in keys}, **changes)
 
 

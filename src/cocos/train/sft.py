@@ -20,7 +20,39 @@ from cocos.train.sft_data import KODCODE_HUB_ID, build_examples, drop_long, fits
 
 # ---- config -------------------------------------------------------------------------------------
 @dataclass
-class SFTRunConfig:
+class FinetuneSettings:
+    """The optimisation settings of one TRL fine-tune: `cocos sft`'s, and each fit of the trained baselines
+    (cocos.train.baseline_train). Subclasses add their data fields and may change a default."""
+
+    epochs: float = 2.0
+    max_steps: int = -1  # > 0 overrides epochs
+    lr: float = 5e-5
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.05
+    batch_size: int = 4
+    grad_accum: int = 2
+    max_length: int = 1024  # examples longer than this (in tokens) are dropped, never truncated
+    weight_decay: float = 0.0
+    dtype: str = "float32"
+    gradient_checkpointing: bool = False  # recompute activations (less memory, slower)
+    seed: int = 0
+    logging_steps: int = 5
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.dtype not in ("float32", "bfloat16", "auto"):
+            raise UserError(f"dtype: must be one of float32, bfloat16, auto (got {self.dtype!r})")
+        for name in ("batch_size", "grad_accum", "max_length"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name}: must be at least 1 (got {getattr(self, name)}): set it with --set {name}=...")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise UserError(f"warmup_ratio: must be in [0, 1) (got {self.warmup_ratio})")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise UserError("set epochs > 0 or max_steps > 0")
+
+
+@dataclass
+class SFTRunConfig(FinetuneSettings):
     model: str = "smollm2-135m"  # HF id, local folder or packaged alias (cocos.policy.load_policy)
     data: str = "kodcode"  # "kodcode" | "turn-sft" | path to a JSONL (prompt/completion pairs, or KodCode rows)
     kodcode_hub_id: str = KODCODE_HUB_ID
@@ -39,35 +71,17 @@ class SFTRunConfig:
     turn_sft_keep_correct: bool = False  # also add (correct turn 1 -> same code) examples
     turn_sft_fewshot: bool = False  # few-shot turn 1 when collecting (for a base model)
     max_new_tokens: int = 512
-    # optimisation
-    epochs: float = 2.0
-    max_steps: int = -1  # > 0 overrides epochs
-    lr: float = 5e-5
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.05
-    batch_size: int = 4
-    grad_accum: int = 2
-    max_length: int = 1024  # examples longer than this (in tokens) are dropped, never truncated
-    weight_decay: float = 0.0
-    dtype: str = "float32"
-    gradient_checkpointing: bool = False  # recompute activations (less memory, slower)
-    seed: int = 0
-    logging_steps: int = 5
     save_steps: int = 0  # > 0: intermediate checkpoints under out/checkpoints (resume with resume=true)
     resume: bool = False
-    progress: bool = True
 
     def __post_init__(self):
+        super().__post_init__()
         if not 0.0 <= self.fix_fraction <= 1.0:
             raise UserError(f"fix_fraction must be in [0, 1], got {self.fix_fraction}: set it with --set fix_fraction=0.5")
         if self.solution_field not in ("solution", "r1_solution"):
             raise UserError(f"solution_field must be 'solution' or 'r1_solution', got {self.solution_field!r}")
         if self.max_rows is not None and (not isinstance(self.max_rows, int) or isinstance(self.max_rows, bool) or self.max_rows < 1):
             raise UserError(f"max_rows must be a positive integer or null, got {self.max_rows!r}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise UserError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.epochs <= 0 and self.max_steps <= 0:
-            raise UserError("set epochs > 0 or max_steps > 0")
 
 
 def load_sft_config(path: str | Path | None, overrides: list[str] | None = None) -> SFTRunConfig:
