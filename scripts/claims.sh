@@ -7,7 +7,12 @@
 #   BUDGET=cpu SITTING_MINUTES=240 PUBLISH=docs/results/claims bash scripts/claims.sh   # the real plan, 4 h a sitting
 #   BUDGET=cpu DRY_RUN=1 bash scripts/claims.sh              # print every command, run nothing
 #
+# Every run starts from the boost model, zero-shot, as the paper's methods do (on the base model, 3-shot, MBPP rewards
+# are too sparse to move: a first try's gamma-0 run earned 0.001 mean reward by step 14).
+#
 # What runs (OUT = runs/claims_<budget> unless set):
+#   0. the boost model (BOOST): configs/boost_sft.yaml with the settings of scripts/paper_comparison.sh at the same
+#      budget (small for cpu), so the comparison's boost model can be passed as BOOST and is the same model.
 #   1. OUT/curriculum: the starting model samples CURRICULUM_K turn-1 answers per MBPP-train problem (seed
 #      CURRICULUM_SEED, once); the problems whose answers earned different rewards are kept (curriculum.json).
 #      Every run below trains on those same problems (curriculum_from), whatever its seed or method.
@@ -15,8 +20,8 @@
 #      binary (configs/cocos_binary.yaml: gamma 0.5, binary reward) and score (configs/score.yaml, SCoRe), all with
 #      the same budget (STEPS steps, the config's 8 problems x k 4 x 2 turns per step at the cpu budget). g0.5 is
 #      CoCoS as the paper runs it: the progressive arm of claim 2 and the CoCoS arm of claims 3-4.
-#   3. OUT/eval/<run>_s<seed>/<dataset>: the final checkpoints of g0.5, binary and score, greedy, 2 turns, 3-shot (as
-#      they train), on the first N_EVAL problems of MBPP test and ODEX.
+#   3. OUT/eval/<run>_s<seed>/<dataset>: the final checkpoints of g0.5, binary and score, greedy, 2 turns, zero-shot
+#      (as they train), on the first N_EVAL problems of MBPP test and ODEX.
 #   4. scripts/claims_report.py: OUT/claims.md (one section per claim: plot, table with mean ± SE over seeds, verdict
 #      by the rule written on the page) and its plots.
 #
@@ -26,6 +31,8 @@
 #   STEPS      steps of every training run (tiny 2, cpu 30)
 #   N_EVAL     first N problems of MBPP test and of ODEX (tiny 3, cpu 200)
 #   OUT        output folder (default runs/claims_<budget>)
+#   BOOST      an existing boost model folder (e.g. runs/comparison_small-smollm2-135m/boost_model, made by the same
+#              command); default OUT/boost_model, trained here
 #   SITTING_MINUTES  stop this invocation after about this many minutes (0 = no limit): each training run gets the
 #              time left as max_minutes, stops after the step that passes it, checkpoints, and the script exits;
 #              rerun the same command to continue (nothing already done runs again)
@@ -47,11 +54,13 @@ case "$BUDGET" in
     CURRICULUM_K=2; EVAL_TOKENS=48
     # 8 MBPP-train problems, 2 problems x k 2 x 48 tokens per step: ~30 s a run (measured, busy 2-core CPU)
     COMMON=(train_limit=8 problems_per_step=2 k=2 micro_batch=4 max_new_tokens=48)
+    SFT_SET=(--set max_rows=70 --set max_steps=2 --set batch_size=2 --set grad_accum=1 --set max_length=512)
     ;;
   cpu)
     : "${SEEDS:=0 1 2}" "${STEPS:=30}" "${N_EVAL:=200}"
     CURRICULUM_K=4; EVAL_TOKENS=256
-    COMMON=()  # the configs as they are: 8 problems x k 4 x 2 turns, 192 tokens per turn, lr 2e-5, 3-shot
+    COMMON=()  # the configs as they are: 8 problems x k 4 x 2 turns, 192 tokens per turn, lr 2e-5
+    SFT_SET=(--set epochs=2 --set max_length=768 --set batch_size=4 --set grad_accum=2 --set lr=5e-5)  # comparison: small
     ;;
   *) echo "BUDGET must be tiny or cpu (got $BUDGET)" >&2; exit 2 ;;
 esac
@@ -121,6 +130,26 @@ sitting_over() {
   fi
 }
 
+# ---- 0. the boost model: every run below starts from it, zero-shot -----------------------------------
+has_model() { [ -f "$1/model.safetensors" ] || compgen -G "$1/model*.safetensors" >/dev/null; }
+if [ -n "${BOOST:-}" ]; then
+  if [ "$DRY_RUN" != 1 ] && ! has_model "$BOOST"; then
+    echo "BOOST=$BOOST: no model*.safetensors there (give a finished boost model folder, or leave BOOST unset)" >&2; exit 2
+  fi
+  echo "= the boost model: $BOOST (BOOST)"
+else
+  BOOST="$OUT/boost_model"
+  if has_model "$BOOST"; then
+    echo "= done, skipped: boost model ($BOOST)"
+  else
+    sitting_over
+    resume=(); if compgen -G "$BOOST/checkpoints/checkpoint-*" >/dev/null; then resume=(--set resume=true); fi
+    run cocos sft --config configs/boost_sft.yaml --out "$BOOST" --set model=smollm2-135m "${SFT_SET[@]}" \
+      --set save_steps=20 "${resume[@]}"
+  fi
+fi
+START=(model="$BOOST" fewshot=false)
+
 # ---- 1. the curriculum, once ------------------------------------------------------------------------
 CUR="$OUT/curriculum"
 if [ -f "$CUR/curriculum.json" ]; then
@@ -129,7 +158,7 @@ else
   sitting_over
   [ "$DRY_RUN" = 1 ] || rm -rf "$CUR"  # a half-made one (no curriculum.json) starts over
   set_args=(--set max_steps=0 --set curriculum_k="$CURRICULUM_K" --set seed="$CURRICULUM_SEED" --set eval_limit=0)
-  for s in "${COMMON[@]}"; do set_args+=(--set "$s"); done
+  for s in "${START[@]}" "${COMMON[@]}"; do set_args+=(--set "$s"); done
   run cocos train --config configs/cocos_cpu.yaml --out "$CUR" --no-progress "${set_args[@]}"
   [ "$DRY_RUN" = 1 ] || rm -rf "$CUR/checkpoints"  # max_steps=0 saves the starting model: not needed
 fi
@@ -142,7 +171,7 @@ for seed in "${SEED_LIST[@]}"; do
     sitting_over
     args=(train --config "$(config_of "$name")" --out "$dir" --no-progress)
     sets=(seed="$seed" max_steps="$STEPS" curriculum_k="$CURRICULUM_K" curriculum_from="$CUR/curriculum.json"
-          eval_limit=0 save_every="$SAVE_EVERY" save_total_limit=1 "${COMMON[@]}")
+          eval_limit=0 save_every="$SAVE_EVERY" save_total_limit=1 "${START[@]}" "${COMMON[@]}")
     if [ "$name" = score ]; then sets+=(score_stage1_steps="$SCORE_STAGE1"); fi
     if [ "$SITTING_MINUTES" != 0 ]; then sets+=(max_minutes="$(minutes_left)"); fi
     for s in "${sets[@]}"; do args+=(--set "$s"); done
@@ -173,7 +202,7 @@ for seed in "${SEED_LIST[@]}"; do
       sitting_over
       pre=(); if [ "$ds" = odex ]; then pre=(env COCOS_SANDBOX_PRELOAD=numpy,pandas); fi
       run "${pre[@]}" cocos eval --model "$OUT/train/${name}_s$seed/checkpoints/step_$STEPS" --dataset "$ds" --split test \
-        --limit "$N_EVAL" --turns 2 --fewshot --temperature 0 --max-new-tokens "$EVAL_TOKENS" --rollout-dtype auto \
+        --limit "$N_EVAL" --turns 2 --temperature 0 --max-new-tokens "$EVAL_TOKENS" --rollout-dtype auto \
         --out "$dir"
     done
   done
@@ -181,7 +210,7 @@ done
 
 # ---- 4. the report --------------------------------------------------------------------------------------
 run python scripts/claims_report.py "$OUT" --seeds "$SEEDS" \
-  --budget "$BUDGET: SmolLM2-135M, seeds $SEEDS, $STEPS steps per run ($( [ "$BUDGET" = tiny ] && echo "2 problems x k 2, 48 tokens, 8 MBPP-train problems before the curriculum" || echo "8 problems x k 4 x 2 turns, 192 tokens")), curriculum k=$CURRICULUM_K seed $CURRICULUM_SEED, held-out: first $N_EVAL problems of MBPP test and ODEX, greedy, 3-shot, $EVAL_TOKENS tokens per turn"
+  --budget "$BUDGET: the boost model of SmolLM2-135M ($BOOST), zero-shot, seeds $SEEDS, $STEPS steps per run ($( [ "$BUDGET" = tiny ] && echo "2 problems x k 2, 48 tokens, 8 MBPP-train problems before the curriculum" || echo "8 problems x k 4 x 2 turns, 192 tokens")), curriculum k=$CURRICULUM_K seed $CURRICULUM_SEED, held-out: first $N_EVAL problems of MBPP test and ODEX, greedy, zero-shot, $EVAL_TOKENS tokens per turn"
 if [ -n "${PUBLISH:-}" ]; then
   run mkdir -p "$PUBLISH"
   run cp "$OUT/claims.md" "$OUT"/claim*.png "$OUT/commands.log" "$OUT/curriculum/curriculum.json" "$PUBLISH/"
