@@ -200,8 +200,7 @@ for seed in "${SEED_LIST[@]}"; do
       dir="$OUT/eval/${name}_s$seed/$ds"
       if [ -f "$dir/metrics.json" ]; then echo "= done, skipped: eval $name seed $seed $ds"; continue; fi
       sitting_over
-      pre=(); if [ "$ds" = odex ]; then pre=(env COCOS_SANDBOX_PRELOAD=numpy,pandas); fi
-      run "${pre[@]}" cocos eval --model "$OUT/train/${name}_s$seed/checkpoints/step_$STEPS" --dataset "$ds" --split test \
+      run cocos eval --model "$OUT/train/${name}_s$seed/checkpoints/step_$STEPS" --dataset "$ds" --split test \
         --limit "$N_EVAL" --turns 2 --temperature 0 --max-new-tokens "$EVAL_TOKENS" --rollout-dtype auto \
         --out "$dir"
     done

@@ -4,6 +4,7 @@ and an end-to-end `cocos eval` with a tiny local checkpoint."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -143,3 +144,16 @@ def test_eval_with_a_tiny_local_model(tmp_path, capsys):
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == str(ckpt) and config["fewshot"] is True and config["data_source"].startswith("local:")
     assert "acc@1" in capsys.readouterr().out
+
+
+def test_odex_evaluation_preloads_numpy_and_pandas_unless_the_user_chose(monkeypatch):
+    from cocos.evaluate import preload_for
+
+    monkeypatch.delenv("COCOS_SANDBOX_PRELOAD", raising=False)
+    preload_for("mbpp")
+    assert "COCOS_SANDBOX_PRELOAD" not in os.environ
+    preload_for("odex")
+    assert os.environ["COCOS_SANDBOX_PRELOAD"] == "numpy,pandas"  # both are installed with the project
+    monkeypatch.setenv("COCOS_SANDBOX_PRELOAD", "numpy")
+    preload_for("odex")
+    assert os.environ["COCOS_SANDBOX_PRELOAD"] == "numpy"

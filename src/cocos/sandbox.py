@@ -1,6 +1,6 @@
 """Run untrusted generated code against unit tests: isolated, fast, one outcome per test.
 
-This is the only place in CoCoS where generated code runs (README: "Running generated code").
+This is the only place in CoCoS where generated code runs (docs/sandbox.md).
 
     from cocos.sandbox import run_tests, run_batch, TestOutcome
     run_tests(code, tests, *, setup="", timeout=3.0) -> list[TestOutcome]
