@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's comparison at a chosen budget: twelve rows, each evaluated the same way on MBPP test, HumanEval
+# The paper's comparison at a chosen budget: up to twelve rows (RL_ROWS), each evaluated the same way on MBPP test, HumanEval
 # and ODEX, some rows also over 5 turns (the analysis of correction beyond the two trained turns), then one
 # `cocos report` in the paper's layout. Every step writes its own folder and is skipped when that folder is
 # complete, so a stopped run picks up where it stopped.
@@ -25,6 +25,9 @@
 #   RL_EXTRA  more field=value settings (space-separated) for every RL run, applied before each run's own:
 #             RL_EXTRA="reward=count" trains with the authors' code's reward (the binary and SCoRe runs keep binary)
 #   LAUNCH    how RL runs start (default "cocos"; several GPUs: LAUNCH="accelerate launch -m cocos.cli")
+#   RL_ROWS   the RL rows run (tiny/paper: all six below; small: "score cocos_g0.5", the paper's main table; the
+#             ablations binary and gamma 0/1/2 are checked with seeds by scripts/claims.sh, where one seed of 30
+#             problems per dataset could not tell them apart)
 #   TURNS5_ROWS      rows also evaluated over TURNS_MAX turns (tiny/small: "boost self_corrector revise cocos_g0.5";
 #                    paper: those and turn_sft, score); TURNS5_DATASETS their datasets (default mbpp); TURNS_MAX (5)
 #   NICE      prefix of every command (default "nice -n 10")
@@ -104,7 +107,7 @@ case "$BUDGET" in
     # (4 DPO steps per stage: at 1e-5 the verdict moved 0.01 nats, measured; 5e-5 as the boost SFT)
     RV_SET=(--set limit=16 --set samples=2 --set max_new_tokens=192 --set stage2_verify=false --set epochs=1 --set lr=5e-5
             --set batch_size=4 --set grad_accum=2)
-    : "${TURNS5_ROWS:=boost self_corrector revise cocos_g0.5}"
+    : "${TURNS5_ROWS:=boost self_corrector revise cocos_g0.5}" "${RL_ROWS:=score cocos_g0.5}"
     ;;
   paper)
     # everything from configs/cocos_paper.yaml (its comments give each setting's source); 512 tokens as it trains
@@ -146,7 +149,7 @@ sitting_over() {  # called before each step that has not run yet
 
 # RL rows: name, label, own overrides (after the base config, the budget's RL_SET and RL_EXTRA)
 SCORE_STAGE1=$((RL_STEPS / 2))
-RL_RUNS=(
+ALL_RL_RUNS=(
   "score|SCoRe|method=score reward=binary score_stage1_steps=$SCORE_STAGE1 score_beta1=$SCORE_BETA1"
   "cocos_g0.5|CoCoS (γ=0.5)|"
   "cocos_binary|CoCoS binary reward|reward=binary"
@@ -154,6 +157,15 @@ RL_RUNS=(
   "cocos_g1|CoCoS γ=1|gamma=1"
   "cocos_g2|CoCoS γ=2|gamma=2"
 )
+RL_ROWS="${RL_ROWS:-score cocos_g0.5 cocos_binary cocos_g0 cocos_g1 cocos_g2}"
+RL_RUNS=()
+for row in $RL_ROWS; do
+  found=0
+  for spec in "${ALL_RL_RUNS[@]}"; do
+    if [ "${spec%%|*}" = "$row" ]; then RL_RUNS+=("$spec"); found=1; fi
+  done
+  if [ "$found" = 0 ]; then echo "RL_ROWS: unknown row $row (rows: score cocos_g0.5 cocos_binary cocos_g0 cocos_g1 cocos_g2)" >&2; exit 2; fi
+done
 FEWSHOT_FLAG=(); SHOTS="zero-shot"
 if [ "$FEWSHOT" = 1 ]; then FEWSHOT_FLAG=(--fewshot); SHOTS="3-shot"; fi
 LIMIT_FLAG=(); LIMIT_TEXT="all"
