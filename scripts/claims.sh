@@ -6,6 +6,8 @@
 #   BUDGET=tiny nice -n 15 bash scripts/claims.sh            # proves the plumbing: minutes
 #   BUDGET=cpu SITTING_MINUTES=240 PUBLISH=docs/results/claims bash scripts/claims.sh   # the real plan, 4 h a sitting
 #   BUDGET=cpu DRY_RUN=1 bash scripts/claims.sh              # print every command, run nothing
+#   # two cores: seeds side by side, one thread each (each run has its own folder), then once more for the report
+#   SEEDS=0 bash scripts/claims.sh & SEEDS="1 2" bash scripts/claims.sh; wait; PUBLISH=docs/results/claims bash scripts/claims.sh
 #
 # Every run starts from the boost model, zero-shot, as the paper's methods do (on the base model, 3-shot, MBPP rewards
 # are too sparse to move: a first try's gamma-0 run earned 0.001 mean reward by step 14).
