@@ -132,6 +132,9 @@ sitting_over() {
   fi
 }
 
+# Steps 0 and 1 are shared by every seed: a second invocation beside this one (other SEEDS) waits here for them
+if [ "$DRY_RUN" != 1 ]; then exec 9>"$OUT/.setup.lock"; flock 9; fi
+
 # ---- 0. the boost model: every run below starts from it, zero-shot -----------------------------------
 has_model() { [ -f "$1/model.safetensors" ] || compgen -G "$1/model*.safetensors" >/dev/null; }
 if [ -n "${BOOST:-}" ]; then
@@ -164,6 +167,8 @@ else
   run cocos train --config configs/cocos_cpu.yaml --out "$CUR" --no-progress "${set_args[@]}"
   [ "$DRY_RUN" = 1 ] || rm -rf "$CUR/checkpoints"  # max_steps=0 saves the starting model: not needed
 fi
+
+if [ "$DRY_RUN" != 1 ]; then flock -u 9; fi
 
 # ---- 2. training runs ---------------------------------------------------------------------------------
 for seed in "${SEED_LIST[@]}"; do
