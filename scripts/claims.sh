@@ -95,11 +95,13 @@ read -r -a SEED_LIST <<<"$SEEDS"
 NS=${#SEED_LIST[@]}
 
 # ---- the plan and its cost ------------------------------------------------------------------------
-# cpu estimate from measured costs on this 2-core machine, busy: ~85 s per step of 8 problems x k 4 on curriculum-
-# kept problems (docs/results/curriculum_mbpp100: 81 and 85 s mean) + ~40 s of load and save per run; the curriculum
-# ~15 min (374 problems x 4 answers); an evaluation of 200 problems x 2 turns ~4 min (100 MBPP problems: 72 s idle)
+# cpu estimate from measured costs on this 2-core machine, one thread per job: from the boost model, zero-shot, 3 of 4
+# groups of a step earn different rewards and train: ~100 s per step (8 problems x k 4; steps 1-2 of gamma 0 beside
+# another job: 101 and 185 s) + ~40 s of load and save per run; the curriculum 7 min (374 problems x 4 answers); an
+# evaluation ~3 s per problem (30 problems x 2 turns, zero-shot, 256 tokens: 85-120 s). Two jobs side by side
+# (two seeds) halve the wall time.
 if [ "$BUDGET" = cpu ]; then
-  est_min=$(( (NS * 6 * (STEPS * 85 + 40) + NS * 3 * 2 * N_EVAL * 240 / 200 + 900) / 60 ))
+  est_min=$(( (NS * 6 * (STEPS * 100 + 40) + NS * 3 * 2 * N_EVAL * 3 + 420) / 60 ))
 else
   est_min=$(( (NS * 6 * 35 + NS * 3 * 2 * 40 + 60) / 60 ))
 fi
