@@ -34,7 +34,8 @@
 #   N_EVAL     first N problems of MBPP test and of ODEX (tiny 3, cpu 200)
 #   OUT        output folder (default runs/claims_<budget>)
 #   BOOST      an existing boost model folder (e.g. runs/comparison_small-smollm2-135m/boost_model, made by the same
-#              command); default OUT/boost_model, trained here
+#              command); default OUT/boost_model, trained here. OUT/boost_model.txt keeps the first call's choice:
+#              later calls need no BOOST, and refuse a different one
 #   SITTING_MINUTES  stop this invocation after about this many minutes (0 = no limit): each training run gets the
 #              time left as max_minutes, stops after the step that passes it, checkpoints, and the script exits;
 #              rerun the same command to continue (nothing already done runs again)
@@ -139,6 +140,16 @@ if [ "$DRY_RUN" != 1 ]; then exec 9>"$OUT/.setup.lock"; flock 9; fi
 
 # ---- 0. the boost model: every run below starts from it, zero-shot -----------------------------------
 has_model() { [ -f "$1/model.safetensors" ] || compgen -G "$1/model*.safetensors" >/dev/null; }
+# OUT/boost_model.txt remembers the starting model of the first call: later calls use it, and refuse another one
+# (the curriculum and every run must start from the same model)
+STARTED_FROM="$OUT/boost_model.txt"
+if [ -f "$STARTED_FROM" ]; then
+  if [ -n "${BOOST:-}" ] && [ "$BOOST" != "$(cat "$STARTED_FROM")" ]; then
+    echo "BOOST=$BOOST: $OUT started from $(cat "$STARTED_FROM") ($STARTED_FROM); leave BOOST unset, or choose another OUT" >&2
+    exit 2
+  fi
+  BOOST="$(cat "$STARTED_FROM")"
+fi
 if [ -n "${BOOST:-}" ]; then
   if [ "$DRY_RUN" != 1 ] && ! has_model "$BOOST"; then
     echo "BOOST=$BOOST: no model*.safetensors there (give a finished boost model folder, or leave BOOST unset)" >&2; exit 2
@@ -156,6 +167,7 @@ else
   fi
 fi
 START=(model="$BOOST" fewshot=false)
+[ "$DRY_RUN" = 1 ] || echo "$BOOST" > "$STARTED_FROM"
 
 # ---- 1. the curriculum, once ------------------------------------------------------------------------
 CUR="$OUT/curriculum"
