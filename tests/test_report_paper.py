@@ -146,3 +146,23 @@ def test_runs_without_a_dataset_get_no_paper_table(tmp_path):
     assert "The paper's table" not in md and (tmp_path / "r" / "accuracy.png").exists()
     assert cell(read_run(d), "acc@1") == f"50.0 ± {100 * math.sqrt(0.25 / 4):.1f}"
     assert cell(read_run(d), "edit_sim(1,2)") == "-"
+
+
+def test_unit_preserve_with_no_test_passed_at_turn_1_reads_n_a(tmp_path):
+    """metrics.json's 100% is a convention when nothing passed at turn 1: both tables say n/a, not a measurement."""
+    from cocos.report import unit_table
+
+    nothing = _eval(tmp_path, "nothing", "mbpp", [0.0, 0.0], 0.0, 0.0, n=4)
+    m = json.loads((nothing / "metrics.json").read_text())
+    (nothing / "metrics.json").write_text(json.dumps(m | {"unit_preserve(1,2)": 1.0, "unit_preserve_base(1,2)": 0}))
+    some = _eval(tmp_path, "some", "mbpp", [0.0, 0.0], 0.0, 0.0, n=4)
+    m = json.loads((some / "metrics.json").read_text())
+    (some / "metrics.json").write_text(json.dumps(m | {"unit_preserve_base(1,2)": 6}))
+    # a run scored before the count was recorded: from its samples (0 tests passed at turn 1 on every problem)
+    old = _eval(tmp_path, "old", "mbpp", [0.0, 0.0], 0.0, 0.0, n=4)
+    (old / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _samples(4, 2, [0, 0, 0, 0])))
+    r_nothing, r_some, r_old = read_run(nothing), read_run(some), read_run(old)
+    assert cell(r_nothing, "unit_preserve(1,2)") == "n/a" and cell(r_old, "unit_preserve(1,2)") == "n/a"
+    assert cell(r_some, "unit_preserve(1,2)").startswith("90.0 ± ")
+    table = "\n".join(unit_table([r_nothing, r_some], (1, 2)))
+    assert "| n/a |" in table and "| 90.0 |" in table

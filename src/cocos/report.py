@@ -20,7 +20,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from cocos.errors import UserError
-from cocos.report_paper import acc_by_turn_section, dataset_key, dataset_order, dataset_title, n_turns, paper_tables, pyplot
+from cocos.report_paper import (acc_by_turn_section, dataset_key, dataset_order, dataset_title, n_turns, nothing_to_preserve,
+                                paper_tables, pyplot)
 from cocos.runs import Run, read_run
 
 _PAIR_KEY = re.compile(r"^delta\((\d+),(\d+)\)$")
@@ -265,7 +266,10 @@ def delta_table(runs: list[Run], pair: tuple[int, int]) -> list[str]:
 def unit_table(runs: list[Run], pair: tuple[int, int]) -> list[str]:
     a, b = pair
     cols = [f"unit_improve({a},{b})", f"unit_worsen({a},{b})", f"unit_preserve({a},{b})", f"edit_sim({a},{b})"]
-    rows = [[r.label] + [pct(r.metrics.get(c)) for c in cols] for r in runs if any(c in r.metrics for c in cols)]
+    def value(r, c):
+        return "n/a" if c == cols[2] and c in r.metrics and nothing_to_preserve(r, a, b) else pct(r.metrics.get(c))
+
+    rows = [[r.label] + [value(r, c) for c in cols] for r in runs if any(c in r.metrics for c in cols)]
     if not rows:
         return []
     return _table(["Method", "unit improve", "unit worsen", "unit preserve", "edit similarity"], rows)
@@ -441,7 +445,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, labels: list[s
         "Shares are percentages of the problems evaluated. Δ = acc@t2 − acc@t1; Δi→c: wrong at t1 and right at t2;",
         "Δc→i: right at t1 and wrong at t2 (so Δ = Δi→c − Δc→i). Unit improve / worsen: share of problems whose count of",
         "passed tests rose / fell from t1 to t2. Unit preserve: tests passed at t1 that still pass at t2, over all tests passed",
-        "at t1, pooled over every problem and sample (100% when none passed at t1).",
+        "at t1, pooled over every problem and sample (n/a when no test passed at t1: nothing to preserve).",
         "",
     ]
     path = out / "report.md"

@@ -150,10 +150,22 @@ def standard_error(run, key: str) -> float | None:
     return None
 
 
+def nothing_to_preserve(run, a: int, b: int) -> bool:
+    """No test passed at turn a: unit_preserve(a,b)'s 100% is a convention, not a measurement (shown as n/a)."""
+    base = run.metrics.get(f"unit_preserve_base({a},{b})")
+    if base is None:  # scored before the count was recorded: from the samples, where they hold it
+        base = _samples_stats(run, a, b)[0]
+    return base == 0
+
+
 def cell(run, key: str) -> str:
-    """'12.3 ± 4.5' (percentage points), '12.3 ± ?' without a standard error, '-' without the metric."""
+    """'12.3 ± 4.5' (percentage points), '12.3 ± ?' without a standard error, '-' without the metric, 'n/a' for a
+    unit preserve with nothing to preserve."""
     if run is None or _num(run.metrics.get(key)) is None:
         return "-"
+    pair = _PAIR.match(key)
+    if pair and pair.group(1) == "unit_preserve" and nothing_to_preserve(run, int(pair.group(2)), int(pair.group(3))):
+        return "n/a"
     se = standard_error(run, key)
     return f"{100 * run.metrics[key]:.1f} ± " + ("?" if se is None else f"{100 * se:.1f}")
 
@@ -192,7 +204,8 @@ def paper_tables(runs, budget: str | None) -> list[str]:
              "### Unit level (DESIGN.md)", "", *unit,
              "Improve / worsen: share of problems whose count of passed tests rose / fell from turn 1 to turn 2. "
              "Preserve: tests passed at turn 1 that still pass at turn 2, over all tests passed at turn 1, pooled over "
-             "problems and samples (100% when none passed). Edit sim: mean similarity of the two codes.", ""])
+             "problems and samples (n/a when no test passed at turn 1: nothing to preserve). Edit sim: mean similarity of "
+             "the two codes.", ""])
 
 
 # ---- accuracy beyond the trained turns -------------------------------------------------------------
