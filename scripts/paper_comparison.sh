@@ -105,8 +105,10 @@ case "$BUDGET" in
     # ReVISE on 16 problems x 2 samples, stage 2 on its correction pairs only: a DPO pair costs four passes over
     # prompt + answer (chosen and rejected, policy and reference), ~20 s on a busy 2-core CPU
     # (4 DPO steps per stage: at 1e-5 the verdict moved 0.01 nats, measured; 5e-5 as the boost SFT)
+    # (batch 2 x accumulation 4: the same 8 pairs per step at about half the peak memory; at batch 4 a DPO step
+    # reached 12.4 GB and was OOM-killed beside another training run and a CI run on 24 GB)
     RV_SET=(--set limit=16 --set samples=2 --set max_new_tokens=192 --set stage2_verify=false --set epochs=1 --set lr=5e-5
-            --set batch_size=4 --set grad_accum=2)
+            --set batch_size=2 --set grad_accum=4)
     : "${TURNS5_ROWS:=boost self_corrector revise cocos_g0.5}" "${RL_ROWS:=score cocos_g0.5}"
     ;;
   paper)
