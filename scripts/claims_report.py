@@ -11,7 +11,6 @@ error over seeds, and a verdict per claim by the rule in RULE (written on the pa
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +130,9 @@ def seed_folders(parent: Path, name: str, seeds: list[int] | None):
 
 def load(out: Path, seeds: list[int] | None) -> dict:
     """{run: {seed: {"log": [...], "evals": {dataset: metrics}}}} for the folders present."""
+    from cocos.report_paper import nothing_to_preserve
+    from cocos.runs import read_run
+
     found: dict = {name: {} for name in RUNS}
     for name in RUNS:
         for seed, folder in seed_folders(out / "train", name, seeds):
@@ -139,11 +141,11 @@ def load(out: Path, seeds: list[int] | None) -> dict:
             for ds_dir in folder.iterdir():
                 mpath = ds_dir / "metrics.json"
                 if mpath.exists():
-                    m = json.loads(mpath.read_text())
-                    # no test passed at turn 1 (base 0): the metric's 1.0 is a convention, not a measurement,
-                    # and would pull a seed's mean toward 1; such a seed counts as missing
-                    measured = m.get("unit_preserve_base(1,2)", 1) > 0
-                    m["unit_preserve_measured"] = m.get("unit_preserve(1,2)") if measured else None
+                    run = read_run(ds_dir)
+                    m = dict(run.metrics)
+                    # no test passed at turn 1: the metric's 1.0 is a convention, not a measurement, and would pull
+                    # a seed's mean toward 1; such a seed counts as missing (the report's n/a, same rule)
+                    m["unit_preserve_measured"] = None if nothing_to_preserve(run, 1, 2) else m.get("unit_preserve(1,2)")
                     found[name].setdefault(seed, {"log": [], "evals": {}})["evals"][ds_dir.name] = m
     return found
 
@@ -341,7 +343,7 @@ CLAIMS = {
     2: ("A progressive reward preserves previously passed test cases far better than a binary one (paper: about 40% "
         "of them lost with binary on ODEX)",
         "Held-out, greedy, 2 turns: unit preserve = test cases passed at turn 1 and at turn 2 / passed at turn 1, "
-        "pooled over problems (DESIGN.md); here recomputed from samples.jsonl with a seed counted as missing when "
+        "pooled over problems (DESIGN.md), with a seed counted as missing when "
         "no test passed at turn 1 (the metric's 1.0 for that case is a convention, not a measurement)."),
     3: ("SCoRe's turn-1 KL explodes on small models, and its reward collapses",
         "Per-turn KL to the reference (kl@1, kl@2, per trajectory) and the mean training reward per step, SCoRe vs "
