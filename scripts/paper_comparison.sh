@@ -159,14 +159,15 @@ ALL_RL_RUNS=(
   "cocos_g1|CoCoS γ=1|gamma=1"
   "cocos_g2|CoCoS γ=2|gamma=2"
 )
-RL_ROWS="${RL_ROWS:-score cocos_g0.5 cocos_binary cocos_g0 cocos_g1 cocos_g2}"
+ALL_RL_ROWS=""; for spec in "${ALL_RL_RUNS[@]}"; do ALL_RL_ROWS+="${spec%%|*} "; done
+RL_ROWS="${RL_ROWS:-$ALL_RL_ROWS}"
 RL_RUNS=()
 for row in $RL_ROWS; do
   found=0
   for spec in "${ALL_RL_RUNS[@]}"; do
     if [ "${spec%%|*}" = "$row" ]; then RL_RUNS+=("$spec"); found=1; fi
   done
-  if [ "$found" = 0 ]; then echo "RL_ROWS: unknown row $row (rows: score cocos_g0.5 cocos_binary cocos_g0 cocos_g1 cocos_g2)" >&2; exit 2; fi
+  if [ "$found" = 0 ]; then echo "RL_ROWS: unknown row $row (rows: ${ALL_RL_ROWS% })" >&2; exit 2; fi
 done
 FEWSHOT_FLAG=(); SHOTS="zero-shot"
 if [ "$FEWSHOT" = 1 ]; then FEWSHOT_FLAG=(--fewshot); SHOTS="3-shot"; fi
@@ -231,7 +232,7 @@ for spec in "${RL_RUNS[@]}"; do
   # a run stopped midway continues from its last checkpoint
   if compgen -G "$OUT/train/$name/checkpoints/step_*" >/dev/null; then targs+=(--resume); fi
   if done_train "$OUT/train/$name"; then skip $LAUNCH train "${targs[@]}"; continue; fi
-  if [ "$SITTING_MINUTES" != 0 ]; then sitting_over; targs+=(--set max_minutes="$(minutes_left)"); fi
+  if [ "$SITTING_MINUTES" != 0 ]; then targs+=(--set max_minutes="$(minutes_left)"); fi  # run() stops at 0 left
   run $LAUNCH train "${targs[@]}"
   if [ "$DRY_RUN" != 1 ] && ! done_train "$OUT/train/$name"; then
     echo "# $OUT/train/$name stopped before step $RL_STEPS (max_minutes): rerun the same command to continue"; exit 0
