@@ -111,35 +111,12 @@ echo "# runs: curriculum once (k=$CURRICULUM_K, seed $CURRICULUM_SEED); ${#RUNS[
      "(${RUNS[*]}), $STEPS steps each; evals: ${EVALUATED[*]} x $NS seeds x ${DATASETS[*]}, first $N_EVAL problems"
 echo "# estimated time on a busy 2-core CPU: ~$((est_min / 60)) h $((est_min % 60)) min (all of it; finished steps are skipped)"
 
-show() {  # the command as a shell would read it back
-  local out="" w q="'\\''"
-  for w in "$@"; do
-    if [[ "$w" =~ ^[A-Za-z0-9_./=:,@%+-]+$ ]]; then out+="$w "; else out+="'${w//\'/$q}' "; fi
-  done
-  echo "${out% }"
-}
-run() {
-  if [ "$DRY_RUN" = 1 ]; then echo "+ $(show "$@")"; return 0; fi
-  echo "+ $(show "$@")" | tee -a "$LOG"
-  local t0=$SECONDS
-  $NICE "$@"
-  echo "  ($((SECONDS - t0)) s)" | tee -a "$LOG"
-}
-minutes_left() {  # of this sitting; a large number without a limit
-  if [ "$SITTING_MINUTES" = 0 ]; then echo 100000; return; fi
-  echo $(( SITTING_MINUTES - ($(date +%s) - STARTED) / 60 ))
-}
-sitting_over() {
-  if [ "$DRY_RUN" != 1 ] && [ "$(minutes_left)" -le 0 ]; then
-    echo "# sitting over (SITTING_MINUTES=$SITTING_MINUTES): rerun the same command to continue"; exit 0
-  fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"  # show, run, minutes_left, sitting_over, has_model
 
 # Steps 0 and 1 are shared by every seed: a second invocation beside this one (other SEEDS) waits here for them
 if [ "$DRY_RUN" != 1 ]; then exec 9>"$OUT/.setup.lock"; flock 9; fi
 
 # ---- 0. the boost model: every run below starts from it, zero-shot -----------------------------------
-has_model() { [ -f "$1/model.safetensors" ] || compgen -G "$1/model*.safetensors" >/dev/null; }
 # OUT/boost_model.txt remembers the starting model of the first call: later calls use it, and refuse another one
 # (the curriculum and every run must start from the same model)
 STARTED_FROM="$OUT/boost_model.txt"

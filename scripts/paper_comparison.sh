@@ -139,15 +139,7 @@ LOG="$OUT/commands.log"
 if [ "$DRY_RUN" != 1 ]; then mkdir -p "$OUT"; fi
 SITTING_MINUTES="${SITTING_MINUTES:-0}"
 STARTED=$(date +%s)
-minutes_left() {  # of this sitting; a large number without a limit
-  if [ "$SITTING_MINUTES" = 0 ]; then echo 100000; return; fi
-  echo $(( SITTING_MINUTES - ($(date +%s) - STARTED) / 60 ))
-}
-sitting_over() {  # called before each step that has not run yet
-  if [ "$DRY_RUN" != 1 ] && [ "$(minutes_left)" -le 0 ]; then
-    echo "# sitting over (SITTING_MINUTES=$SITTING_MINUTES): rerun the same command to continue"; exit 0
-  fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"  # show, run, minutes_left, sitting_over, has_model
 
 # RL rows: name, label, own overrides (after the base config, the budget's RL_SET and RL_EXTRA)
 SCORE_STAGE1=$((RL_STEPS / 2))
@@ -174,24 +166,8 @@ if [ "$FEWSHOT" = 1 ]; then FEWSHOT_FLAG=(--fewshot); SHOTS="3-shot"; fi
 LIMIT_FLAG=(); LIMIT_TEXT="all"
 if [ -n "$N_EVAL" ]; then LIMIT_FLAG=(--limit "$N_EVAL"); LIMIT_TEXT="first $N_EVAL"; fi
 
-show() {  # the command as a shell would read it back (words with spaces or symbols in single quotes)
-  local out="" w q="'\\''"
-  for w in "$@"; do
-    if [[ "$w" =~ ^[A-Za-z0-9_./=:,@%+-]+$ ]]; then out+="$w "; else out+="'${w//\'/$q}' "; fi
-  done
-  echo "${out% }"
-}
-run() {  # run CMD...: print it; unless dry, append it and its time to OUT/commands.log and run it
-  if [ "$DRY_RUN" = 1 ]; then echo "+ $(show "$@")"; return 0; fi
-  sitting_over
-  echo "+ $(show "$@")" | tee -a "$LOG"
-  local t0=$SECONDS
-  $NICE "$@"
-  echo "  ($((SECONDS - t0)) s)" | tee -a "$LOG"
-}
 skip() { echo "= done, skipped: $(show "$@")"; }  # a step whose output is already complete
 done_eval() { [ -f "$1/metrics.json" ]; }
-done_model() { [ -f "$1/model.safetensors" ] || compgen -G "$1/model*.safetensors" >/dev/null; }
 done_train() { [ -d "$1/checkpoints/step_$RL_STEPS" ]; }
 # SFT runs keep a checkpoint every 20 optimizer steps; one stopped midway continues from its last
 sft_resume() { echo --set save_steps=20; if compgen -G "$1/checkpoints/checkpoint-*" >/dev/null; then echo --set resume=true; fi; }
@@ -208,20 +184,20 @@ else
   BOOST_DIR="$OUT/boost_model"
   cmd=(cocos sft --config configs/boost_sft.yaml --out "$BOOST_DIR" --set model="$MODEL" "${SFT_SET[@]}"
        $(sft_resume "$BOOST_DIR"))
-  if done_model "$BOOST_DIR"; then skip "${cmd[@]}"; else run "${cmd[@]}"; fi
+  if has_model "$BOOST_DIR"; then skip "${cmd[@]}"; else run "${cmd[@]}"; fi
 fi
 TSFT_DIR="$OUT/turn_sft_model"
 cmd=(cocos sft --config configs/turn_sft.yaml --out "$TSFT_DIR" --set model="$BOOST_DIR" "${TSFT_SET[@]}"
      $(sft_resume "$TSFT_DIR"))
-if done_model "$TSFT_DIR"; then skip "${cmd[@]}"; else run "${cmd[@]}"; fi
+if has_model "$TSFT_DIR"; then skip "${cmd[@]}"; else run "${cmd[@]}"; fi
 SC_DIR="$OUT/self_corrector"
 cmd=(cocos self-corrector --config configs/self_corrector.yaml --out "$SC_DIR" --set model="$BOOST_DIR"
      --set extraction="$EXTRACTION" "${SC_SET[@]}")
-if done_model "$SC_DIR/corrector"; then skip "${cmd[@]}"; else run "${cmd[@]}"; fi
+if has_model "$SC_DIR/corrector"; then skip "${cmd[@]}"; else run "${cmd[@]}"; fi
 RV_DIR="$OUT/revise_model"
 cmd=(cocos revise --config configs/revise.yaml --out "$RV_DIR" --set model="$BOOST_DIR" --set extraction="$EXTRACTION"
      "${RV_SET[@]}")
-if done_model "$RV_DIR"; then skip "${cmd[@]}"; else run "${cmd[@]}"; fi
+if has_model "$RV_DIR"; then skip "${cmd[@]}"; else run "${cmd[@]}"; fi
 
 RL_COMMON=(--set model="$BOOST_DIR" --set fewshot=false --set max_steps="$RL_STEPS" --set extraction="$EXTRACTION")
 for s in "${RL_SET[@]}" ${RL_EXTRA:-}; do RL_COMMON+=(--set "$s"); done
