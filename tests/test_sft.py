@@ -251,3 +251,38 @@ def test_tiny_sft_run_saves_a_loadable_checkpoint(tmp_path):
     assert len(g) == 1 and len(g[0].completion_ids) >= 1
     with pytest.raises(UserError, match="already holds"):
         run_sft(SFTRunConfig(model=str(d)), out)
+
+
+def test_autocast_setting_runs_the_fit_in_bf16_close_to_float32(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cocos.device import fast_bf16
+    from cocos.train.sft import trl_training_args
+
+    with pytest.raises(UserError, match="autocast: must be one of"):
+        SFTRunConfig(autocast="fp16")
+    assert trl_training_args(SFTRunConfig(autocast="none"))["bf16"] is False  # float32 throughout
+    assert trl_training_args(SFTRunConfig(autocast="auto"))["bf16"] is fast_bf16("cpu")
+    if not fast_bf16("cpu"):
+        with pytest.raises(UserError, match="not fast"):
+            SFTRunConfig(autocast="bf16")
+        return
+    d = _tiny_model_dir(tmp_path)
+    tok = AutoTokenizer.from_pretrained(d)
+    examples = [
+        {"prompt": paper_prompt(kodcode_problem(r, SFTRunConfig()), []), "completion": r["solution"] + f"\n{DONE}"} for r in ROWS[:4]
+    ]
+    losses, weights = {}, {}
+    for autocast in ("none", "bf16"):
+        model = AutoModelForCausalLM.from_pretrained(d)
+        cfg = SFTRunConfig(batch_size=4, grad_accum=1, max_steps=1, lr=1e-3, warmup_ratio=0.0, logging_steps=1,
+                           autocast=autocast, progress=False)
+        trainer = make_trainer(model, tok, examples, cfg, tmp_path / autocast)
+        losses[autocast] = trainer.train().training_loss
+        weights[autocast] = torch.cat([p.detach().flatten() for p in model.parameters()])
+        assert model.dtype == torch.float32  # autocast leaves the weights in their dtype
+    # bf16 did run (the loss is not float32's to the bit), and to bf16's precision it is the same fit
+    assert losses["bf16"] != losses["none"]
+    assert losses["bf16"] == pytest.approx(losses["none"], rel=2e-2)
+    assert not torch.equal(weights["bf16"], weights["none"])
+    assert torch.allclose(weights["bf16"], weights["none"], atol=2e-3)

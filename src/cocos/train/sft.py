@@ -34,6 +34,7 @@ class FinetuneSettings:
     max_length: int = 1024  # examples longer than this (in tokens) are dropped, never truncated
     weight_decay: float = 0.0
     dtype: str = "float32"
+    autocast: str = "auto"  # bf16 autocast of forward and backward (weights stay `dtype`): auto = where bf16 is fast
     gradient_checkpointing: bool = False  # recompute activations (less memory, slower)
     seed: int = 0
     logging_steps: int = 5
@@ -42,6 +43,9 @@ class FinetuneSettings:
     def __post_init__(self):
         if self.dtype not in ("float32", "bfloat16", "auto"):
             raise UserError(f"dtype: must be one of float32, bfloat16, auto (got {self.dtype!r})")
+        if self.autocast not in ("auto", "bf16", "none"):
+            raise UserError(f"autocast: must be one of auto, bf16, none (got {self.autocast!r})")
+        bf16_autocast(self.autocast)  # refuses bf16 where it is emulated, before any data is built
         for name in ("batch_size", "grad_accum", "max_length"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name}: must be at least 1 (got {getattr(self, name)}): set it with --set {name}=...")
@@ -106,11 +110,26 @@ def _log_callback(path: Path):
     return JsonlLog()
 
 
+def bf16_autocast(setting: str) -> bool:
+    """Whether a fine-tune runs under bf16 autocast: `autocast` none / bf16 / auto (where bf16 matmuls are fast)."""
+    import torch
+
+    from cocos.device import fast_bf16
+
+    fast = fast_bf16("cuda" if torch.cuda.is_available() else "cpu")
+    if setting == "bf16" and not fast:
+        raise UserError("autocast: bf16 is not fast on this hardware (emulated, slower than float32): use auto or none")
+    return setting == "bf16" or (setting == "auto" and fast)
+
+
 def trl_training_args(cfg) -> dict:
     """The TRL trainer arguments that SFT and the DPO baselines set alike, from a config's optimisation fields."""
     import torch
 
     cuda = torch.cuda.is_available()
+    # TRL's `bf16` is mixed precision: an autocast around forward and backward (on CPUs too), the weights and the
+    # optimiser stay in `dtype`. With bf16 weights on a GPU it was always on.
+    autocast = bf16_autocast(cfg.autocast)
     return dict(
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
@@ -124,7 +143,7 @@ def trl_training_args(cfg) -> dict:
         report_to=[],
         seed=cfg.seed,
         use_cpu=not cuda,
-        bf16=cuda and cfg.dtype == "bfloat16",  # TRL's configs default to bf16; float32 weights stay float32
+        bf16=autocast or (cuda and cfg.dtype == "bfloat16"),  # TRL's configs default to bf16: always set here
         activation_checkpointing=cfg.gradient_checkpointing,  # (TRL's default is on)
         disable_tqdm=not cfg.progress,
         dataloader_num_workers=0,
