@@ -347,7 +347,9 @@ CLAIMS = {
         "no test passed at turn 1 (the metric's 1.0 for that case is a convention, not a measurement)."),
     3: ("SCoRe's turn-1 KL explodes on small models, and its reward collapses",
         "Per-turn KL to the reference (kl@1, kl@2, per trajectory) and the mean training reward per step, SCoRe vs "
-        "CoCoS (γ=0.5). SCoRe's stage I puts a strong KL on turn 1, stage II a shaped bonus."),
+        "CoCoS (γ=0.5). SCoRe's stage I puts a strong KL on turn 1, stage II a shaped bonus. The KL is the "
+        "trainer's k1 estimate (log π − log π_ref summed over a turn's tokens): unbiased, but a step's value can "
+        "fall slightly below 0."),
     4: ("CoCoS corrects selectively: a low Δc→i with a higher Δi→c",
         "Held-out Δi→c (wrong at turn 1, right at turn 2) and Δc→i (right, then wrong), shares of problems, CoCoS "
         "(γ=0.5) against SCoRe and the binary-reward run."),

@@ -348,6 +348,10 @@ def _learning_curves(md: list[str], skipped: list[str], train: list[Run], out: P
         skipped.append("KL / edit-similarity curves: no training log has `kl` or `edit_sim(1,T)`")
     if not made:
         md += ["No training log has per-turn values to plot.", ""]
+    else:
+        md += ["KL: the trainer's per-token estimate against the reference, summed over a turn's tokens and averaged "
+               "over the trained trajectories. With the default estimator k1 (log π − log π_ref, the one in the "
+               "reward) it is unbiased but not positive term by term: a step's value can be slightly below 0.", ""]
     ev_rows = []
     for r in train:
         if len(r.evals) >= 1:
