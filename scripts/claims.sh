@@ -96,13 +96,13 @@ read -r -a SEED_LIST <<<"$SEEDS"
 NS=${#SEED_LIST[@]}
 
 # ---- the plan and its cost ------------------------------------------------------------------------
-# cpu estimate from measured costs on this 2-core machine, one thread per job: from the boost model, zero-shot, 3 of 4
-# groups of a step earn different rewards and train: ~100 s per step (8 problems x k 4; steps 1-2 of gamma 0 beside
-# another job: 101 and 185 s) + ~40 s of load and save per run; the curriculum 7 min (374 problems x 4 answers); an
-# evaluation ~3 s per problem (30 problems x 2 turns, zero-shot, 256 tokens: 85-120 s). Two jobs side by side
-# (two seeds) halve the wall time.
+# cpu estimate from measured costs on this 2-core machine, one thread per job beside another job: from the boost model,
+# zero-shot, 25-75% of a step's groups earn different rewards and train: ~180 s per step (8 problems x k 4; gamma 0
+# seed 0, steps 16-26: 114-255 s, by the groups trained) + ~40 s of load and save per run; the curriculum 7 min
+# (374 problems x 4 answers); an evaluation ~3 s per problem (30 problems x 2 turns, zero-shot, 256 tokens:
+# 85-120 s). Two jobs side by side (two seeds) halve the wall time; each peaks near 10 GB of memory.
 if [ "$BUDGET" = cpu ]; then
-  est_min=$(( (NS * 6 * (STEPS * 100 + 40) + NS * 3 * 2 * N_EVAL * 3 + 420) / 60 ))
+  est_min=$(( (NS * 6 * (STEPS * 180 + 40) + NS * 3 * 2 * N_EVAL * 3 + 420) / 60 ))
 else
   est_min=$(( (NS * 6 * 35 + NS * 3 * 2 * 40 + 60) / 60 ))
 fi
