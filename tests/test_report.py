@@ -148,3 +148,20 @@ def test_runs_table_names_the_extraction_rule(tmp_path):
     md = (tmp_path / "two" / "report.md").read_text()
     rows = _table_rows(md, "| Method | kind")
     assert rows["old_run"][4] == "lenient (not recorded)" and "their accuracies are not comparable" in md
+
+
+def test_turn_pair_tables_hold_only_runs_that_reached_the_later_turn(tmp_path):
+    from cocos.report import _group_title, delta_table
+    from cocos.runs import Run
+
+    two = Run(label="two turns", path=tmp_path, kind="eval", metrics=_metrics(0.1, 0.1, 0.0, 0.0))
+    five = Run(label="five turns", path=tmp_path, kind="eval", metrics={
+        **_metrics(0.1, 0.2, 0.1, 0.0), "acc@5": 0.3, "delta(1,5)": 0.2, "delta_i2c(1,5)": 0.2, "delta_c2i(1,5)": 0.0})
+    table = delta_table([two, five], (1, 5))
+    assert table[0] == "| Method | acc@t1 | acc@t5 | Δ(t1,t5) | Δi→c(t1,t5) | Δc→i(t1,t5) |"
+    assert [row.split("|")[1].strip() for row in table[2:]] == ["five turns"]  # the 2-turn run has no turn 5
+    assert len(delta_table([two, five], (1, 2))) == 4  # both reached turn 2
+    # training runs' numbers are their own evaluation's, named as such (not "other runs")
+    train = Run(label="CoCoS", path=tmp_path, kind="train", config={"eval_dataset": "mbpp", "eval_split": "validation"})
+    assert _group_title(None, [train]) == "the training runs' own last evaluation (MBPP validation)"
+    assert _group_title("odex", [two]) == "ODEX"

@@ -254,13 +254,25 @@ def _table(header: list[str], rows: list[list[str]], numeric: bool = True) -> li
     return lines
 
 
+def _group_title(key: str | None, group: list[Run]) -> str:
+    """A dataset's name; for training runs alone, which evaluation their numbers come from (not the held-out one)."""
+    if key is None and group and all(r.kind == "train" for r in group):
+        evals = {(r.config.get("eval_dataset"), r.config.get("eval_split")) for r in group}
+        if len(evals) == 1 and None not in next(iter(evals)):
+            ds, split = next(iter(evals))
+            return f"the training runs' own last evaluation ({dataset_title(ds)} {split})"
+        return "the training runs' own last evaluation"
+    return dataset_title(key)
+
+
 def delta_table(runs: list[Run], pair: tuple[int, int]) -> list[str]:
     a, b = pair
     cols = [f"acc@{a}", f"acc@{b}", f"delta({a},{b})", f"delta_i2c({a},{b})", f"delta_c2i({a},{b})"]
-    rows = [[r.label] + [pct(r.metrics.get(c)) for c in cols] for r in runs if any(c in r.metrics for c in cols)]
+    # only the runs that went to turn b: a 2-turn run has acc@1 but nothing to say about turn 1 -> turn 5
+    rows = [[r.label] + [pct(r.metrics.get(c)) for c in cols] for r in runs if cols[2] in r.metrics]
     if not rows:
         return []
-    return _table(["Method", f"acc@t{a}", f"acc@t{b}", "Δ(t1,t2)", "Δi→c(t1,t2)", "Δc→i(t1,t2)"], rows)
+    return _table(["Method", f"acc@t{a}", f"acc@t{b}", f"Δ(t{a},t{b})", f"Δi→c(t{a},t{b})", f"Δc→i(t{a},t{b})"], rows)
 
 
 def unit_table(runs: list[Run], pair: tuple[int, int]) -> list[str]:
@@ -438,7 +450,7 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, labels: list[s
             group = [replace(r, label=f"{r.label} ({n_turns(r.metrics)} turns)")
                      if len(turns[r.label]) > 1 and n_turns(r.metrics) != 2 else r for r in group]
         suffix = f"_{_slug(key)}" if len(keys) > 1 and key else ("_other" if len(keys) > 1 else "")
-        where = f": {dataset_title(key)}" if len(keys) > 1 else ""
+        where = f": {_group_title(key, group)}" if len(keys) > 1 else ""
         _detail(md, skipped, group, out, suffix, where)
 
     _learning_curves(md, skipped, [r for r in runs if r.kind == "train"], out)
