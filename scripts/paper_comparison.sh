@@ -5,8 +5,9 @@
 # complete, so a stopped run picks up where it stopped.
 #
 #   BUDGET=tiny  bash scripts/paper_comparison.sh     # ~50 min on a busy 2-core CPU: checks every step works
-#   BUDGET=small bash scripts/paper_comparison.sh     # a first look on a 2-core CPU: ~5 h, estimated (CPU-sized RL;
-#                                                     # Self-Corrector 50 min and ReVISE 15-20 min of it, measured busy)
+#   BUDGET=small bash scripts/paper_comparison.sh     # a first look on a 2-core CPU: ~5.5 h of one core, measured busy
+#                                                     # (docs/results/paper_table_small: boost SFT ~70 min, Turn-SFT 48,
+#                                                     # Self-Corrector 52, ReVISE 25, SCoRe 29, CoCoS 32, 28 evals 1-4 each)
 #   BUDGET=paper MODEL=Qwen/Qwen2.5-1.5B-Instruct bash scripts/paper_comparison.sh   # the paper's settings (GPUs)
 #   BUDGET=paper bash scripts/paper_comparison.sh --dry-run   # print every run and its settings, run nothing
 #                                                             # (DRY_RUN=1 does the same)
