@@ -341,3 +341,17 @@ def test_score_stage_switch_through_the_trainer(tmp_path):
             bonus = s["reward@1"] + s["reward@2"] + 10.0 * (s["reward@2"] - s["reward@1"])
             expected = bonus - 0.01 * (s["kl@1"] + s["kl@2"])
         assert s["score"] == pytest.approx(expected, abs=1e-5), s["step"]
+
+
+def test_trainer_precision_is_its_own_after_a_bf16_fit_in_the_process(tmp_path):
+    """A TRL fit under bf16 (cocos sft, the baselines) leaves accelerate's shared state at bf16; the RL trainer built
+    after it in the same process keeps accelerate's precision off and runs only its own autocast setting."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()  # as a TRL fit's TrainingArguments do, then its Accelerator:
+    Accelerator(cpu=True, mixed_precision="bf16")  # what a bf16 fit leaves behind
+    tr = make_trainer(tmp_path / "after_bf16", autocast="none")
+    assert tr.acc.mixed_precision == "no"
+    x = torch.tensor([[1, 2, 3]])
+    assert tr.model(input_ids=x).logits.dtype == torch.float32  # no autocast wrapped around the forward

@@ -74,7 +74,17 @@ class Trainer:
         # cpu=True makes `accelerate launch --multi_gpu` give gloo processes on a machine without GPUs; DeepSpeed
         # (its CPU accelerator there) needs it off.
         cpu = not torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false") != "true"
-        self.acc = accelerator or Accelerator(cpu=cpu, step_scheduler_with_optimizer=False,
+        # Precision: what `accelerate launch` configured (its config's mixed_precision: 'no' for DDP, where cocos
+        # runs its own autocast; bf16 for DeepSpeed's engine). A TRL fit earlier in this process leaves its own
+        # precision in accelerate's shared state, which a plain Accelerator() would inherit: its bf16 autocast
+        # would then wrap the policy's forward beside cocos' own, and the trainer's passes would no longer be
+        # the ones its config asks for.
+        from accelerate.state import AcceleratorState
+
+        wanted = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+        if accelerator is None and AcceleratorState._shared_state.get("_mixed_precision", wanted) != wanted:
+            AcceleratorState._reset_state()  # the process group (PartialState) stays
+        self.acc = accelerator or Accelerator(cpu=cpu, mixed_precision=wanted, step_scheduler_with_optimizer=False,
                                               kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         from accelerate.utils import DistributedType
