@@ -19,6 +19,17 @@ def fast_bf16(device) -> bool:
         return False
 
 
+def bf16_autocast(setting: str, device) -> bool:
+    """Whether to run under bf16 autocast on `device` for an `autocast` setting (RL trainer and fine-tunes alike):
+    none / bf16 / auto = where bf16 is fast. bf16 where it is emulated is refused: slower than float32."""
+    from cocos.errors import UserError
+
+    fast = fast_bf16(device)
+    if setting == "bf16" and not fast:
+        raise UserError("autocast: bf16 is not fast on this hardware (emulated, slower than float32): use auto or none")
+    return setting == "bf16" or (setting == "auto" and fast)
+
+
 def sdpa_without_cudnn(device):
     """Attention without torch's cuDNN SDPA backend (its pick for bf16 on Hopper GPUs), which builds a graph per
     new shape: measured on an H200, HF generate in bf16 ran 2.9x slower on each new batch of prompts (465 vs

@@ -14,6 +14,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from cocos.device import bf16_autocast
 from cocos.errors import UserError
 from cocos.train.sft_data import KODCODE_HUB_ID, build_examples, drop_long, fits_within
 
@@ -45,7 +46,7 @@ class FinetuneSettings:
             raise UserError(f"dtype: must be one of float32, bfloat16, auto (got {self.dtype!r})")
         if self.autocast not in ("auto", "bf16", "none"):
             raise UserError(f"autocast: must be one of auto, bf16, none (got {self.autocast!r})")
-        bf16_autocast(self.autocast)  # refuses bf16 where it is emulated, before any data is built
+        bf16_autocast(self.autocast, _finetune_device())  # refuses bf16 where it is emulated, before any data is built
         for name in ("batch_size", "grad_accum", "max_length"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name}: must be at least 1 (got {getattr(self, name)}): set it with --set {name}=...")
@@ -110,26 +111,20 @@ def _log_callback(path: Path):
     return JsonlLog()
 
 
-def bf16_autocast(setting: str) -> bool:
-    """Whether a fine-tune runs under bf16 autocast: `autocast` none / bf16 / auto (where bf16 matmuls are fast)."""
+def _finetune_device() -> str:
+    """Where a TRL fit runs (`use_cpu` below): the GPU when there is one."""
     import torch
 
-    from cocos.device import fast_bf16
-
-    fast = fast_bf16("cuda" if torch.cuda.is_available() else "cpu")
-    if setting == "bf16" and not fast:
-        raise UserError("autocast: bf16 is not fast on this hardware (emulated, slower than float32): use auto or none")
-    return setting == "bf16" or (setting == "auto" and fast)
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def trl_training_args(cfg) -> dict:
     """The TRL trainer arguments that SFT and the DPO baselines set alike, from a config's optimisation fields."""
-    import torch
-
-    cuda = torch.cuda.is_available()
+    device = _finetune_device()
+    cuda = device == "cuda"
     # TRL's `bf16` is mixed precision: an autocast around forward and backward (on CPUs too), the weights and the
     # optimiser stay in `dtype`. With bf16 weights on a GPU it was always on.
-    autocast = bf16_autocast(cfg.autocast)
+    autocast = bf16_autocast(cfg.autocast, device)
     return dict(
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,

@@ -43,7 +43,7 @@ import torch
 
 from cocos import runs
 from cocos.errors import UserError
-from cocos.device import fast_bf16, sdpa_without_cudnn
+from cocos.device import bf16_autocast, sdpa_without_cudnn
 from cocos.runs import checkpoint_steps
 from cocos.train import checkpoint, curriculum, objective
 from cocos.train.config import TrainConfig, save_config
@@ -186,10 +186,7 @@ class Trainer:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         self.model = model
         self.model.train()
-        use_bf16 = cfg.autocast == "bf16" or (cfg.autocast == "auto" and fast_bf16(self.device))
-        if cfg.autocast == "bf16" and not fast_bf16(self.device):
-            raise UserError("autocast: bf16 is not fast on this hardware; use autocast=auto or none")
-        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+        self.autocast_dtype = torch.bfloat16 if bf16_autocast(cfg.autocast, self.device) else None
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
 
