@@ -6,8 +6,8 @@
 #   BUDGET=tiny nice -n 15 bash scripts/claims.sh            # proves the plumbing: minutes
 #   BUDGET=cpu SITTING_MINUTES=240 PUBLISH=docs/results/claims bash scripts/claims.sh   # the real plan, 4 h a sitting
 #   BUDGET=cpu DRY_RUN=1 bash scripts/claims.sh              # print every command, run nothing
-#   # two cores: seeds side by side, one thread each (each run has its own folder), then once more for the report
-#   SEEDS=0 bash scripts/claims.sh & SEEDS="1 2" bash scripts/claims.sh; wait; PUBLISH=docs/results/claims bash scripts/claims.sh
+#   # two cores: the same command twice, one thread each; the invocations share one queue of jobs (see 2-3)
+#   bash scripts/claims.sh & sleep 5; bash scripts/claims.sh; wait; PUBLISH=docs/results/claims bash scripts/claims.sh
 #
 # Every run starts from the boost model, zero-shot, as the paper's methods do (on the base model, 3-shot, MBPP rewards
 # are too sparse to move: a first try's gamma-0 run earned 0.001 mean reward by step 14).
@@ -161,51 +161,77 @@ fi
 
 if [ "$DRY_RUN" != 1 ]; then flock -u 9; fi
 
-# ---- 2. training runs ---------------------------------------------------------------------------------
-for seed in "${SEED_LIST[@]}"; do
-  for name in "${RUNS[@]}"; do
-    dir="$OUT/train/${name}_s$seed"
-    if [ -f "$dir/FINISHED" ]; then echo "= done, skipped: train $name seed $seed ($dir)"; continue; fi
-    sitting_over
-    args=(train --config "$(config_of "$name")" --out "$dir" --no-progress)
-    sets=(seed="$seed" max_steps="$STEPS" curriculum_k="$CURRICULUM_K" curriculum_from="$CUR/curriculum.json"
-          eval_limit=0 save_every="$SAVE_EVERY" save_total_limit=1 "${START[@]}" "${COMMON[@]}")
-    if [ "$name" = score ]; then sets+=(score_stage1_steps="$SCORE_STAGE1"); fi
-    if [ "$SITTING_MINUTES" != 0 ]; then sets+=(max_minutes="$(minutes_left)"); fi
-    for s in "${sets[@]}"; do args+=(--set "$s"); done
-    if compgen -G "$dir/checkpoints/step_*/trainer_state.pt" >/dev/null; then
-      args+=(--resume)
-    elif [ -d "$dir" ] && [ "$DRY_RUN" != 1 ]; then
-      echo "# $dir: no checkpoint to resume from: starting it again"; rm -rf "$dir"
-    fi
-    run cocos "${args[@]}"
-    [ "$DRY_RUN" = 1 ] && continue
-    if [ -f "$dir/checkpoints/step_$STEPS/trainer_state.pt" ]; then
-      date -u +%FT%TZ > "$dir/FINISHED"
-      if [ "$PRUNE" = 1 ]; then
-        if evaluated "$name"; then rm -f "$dir/checkpoints/step_$STEPS/trainer_state.pt"; else rm -rf "$dir/checkpoints"; fi
-      fi
-    else
-      echo "# $dir stopped before step $STEPS (max_minutes): rerun the same command to continue"; exit 0
-    fi
-  done
-done
+# ---- 2-3. training runs and held-out evaluations, as one queue ---------------------------------------
+# The queue is ordered by what the claims need first, so that a plan cut short still answers most of them: gamma 0
+# and 0.5 (claim 1), binary and SCoRe (claims 2-3), the evaluations (claims 2-4), then gamma 1 and 2 (the rest of the
+# sweep). A job holds OUT/locks/<job>.lock while it runs (its process inherits the lock), so several invocations (one
+# per core) share the queue: each skips what another holds and takes the next free job; an evaluation waits for its
+# training run. When only held jobs are left, an invocation waits for them, then writes the page.
+JOBS=()
+for name in g0 g0.5 binary score; do for seed in "${SEED_LIST[@]}"; do JOBS+=("train $name $seed"); done; done
+for seed in "${SEED_LIST[@]}"; do for name in "${EVALUATED[@]}"; do for ds in "${DATASETS[@]}"; do
+  JOBS+=("eval $name $seed $ds"); done; done; done
+for name in g1 g2; do for seed in "${SEED_LIST[@]}"; do JOBS+=("train $name $seed"); done; done
 
-# ---- 3. held-out evaluations -------------------------------------------------------------------------
-for seed in "${SEED_LIST[@]}"; do
-  for name in "${EVALUATED[@]}"; do
-    for ds in "${DATASETS[@]}"; do
-      dir="$OUT/eval/${name}_s$seed/$ds"
-      if [ -f "$dir/metrics.json" ]; then echo "= done, skipped: eval $name seed $seed $ds"; continue; fi
-      sitting_over
-      run cocos eval --model "$OUT/train/${name}_s$seed/checkpoints/step_$STEPS" --dataset "$ds" --split test \
-        --limit "$N_EVAL" --turns 2 --temperature 0 --max-new-tokens "$EVAL_TOKENS" --rollout-dtype auto \
-        --out "$dir"
-    done
+job_done() {  # job_done KIND NAME SEED [DATASET]
+  if [ "$1" = train ]; then [ -f "$OUT/train/${2}_s$3/FINISHED" ]; else [ -f "$OUT/eval/${2}_s$3/$4/metrics.json" ]; fi
+}
+
+STOPPED=0  # set by train_job when its run stopped at max_minutes (a flag, not a status: set -e must hold inside)
+train_job() {  # train_job NAME SEED: run (or resume) one training run
+  local name=$1 seed=$2 dir="$OUT/train/${1}_s$2" s
+  local args=(train --config "$(config_of "$name")" --out "$dir" --no-progress)
+  local sets=(seed="$seed" max_steps="$STEPS" curriculum_k="$CURRICULUM_K" curriculum_from="$CUR/curriculum.json"
+              eval_limit=0 save_every="$SAVE_EVERY" save_total_limit=1 "${START[@]}" "${COMMON[@]}")
+  if [ "$name" = score ]; then sets+=(score_stage1_steps="$SCORE_STAGE1"); fi
+  if [ "$SITTING_MINUTES" != 0 ]; then sets+=(max_minutes="$(minutes_left)"); fi
+  for s in "${sets[@]}"; do args+=(--set "$s"); done
+  if compgen -G "$dir/checkpoints/step_*/trainer_state.pt" >/dev/null; then
+    args+=(--resume)
+  elif [ -d "$dir" ] && [ "$DRY_RUN" != 1 ]; then
+    echo "# $dir: no checkpoint to resume from: starting it again"; rm -rf "$dir"
+  fi
+  run cocos "${args[@]}"
+  [ "$DRY_RUN" = 1 ] && return 0
+  if [ ! -f "$dir/checkpoints/step_$STEPS/trainer_state.pt" ]; then
+    echo "# $dir stopped before step $STEPS (max_minutes): rerun the same command to continue"; STOPPED=1; return 0
+  fi
+  date -u +%FT%TZ > "$dir/FINISHED"
+  if [ "$PRUNE" = 1 ]; then
+    if evaluated "$name"; then rm -f "$dir/checkpoints/step_$STEPS/trainer_state.pt"; else rm -rf "$dir/checkpoints"; fi
+  fi
+}
+
+eval_job() {  # eval_job NAME SEED DATASET
+  run cocos eval --model "$OUT/train/${1}_s$2/checkpoints/step_$STEPS" --dataset "$3" --split test \
+    --limit "$N_EVAL" --turns 2 --temperature 0 --max-new-tokens "$EVAL_TOKENS" --rollout-dtype auto \
+    --out "$OUT/eval/${1}_s$2/$3"
+}
+
+[ "$DRY_RUN" = 1 ] || mkdir -p "$OUT/locks"
+while :; do
+  waiting=()  # jobs held by another invocation, or evaluations of a run not finished yet
+  for job in "${JOBS[@]}"; do
+    read -r kind name seed ds <<<"$job"
+    if job_done $job; then echo "= done, skipped: $kind $name seed $seed${ds:+ $ds}"; continue; fi
+    if [ "$DRY_RUN" = 1 ]; then "${kind}_job" "$name" "$seed" $ds; continue; fi
+    exec 8>"$OUT/locks/${job// /_}.lock"
+    if ! flock -n 8 || job_done $job || { [ "$kind" = eval ] && ! job_done train "$name" "$seed"; }; then
+      exec 8>&-; job_done $job || waiting+=("$job"); continue
+    fi
+    sitting_over
+    "${kind}_job" "$name" "$seed" $ds
+    [ "$STOPPED" = 0 ] || exit 0  # a training run stopped at max_minutes: the sitting is over
+    exec 8>&-
   done
+  if [ "$DRY_RUN" = 1 ] || [ ${#waiting[@]} = 0 ]; then break; fi
+  sitting_over
+  echo "# waiting for ${#waiting[@]} job(s) another invocation runs (${waiting[0]}, ...): next look in 2 min"
+  sleep 120
 done
 
 # ---- 4. the report --------------------------------------------------------------------------------------
+if [ "$DRY_RUN" != 1 ]; then flock 9; fi  # two invocations that finish together write it one after the other
 run python scripts/claims_report.py "$OUT" --seeds "$SEEDS" \
   --budget "$BUDGET: the boost model of SmolLM2-135M ($BOOST), zero-shot, seeds $SEEDS, $STEPS steps per run ($( [ "$BUDGET" = tiny ] && echo "2 problems x k 2, 48 tokens, 8 MBPP-train problems before the curriculum" || echo "8 problems x k 4 x 2 turns, 192 tokens")), curriculum k=$CURRICULUM_K seed $CURRICULUM_SEED, held-out: first $N_EVAL problems of MBPP test and ODEX, greedy, zero-shot, $EVAL_TOKENS tokens per turn"
 if [ -n "${PUBLISH:-}" ]; then
