@@ -24,6 +24,7 @@ RUNS = {
 GAMMAS = {"g0": 0.0, "g0.5": 0.5, "g1": 1.0, "g2": 2.0}
 DATASETS = ("mbpp", "odex")
 K_SE = 2.0  # a difference counts when it exceeds this many standard errors
+MAX_SEEDS = 100  # past this many seeds per arm, "would resolve it" is no practical advice: say no effect is seen
 RULE = (
     "Each test compares a difference d (mean over seeds of one arm minus the other's, or one arm against 0) with its "
     f"standard error SE(d) = sqrt(SE_a² + SE_b²) (seeds of the two arms treated as independent; SE = sample "
@@ -32,7 +33,7 @@ RULE = (
     "**not measurable at this scale**. With fewer than 2 seeds in an arm the SE is unavailable, and when every seed "
     "gave the same value the SE is 0: in both cases the test is not measurable. A claim is confirmed when all its tests are, contradicted when any is, otherwise not measurable. "
     f"Seeds needed: n·({K_SE:g}·SE(d)/|d|)², the seeds per arm at which the observed difference would reach "
-    f"{K_SE:g} SE if the spread over seeds stays as observed. The SE over seeds measures the randomness of training "
+    f"{K_SE:g} SE if the spread over seeds stays as observed (past {MAX_SEEDS}, the page says no effect is seen). The SE over seeds measures the randomness of training "
     "(and of its sampling); every seed is evaluated on the same held-out problems, so it leaves out the choice of "
     "problems: a share of N problems carries a further binomial SE of up to 0.5/sqrt(N) (3.5 points at N = 200)."
 )
@@ -75,12 +76,12 @@ def diff(a: Stat, b: Stat | None = None) -> Stat:
     return Stat(min(a.n, b.n), a.mean - b.mean, se)
 
 
-def verdict(d: Stat, direction: int) -> tuple[str, str]:
-    """(verdict, why) for a difference d whose claimed sign is `direction` (+1 or -1), by RULE."""
+def verdict(d: Stat, direction: int, undefined: str = "") -> tuple[str, str]:
+    """(verdict, why) for a difference d whose claimed sign is `direction` (+1 or -1), by RULE. `undefined`: when
+    the quantity can be undefined in a finished run, why, and what would define it."""
     if d.mean is None:
-        return "not measurable", ("no value in any seed: the runs are missing, or the quantity is undefined in all "
-                                  "of them (unit preserve when no test passed at turn 1: more evaluation problems "
-                                  "or a stronger model)")
+        return "not measurable", ("no value in any seed: the runs are missing or not finished"
+                                  + (f", or {undefined}" if undefined else ""))
     if d.se is None:
         return "not measurable", f"SE unavailable with n = {d.n} seed(s): no verdict; at least 2 seeds per arm are needed"
     if d.se == 0:  # every seed gave the same value: the seeds did not vary, so there is no SE to judge d by
@@ -96,8 +97,11 @@ def verdict(d: Stat, direction: int) -> tuple[str, str]:
         return "not measurable", f"d = 0 at n = {d.n}: no difference observed; seeds alone cannot show one"
     need = math.ceil(d.n * (K_SE * d.se / abs(d.mean)) ** 2)
     side = "in" if z > 0 else "against"
-    return "not measurable", (f"d = {d.mean:+.4f} ± {d.se:.4f} ({abs(z):.1f} SE, {side} the claimed direction); "
-                              f"about {need} seeds per arm at this spread would resolve it")
+    head = f"d = {d.mean:+.4f} ± {d.se:.4f} ({abs(z):.1f} SE, {side} the claimed direction); "
+    if need > MAX_SEEDS:  # d is a sliver of its spread: as measured, no effect, and no practical seed count changes that
+        return "not measurable", head + (f"more than {MAX_SEEDS} seeds per arm would be needed at this spread: no "
+                                         "effect is seen at this budget")
+    return "not measurable", head + f"about {need} seeds per arm at this spread would resolve it"
 
 
 def claim_verdict(tests: list[dict]) -> str:
@@ -205,9 +209,9 @@ def stat(runs, name, fn) -> Stat:
     return mean_se(per_seed(runs, name, fn))
 
 
-def test(what: str, a: Stat, b: Stat | None, direction: int) -> dict:
+def test(what: str, a: Stat, b: Stat | None, direction: int, undefined: str = "") -> dict:
     d = diff(a, b)
-    v, why = verdict(d, direction)
+    v, why = verdict(d, direction, undefined)
     return {"what": what, "d": d, "direction": direction, "verdict": v, "why": why}
 
 
@@ -227,7 +231,9 @@ def compute(runs: dict) -> dict:
     tests, rows = [], []
     for ds in DATASETS:
         p, b = (stat(runs, n, eval_key(ds, "unit_preserve_measured")) for n in ("g0.5", "binary"))
-        tests.append(test(f"{ds}: unit preserve, progressive − binary > 0", p, b, +1))
+        tests.append(test(f"{ds}: unit preserve, progressive − binary > 0", p, b, +1,
+                          undefined="no test passed at turn 1 in any seed (unit preserve is then undefined: more "
+                                    "evaluation problems or a stronger model)"))
         for n in ("g0.5", "binary"):
             lost = mean_se([None if v is None else 1 - v for v in per_seed(runs, n, eval_key(ds, "unit_preserve_measured"))])
             rows.append([f"{RUNS[n]} ({'progressive' if n == 'g0.5' else 'binary'})", ds,
@@ -387,7 +393,7 @@ def build(out: str | Path, seeds: list[int] | None = None, budget: str = "", pag
     md += [f"Budget: {budget or 'not stated'}. Folder: `{out}`.", ""]
     md += ["Runs found (seeds; steps logged per seed):", ""]
     for name, label in RUNS.items():
-        got = runs.get(name, {})
+        got = {s: r for s, r in runs.get(name, {}).items() if r["log"] or r["evals"]}  # a folder with no step: not yet
         if got:
             desc = ", ".join(f"s{s}: {len(r['log'])} steps, evals {'/'.join(sorted(r['evals'])) or 'none'}"
                              for s, r in sorted(got.items()))

@@ -58,6 +58,9 @@ def test_stats_and_rule(cr):
     # 1 SE: undecided, with the seeds that would make 2 SE: 3 * (2 * 1 / 1)^2 = 12
     v, why = cr.verdict(cr.Stat(3, 1.0, 1.0), +1)
     assert v == "not measurable" and "about 12 seeds" in why
+    # d a sliver of its SE: no seed count is offered (3 * (2 * 1 / 0.01)^2 = 120000), the page says no effect is seen
+    v, why = cr.verdict(cr.Stat(3, 0.01, 1.0), -1)
+    assert v == "not measurable" and "no effect is seen" in why and "about" not in why
 
 
 def test_report_confirmed_contradicted_undecided(cr, tmp_path):
@@ -120,3 +123,11 @@ def test_preserve_of_a_seed_with_nothing_passed_at_turn_1_is_missing(cr, tmp_pat
     runs = cr.load(tmp_path, None)
     assert runs["binary"][0]["evals"]["mbpp"]["unit_preserve_measured"] == 0.5
     assert runs["binary"][1]["evals"]["mbpp"]["unit_preserve_measured"] is None
+    # the progressive arm undefined in every seed: the test says why in the words of unit preserve; a test on a
+    # missing run (SCoRe) does not
+    write_metrics(tmp_path, "g0.5", 0, "mbpp", {"unit_preserve(1,2)": 1.0, "unit_preserve_base(1,2)": 0})
+    res = cr.build(tmp_path)
+    t2 = res["claims"][2]["tests"][0]
+    assert t2["verdict"] == "not measurable" and "no test passed at turn 1" in t2["why"]
+    t3 = res["claims"][3]["tests"][0]
+    assert "unit preserve" not in t3["why"] and "missing or not finished" in t3["why"]
