@@ -23,19 +23,27 @@ RUNS = {
 }
 GAMMAS = {"g0": 0.0, "g0.5": 0.5, "g1": 1.0, "g2": 2.0}
 DATASETS = ("mbpp", "odex")
-K_SE = 2.0  # a difference counts when it exceeds this many standard errors
 MAX_SEEDS = 100  # past this many seeds per arm, "would resolve it" is no practical advice: say no effect is seen
+# Student's t at 97.5% (two-sided 95%) by degrees of freedom: with 3 seeds (2 df) a difference must exceed 4.3 SE,
+# not the normal 1.96: seeds are few, and their SE is itself a rough estimate
+T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
 RULE = (
-    "Each test compares a difference d (mean over seeds of one arm minus the other's, or one arm against 0) with its "
-    f"standard error SE(d) = sqrt(SE_a² + SE_b²) (seeds of the two arms treated as independent; SE = sample "
-    f"standard deviation / sqrt(n) over seeds). A test is **confirmed** when d lies more than {K_SE:g} SE(d) from 0 in "
-    f"the claimed direction, **contradicted** when it lies more than {K_SE:g} SE(d) from 0 the other way, otherwise "
-    "**not measurable at this scale**. With fewer than 2 seeds in an arm the SE is unavailable, and when every seed "
-    "gave the same value the SE is 0: in both cases the test is not measurable. A claim is confirmed when all its tests are, contradicted when any is, otherwise not measurable. "
-    f"Seeds needed: n·({K_SE:g}·SE(d)/|d|)², the seeds per arm at which the observed difference would reach "
-    f"{K_SE:g} SE if the spread over seeds stays as observed (past {MAX_SEEDS}, the page says no effect is seen). The SE over seeds measures the randomness of training "
-    "(and of its sampling); every seed is evaluated on the same held-out problems, so it leaves out the choice of "
-    "problems: a share of N problems carries a further binomial SE of up to 0.5/sqrt(N) (3.5 points at N = 200)."
+    "Each test compares a difference d with its standard error SE(d) over training seeds. Arms run with the same "
+    "seeds are **paired**: a seed fixes the order of the training problems and the first samples, so each seed gives "
+    "one difference (arm a − arm b, or one arm alone against 0), and d is their mean, SE(d) their standard "
+    "deviation / sqrt(n), with n − 1 degrees of freedom. Arms with different seeds are compared unpaired (Welch: "
+    "SE(d) = sqrt(SE_a² + SE_b²), Welch–Satterthwaite degrees of freedom). A test is **confirmed** when d lies more "
+    "than t SE(d) from 0 in the claimed direction, **contradicted** when it lies more than t SE(d) from 0 the other "
+    "way, otherwise **not measurable at this scale**; t is Student's 97.5% quantile for those degrees of freedom "
+    "(a two-sided 5% test: 4.30 with 3 paired seeds, 12.7 with 2). With fewer than 2 seeds the SE is unavailable, "
+    "and when every seed gave the same value the SE is 0: in both cases the test is not measurable. A claim is "
+    "confirmed when all its tests are, contradicted when any is, otherwise not measurable. Seeds needed: the "
+    "smallest number of seeds per arm at which the observed d would pass the rule if the spread over seeds stays as "
+    f"observed (past {MAX_SEEDS}, the page says no effect is seen). The SE over seeds measures the randomness of "
+    "training (and of its sampling); every seed is evaluated on the same held-out problems, so it leaves out the "
+    "choice of problems: a share of N problems carries a further binomial SE of up to 0.5/sqrt(N) (3.5 points at "
+    "N = 200)."
 )
 
 
@@ -45,13 +53,16 @@ class Stat:
     n: int
     mean: float | None
     se: float | None  # None when n < 2
+    df: float | None = None  # degrees of freedom of se (n - 1 for one arm or paired seeds; Welch's for unpaired)
+    paired: bool = False  # a difference over seeds that both arms ran
+    welch: bool = False  # a difference of two arms with different seeds (unpaired)
 
     def fmt(self, pct: bool = False, digits: int = 3) -> str:
         if self.mean is None:
             return "—"
         f = (lambda x: f"{100 * x:.1f}") if pct else (lambda x: f"{x:.{digits}f}")
         se = f" ± {f(self.se)}" if self.se is not None else " (SE n/a)"
-        return f"{f(self.mean)}{se} (n={self.n})"
+        return f"{f(self.mean)}{se} (n={self.n}{', paired' if self.paired else ''})"
 
 
 def mean_se(xs) -> Stat:
@@ -63,17 +74,44 @@ def mean_se(xs) -> Stat:
     if n < 2:
         return Stat(n, m, None)
     var = sum((x - m) ** 2 for x in xs) / (n - 1)
-    return Stat(n, m, math.sqrt(var / n))
+    return Stat(n, m, math.sqrt(var / n), df=n - 1)
 
 
-def diff(a: Stat, b: Stat | None = None) -> Stat:
-    """a - b (b None: a against 0); SE of independent arms; n = the smaller arm."""
+def t975(df: float) -> float:
+    """Student's t 97.5% quantile; df rounded down (conservative); past 30 df the Cornish-Fisher expansion."""
+    k = max(1, int(df))
+    if k <= len(T975):
+        return T975[k - 1]
+    z = 1.959964
+    return z + (z ** 3 + z) / (4 * k) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * k ** 2)
+
+
+def diff(a: dict[int, float], b: dict[int, float] | None = None) -> Stat:
+    """a - b over seeds ({seed: value} of each arm; b None: a against 0). Paired when both arms ran the same seeds
+    (>= 2 of them), else unpaired with Welch's SE and degrees of freedom; n = the smaller arm."""
     if b is None:
-        return a
-    if a.mean is None or b.mean is None:
-        return Stat(min(a.n, b.n), None, None)
-    se = math.sqrt(a.se ** 2 + b.se ** 2) if a.se is not None and b.se is not None else None
-    return Stat(min(a.n, b.n), a.mean - b.mean, se)
+        return mean_se(a.values())
+    if a and set(a) == set(b) and len(a) >= 2:
+        d = mean_se([a[s] - b[s] for s in sorted(a)])
+        d.paired = True
+        return d
+    sa, sb = mean_se(a.values()), mean_se(b.values())
+    if sa.mean is None or sb.mean is None:
+        return Stat(min(sa.n, sb.n), None, None)
+    if sa.se is None or sb.se is None:
+        return Stat(min(sa.n, sb.n), sa.mean - sb.mean, None)
+    va, vb = sa.se ** 2, sb.se ** 2
+    df = (va + vb) ** 2 / (va ** 2 / (sa.n - 1) + vb ** 2 / (sb.n - 1)) if va + vb > 0 else None
+    return Stat(min(sa.n, sb.n), sa.mean - sb.mean, math.sqrt(va + vb), df=df, welch=True)
+
+
+def seeds_needed(d: Stat) -> int | None:
+    """Smallest seeds per arm at which d would pass the rule, its spread over seeds as observed (None: > MAX_SEEDS)."""
+    for m in range(2, MAX_SEEDS + 1):
+        df = 2 * m - 2 if d.welch else m - 1
+        if t975(df) * d.se * math.sqrt(d.n / m) < abs(d.mean):
+            return m
+    return None
 
 
 def verdict(d: Stat, direction: int, undefined: str = "") -> tuple[str, str]:
@@ -84,21 +122,22 @@ def verdict(d: Stat, direction: int, undefined: str = "") -> tuple[str, str]:
                                   + (f", or {undefined}" if undefined else ""))
     if d.se is None:
         return "not measurable", f"SE unavailable with n = {d.n} seed(s): no verdict; at least 2 seeds per arm are needed"
+    how = f"{'paired' if d.paired else 'unpaired' if d.welch else 'one arm'}, n = {d.n}"
     if d.se == 0:  # every seed gave the same value: the seeds did not vary, so there is no SE to judge d by
-        return "not measurable", (f"d = {d.mean:+.4f} with no spread over n = {d.n} seeds (every seed gave the same "
+        return "not measurable", (f"d = {d.mean:+.4f} with no spread over the seeds ({how}: every seed gave the same "
                                   "value, so the SE is 0 and cannot bound d): the runs did not differ where this is "
                                   "measured; it needs longer training or more evaluation problems before more seeds")
-    z = direction * d.mean / d.se
-    if z > K_SE:
-        return "confirmed", f"d = {d.mean:+.4f} is {z:.1f} SE in the claimed direction"
-    if z < -K_SE:
-        return "contradicted", f"d = {d.mean:+.4f} is {-z:.1f} SE against the claimed direction"
+    z, t = direction * d.mean / d.se, t975(d.df)
+    if z > t:
+        return "confirmed", f"d = {d.mean:+.4f} is {z:.1f} SE in the claimed direction ({how}; t = {t:.2f})"
+    if z < -t:
+        return "contradicted", f"d = {d.mean:+.4f} is {-z:.1f} SE against the claimed direction ({how}; t = {t:.2f})"
     if d.mean == 0:
-        return "not measurable", f"d = 0 at n = {d.n}: no difference observed; seeds alone cannot show one"
-    need = math.ceil(d.n * (K_SE * d.se / abs(d.mean)) ** 2)
+        return "not measurable", f"d = 0 ({how}): no difference observed; seeds alone cannot show one"
     side = "in" if z > 0 else "against"
-    head = f"d = {d.mean:+.4f} ± {d.se:.4f} ({abs(z):.1f} SE, {side} the claimed direction); "
-    if need > MAX_SEEDS:  # d is a sliver of its spread: as measured, no effect, and no practical seed count changes that
+    head = f"d = {d.mean:+.4f} ± {d.se:.4f} ({abs(z):.1f} SE, {side} the claimed direction; {how}, t = {t:.2f}); "
+    need = seeds_needed(d)
+    if need is None:  # d is a sliver of its spread: as measured, no effect, and no practical seed count changes that
         return "not measurable", head + (f"more than {MAX_SEEDS} seeds per arm would be needed at this spread: no "
                                          "effect is seen at this budget")
     return "not measurable", head + f"about {need} seeds per arm at this spread would resolve it"
@@ -133,7 +172,9 @@ def seed_folders(parent: Path, name: str, seeds: list[int] | None):
 
 
 def load(out: Path, seeds: list[int] | None) -> dict:
-    """{run: {seed: {"log": [...], "evals": {dataset: metrics}}}} for the folders present."""
+    """{run: {seed: {"log": [...], "evals": {dataset: metrics}}}} for the folders present (unfinished runs go to
+    PARTIAL instead)."""
+    PARTIAL.clear()
     from cocos.report_paper import nothing_to_preserve
     from cocos.runs import read_run
 
@@ -151,7 +192,16 @@ def load(out: Path, seeds: list[int] | None) -> dict:
                     # a seed's mean toward 1; such a seed counts as missing (the report's n/a, same rule)
                     m["unit_preserve_measured"] = None if nothing_to_preserve(run, 1, 2) else m.get("unit_preserve(1,2)")
                     found[name].setdefault(seed, {"log": [], "evals": {}})["evals"][ds_dir.name] = m
+    # every run has one budget: a run that logged fewer steps than the longest is still going (or stopped at
+    # max_minutes); its first and last quarters would not be comparable, so it is listed, not counted
+    longest = max((len(r["log"]) for runs in found.values() for r in runs.values()), default=0)
+    for name, runs in found.items():
+        for seed in [s for s, r in runs.items() if 0 < len(r["log"]) < longest]:
+            PARTIAL.setdefault(name, {})[seed] = len(runs.pop(seed)["log"])
     return found
+
+
+PARTIAL: dict[str, dict[int, int]] = {}  # run -> {seed: steps logged} of the runs load() set aside as unfinished
 
 
 def window(log: list[dict]) -> int:
@@ -209,7 +259,13 @@ def stat(runs, name, fn) -> Stat:
     return mean_se(per_seed(runs, name, fn))
 
 
-def test(what: str, a: Stat, b: Stat | None, direction: int, undefined: str = "") -> dict:
+def by_seed(runs, name, fn) -> dict[int, float]:
+    """{seed: fn(run)} for the seeds of `name` where fn gives a value (a test pairs arms by these seeds)."""
+    vals = {seed: fn(r) for seed, r in runs.get(name, {}).items()}
+    return {seed: v for seed, v in vals.items() if v is not None}
+
+
+def test(what: str, a: dict[int, float], b: dict[int, float] | None, direction: int, undefined: str = "") -> dict:
     d = diff(a, b)
     v, why = verdict(d, direction, undefined)
     return {"what": what, "d": d, "direction": direction, "verdict": v, "why": why}
@@ -219,10 +275,11 @@ def test(what: str, a: Stat, b: Stat | None, direction: int, undefined: str = ""
 def compute(runs: dict) -> dict:
     c = {}
     # 1: gamma 0 invites reward hacking: r1 falls under gamma 0 and holds under 0.5
-    dr1 = {g: stat(runs, g, log_change("reward@1")) for g in GAMMAS}
+    dr1 = {g: by_seed(runs, g, log_change("reward@1")) for g in GAMMAS}
     rows = []
     for g in GAMMAS:
-        rows.append([RUNS[g], stat(runs, g, log_start("reward@1")), stat(runs, g, log_end("reward@1")), dr1[g],
+        rows.append([RUNS[g], stat(runs, g, log_start("reward@1")), stat(runs, g, log_end("reward@1")),
+                     stat(runs, g, log_change("reward@1")),
                      stat(runs, g, log_end("reward@2")), stat(runs, g, log_change("reward@2"))])
     c[1] = {"tests": [test("turn-1 reward change under γ=0 (last quarter of steps − first quarter) < 0", dr1["g0"], None, -1),
                       test("that change under γ=0 − under γ=0.5 < 0", dr1["g0"], dr1["g0.5"], -1)],
@@ -230,7 +287,7 @@ def compute(runs: dict) -> dict:
     # 2: progressive preserves passed test cases better than binary
     tests, rows = [], []
     for ds in DATASETS:
-        p, b = (stat(runs, n, eval_key(ds, "unit_preserve_measured")) for n in ("g0.5", "binary"))
+        p, b = (by_seed(runs, n, eval_key(ds, "unit_preserve_measured")) for n in ("g0.5", "binary"))
         tests.append(test(f"{ds}: unit preserve, progressive − binary > 0", p, b, +1,
                           undefined="no test passed at turn 1 in any seed (unit preserve is then undefined: more "
                                     "evaluation problems or a stronger model)"))
@@ -243,9 +300,9 @@ def compute(runs: dict) -> dict:
     c[2] = {"tests": tests, "rows": rows, "pct": True,
             "header": ["run", "dataset", "unit preserve", "passed tests lost", "unit improve", "unit worsen", "acc@1", "acc@2"]}
     # 3: SCoRe's turn-1 KL explodes on small models and its reward collapses
-    kl1 = {n: stat(runs, n, log_end("kl@1")) for n in ("score", "g0.5")}
-    drew = stat(runs, "score", log_change("reward_mean"))
-    rows = [[RUNS[n], stat(runs, n, log_start("kl@1")), kl1[n], stat(runs, n, log_end("kl@2")),
+    kl1 = {n: by_seed(runs, n, log_end("kl@1")) for n in ("score", "g0.5")}
+    drew = by_seed(runs, "score", log_change("reward_mean"))
+    rows = [[RUNS[n], stat(runs, n, log_start("kl@1")), stat(runs, n, log_end("kl@1")), stat(runs, n, log_end("kl@2")),
              stat(runs, n, log_start("reward_mean")), stat(runs, n, log_end("reward_mean")),
              stat(runs, n, log_change("reward_mean"))] for n in ("score", "g0.5")]
     c[3] = {"tests": [test("turn-1 KL over the last quarter of steps, SCoRe − CoCoS > 0", kl1["score"], kl1["g0.5"], +1),
@@ -255,9 +312,9 @@ def compute(runs: dict) -> dict:
     # 4: CoCoS corrects selectively: low Δc→i with a higher Δi→c
     tests, rows = [], []
     for ds in DATASETS:
-        tests.append(test(f"{ds}: CoCoS Δi→c − Δc→i > 0", stat(runs, "g0.5", net_correction(ds)), None, +1))
-        tests.append(test(f"{ds}: Δc→i, CoCoS − SCoRe < 0", stat(runs, "g0.5", eval_key(ds, "delta_c2i(1,2)")),
-                          stat(runs, "score", eval_key(ds, "delta_c2i(1,2)")), -1))
+        tests.append(test(f"{ds}: CoCoS Δi→c − Δc→i > 0", by_seed(runs, "g0.5", net_correction(ds)), None, +1))
+        tests.append(test(f"{ds}: Δc→i, CoCoS − SCoRe < 0", by_seed(runs, "g0.5", eval_key(ds, "delta_c2i(1,2)")),
+                          by_seed(runs, "score", eval_key(ds, "delta_c2i(1,2)")), -1))
         for n in ("g0.5", "score", "binary"):
             rows.append([RUNS[n], ds, stat(runs, n, eval_key(ds, "delta_i2c(1,2)")),
                          stat(runs, n, eval_key(ds, "delta_c2i(1,2)")), stat(runs, n, eval_key(ds, "delta(1,2)")),
@@ -399,7 +456,8 @@ def build(out: str | Path, seeds: list[int] | None = None, budget: str = "", pag
                              for s, r in sorted(got.items()))
         else:
             desc = "missing"
-        md.append(f"- {label} (`{name}`): n = {len(got)} — {desc}")
+        going = ", ".join(f"s{s} at step {n}" for s, n in sorted(PARTIAL.get(name, {}).items()))
+        md.append(f"- {label} (`{name}`): n = {len(got)} — {desc}" + (f" (not counted, unfinished: {going})" if going else ""))
     md += ["", "## Verdict rule", "", RULE, "",
            "Per-run numbers: a training curve's start and end are the means over its first and last quarter of "
            "steps (at least one step each); held-out numbers come from one greedy evaluation per seed.", "",

@@ -45,21 +45,33 @@ def sem(xs):
 
 def test_stats_and_rule(cr):
     s = cr.mean_se([1.0, 2.0, 4.0])
-    assert s.n == 3 and s.mean == pytest.approx(7 / 3) and s.se == pytest.approx(sem([1, 2, 4]))
+    assert s.n == 3 and s.mean == pytest.approx(7 / 3) and s.se == pytest.approx(sem([1, 2, 4])) and s.df == 2
     one = cr.mean_se([0.5])
     assert one.se is None and cr.verdict(one, +1)[0] == "not measurable"
     assert "SE unavailable" in cr.verdict(one, +1)[1]
-    d = cr.diff(cr.mean_se([3.0, 3.2, 2.8]), cr.mean_se([1.0, 1.2, 0.8]))
-    assert d.mean == pytest.approx(2.0) and d.se == pytest.approx(math.sqrt(2) * sem([3, 3.2, 2.8]))
+    # arms with the same seeds are paired: one difference per seed
+    a, b = {0: 3.0, 1: 3.2, 2: 2.8}, {0: 1.0, 1: 0.8, 2: 1.2}
+    d = cr.diff(a, b)
+    assert d.paired and d.df == 2 and d.mean == pytest.approx(2.0) and d.se == pytest.approx(sem([2.0, 2.4, 1.6]))
     assert cr.verdict(d, +1)[0] == "confirmed" and cr.verdict(d, -1)[0] == "contradicted"
-    # every seed the same value in both arms: SE 0, no verdict however large d is
-    flat = cr.diff(cr.mean_se([0.0, 0.0]), cr.mean_se([0.3, 0.3]))
+    # different seeds: unpaired, Welch's SE and degrees of freedom (equal spreads of 3 seeds each: 4)
+    u = cr.diff(a, {3: 1.0, 4: 0.8, 5: 1.2})
+    assert not u.paired and u.se == pytest.approx(math.sqrt(2) * sem([3, 3.2, 2.8])) and u.df == pytest.approx(4)
+    # every seed the same difference: SE 0, no verdict however large d is
+    flat = cr.diff({0: 0.0, 1: 0.0}, {0: 0.3, 1: 0.3})
     assert flat.se == 0 and cr.verdict(flat, +1)[0] == cr.verdict(flat, -1)[0] == "not measurable"
-    # 1 SE: undecided, with the seeds that would make 2 SE: 3 * (2 * 1 / 1)^2 = 12
-    v, why = cr.verdict(cr.Stat(3, 1.0, 1.0), +1)
-    assert v == "not measurable" and "about 12 seeds" in why
-    # d a sliver of its SE: no seed count is offered (3 * (2 * 1 / 0.01)^2 = 120000), the page says no effect is seen
-    v, why = cr.verdict(cr.Stat(3, 0.01, 1.0), -1)
+    # 3 SE: past the normal 2 SE, but not Student's t with 2 degrees of freedom (4.30); with 29 it is (2.05)
+    assert cr.verdict(cr.Stat(3, 3.0, 1.0, df=2, paired=True), +1)[0] == "not measurable"
+    assert cr.verdict(cr.Stat(30, 3.0, 1.0, df=29, paired=True), +1)[0] == "confirmed"
+    assert cr.t975(2) == pytest.approx(4.303) and cr.t975(1000) == pytest.approx(1.962, abs=1e-3)
+    # 1 SE: undecided, with the seeds at which d would pass: the first m with t(m - 1) * SE * sqrt(3 / m) < d
+    d1 = cr.Stat(3, 1.0, 1.0, df=2, paired=True)
+    v, why = cr.verdict(d1, +1)
+    m = cr.seeds_needed(d1)
+    assert cr.t975(m - 1) * math.sqrt(3 / m) < 1.0 <= cr.t975(m - 2) * math.sqrt(3 / (m - 1))
+    assert v == "not measurable" and f"about {m} seeds" in why
+    # d a sliver of its SE: no seed count is offered, the page says no effect is seen
+    v, why = cr.verdict(cr.Stat(3, 0.01, 1.0, df=2, paired=True), -1)
     assert v == "not measurable" and "no effect is seen" in why and "about" not in why
 
 
@@ -83,8 +95,8 @@ def test_report_confirmed_contradicted_undecided(cr, tmp_path):
     t1a, t1b = c[1]["tests"]
     drops = [-0.30, -0.32, -0.28]
     assert t1a["d"].mean == pytest.approx(sum(drops) / 3) and t1a["d"].se == pytest.approx(sem(drops))
-    assert t1b["d"].mean == pytest.approx(-0.30) and t1b["d"].n == 3
-    assert t1b["d"].se == pytest.approx(math.sqrt(sem(drops) ** 2 + sem([0.0, 0.01, -0.01]) ** 2))
+    assert t1b["d"].mean == pytest.approx(-0.30) and t1b["d"].n == 3 and t1b["d"].paired  # same seeds: paired
+    assert t1b["d"].se == pytest.approx(sem([-0.30, -0.33, -0.27]))
     assert t1a["verdict"] == t1b["verdict"] == "confirmed"
     assert c[1]["verdict"] == "confirmed at this scale"
 
@@ -100,7 +112,7 @@ def test_report_confirmed_contradicted_undecided(cr, tmp_path):
     assert c[3]["verdict"] == "not measurable at this scale"  # no SCoRe run at all
 
     page = res["page"].read_text()
-    assert "## Verdict rule" in page and "more than 2 SE(d)" in page
+    assert "## Verdict rule" in page and "more than t SE(d)" in page and "paired" in page
     assert "**Verdict: confirmed at this scale.**" in page and "**Verdict: contradicted at this scale.**" in page
     assert "SCoRe (`score`): n = 0" in page and "test budget" in page
     assert (tmp_path / "claim1_rewards.png").exists() and (tmp_path / "claim2_unit.png").exists()
@@ -131,3 +143,15 @@ def test_preserve_of_a_seed_with_nothing_passed_at_turn_1_is_missing(cr, tmp_pat
     assert t2["verdict"] == "not measurable" and "no test passed at turn 1" in t2["why"]
     t3 = res["claims"][3]["tests"][0]
     assert "unit preserve" not in t3["why"] and "missing or not finished" in t3["why"]
+
+
+def test_an_unfinished_run_is_listed_not_counted(cr, tmp_path):
+    # two finished seeds of gamma 0 (4 steps) and one still at step 2: its "last quarter" would be step 2, not
+    # comparable with the others' step 4, so the mean and SE come from the finished two
+    write_log(tmp_path, "g0", 0, r1_log(0.5, 0.2))
+    write_log(tmp_path, "g0", 1, r1_log(0.5, 0.3))
+    write_log(tmp_path, "g0", 2, r1_log(0.5, 0.9)[:2])
+    res = cr.build(tmp_path)
+    d = res["claims"][1]["tests"][0]["d"]
+    assert d.n == 2 and d.mean == pytest.approx(-0.25)
+    assert "(not counted, unfinished: s2 at step 2)" in res["page"].read_text()
