@@ -181,7 +181,11 @@ def load(out: Path, seeds: list[int] | None) -> dict:
     found: dict = {name: {} for name in RUNS}
     for name in RUNS:
         for seed, folder in seed_folders(out / "train", name, seeds):
-            found[name][seed] = {"log": read_jsonl(folder / "log.jsonl"), "evals": {}}
+            log = read_jsonl(folder / "log.jsonl")
+            for row in log:  # the turn-2 gain of each step: what a hacked turn 1 would leave for turn 2 to win
+                if isinstance(row.get("reward@1"), (int, float)) and isinstance(row.get("reward@2"), (int, float)):
+                    row["gain@2"] = row["reward@2"] - row["reward@1"]
+            found[name][seed] = {"log": log, "evals": {}}
         for seed, folder in seed_folders(out / "eval", name, seeds):
             for ds_dir in folder.iterdir():
                 mpath = ds_dir / "metrics.json"
@@ -280,10 +284,14 @@ def compute(runs: dict) -> dict:
     for g in GAMMAS:
         rows.append([RUNS[g], stat(runs, g, log_start("reward@1")), stat(runs, g, log_end("reward@1")),
                      stat(runs, g, log_change("reward@1")),
-                     stat(runs, g, log_end("reward@2")), stat(runs, g, log_change("reward@2"))])
+                     stat(runs, g, log_end("reward@2")), stat(runs, g, log_change("reward@2")),
+                     stat(runs, g, log_end("gain@2"))])
+    gain = {g: by_seed(runs, g, log_end("gain@2")) for g in ("g0", "g0.5")}
     c[1] = {"tests": [test("turn-1 reward change under γ=0 (last quarter of steps − first quarter) < 0", dr1["g0"], None, -1),
-                      test("that change under γ=0 − under γ=0.5 < 0", dr1["g0"], dr1["g0.5"], -1)],
-            "header": ["run", "r1 first quarter", "r1 last quarter", "Δr1", "r2 last quarter", "Δr2"], "rows": rows}
+                      test("that change under γ=0 − under γ=0.5 < 0", dr1["g0"], dr1["g0.5"], -1),
+                      test("turn-2 gain r2 − r1 over the last quarter, γ=0 − γ=0.5 > 0", gain["g0"], gain["g0.5"], +1)],
+            "header": ["run", "r1 first quarter", "r1 last quarter", "Δr1", "r2 last quarter", "Δr2",
+                       "r2 − r1 last quarter"], "rows": rows}
     # 2: progressive preserves passed test cases better than binary
     tests, rows = [], []
     for ds in DATASETS:
@@ -402,7 +410,9 @@ def plot_bars(rows: list[list], label_cols: int, metric_names: list[str], path: 
 CLAIMS = {
     1: ("γ = 0 invites reward hacking: turn 1 gets worse on purpose so that turn 2 can improve on it",
         "Training-set curves on the curriculum-kept MBPP-train problems: reward@1 and reward@2 per step for γ in "
-        "{0, 0.5, 1, 2}. Hacking shows as r1 falling under γ=0 while it holds under γ=0.5."),
+        "{0, 0.5, 1, 2}. Hacking shows as r1 falling under γ=0 while it holds under γ=0.5, and as a larger turn-2 gain "
+        "r2 − r1 under γ=0: turn 1 left worse so that turn 2 can win the difference. Runs with one seed see the "
+        "same problems in the same order at every γ, so the γ=0 − γ=0.5 tests are paired by seed."),
     2: ("A progressive reward preserves previously passed test cases far better than a binary one (paper: about 40% "
         "of them lost with binary on ODEX)",
         "Held-out, greedy, 2 turns: unit preserve = test cases passed at turn 1 and at turn 2 / passed at turn 1, "
@@ -434,7 +444,8 @@ def build(out: str | Path, seeds: list[int] | None = None, budget: str = "", pag
     runs = load(out, seeds)
     claims = compute(runs)
     plots = {
-        1: plot_curves(runs, list(GAMMAS), [("reward@1", "turn-1 reward"), ("reward@2", "turn-2 reward")],
+        1: plot_curves(runs, list(GAMMAS), [("reward@1", "turn-1 reward"), ("reward@2", "turn-2 reward"),
+                                            ("gain@2", "turn-2 gain r2 − r1")],
                        out / "claim1_rewards.png", "training reward per step by γ"),
         2: plot_bars([r[:2] + r[2:6] for r in claims[2]["rows"]], 2,
                      ["unit preserve", "passed tests lost", "unit improve", "unit worsen"], out / "claim2_unit.png",

@@ -92,7 +92,9 @@ def test_report_confirmed_contradicted_undecided(cr, tmp_path):
     res = cr.build(tmp_path, seeds=seeds, budget="test budget")
     c = res["claims"]
 
-    t1a, t1b = c[1]["tests"]
+    t1a, t1b, t1c = c[1]["tests"]
+    # turn-2 gain r2 - r1 at the last step (r2 stays 0.3): under gamma 0 0.3 - (0.5 - drop), under 0.5 0.3 - (0.5 + hold)
+    assert t1c["d"].paired and t1c["d"].mean == pytest.approx(0.30) and t1c["d"].se == pytest.approx(sem([0.30, 0.33, 0.27]))
     drops = [-0.30, -0.32, -0.28]
     assert t1a["d"].mean == pytest.approx(sum(drops) / 3) and t1a["d"].se == pytest.approx(sem(drops))
     assert t1b["d"].mean == pytest.approx(-0.30) and t1b["d"].n == 3 and t1b["d"].paired  # same seeds: paired
