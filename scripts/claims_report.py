@@ -355,17 +355,34 @@ def curve(runs: dict, name: str, key: str):
     return steps, [s.mean for s in stats], [s.se for s in stats]
 
 
+def paired_steps(runs: dict, a: str, b: str, key: str, as_key: str) -> dict:
+    """A run-like {seed: {"log": [{step, as_key: a's key - b's key}]}} over the seeds and steps both runs logged:
+    with one seed both see the same problems at each step, so the difference leaves out the problems' difficulty."""
+    out = {}
+    for seed in set(runs.get(a, {})) & set(runs.get(b, {})):
+        rb = {r["step"]: r.get(key) for r in runs[b][seed]["log"]}
+        rows = [{"step": r["step"], as_key: r[key] - rb[r["step"]]} for r in runs[a][seed]["log"]
+                if isinstance(r.get(key), (int, float)) and isinstance(rb.get(r["step"]), (int, float))]
+        if rows:
+            out[seed] = {"log": rows, "evals": {}}
+    return out
+
+
 def plot_curves(runs: dict, names: list[str], keys: list[tuple[str, str]], path: Path, title: str) -> bool:
     plt = _plt()
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
+    cols = 2 if len(keys) == 4 else len(keys)  # four panels as 2 x 2: a row of four is too small to read
+    rows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
     drawn = False
-    for ax, (key, ylabel) in zip(axes[0], keys):
+    for ax, (key, ylabel) in zip(axes.flat, keys):
+        if "−" in key:  # a difference: 0 is "no difference"
+            ax.axhline(0, color="black", lw=0.6)
         for name in names:
             steps, m, se = curve(runs, name, key)
             if not steps:
                 continue
             drawn = True
-            line, = ax.plot(steps, m, marker="o", ms=3, label=f"{RUNS[name]} (n={len(runs[name])})")
+            line, = ax.plot(steps, m, marker="o", ms=3, label=f"{RUNS.get(name, name)} (n={len(runs[name])})")
             if all(s is not None for s in se):
                 ax.fill_between(steps, [a - b for a, b in zip(m, se)], [a + b for a, b in zip(m, se)],
                                 color=line.get_color(), alpha=0.2)
@@ -444,8 +461,10 @@ def build(out: str | Path, seeds: list[int] | None = None, budget: str = "", pag
     runs = load(out, seeds)
     claims = compute(runs)
     plots = {
-        1: plot_curves(runs, list(GAMMAS), [("reward@1", "turn-1 reward"), ("reward@2", "turn-2 reward"),
-                                            ("gain@2", "turn-2 gain r2 − r1")],
+        1: plot_curves({**runs, "paired": paired_steps(runs, "g0", "g0.5", "reward@1", "r1 γ0−γ0.5")},
+                       list(GAMMAS) + ["paired"],
+                       [("reward@1", "turn-1 reward"), ("reward@2", "turn-2 reward"), ("gain@2", "turn-2 gain r2 − r1"),
+                        ("r1 γ0−γ0.5", "turn-1 reward, γ=0 − γ=0.5\n(same seed: same problems per step)")],
                        out / "claim1_rewards.png", "training reward per step by γ"),
         2: plot_bars([r[:2] + r[2:6] for r in claims[2]["rows"]], 2,
                      ["unit preserve", "passed tests lost", "unit improve", "unit worsen"], out / "claim2_unit.png",

@@ -157,3 +157,15 @@ def test_an_unfinished_run_is_listed_not_counted(cr, tmp_path):
     d = res["claims"][1]["tests"][0]["d"]
     assert d.n == 2 and d.mean == pytest.approx(-0.25)
     assert "(not counted, unfinished: s2 at step 2)" in res["page"].read_text()
+
+
+def test_paired_steps_differ_step_by_step_on_common_seeds(cr, tmp_path):
+    write_log(tmp_path, "g0", 0, r1_log(0.5, 0.2))
+    write_log(tmp_path, "g0", 1, r1_log(0.5, 0.2))  # no gamma 0.5 run with seed 1: left out
+    write_log(tmp_path, "g0.5", 0, r1_log(0.5, 0.8)[:3])  # 3 steps: only those compare
+    runs = cr.load(tmp_path, None)
+    runs["g0.5"][0]["log"] = r1_log(0.5, 0.8)[:3]  # (load sets a shorter run aside as unfinished)
+    p = cr.paired_steps(runs, "g0", "g0.5", "reward@1", "d")
+    assert list(p) == [0]
+    assert [r["step"] for r in p[0]["log"]] == [1, 2, 3]
+    assert [r["d"] for r in p[0]["log"]] == pytest.approx([0.0, -0.2, -0.4])
