@@ -164,7 +164,7 @@ def test_paired_steps_differ_step_by_step_on_common_seeds(cr, tmp_path):
     write_log(tmp_path, "g0", 1, r1_log(0.5, 0.2))  # no gamma 0.5 run with seed 1: left out
     write_log(tmp_path, "g0.5", 0, r1_log(0.5, 0.8)[:3])  # 3 steps: only those compare
     runs = cr.load(tmp_path, None)
-    runs["g0.5"][0]["log"] = r1_log(0.5, 0.8)[:3]  # (load sets a shorter run aside as unfinished)
+    runs["g0.5"][0] = {"log": [{"step": i + 1, **r} for i, r in enumerate(r1_log(0.5, 0.8)[:3])], "evals": {}}  # (load sets a shorter run aside as unfinished)
     p = cr.paired_steps(runs, "g0", "g0.5", "reward@1", "d")
     assert list(p) == [0]
     assert [r["step"] for r in p[0]["log"]] == [1, 2, 3]
