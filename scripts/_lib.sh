@@ -26,3 +26,30 @@ run() {  # run CMD...: print it; unless dry, append it and its time to LOG and r
   echo "  ($((SECONDS - t0)) s)" | tee -a "$LOG"
 }
 has_model() { [ -f "$1/model.safetensors" ] || compgen -G "$1/model*.safetensors" >/dev/null; }  # a saved HF model
+
+# A queue shared by several invocations of one script (one per core). The script runs its steps in passes; a step
+# that is not done takes a lock on LOCKS/<name>.lock while it runs (its process inherits the lock), so another
+# invocation skips it and takes the next one. A step whose inputs are not ready, or that another invocation holds,
+# joins WAITING; between passes, `next_pass` waits for them. The caller sets LOCKS.
+claim() {  # claim NAME: 0 when this invocation now holds NAME's lock (fd 8; always in a dry run), else 1
+  [ "$DRY_RUN" = 1 ] && return 0
+  mkdir -p "$LOCKS"
+  exec 8>"$LOCKS/$1.lock"
+  if flock -n 8; then return 0; fi
+  exec 8>&-
+  WAITING+=("$1"); LOCKED=1
+  return 1
+}
+release() { [ "$DRY_RUN" = 1 ] || exec 8>&-; RAN=1; }
+new_pass() { WAITING=(); LOCKED=0; RAN=0; }
+next_pass() {  # after a pass: 0 = pass again (after a wait when this pass ran nothing), 1 = nothing left to wait for
+  if [ "$DRY_RUN" = 1 ] || [ ${#WAITING[@]} = 0 ]; then return 1; fi
+  if [ "$RAN" = 1 ]; then return 0; fi  # a step finished: what waited on it may be ready
+  if [ "$LOCKED" = 0 ]; then  # nothing ran, nothing is held elsewhere: what waits can never start
+    echo "nothing can run: ${WAITING[*]} wait for inputs that no step makes (see the commands above)" >&2; exit 1
+  fi
+  sitting_over
+  echo "# waiting for ${#WAITING[@]} step(s) another invocation runs or makes the inputs of (${WAITING[0]}, ...):" \
+       "next look in ${QUEUE_POLL:-120} s"
+  sleep "${QUEUE_POLL:-120}"
+}

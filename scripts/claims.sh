@@ -208,26 +208,20 @@ eval_job() {  # eval_job NAME SEED DATASET
     --out "$OUT/eval/${1}_s$2/$3"
 }
 
-[ "$DRY_RUN" = 1 ] || mkdir -p "$OUT/locks"
+LOCKS="$OUT/locks"  # the queue's locks (scripts/_lib.sh: claim, release, next_pass)
 while :; do
-  waiting=()  # jobs held by another invocation, or evaluations of a run not finished yet
+  new_pass
   for job in "${JOBS[@]}"; do
     read -r kind name seed ds <<<"$job"
     if job_done $job; then echo "= done, skipped: $kind $name seed $seed${ds:+ $ds}"; continue; fi
-    if [ "$DRY_RUN" = 1 ]; then "${kind}_job" "$name" "$seed" $ds; continue; fi
-    exec 8>"$OUT/locks/${job// /_}.lock"
-    if ! flock -n 8 || job_done $job || { [ "$kind" = eval ] && ! job_done train "$name" "$seed"; }; then
-      exec 8>&-; job_done $job || waiting+=("$job"); continue
-    fi
-    sitting_over
+    if [ "$DRY_RUN" != 1 ] && [ "$kind" = eval ] && ! job_done train "$name" "$seed"; then WAITING+=("$job"); continue; fi
+    claim "${job// /_}" || continue
+    if job_done $job; then release; continue; fi  # another invocation finished it meanwhile
     "${kind}_job" "$name" "$seed" $ds
     [ "$STOPPED" = 0 ] || exit 0  # a training run stopped at max_minutes: the sitting is over
-    exec 8>&-
+    release
   done
-  if [ "$DRY_RUN" = 1 ] || [ ${#waiting[@]} = 0 ]; then break; fi
-  sitting_over
-  echo "# waiting for ${#waiting[@]} job(s) another invocation runs (${waiting[0]}, ...): next look in 2 min"
-  sleep 120
+  next_pass || break
 done
 
 # ---- 4. the report --------------------------------------------------------------------------------------
