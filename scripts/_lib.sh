@@ -34,7 +34,8 @@ has_model() { [ -f "$1/model.safetensors" ] || compgen -G "$1/model*.safetensors
 claim() {  # claim NAME: 0 when this invocation now holds NAME's lock (fd 8; always in a dry run), else 1
   [ "$DRY_RUN" = 1 ] && return 0
   mkdir -p "$LOCKS"
-  exec 8>"$LOCKS/$1.lock"
+  local lock="$LOCKS/${1//\//_}.lock"  # a step named after its folder: one file per step
+  exec 8>"$lock" || { echo "cannot open the lock $lock" >&2; exit 1; }
   if flock -n 8; then return 0; fi
   exec 8>&-
   WAITING+=("$1"); LOCKED=1

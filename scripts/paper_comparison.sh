@@ -35,6 +35,9 @@
 #   SITTING_MINUTES  stop this invocation after about this many minutes (default 0 = no limit): no step starts
 #             after it, and an RL run gets the time left as max_minutes (it stops after the step that passes it and
 #             checkpoints); rerun the same command to continue. SFT runs keep a checkpoint every 20 steps.
+# Several cores: start the same command once per core (e.g. `BUDGET=small bash scripts/paper_comparison.sh &
+# sleep 5; BUDGET=small bash scripts/paper_comparison.sh`): a step takes a lock on OUT/locks while it runs, so the
+# invocations share the steps; one whose inputs are not made yet waits (QUEUE_POLL seconds between looks, 120).
 #
 # Rows (every method but the base starts from the boost model, as in the paper):
 #   base          the base model MODEL
@@ -178,54 +181,43 @@ echo "# evaluation of every row: $DATASETS ($LIMIT_TEXT problems of each test sp
      "$SHOTS, $EVAL_TOKENS new tokens per turn, extraction $EXTRACTION, rollout dtype $ROLLOUT_DTYPE"
 echo "# RL runs: $RL_BASE + the overrides shown, $RL_STEPS steps each; resolved configs below each command"
 
-# ---- models --------------------------------------------------------------------------------------
-if [ -n "${BOOST:-}" ]; then
-  BOOST_DIR="$BOOST"
-else
-  BOOST_DIR="$OUT/boost_model"
-  cmd=(cocos sft --config configs/boost_sft.yaml --out "$BOOST_DIR" --set model="$MODEL" "${SFT_SET[@]}"
-       $(sft_resume "$BOOST_DIR"))
-  if has_model "$BOOST_DIR"; then skip "${cmd[@]}"; else run "${cmd[@]}"; fi
+# ---- the steps, as a queue -------------------------------------------------------------------------
+# Every step runs in passes until none is left: a step whose inputs are not made yet waits for a later pass, so
+# two invocations of this command (one per core) share the work: while one trains the boost model, the other
+# evaluates the base model (scripts/_lib.sh: claim, release, next_pass).
+LOCKS="$OUT/locks"
+q() { printf '%q' "$1"; }  # a path inside a test string (step's DONE and NEED are eval'd)
+step() {  # step NAME DONE NEED CMD...: run CMD unless DONE holds; wait (a later pass) while NEED does not hold
+  local name=$1 done_test=$2 need=$3; shift 3
+  if eval "$done_test"; then skip "$@"; return 0; fi
+  if [ "$DRY_RUN" != 1 ] && [ -n "$need" ] && ! eval "$need"; then WAITING+=("$name"); return 0; fi
+  claim "$name" || return 0
+  if eval "$done_test"; then release; return 0; fi  # another invocation made it meanwhile
+  run "$@"
+  release
+}
+waits() { [[ " ${WAITING[*]} " == *" $1 "* ]]; }
+
+BOOST_DIR="${BOOST:-$OUT/boost_model}"
+if [ -n "${BOOST:-}" ] && [ "$DRY_RUN" != 1 ] && ! has_model "$BOOST"; then
+  echo "BOOST=$BOOST: no model*.safetensors there (give a finished boost model folder, or leave BOOST unset)" >&2; exit 2
 fi
 TSFT_DIR="$OUT/turn_sft_model"
-cmd=(cocos sft --config configs/turn_sft.yaml --out "$TSFT_DIR" --set model="$BOOST_DIR" "${TSFT_SET[@]}"
-     $(sft_resume "$TSFT_DIR"))
-if has_model "$TSFT_DIR"; then skip "${cmd[@]}"; else run "${cmd[@]}"; fi
 SC_DIR="$OUT/self_corrector"
-cmd=(cocos self-corrector --config configs/self_corrector.yaml --out "$SC_DIR" --set model="$BOOST_DIR"
-     --set extraction="$EXTRACTION" "${SC_SET[@]}")
-if has_model "$SC_DIR/corrector"; then skip "${cmd[@]}"; else run "${cmd[@]}"; fi
 RV_DIR="$OUT/revise_model"
-cmd=(cocos revise --config configs/revise.yaml --out "$RV_DIR" --set model="$BOOST_DIR" --set extraction="$EXTRACTION"
-     "${RV_SET[@]}")
-if has_model "$RV_DIR"; then skip "${cmd[@]}"; else run "${cmd[@]}"; fi
-
+NEED_BOOST="has_model $(q "$BOOST_DIR")"
 RL_COMMON=(--set model="$BOOST_DIR" --set fewshot=false --set max_steps="$RL_STEPS" --set extraction="$EXTRACTION")
 for s in "${RL_SET[@]}" ${RL_EXTRA:-}; do RL_COMMON+=(--set "$s"); done
-for spec in "${RL_RUNS[@]}"; do
-  IFS='|' read -r name _label own <<<"$spec"
-  targs=(--config "$RL_BASE" --out "$OUT/train/$name" "${RL_COMMON[@]}")
-  for s in $own; do targs+=(--set "$s"); done
-  # a run stopped midway continues from its last checkpoint
-  if compgen -G "$OUT/train/$name/checkpoints/step_*" >/dev/null; then targs+=(--resume); fi
-  if done_train "$OUT/train/$name"; then skip $LAUNCH train "${targs[@]}"; continue; fi
-  if [ "$SITTING_MINUTES" != 0 ]; then targs+=(--set max_minutes="$(minutes_left)"); fi  # run() stops at 0 left
-  run $LAUNCH train "${targs[@]}"
-  if [ "$DRY_RUN" != 1 ] && ! done_train "$OUT/train/$name"; then
-    echo "# $OUT/train/$name stopped before step $RL_STEPS (max_minutes): rerun the same command to continue"; exit 0
-  fi
-  if [ "$DRY_RUN" = 1 ]; then  # the config this run resolves to (the loader the trainer uses), indented
-    cocos train "${targs[@]}" --print-config | sed 's/^/    /'
-  fi
-done
 
-# ---- evaluation: every row on every dataset, one protocol ------------------------------------------
 ROWS=(base boost self_refine turn_sft self_corrector revise)
 LABELS=("Base ($SHOTS)" "Boost" "Self-Refine" "Turn-SFT" "Self-Corrector" "ReVISE")
 MODELS=("$MODEL" "$BOOST_DIR" "$BOOST_DIR" "$TSFT_DIR" "$SC_DIR" "$RV_DIR")
+NEEDS=("" "$NEED_BOOST" "$NEED_BOOST" "has_model $(q "$TSFT_DIR")" "has_model $(q "$SC_DIR/corrector")"
+       "has_model $(q "$RV_DIR")")
 for spec in "${RL_RUNS[@]}"; do
   IFS='|' read -r name label _own <<<"$spec"
   ROWS+=("$name"); LABELS+=("$label"); MODELS+=("$OUT/train/$name/checkpoints/step_$RL_STEPS")
+  NEEDS+=("done_train $(q "$OUT/train/$name")")
 done
 actor_of() {  # the turn actor of a row (cocos.baselines), as cocos eval options; the model writes every turn otherwise
   case "$1" in
@@ -242,19 +234,61 @@ evaluate() {  # evaluate ROW_INDEX DATASET TURNS FOLDER
   cmd=(cocos eval "${actor[@]}" --model "${MODELS[$i]}" --dataset "$ds" --split test "${LIMIT_FLAG[@]}" --turns "$turns"
        "${FEWSHOT_FLAG[@]}" --temperature 0 --max-new-tokens "$EVAL_TOKENS" --extraction "$EXTRACTION"
        --rollout-dtype "$ROLLOUT_DTYPE" --out "$dir")
-  if done_eval "$dir"; then skip "${cmd[@]}"; else run "${cmd[@]}"; fi
+  step "${dir#"$OUT/"}" "done_eval $(q "$dir")" "${NEEDS[$i]}" "${cmd[@]}"
 }
-for ds in $DATASETS; do
-  for i in "${!ROWS[@]}"; do evaluate "$i" "$ds" 2 "$OUT/eval/${ROWS[$i]}/$ds"; done
-done
-# the turn analysis: the same protocol over TURNS_MAX turns (greedy: its turns 1-2 are the 2-turn run's)
-for ds in $TURNS5_DATASETS; do
-  for row in $TURNS5_ROWS; do
-    i=-1
-    for j in "${!ROWS[@]}"; do if [ "${ROWS[$j]}" = "$row" ]; then i=$j; fi; done
-    if [ "$i" = -1 ]; then echo "TURNS5_ROWS: unknown row $row (rows: ${ROWS[*]})" >&2; exit 2; fi
-    evaluate "$i" "$ds" "$TURNS_MAX" "$OUT/eval5/$row/$ds"
+
+one_pass() {
+  # ---- models ----------------------------------------------------------------------------------------
+  if [ -z "${BOOST:-}" ]; then
+    step boost_model "$NEED_BOOST" "" cocos sft --config configs/boost_sft.yaml --out "$BOOST_DIR" --set model="$MODEL" \
+      "${SFT_SET[@]}" $(sft_resume "$BOOST_DIR")
+  fi
+  step turn_sft_model "has_model $(q "$TSFT_DIR")" "$NEED_BOOST" cocos sft --config configs/turn_sft.yaml \
+    --out "$TSFT_DIR" --set model="$BOOST_DIR" "${TSFT_SET[@]}" $(sft_resume "$TSFT_DIR")
+  step self_corrector "has_model $(q "$SC_DIR/corrector")" "$NEED_BOOST" cocos self-corrector \
+    --config configs/self_corrector.yaml --out "$SC_DIR" --set model="$BOOST_DIR" --set extraction="$EXTRACTION" \
+    "${SC_SET[@]}"
+  step revise_model "has_model $(q "$RV_DIR")" "$NEED_BOOST" cocos revise --config configs/revise.yaml --out "$RV_DIR" \
+    --set model="$BOOST_DIR" --set extraction="$EXTRACTION" "${RV_SET[@]}"
+
+  local spec name own s
+  for spec in "${RL_RUNS[@]}"; do
+    IFS='|' read -r name _label own <<<"$spec"
+    local dir="$OUT/train/$name"
+    targs=(--config "$RL_BASE" --out "$dir" "${RL_COMMON[@]}")
+    for s in $own; do targs+=(--set "$s"); done
+    # a run stopped midway continues from its last checkpoint
+    if compgen -G "$dir/checkpoints/step_*" >/dev/null; then targs+=(--resume); fi
+    if ! done_train "$dir" && [ "$SITTING_MINUTES" != 0 ]; then
+      targs+=(--set max_minutes="$(minutes_left)")  # run() stops at 0 left
+    fi
+    step "train/$name" "done_train $(q "$dir")" "$NEED_BOOST" $LAUNCH train "${targs[@]}"
+    if [ "$DRY_RUN" = 1 ]; then  # the config this run resolves to (the loader the trainer uses), indented
+      done_train "$dir" || cocos train "${targs[@]}" --print-config | sed 's/^/    /'
+    elif ! done_train "$dir" && ! waits "train/$name"; then
+      echo "# $dir stopped before step $RL_STEPS (max_minutes): rerun the same command to continue"; exit 0
+    fi
   done
+
+  # ---- evaluation: every row on every dataset, one protocol ------------------------------------------
+  local ds i j row
+  for ds in $DATASETS; do
+    for i in "${!ROWS[@]}"; do evaluate "$i" "$ds" 2 "$OUT/eval/${ROWS[$i]}/$ds"; done
+  done
+  # the turn analysis: the same protocol over TURNS_MAX turns (greedy: its turns 1-2 are the 2-turn run's)
+  for ds in $TURNS5_DATASETS; do
+    for row in $TURNS5_ROWS; do
+      i=-1
+      for j in "${!ROWS[@]}"; do if [ "${ROWS[$j]}" = "$row" ]; then i=$j; fi; done
+      if [ "$i" = -1 ]; then echo "TURNS5_ROWS: unknown row $row (rows: ${ROWS[*]})" >&2; exit 2; fi
+      evaluate "$i" "$ds" "$TURNS_MAX" "$OUT/eval5/$row/$ds"
+    done
+  done
+}
+while :; do
+  new_pass
+  one_pass
+  next_pass || break
 done
 
 # ---- report: one, in the paper's layout (folders with one label are one method) ----------------------
@@ -269,6 +303,7 @@ for ds in $TURNS5_DATASETS; do
 done
 for spec in "${RL_RUNS[@]}"; do IFS='|' read -r name label _own <<<"$spec"; dirs+=("$OUT/train/$name"); labels+=(--label "$label"); done
 RL_TEXT="RL $RL_STEPS steps"
+if [ "$DRY_RUN" != 1 ]; then exec 9>"$LOCKS/report.lock"; flock 9; fi  # invocations that end together: one at a time
 run cocos report "${dirs[@]}" --out "$OUT/report" "${labels[@]}" \
   --budget "$BUDGET: $LIMIT_TEXT problems of each test split, $SHOTS, greedy, $EVAL_TOKENS tokens per turn, $RL_TEXT" \
   --title "CoCoS comparison, $MODEL_TAG (training curves: the trainer's evaluations on MBPP validation)"
