@@ -1,0 +1,102 @@
+"""The shared step queue of scripts/claims.sh and scripts/paper_comparison.sh (scripts/_lib.sh): two invocations of
+one command, side by side, run every step exactly once between them, and each waits for the inputs the other makes.
+
+A stand-in `cocos` on PATH makes each step's output folder (what the scripts test to call a step done) and records
+which invocation ran it: the subject here is the bash queue, not the models (those have their own tests)."""
+
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FAKE_COCOS = r"""#!/usr/bin/env bash
+out=""; steps=0; prev=""
+for a in "$@"; do [ "$prev" = --out ] && out=$a; case "$a" in max_steps=*) steps=${a#max_steps=};; esac; prev=$a; done
+echo "$PPID $1 $out" >> "$CALLS"
+sleep 0.3
+[ -n "${SLOW_AT:-}" ] && [[ "$out" == *$SLOW_AT ]] && sleep 4
+[ -n "${CRASH_AT:-}" ] && [[ "$out" == *$CRASH_AT ]] && exit 3
+case "$1" in
+  sft|revise) mkdir -p "$out"; touch "$out/model.safetensors" ;;
+  self-corrector) mkdir -p "$out/corrector"; touch "$out/corrector/model.safetensors" ;;
+  train) if [ "$steps" = 0 ]; then mkdir -p "$out"; echo '{}' > "$out/curriculum.json";
+         else mkdir -p "$out/checkpoints/step_$steps"; touch "$out/checkpoints/step_$steps/trainer_state.pt"; fi ;;
+  eval) mkdir -p "$out"; echo '{}' > "$out/metrics.json" ;;
+  report) mkdir -p "$out" ;;
+esac
+"""
+
+
+def _env(tmp_path: Path, **extra) -> dict:
+    fake = tmp_path / "bin"
+    fake.mkdir(exist_ok=True)
+    (fake / "cocos").write_text(FAKE_COCOS)
+    (fake / "cocos").chmod(0o755)
+    # the real python (claims.sh writes its page with scripts/claims_report.py) after the stand-in cocos
+    path = os.pathsep.join([str(fake), str(Path(sys.executable).parent), os.environ["PATH"]])
+    return {**os.environ, "PATH": path, "CALLS": str(tmp_path / "calls.txt"), "NICE": "", "QUEUE_POLL": "1",
+            "BUDGET": "tiny", "OUT": str(tmp_path / "out"), **extra}
+
+
+def _two_invocations(script: str, env: dict) -> list[subprocess.CompletedProcess]:
+    cmd = ["bash", str(ROOT / "scripts" / script)]
+    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(0.5)  # the first takes the first step
+    second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out, _ = first.communicate(timeout=300)
+    return [subprocess.CompletedProcess(cmd, first.returncode, out, ""), second]
+
+
+def _calls(tmp_path: Path) -> list[tuple[str, str, str]]:
+    return [tuple(line.split(" ", 2)) for line in (tmp_path / "calls.txt").read_text().splitlines()]
+
+
+def test_claims_queue_runs_each_job_once_across_two_invocations(tmp_path):
+    boost = tmp_path / "boost"
+    boost.mkdir()
+    (boost / "model.safetensors").touch()
+    env = _env(tmp_path, BOOST=str(boost))
+    for res in _two_invocations("claims.sh", env):
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    calls = _calls(tmp_path)
+    outs = Counter(out for _, _, out in calls)
+    # curriculum + 6 runs x 2 seeds + 3 evaluated runs x 2 seeds x 2 datasets
+    assert len(outs) == 1 + 12 + 12 and set(outs.values()) == {1}, outs
+    assert len({pid for pid, _, _ in calls}) == 2  # both invocations took steps
+    order = [out for _, _, out in calls]
+    for run in ("g0.5_s0", "binary_s1", "score_s0"):  # an evaluation starts after its training run
+        assert order.index(str(tmp_path / "out" / "train" / run)) < order.index(str(tmp_path / "out" / "eval" / run / "mbpp"))
+    assert (tmp_path / "out" / "claims.md").exists()
+
+
+def test_paper_comparison_queue_shares_steps_and_waits_for_inputs(tmp_path):
+    env = _env(tmp_path, SLOW_AT="boost_model")  # the boost SFT lasts while the second invocation starts
+    for res in _two_invocations("paper_comparison.sh", env):
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    calls = _calls(tmp_path)
+    outs = Counter(out for _, kind, out in calls if kind != "report")
+    assert outs and set(outs.values()) == {1}, outs
+    by_pid = Counter(pid for pid, _, _ in calls)
+    assert len(by_pid) == 2
+    order = [out for _, _, out in calls]
+    out = tmp_path / "out"
+    # the second invocation evaluates the base model while the first trains the boost model ...
+    assert order.index(str(out / "eval" / "base" / "mbpp")) < order.index(str(out / "turn_sft_model"))
+    # ... and nothing that starts from the boost model runs before it exists
+    for step in ("turn_sft_model", "self_corrector", "revise_model", "train/score", "eval/boost/mbpp"):
+        assert order.index(str(out / "boost_model")) < order.index(str(out / step))
+
+
+def test_a_crashed_step_stops_its_invocation_with_its_status(tmp_path):
+    boost = tmp_path / "boost"
+    boost.mkdir()
+    (boost / "model.safetensors").touch()
+    env = _env(tmp_path, BOOST=str(boost), CRASH_AT="train/binary_s0")
+    res = subprocess.run(["bash", str(ROOT / "scripts" / "claims.sh")], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 3
+    assert not (tmp_path / "out" / "claims.md").exists()
