@@ -169,3 +169,15 @@ def test_paired_steps_differ_step_by_step_on_common_seeds(cr, tmp_path):
     assert list(p) == [0]
     assert [r["step"] for r in p[0]["log"]] == [1, 2, 3]
     assert [r["d"] for r in p[0]["log"]] == pytest.approx([0.0, -0.2, -0.4])
+
+
+def test_a_step_that_trained_no_group_has_no_kl(cr, tmp_path):
+    # SCoRe's steps 3-4 trained no group (trained_frac 0; older trainers logged their KL as 0.0): they have no KL,
+    # and the first and last quarters come from the two steps that measured one
+    log = [{"reward@1": 0.3, "reward@2": 0.3, "reward_mean": 0.3, "kl@1": v, "kl@2": 0.1, "trained_frac": f}
+           for v, f in [(1.0, 0.5), (3.0, 0.25), (0.0, 0.0), (0.0, 0.0)]]
+    write_log(tmp_path, "score", 0, log)
+    runs = cr.load(tmp_path, None)
+    kl1 = [r["kl@1"] for r in runs["score"][0]["log"]]
+    assert kl1 == [1.0, 3.0, None, None]
+    assert cr.first_last(runs["score"][0]["log"], "kl@1") == (1.0, 3.0)
