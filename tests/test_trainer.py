@@ -355,3 +355,21 @@ def test_trainer_precision_is_its_own_after_a_bf16_fit_in_the_process(tmp_path):
     assert tr.acc.mixed_precision == "no"
     x = torch.tensor([[1, 2, 3]])
     assert tr.model(input_ids=x).logits.dtype == torch.float32  # no autocast wrapped around the forward
+
+
+def test_a_step_that_trained_no_group_logs_no_kl():
+    """skip_uniform_groups can leave a step with no trained group: its KL was not measured, so the log says null
+    (the report skips it), not 0.0, which reads as "at the reference" and pulls sparse-reward KL curves to 0."""
+    from cocos.train.monitor import Watchdog, step_stats
+
+    def traj(kl):
+        return {"rewards": [0.0, 0.0], "correct": [False, False], "lengths": [5, 5], "edit_sim": 1.0, "score": 0.0,
+                "advantage": 0.0, "kl": kl, "trained": kl is not None}
+
+    timing = [{"gap_n": 0, "gap_sum": 0.0, "gap_max": 0.0, "entropy": 0.0, "gen": 1.0, "rollout": 2.0, "train": 0.0,
+               "tokens": 10}]
+    none = step_stats([traj(None)] * 4, timing, 2, 3.0)
+    assert none["trained_frac"] == 0 and none["kl"] is None and none["kl@1"] is None and none["kl@2"] is None
+    assert Watchdog().check({**none, "step": 1, "turns": 2}) == []  # no KL, no "exploding" check
+    some = step_stats([traj([0.5, 0.25]), traj([1.5, 0.75]), traj(None), traj(None)], timing, 2, 3.0)
+    assert some["kl"] == pytest.approx(1.5) and some["kl@1"] == pytest.approx(1.0) and some["kl@2"] == pytest.approx(0.5)

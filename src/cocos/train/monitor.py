@@ -61,7 +61,7 @@ class Watchdog:
     def check(self, stats: dict) -> list[str]:
         self.history.append(stats)
         h, w, out = self.history, self.window, []
-        if stats["kl"] > self.kl_max:
+        if stats["kl"] is not None and stats["kl"] > self.kl_max:
             out.append(f"KL to the reference is exploding: {stats['kl']:.2f} nats per trajectory (> {self.kl_max})")
         T = stats["turns"]
         if T >= 2 and len(h) >= 2 * w:
@@ -108,10 +108,13 @@ def step_stats(local: list[dict], timing_all: list[dict], T: int, time_step: flo
     stats["score"] = mean(d["score"] for d in local)
     if T > 1:
         stats[f"edit_sim(1,{T})"] = mean(d["edit_sim"] for d in local)
-    # KL over the trajectories that were trained on, in total and per turn (SCoRe's collapse is a turn-1 curve)
-    stats["kl"] = mean(sum(d["kl"]) for d in local if d["trained"])
+    # KL over the trajectories that were trained on, in total and per turn (SCoRe's collapse is a turn-1 curve);
+    # None (null in log.jsonl) when the step trained none (skip_uniform_groups): not measured, where 0.0 would say
+    # "at the reference" and pull a sparse-reward run's KL curve toward 0
+    trained = [d for d in local if d["trained"]]
+    stats["kl"] = mean(sum(d["kl"]) for d in trained) if trained else None
     for t in range(T):
-        stats[f"kl@{t + 1}"] = mean(d["kl"][t] for d in local if d["trained"])
+        stats[f"kl@{t + 1}"] = mean(d["kl"][t] for d in trained) if trained else None
     # |sampler log-prob - trainer log-prob| per trained token: ~0 when on-policy (bf16 rollouts or autocast
     # make it grow; a large value means the update is not on the distribution that sampled)
     gap_n = sum(x["gap_n"] for x in timing_all)

@@ -550,7 +550,7 @@ class Trainer:
             self._log_step(stats)
             T = cfg.turns
             bar.set_postfix_str(" ".join(f"r{t}={stats[f'reward@{t}']:.3f}" for t in range(1, T + 1))
-                                + f" kl={stats['kl']:.3f} {stats['time_step']:.0f}s/step")
+                                + f" kl={_kl_text(stats['kl'], 3)} {stats['time_step']:.0f}s/step")
             bar.update(1)
             if self.is_main:
                 for w in stats["warnings"]:
@@ -575,6 +575,10 @@ class Trainer:
 
 
 # ---- entry point for `cocos train` --------------------------------------------------------------
+def _kl_text(kl: float | None, digits: int) -> str:
+    return "n/a (no group trained)" if kl is None else f"{kl:.{digits}f}"
+
+
 def run_train(config: str | None, out: str, *, overrides=(), max_steps: int | None = None, resume: bool = False,
               progress: bool = True) -> dict:
     from cocos.train.config import load_config
@@ -595,5 +599,5 @@ def run_train(config: str | None, out: str, *, overrides=(), max_steps: int | No
     if trainer.is_main and result.get("last"):
         s = result["last"]
         print(f"done: step {trainer.step}, " + ", ".join(f"reward@{t}={s[f'reward@{t}']:.3f}" for t in range(1, cfg.turns + 1))
-              + f", kl={s['kl']:.4f}; checkpoint {result['checkpoint']}", flush=True)
+              + f", kl={_kl_text(s['kl'], 4)}; checkpoint {result['checkpoint']}", flush=True)
     return result
