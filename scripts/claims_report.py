@@ -153,9 +153,10 @@ def claim_verdict(tests: list[dict]) -> str:
 
 
 # ---- reading the runs ---------------------------------------------------------------------------
-def read_jsonl(path: Path) -> list[dict]:
-    """cocos.runs.read_jsonl (it skips a partial last line), [] for a file not written yet."""
-    from cocos.runs import read_jsonl as read
+def read_log(path: Path) -> list[dict]:
+    """cocos.runs.read_log (it skips a partial last line; a step that trained no group has no KL), [] for a file
+    not written yet."""
+    from cocos.runs import read_log as read
 
     return read(path) if path.exists() else []
 
@@ -181,16 +182,11 @@ def load(out: Path, seeds: list[int] | None) -> dict:
     found: dict = {name: {} for name in RUNS}
     for name in RUNS:
         for seed, folder in seed_folders(out / "train", name, seeds):
-            log = read_jsonl(folder / "log.jsonl")
+            log = read_log(folder / "log.jsonl")
             for row in log:
                 # the turn-2 gain of each step: what a hacked turn 1 would leave for turn 2 to win
                 if isinstance(row.get("reward@1"), (int, float)) and isinstance(row.get("reward@2"), (int, float)):
                     row["gain@2"] = row["reward@2"] - row["reward@1"]
-                # the KL is measured on the trained groups only: a step that trained none has no KL, whatever its
-                # log says (older trainers wrote 0.0 there, which would pull the sparse-reward runs' KL toward 0)
-                if row.get("trained_frac") == 0:
-                    for key in [k for k in row if k == "kl" or k.startswith("kl@")]:
-                        row[key] = None
             found[name][seed] = {"log": log, "evals": {}}
         for seed, folder in seed_folders(out / "eval", name, seeds):
             for ds_dir in folder.iterdir():

@@ -132,6 +132,12 @@ def test_train_run_without_eval_and_errors(tmp_path):
     assert per_turn_series(run.log, "reward") == {1: [(1, 0.5)], 2: [(1, 0.7)]}
     assert per_turn_series(run.log, "kl") == {1: [(1, 0.1)]}
     assert per_turn_series([{"step": 3, "reward@1": 0.2, "reward@2": 0.4, "reward_mean": 0.3}], "reward") == {1: [(3, 0.2)], 2: [(3, 0.4)]}
+    # a step that trained no group measured no KL: an older log's 0.0 there (and the trainer's null now) is no point
+    (d / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"step": 1, "kl": 0.3, "kl@1": 0.2, "kl@2": 0.1, "trained_frac": 0.5},
+        {"step": 2, "kl": 0.0, "kl@1": 0.0, "kl@2": 0.0, "trained_frac": 0.0},
+        {"step": 3, "kl": None, "kl@1": None, "kl@2": None, "trained_frac": 0.0}]))
+    assert per_turn_series(read_run(d).log, "kl") == {1: [(1, 0.2)], 2: [(1, 0.1)]}
     with pytest.raises(UserError, match="none of the run folders exists"):
         build_report([tmp_path / "nope"], tmp_path / "out")
     with pytest.raises(UserError, match="--label"):

@@ -129,6 +129,17 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def read_log(path: Path) -> list[dict]:
+    """A training log.jsonl. A step that trained no group (trained_frac 0) measured no KL: the trainer writes null
+    there; logs written before it did have 0.0, read back as None too, so no KL curve dips to 0 at such steps."""
+    log = read_jsonl(path)
+    for rec in log:
+        if rec.get("trained_frac") == 0:
+            for key in [k for k in rec if k == "kl" or k.startswith("kl@")]:
+                rec[key] = None
+    return log
+
+
 def read_config(run: Path) -> dict:
     run = Path(run)
     if (run / CONFIG_JSON).exists():
@@ -164,7 +175,7 @@ def read_run(path: str | Path, label: str | None = None) -> Run:
     if not run.config:
         run.notes.append(f"no {CONFIG_JSON} / {CONFIG_YAML}")
     if kind == "train":
-        run.log = read_jsonl(path / LOG) if (path / LOG).exists() else []
+        run.log = read_log(path / LOG) if (path / LOG).exists() else []
         if not run.log:
             run.notes.append(f"no training log ({LOG} missing or empty): no learning curves")
         for step in eval_steps(path):
