@@ -328,8 +328,10 @@ def compute(runs: dict) -> dict:
         for n in ("g0.5", "score", "binary"):
             rows.append([RUNS[n], ds, stat(runs, n, eval_key(ds, "delta_i2c(1,2)")),
                          stat(runs, n, eval_key(ds, "delta_c2i(1,2)")), stat(runs, n, eval_key(ds, "delta(1,2)")),
-                         stat(runs, n, eval_key(ds, "acc@2"))])
-    c[4] = {"tests": tests, "rows": rows, "pct": True, "header": ["run", "dataset", "Δi→c", "Δc→i", "Δ", "acc@2"]}
+                         stat(runs, n, eval_key(ds, "acc@2")), stat(runs, n, eval_key(ds, "edit_sim(1,2)"))])
+    # edit sim: how much of turn 1's code turn 2 keeps (100 = a copy, no correction attempted)
+    c[4] = {"tests": tests, "rows": rows, "pct": True,
+            "header": ["run", "dataset", "Δi→c", "Δc→i", "Δ", "acc@2", "edit sim turn 1 → 2"]}
     for v in c.values():
         v["verdict"] = claim_verdict(v["tests"])
     return c
@@ -444,7 +446,8 @@ CLAIMS = {
         "fall slightly below 0."),
     4: ("CoCoS corrects selectively: a low Δc→i with a higher Δi→c",
         "Held-out Δi→c (wrong at turn 1, right at turn 2) and Δc→i (right, then wrong), shares of problems, CoCoS "
-        "(γ=0.5) against SCoRe and the binary-reward run."),
+        "(γ=0.5) against SCoRe and the binary-reward run. The edit similarity of the two turns' code says whether "
+        "turn 2 tried to correct at all (100 = turn 1 copied)."),
 }
 
 
