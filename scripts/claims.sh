@@ -99,11 +99,11 @@ NS=${#SEED_LIST[@]}
 # cpu estimate from measured costs on this 2-core machine, one thread per job beside another job, from the boost
 # model, zero-shot: a step of 8 problems x k 4 takes ~125 s with the progressive reward (gamma runs: 60-75% of the
 # groups train; medians 119-129 s over four runs) and ~70 s with the binary one (binary, SCoRe: ~30% train; medians
-# 62-66 s), + ~40 s of load and save per run; the curriculum 7 min (374 problems x 4 answers); an evaluation ~3 s
-# per problem (30 problems x 2 turns, zero-shot, 256 tokens: 85-120 s). Two invocations side by side halve the wall
-# time; each job peaks near 11 GB of memory.
+# 62-66 s), + ~40 s of load and save per run; the curriculum 7 min (374 problems x 4 answers); an evaluation ~1.2 s
+# per problem (200 problems x 2 turns, zero-shot, 256 tokens: 167-250 s). Two invocations side by side halve the
+# wall time; each job peaks near 11 GB of memory.
 if [ "$BUDGET" = cpu ]; then
-  est_min=$(( (NS * 4 * (STEPS * 125 + 40) + NS * 2 * (STEPS * 70 + 40) + NS * 3 * 2 * N_EVAL * 3 + 420) / 60 ))
+  est_min=$(( (NS * 4 * (STEPS * 125 + 40) + NS * 2 * (STEPS * 70 + 40) + NS * 3 * 2 * N_EVAL * 6 / 5 + 420) / 60 ))
 else
   est_min=$(( (NS * 6 * 35 + NS * 3 * 2 * 40 + 60) / 60 ))
 fi
