@@ -172,10 +172,9 @@ def seed_folders(parent: Path, name: str, seeds: list[int] | None):
             yield seed, folder
 
 
-def load(out: Path, seeds: list[int] | None) -> dict:
+def load(out: Path, seeds: list[int] | None, partial: dict | None = None) -> dict:
     """{run: {seed: {"log": [...], "evals": {dataset: metrics}}}} for the folders present (unfinished runs go to
-    PARTIAL instead)."""
-    PARTIAL.clear()
+    `partial`, when given, as {run: {seed: steps logged}})."""
     from cocos.report_paper import nothing_to_preserve
     from cocos.runs import read_run
 
@@ -203,11 +202,10 @@ def load(out: Path, seeds: list[int] | None) -> dict:
     longest = max((len(r["log"]) for runs in found.values() for r in runs.values()), default=0)
     for name, runs in found.items():
         for seed in [s for s, r in runs.items() if 0 < len(r["log"]) < longest]:
-            PARTIAL.setdefault(name, {})[seed] = len(runs.pop(seed)["log"])
+            steps = len(runs.pop(seed)["log"])
+            if partial is not None:
+                partial.setdefault(name, {})[seed] = steps
     return found
-
-
-PARTIAL: dict[str, dict[int, int]] = {}  # run -> {seed: steps logged} of the runs load() set aside as unfinished
 
 
 def window(log: list[dict]) -> int:
@@ -463,7 +461,8 @@ def _table(header: list[str], rows: list[list], pct: bool = False) -> list[str]:
 
 def build(out: str | Path, seeds: list[int] | None = None, budget: str = "", page: str = "claims.md") -> dict:
     out = Path(out)
-    runs = load(out, seeds)
+    partial: dict[str, dict[int, int]] = {}  # run -> {seed: steps logged} of the unfinished runs set aside
+    runs = load(out, seeds, partial)
     claims = compute(runs)
     plots = {
         1: plot_curves({**runs, "paired": paired_steps(runs, "g0", "g0.5", "reward@1", "r1 γ0−γ0.5")},
@@ -491,7 +490,7 @@ def build(out: str | Path, seeds: list[int] | None = None, budget: str = "", pag
                              for s, r in sorted(got.items()))
         else:
             desc = "missing"
-        going = ", ".join(f"s{s} at step {n}" for s, n in sorted(PARTIAL.get(name, {}).items()))
+        going = ", ".join(f"s{s} at step {n}" for s, n in sorted(partial.get(name, {}).items()))
         md.append(f"- {label} (`{name}`): n = {len(got)} — {desc}" + (f" (not counted, unfinished: {going})" if going else ""))
     md += ["", "## Verdict rule", "", RULE, "",
            "Per-run numbers: a training curve's start and end are the means over its first and last quarter of "
