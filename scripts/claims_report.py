@@ -32,8 +32,10 @@ RULE = (
     "Each test compares a difference d with its standard error SE(d) over training seeds. Arms run with the same "
     "seeds are **paired**: a seed fixes the order of the training problems and the first samples, so each seed gives "
     "one difference (arm a − arm b, or one arm alone against 0), and d is their mean, SE(d) their standard "
-    "deviation / sqrt(n), with n − 1 degrees of freedom. Arms with different seeds are compared unpaired (Welch: "
-    "SE(d) = sqrt(SE_a² + SE_b²), Welch–Satterthwaite degrees of freedom). A test is **confirmed** when d lies more "
+    "deviation / sqrt(n), with n − 1 degrees of freedom. When the arms share at least 2 seeds but one ran more, "
+    "the pairs of the shared seeds are compared and the others left out (the page says how many). Arms with fewer "
+    "than 2 seeds in common are compared unpaired (Welch: SE(d) = sqrt(SE_a² + SE_b²), Welch–Satterthwaite degrees "
+    "of freedom). A test is **confirmed** when d lies more "
     "than t SE(d) from 0 in the claimed direction, **contradicted** when it lies more than t SE(d) from 0 the other "
     "way, otherwise **not measurable at this scale**; t is Student's 97.5% quantile for those degrees of freedom "
     "(a two-sided 5% test: 4.30 with 3 paired seeds, 12.7 with 2). With fewer than 2 seeds the SE is unavailable, "
@@ -55,14 +57,16 @@ class Stat:
     se: float | None  # None when n < 2
     df: float | None = None  # degrees of freedom of se (n - 1 for one arm or paired seeds; Welch's for unpaired)
     paired: bool = False  # a difference over seeds that both arms ran
-    welch: bool = False  # a difference of two arms with different seeds (unpaired)
+    welch: bool = False  # a difference of two arms with too few seeds in common (unpaired)
+    left_out: int = 0  # seeds that only one arm ran, left out of a paired difference
 
     def fmt(self, pct: bool = False, digits: int = 3) -> str:
         if self.mean is None:
             return "—"
         f = (lambda x: f"{100 * x:.1f}") if pct else (lambda x: f"{x:.{digits}f}")
         se = f" ± {f(self.se)}" if self.se is not None else " (SE n/a)"
-        return f"{f(self.mean)}{se} (n={self.n}{', paired' if self.paired else ''})"
+        left = f", {self.left_out} unpaired seed(s) left out" if self.left_out else ""
+        return f"{f(self.mean)}{se} (n={self.n}{', paired' if self.paired else ''}{left})"
 
 
 def mean_se(xs) -> Stat:
@@ -87,13 +91,15 @@ def t975(df: float) -> float:
 
 
 def diff(a: dict[int, float], b: dict[int, float] | None = None) -> Stat:
-    """a - b over seeds ({seed: value} of each arm; b None: a against 0). Paired when both arms ran the same seeds
-    (>= 2 of them), else unpaired with Welch's SE and degrees of freedom; n = the smaller arm."""
+    """a - b over seeds ({seed: value} of each arm; b None: a against 0). Paired over the seeds both arms ran when
+    there are >= 2 of them (the others left out: pairing removes the problems' difficulty, which dominates), else
+    unpaired with Welch's SE and degrees of freedom; n = the smaller arm."""
     if b is None:
         return mean_se(a.values())
-    if a and set(a) == set(b) and len(a) >= 2:
-        d = mean_se([a[s] - b[s] for s in sorted(a)])
-        d.paired = True
+    common = sorted(set(a) & set(b))
+    if len(common) >= 2:
+        d = mean_se([a[s] - b[s] for s in common])
+        d.paired, d.left_out = True, len(set(a) ^ set(b))
         return d
     sa, sb = mean_se(a.values()), mean_se(b.values())
     if sa.mean is None or sb.mean is None:
@@ -123,6 +129,8 @@ def verdict(d: Stat, direction: int, undefined: str = "") -> tuple[str, str]:
     if d.se is None:
         return "not measurable", f"SE unavailable with n = {d.n} seed(s): no verdict; at least 2 seeds per arm are needed"
     how = f"{'paired' if d.paired else 'unpaired' if d.welch else 'one arm'}, n = {d.n}"
+    if d.left_out:
+        how += f", {d.left_out} seed(s) only one arm ran left out"
     if d.se == 0:  # every seed gave the same value: the seeds did not vary, so there is no SE to judge d by
         return "not measurable", (f"d = {d.mean:+.4f} with no spread over the seeds ({how}: every seed gave the same "
                                   "value, so the SE is 0 and cannot bound d): the runs did not differ where this is "

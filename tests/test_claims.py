@@ -54,7 +54,11 @@ def test_stats_and_rule(cr):
     d = cr.diff(a, b)
     assert d.paired and d.df == 2 and d.mean == pytest.approx(2.0) and d.se == pytest.approx(sem([2.0, 2.4, 1.6]))
     assert cr.verdict(d, +1)[0] == "confirmed" and cr.verdict(d, -1)[0] == "contradicted"
-    # different seeds: unpaired, Welch's SE and degrees of freedom (equal spreads of 3 seeds each: 4)
+    # seeds in common but one arm ran more: paired over the common seeds, the other left out and said so
+    c = cr.diff(a, {0: 1.0, 1: 0.8, 7: 5.0})
+    assert c.paired and c.left_out == 2 and c.n == 2 and c.mean == pytest.approx(2.2) and c.df == 1
+    assert "left out" in cr.verdict(c, +1)[1] and "left out" in c.fmt()
+    # fewer than 2 seeds in common: unpaired, Welch's SE and degrees of freedom (equal spreads of 3 seeds each: 4)
     u = cr.diff(a, {3: 1.0, 4: 0.8, 5: 1.2})
     assert not u.paired and u.se == pytest.approx(math.sqrt(2) * sem([3, 3.2, 2.8])) and u.df == pytest.approx(4)
     # every seed the same difference: SE 0, no verdict however large d is
