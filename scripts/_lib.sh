@@ -42,6 +42,10 @@ claim() {  # claim NAME: 0 when this invocation now holds NAME's lock (fd 8; alw
   return 1
 }
 release() { [ "$DRY_RUN" = 1 ] || exec 8>&-; RAN=1; }
+one_at_a_time() {  # one_at_a_time NAME: wait for, then hold to the end, LOCKS/NAME.lock (fd 9): e.g. for the report
+  [ "$DRY_RUN" = 1 ] && return 0  # that two invocations finishing together would both write
+  mkdir -p "$LOCKS"; exec 9>"$LOCKS/$1.lock"; flock 9
+}
 new_pass() { WAITING=(); LOCKED=0; RAN=0; }
 next_pass() {  # after a pass: 0 = pass again (after a wait when this pass ran nothing), 1 = nothing left to wait for
   if [ "$DRY_RUN" = 1 ] || [ ${#WAITING[@]} = 0 ]; then return 1; fi

@@ -112,10 +112,11 @@ echo "# runs: curriculum once (k=$CURRICULUM_K, seed $CURRICULUM_SEED); ${#RUNS[
      "(${RUNS[*]}), $STEPS steps each; evals: ${EVALUATED[*]} x $NS seeds x ${DATASETS[*]}, first $N_EVAL problems"
 echo "# estimated time on a busy 2-core CPU: ~$((est_min / 60)) h $((est_min % 60)) min (all of it; finished steps are skipped)"
 
-source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"  # show, run, minutes_left, sitting_over, has_model
+source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"  # show, run, sitting_over, has_model; the queue: claim, release, ...
 
 # Steps 0 and 1 are shared by every seed: a second invocation beside this one (other SEEDS) waits here for them
-if [ "$DRY_RUN" != 1 ]; then exec 9>"$OUT/.setup.lock"; flock 9; fi
+LOCKS="$OUT/locks"  # the locks of the setup, the queue and the report (scripts/_lib.sh)
+one_at_a_time setup
 
 # ---- 0. the boost model: every run below starts from it, zero-shot -----------------------------------
 # OUT/boost_model.txt remembers the starting model of the first call: later calls use it, and refuse another one
@@ -160,7 +161,7 @@ else
   [ "$DRY_RUN" = 1 ] || rm -rf "$CUR/checkpoints"  # max_steps=0 saves the starting model: not needed
 fi
 
-if [ "$DRY_RUN" != 1 ]; then flock -u 9; fi
+[ "$DRY_RUN" = 1 ] || exec 9>&-  # the setup is done: release it
 
 # ---- 2-3. training runs and held-out evaluations, as one queue ---------------------------------------
 # The queue is ordered by what the claims need first, so that a plan cut short still answers most of them: gamma 0
@@ -209,7 +210,6 @@ eval_job() {  # eval_job NAME SEED DATASET
     --out "$OUT/eval/${1}_s$2/$3"
 }
 
-LOCKS="$OUT/locks"  # the queue's locks (scripts/_lib.sh: claim, release, next_pass)
 while :; do
   new_pass
   for job in "${JOBS[@]}"; do
@@ -226,7 +226,7 @@ while :; do
 done
 
 # ---- 4. the report --------------------------------------------------------------------------------------
-if [ "$DRY_RUN" != 1 ]; then flock 9; fi  # two invocations that finish together write it one after the other
+one_at_a_time report
 run python scripts/claims_report.py "$OUT" --seeds "$SEEDS" \
   --budget "$BUDGET: the boost model of SmolLM2-135M ($BOOST), zero-shot, seeds $SEEDS, $STEPS steps per run ($( [ "$BUDGET" = tiny ] && echo "2 problems x k 2, 48 tokens, 8 MBPP-train problems before the curriculum" || echo "8 problems x k 4 x 2 turns, 192 tokens")), curriculum k=$CURRICULUM_K seed $CURRICULUM_SEED, held-out: first $N_EVAL problems of MBPP test and ODEX, greedy, zero-shot, $EVAL_TOKENS tokens per turn"
 if [ -n "${PUBLISH:-}" ]; then

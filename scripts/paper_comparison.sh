@@ -303,7 +303,7 @@ for ds in $TURNS5_DATASETS; do
 done
 for spec in "${RL_RUNS[@]}"; do IFS='|' read -r name label _own <<<"$spec"; dirs+=("$OUT/train/$name"); labels+=(--label "$label"); done
 RL_TEXT="RL $RL_STEPS steps"
-if [ "$DRY_RUN" != 1 ]; then exec 9>"$LOCKS/report.lock"; flock 9; fi  # invocations that end together: one at a time
+one_at_a_time report
 run cocos report "${dirs[@]}" --out "$OUT/report" "${labels[@]}" \
   --budget "$BUDGET: $LIMIT_TEXT problems of each test split, $SHOTS, greedy, $EVAL_TOKENS tokens per turn, $RL_TEXT" \
   --title "CoCoS comparison, $MODEL_TAG (training curves: the trainer's evaluations on MBPP validation)"
