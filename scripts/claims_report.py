@@ -320,7 +320,7 @@ def compute(runs: dict) -> dict:
     drew = by_seed(runs, "score", log_change("reward_mean"))
     rows = [[RUNS[n], stat(runs, n, log_start("kl@1")), stat(runs, n, log_end("kl@1")), stat(runs, n, log_end("kl@2")),
              stat(runs, n, log_start("reward_mean")), stat(runs, n, log_end("reward_mean")),
-             stat(runs, n, log_change("reward_mean"))] for n in ("score", "g0.5")]
+             stat(runs, n, log_change("reward_mean"))] for n in ("score", "g0.5", "binary")]
     c[3] = {"tests": [test("turn-1 KL over the last quarter of steps, SCoRe − CoCoS > 0", kl1["score"], kl1["g0.5"], +1),
                       test("SCoRe's mean reward change (last quarter − first quarter) < 0", drew, None, -1)],
             "header": ["run", "kl@1 first quarter", "kl@1 last quarter", "kl@2 last quarter", "reward first quarter",
@@ -447,7 +447,9 @@ CLAIMS = {
         "no test passed at turn 1 (the metric's 1.0 for that case is a convention, not a measurement)."),
     3: ("SCoRe's turn-1 KL explodes on small models, and its reward collapses",
         "Per-turn KL to the reference (kl@1, kl@2, per trajectory) and the mean training reward per step, SCoRe vs "
-        "CoCoS (γ=0.5). SCoRe's stage I puts a strong KL on turn 1, stage II a shaped bonus. The KL is the "
+        "CoCoS (γ=0.5); the binary-reward run is shown beside them (the per-turn KL of progressive vs binary, which "
+        "the tests do not use; its reward is 0/1 per turn, so its reward columns are on another scale). SCoRe's "
+        "stage I puts a strong KL on turn 1, stage II a shaped bonus. The KL is the "
         "trainer's k1 estimate (log π − log π_ref summed over a turn's tokens): unbiased, but a step's value can "
         "fall slightly below 0."),
     4: ("CoCoS corrects selectively: a low Δc→i with a higher Δi→c",
@@ -481,9 +483,9 @@ def build(out: str | Path, seeds: list[int] | None = None, budget: str = "", pag
         2: plot_bars([r[:2] + r[2:6] for r in claims[2]["rows"]], 2,
                      ["unit preserve", "passed tests lost", "unit improve", "unit worsen"], out / "claim2_unit.png",
                      "progressive vs binary reward, held-out unit-level metrics"),
-        3: plot_curves(runs, ["score", "g0.5"], [("kl@1", "KL turn 1"), ("kl@2", "KL turn 2"),
-                                                 ("reward_mean", "mean reward")], out / "claim3_kl.png",
-                       "SCoRe vs CoCoS: per-turn KL and reward per step"),
+        3: plot_curves(runs, ["score", "g0.5", "binary"], [("kl@1", "KL turn 1"), ("kl@2", "KL turn 2"),
+                                                           ("reward_mean", "mean reward")], out / "claim3_kl.png",
+                       "SCoRe vs CoCoS (and binary reward): per-turn KL and reward per step"),
         4: plot_bars([r[:2] + r[2:4] for r in claims[4]["rows"]], 2, ["Δi→c", "Δc→i"], out / "claim4_deltas.png",
                      "held-out corrections, turn 1 → turn 2"),
     }
