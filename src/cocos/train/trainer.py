@@ -184,6 +184,12 @@ class Trainer:
         else:
             # Full fine-tuning: a frozen copy of the starting weights is the reference.
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        if cfg.gradient_checkpointing:  # after the reference's copy: the frozen reference keeps nothing to recompute
+            base = model.get_base_model() if cfg.lora else model
+            if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x: non-reentrant by default
+                base.activation_checkpointing_enable()
+            else:
+                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = model
         self.model.train()
         self.autocast_dtype = torch.bfloat16 if bf16_autocast(cfg.autocast, self.device) else None
