@@ -102,15 +102,36 @@ NS=${#SEED_LIST[@]}
 # 62-66 s), + ~40 s of load and save per run; the curriculum 7 min (374 problems x 4 answers); an evaluation ~1.2 s
 # per problem (200 problems x 2 turns, zero-shot, 256 tokens: 167-250 s). Two invocations side by side halve the
 # wall time; each job peaks near 11 GB of memory.
+# In seconds: a step (progressive, binary reward), a run's load and save, an evaluation, the curriculum.
 if [ "$BUDGET" = cpu ]; then
-  est_min=$(( (NS * 4 * (STEPS * 125 + 40) + NS * 2 * (STEPS * 70 + 40) + NS * 3 * 2 * N_EVAL * 6 / 5 + 420) / 60 ))
-else
-  est_min=$(( (NS * 6 * 35 + NS * 3 * 2 * 40 + 60) / 60 ))
+  STEP_S=125; STEP_BIN_S=70; RUN_S=40; EVAL_S=$(( N_EVAL * 6 / 5 )); CURRICULUM_S=420
+else  # tiny: a whole run ~35 s
+  STEP_S=0; STEP_BIN_S=0; RUN_S=35; EVAL_S=40; CURRICULUM_S=60
 fi
+last_saved_step() {  # the step of a run folder's newest checkpoint (0: none)
+  local d n=0; for d in "$1"/checkpoints/step_*; do [ -d "$d" ] && [ "${d##*step_}" -gt "$n" ] && n=${d##*step_}; done
+  echo "$n"
+}
+est_all=$CURRICULUM_S; est_left=0
+[ -f "$OUT/curriculum/curriculum.json" ] || est_left=$CURRICULUM_S
+for name in "${RUNS[@]}"; do
+  case "$name" in binary|score) step_s=$STEP_BIN_S ;; *) step_s=$STEP_S ;; esac
+  for seed in "${SEED_LIST[@]}"; do
+    dir="$OUT/train/${name}_s$seed"
+    est_all=$(( est_all + STEPS * step_s + RUN_S ))
+    [ -f "$dir/FINISHED" ] || est_left=$(( est_left + (STEPS - $(last_saved_step "$dir")) * step_s + RUN_S ))
+    if evaluated "$name"; then for ds in "${DATASETS[@]}"; do
+      est_all=$(( est_all + EVAL_S ))
+      [ -f "$OUT/eval/${name}_s$seed/$ds/metrics.json" ] || est_left=$(( est_left + EVAL_S ))
+    done; fi
+  done
+done
+hm() { echo "$(( $1 / 3600 )) h $(( $1 % 3600 / 60 )) min"; }
 echo "# claims (issue 17): BUDGET=$BUDGET SEEDS='$SEEDS' STEPS=$STEPS N_EVAL=$N_EVAL OUT=$OUT"
 echo "# runs: curriculum once (k=$CURRICULUM_K, seed $CURRICULUM_SEED); ${#RUNS[@]} training runs x $NS seeds = $((6 * NS))" \
      "(${RUNS[*]}), $STEPS steps each; evals: ${EVALUATED[*]} x $NS seeds x ${DATASETS[*]}, first $N_EVAL problems"
-echo "# estimated time on a busy 2-core CPU: ~$((est_min / 60)) h $((est_min % 60)) min (all of it; finished steps are skipped)"
+echo "# estimated time of one core (on a busy 2-core CPU): ~$(hm $est_all) in all; ~$(hm $est_left) left (finished" \
+     "jobs and checkpointed steps are skipped; two invocations share it)"
 
 source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"  # show, run, sitting_over, has_model; the queue: claim, release, ...
 

@@ -60,8 +60,12 @@ def test_claims_queue_runs_each_job_once_across_two_invocations(tmp_path):
     boost.mkdir()
     (boost / "model.safetensors").touch()
     env = _env(tmp_path, BOOST=str(boost))
+    plan = lambda: subprocess.run(["bash", str(ROOT / "scripts" / "claims.sh")], cwd=ROOT, env={**env, "DRY_RUN": "1"},
+                                  capture_output=True, text=True, check=True).stdout
+    assert "~0 h 16 min in all; ~0 h 16 min left" in plan()
     for res in _two_invocations("claims.sh", env):
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "~0 h 16 min in all; ~0 h 0 min left" in plan()  # the estimate counts what is not done yet
     calls = _calls(tmp_path)
     outs = Counter(out for _, _, out in calls)
     # curriculum + 6 runs x 2 seeds + 3 evaluated runs x 2 seeds x 2 datasets
