@@ -340,7 +340,27 @@ def compute(runs: dict) -> dict:
             "header": ["run", "dataset", "Δi→c", "Δc→i", "Δ", "acc@2", "edit sim turn 1 → 2"]}
     for v in c.values():
         v["verdict"] = claim_verdict(v["tests"])
+    copied = copying(runs)
+    if copied:  # claims 2 and 4 measure what turn 2 changes: with turn 1 copied, seeds alone cannot move them
+        for i in (2, 4):
+            c[i]["copying"] = copied
     return c
+
+
+COPY_SIMILARITY = 0.95  # mean edit similarity of the two turns' code at or above which turn 2 counts as a copy
+
+
+def copying(runs: dict) -> str:
+    """When every evaluated run's turn 2 copies its turn 1 on every dataset (edit similarity >= COPY_SIMILARITY),
+    a sentence that says so with the range; else ''."""
+    sims = [v for n in ("g0.5", "binary", "score") for ds in DATASETS for v in per_seed(runs, n, eval_key(ds, "edit_sim(1,2)"))
+            if v is not None]
+    if not sims or min(sims) < COPY_SIMILARITY:
+        return ""
+    return (f"every evaluated model copies its turn-1 code at turn 2 (edit similarity {100 * min(sims):.1f}-"
+            f"{100 * max(sims):.1f}% over {len(sims)} evaluations), so the held-out corrections and preservation "
+            "barely move whatever the reward: a model that rewrites at turn 2 (longer training, a larger model) is "
+            "needed before more seeds")
 
 
 # ---- plots --------------------------------------------------------------------------------------
@@ -525,6 +545,8 @@ def build(out: str | Path, seeds: list[int] | None = None, budget: str = "", pag
 def needed(c: dict) -> str:
     """What would make an undecided claim measurable, from its tests' reasons."""
     parts = list(dict.fromkeys(t["why"] for t in c["tests"] if t["verdict"] == "not measurable"))
+    if c.get("copying"):
+        parts.insert(0, c["copying"])
     return "What would be needed: " + "; ".join(parts) + "."
 
 

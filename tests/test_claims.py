@@ -28,7 +28,7 @@ def write_log(out: Path, run: str, seed: int, rows: list[dict]) -> None:
 
 def write_metrics(out: Path, run: str, seed: int, ds: str, m: dict) -> None:
     d = out / "eval" / f"{run}_s{seed}" / ds
-    d.mkdir(parents=True)
+    d.mkdir(parents=True, exist_ok=True)
     (d / "metrics.json").write_text(json.dumps(m))
 
 
@@ -185,3 +185,15 @@ def test_a_step_that_trained_no_group_has_no_kl(cr, tmp_path):
     kl1 = [r["kl@1"] for r in runs["score"][0]["log"]]
     assert kl1 == [1.0, 3.0, None, None]
     assert cr.first_last(runs["score"][0]["log"], "kl@1") == (1.0, 3.0)
+
+
+def test_turn_2_copying_is_named_as_what_claims_2_and_4_need(cr, tmp_path):
+    for s in (0, 1):
+        for ds in ("mbpp", "odex"):
+            write_metrics(tmp_path, "g0.5", s, ds, {"unit_preserve(1,2)": 1.0, "edit_sim(1,2)": 0.99})
+            write_metrics(tmp_path, "binary", s, ds, {"unit_preserve(1,2)": 1.0, "edit_sim(1,2)": 0.97 + 0.01 * s})
+    page = cr.build(tmp_path)["page"].read_text()
+    assert page.count("every evaluated model copies its turn-1 code at turn 2 (edit similarity 97.0-99.0% over 8") == 2
+    # one evaluation that rewrites: no such sentence
+    write_metrics(tmp_path, "binary", 1, "odex", {"unit_preserve(1,2)": 1.0, "edit_sim(1,2)": 0.60})
+    assert "copies its turn-1 code" not in cr.build(tmp_path)["page"].read_text()
