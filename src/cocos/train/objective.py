@@ -74,7 +74,7 @@ def token_logprobs(model, input_ids, attention_mask, position_ids, n_last: int, 
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                 logits_to_keep=n_last + 1, use_cache=cache is not None, **past)
     logits = out.logits[:, :-1, :].float() / temperature
-    targets = input_ids[:, -n_last:]
+    targets = input_ids[:, input_ids.shape[1] - n_last:]  # (not [-n_last:], which is every token when n_last is 0)
     logz = torch.logsumexp(logits, dim=-1)
     logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logz
     if not with_entropy:
