@@ -194,6 +194,9 @@ def load(out: Path, seeds: list[int] | None, partial: dict | None = None) -> dic
                 # the turn-2 gain of each step: what a hacked turn 1 would leave for turn 2 to win
                 if isinstance(row.get("reward@1"), (int, float)) and isinstance(row.get("reward@2"), (int, float)):
                     row["gain@2"] = row["reward@2"] - row["reward@1"]
+                # turn 1's KL per generated token: a longer answer sums more tokens' KL without moving further
+                if isinstance(row.get("kl@1"), (int, float)) and (row.get("length@1") or 0) > 0:
+                    row["kl@1/token"] = row["kl@1"] / row["length@1"]
             found[name][seed] = {"log": log, "evals": {}}
         for seed, folder in seed_folders(out / "eval", name, seeds):
             for ds_dir in folder.iterdir():
@@ -318,12 +321,14 @@ def compute(runs: dict) -> dict:
     # 3: SCoRe's turn-1 KL explodes on small models and its reward collapses
     kl1 = {n: by_seed(runs, n, log_end("kl@1")) for n in ("score", "g0.5")}
     drew = by_seed(runs, "score", log_change("reward_mean"))
-    rows = [[RUNS[n], stat(runs, n, log_start("kl@1")), stat(runs, n, log_end("kl@1")), stat(runs, n, log_end("kl@2")),
+    rows = [[RUNS[n], stat(runs, n, log_start("kl@1")), stat(runs, n, log_end("kl@1")),
+             stat(runs, n, log_end("kl@1/token")), stat(runs, n, log_end("length@1")), stat(runs, n, log_end("kl@2")),
              stat(runs, n, log_start("reward_mean")), stat(runs, n, log_end("reward_mean")),
              stat(runs, n, log_change("reward_mean"))] for n in ("score", "g0.5", "binary")]
     c[3] = {"tests": [test("turn-1 KL over the last quarter of steps, SCoRe − CoCoS > 0", kl1["score"], kl1["g0.5"], +1),
                       test("SCoRe's mean reward change (last quarter − first quarter) < 0", drew, None, -1)],
-            "header": ["run", "kl@1 first quarter", "kl@1 last quarter", "kl@2 last quarter", "reward first quarter",
+            "header": ["run", "kl@1 first quarter", "kl@1 last quarter", "kl@1 per token, last quarter",
+                       "turn-1 tokens, last quarter", "kl@2 last quarter", "reward first quarter",
                        "reward last quarter", "reward change"], "rows": rows}
     # 4: CoCoS corrects selectively: low Δc→i with a higher Δi→c
     tests, rows = [], []
