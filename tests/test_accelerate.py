@@ -213,3 +213,18 @@ def test_deepspeed_checkpoint_resumes(tmp_path):
     assert all(torch.equal(first["end"][n], w) for n, w in resumed["start"]["weights"].items())
     assert resumed["start"]["lr"] < first["start"]["lr"]  # the linear schedule went on from step 2, not from 0
     assert any(not torch.equal(resumed["end"][n], w) for n, w in resumed["start"]["weights"].items())
+
+
+def test_a_cpu_run_names_deepspeeds_accelerator_instead_of_its_gpu_warning():
+    """transformers asks DeepSpeed for its accelerator on every save; on a CPU run its detection would log
+    "Setting accelerator to CPU. If you have GPU or other accelerator, we were unable to detect it."."""
+    pytest.importorskip("deepspeed")
+    code = ("from cocos.device import name_deepspeed_accelerator; name_deepspeed_accelerator('cpu'); "
+            "from deepspeed.accelerator import get_accelerator; print(get_accelerator()._name)")
+    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert r.stdout.strip().splitlines()[-1] == "cpu" and "unable to detect" not in r.stdout + r.stderr
+    # a setting of the user's stays (here one DeepSpeed refuses, which shows it was read)
+    r = subprocess.run([sys.executable, "-c", code], env={**env, "DS_ACCELERATOR": "not-one"}, capture_output=True,
+                       text=True)
+    assert r.returncode != 0 and "not-one" in r.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 
 def fast_bf16(device) -> bool:
@@ -44,3 +45,13 @@ def sdpa_without_cudnn(device):
         return contextlib.nullcontext()
 
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
+def name_deepspeed_accelerator(device) -> None:
+    """On a CPU run, tell DeepSpeed (when installed) that the accelerator is the CPU: transformers asks it on every
+    save, and its detection otherwise logs "WARNING ... Setting accelerator to CPU. If you have GPU or other
+    accelerator, we were unable to detect it." in every CPU run's console. A DS_ACCELERATOR the user set stays."""
+    import torch
+
+    if torch.device(device).type == "cpu":
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")

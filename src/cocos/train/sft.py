@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cocos.device import bf16_autocast
+from cocos.device import bf16_autocast, name_deepspeed_accelerator
 from cocos.errors import UserError
 from cocos.train.sft_data import KODCODE_HUB_ID, build_examples, drop_long, fits_within
 
@@ -121,6 +121,7 @@ def _finetune_device() -> str:
 def trl_training_args(cfg) -> dict:
     """The TRL trainer arguments that SFT and the DPO baselines set alike, from a config's optimisation fields."""
     device = _finetune_device()
+    name_deepspeed_accelerator(device)
     cuda = device == "cuda"
     # TRL's `bf16` is mixed precision: an autocast around forward and backward (on CPUs too), the weights and the
     # optimiser stay in `dtype`. With bf16 weights on a GPU it was always on.

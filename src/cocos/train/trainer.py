@@ -43,7 +43,7 @@ import torch
 
 from cocos import runs
 from cocos.errors import UserError
-from cocos.device import bf16_autocast, sdpa_without_cudnn
+from cocos.device import bf16_autocast, name_deepspeed_accelerator, sdpa_without_cudnn
 from cocos.runs import checkpoint_steps
 from cocos.train import checkpoint, curriculum, objective
 from cocos.train.config import TrainConfig, save_config
@@ -160,6 +160,7 @@ class Trainer:
         self.policy = policy
         self.tokenizer = policy.tokenizer
         self.device = policy.device
+        name_deepspeed_accelerator(self.device)
         model = policy.model
         if cfg.lora:
             from peft import LoraConfig, get_peft_model
