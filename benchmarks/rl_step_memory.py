@@ -1,12 +1,15 @@
-"""Memory and time of an RL step's policy pass with gradient, without and with gradient checkpointing:
+"""Memory and time of an RL step's policy pass with gradient over one group of k samples, by the way it runs
+(logprob_passes plain / shared-prefix) and without / with gradient checkpointing:
 
-    nice -n 10 python benchmarks/rl_step_memory.py [--model smollm2-135m] [--seqs 1] [--tokens 1024]
+    nice -n 10 python benchmarks/rl_step_memory.py [--model smollm2-135m] [--k 4] [--prompt 256] [--completion 128]
 
-The pass the trainer runs under logprob_passes=plain (cocos.train.objective.token_logprobs, then the backward of a
-policy-gradient loss) on `--seqs` sequences of `--tokens` tokens (the last half of them completion), under bf16
-autocast where the CPU has fast bf16. Each variant runs in its own process; the peak resident memory (VmHWM, reset
-after loading the model) minus the memory after loading is the pass's. Printed: that peak and the pass's time, both
-as ratios against the first variant in the same run, and each variant's largest gradient difference from it.
+The group: k sequences with one prompt of `--prompt` tokens and their own completions of `--completion` tokens,
+through cocos.train.passes.sequence_logprobs (what both passes call per batch) and the backward of a
+policy-gradient loss, under bf16 autocast where the CPU has fast bf16. Each variant runs in its own process; the
+peak resident memory (VmHWM, reset after loading the model) minus the memory after loading is the pass's. Printed:
+that peak and the pass's time, both as ratios against the first variant (plain, no checkpointing) in the same run,
+and the L2 norm of each variant's gradient difference from it over that of its gradient (bf16 autocast
+rounds differently when the prefix runs once: ~1e-2; under --no-autocast, ~1e-7).
 """
 
 from __future__ import annotations
@@ -20,6 +23,13 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+VARIANTS = {  # name: (share_prefix, gradient checkpointing)
+    "plain": (False, False),
+    "plain + checkpointing": (False, True),
+    "shared-prefix": (True, False),
+    "shared-prefix + checkpointing": (True, True),
+}
 
 
 def status_mb(field: str) -> float:
@@ -38,24 +48,27 @@ def one(args) -> None:
 
     from cocos.device import bf16_autocast
     from cocos.policy import load_policy
-    from cocos.train.objective import token_logprobs
+    from cocos.train.passes import allow_checkpointing_with_prefix, sequence_logprobs
 
+    share, checkpointing = VARIANTS[args.variant]
     torch.manual_seed(0)
     model = load_policy(args.model, backend="hf", verbose=False).model.train()
-    if args.checkpointing:
+    if checkpointing:
         model.activation_checkpointing_enable() if hasattr(model, "activation_checkpointing_enable") else \
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    ids = torch.randint(100, model.config.vocab_size - 100, (args.seqs, args.tokens))
-    attn = torch.ones_like(ids)
-    pos = torch.arange(args.tokens).expand(args.seqs, -1)
-    n_completion = args.tokens // 2
-    use_bf16 = bf16_autocast("auto", torch.device("cpu"))
+        if share:
+            assert allow_checkpointing_with_prefix(model)
+    V = model.config.vocab_size
+    prompt = torch.randint(100, V - 100, (args.prompt,)).tolist()
+    completions = torch.randint(100, V - 100, (args.k, args.completion)).tolist()
+    use_bf16 = bf16_autocast("none" if args.no_autocast else "auto", torch.device("cpu"))
     reset_peak()  # the peak of loading the model is not the pass's
     base = status_mb("VmRSS")
     t = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-        logp, _ = token_logprobs(model, ids, attn, pos, n_completion, temperature=0.9)
-    (-logp.sum(-1).mean()).backward()
+        logp, _, mask = sequence_logprobs(model, [prompt] * args.k, completions, 0, "cpu", temperature=0.9,
+                                          share_prefix=share)
+    (-(logp * mask).sum(-1).mean()).backward()
     seconds = time.perf_counter() - t
     peak = status_mb("VmHWM")
     grads = torch.cat([p.grad.flatten().float() for p in model.parameters() if p.grad is not None])
@@ -67,9 +80,11 @@ def one(args) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--seqs", type=int, default=1)
-    p.add_argument("--tokens", type=int, default=1024)
-    p.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)  # one variant (a child process)
+    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--prompt", type=int, default=256)
+    p.add_argument("--completion", type=int, default=128)
+    p.add_argument("--no-autocast", action="store_true", help="float32 throughout")
+    p.add_argument("--variant", help=argparse.SUPPRESS)  # one variant (a child process)
     p.add_argument("--grads", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.grads:
@@ -78,20 +93,22 @@ def main() -> None:
 
     import torch
 
-    variants = {"plain": [], "gradient_checkpointing": ["--checkpointing"]}
     res = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (name, flags) in enumerate(variants.items()):
-            cmd = [sys.executable, __file__, "--model", args.model, "--seqs", str(args.seqs), "--tokens",
-                   str(args.tokens), "--grads", f"{tmp}/{i}.pt", *flags]
+        for i, name in enumerate(VARIANTS):
+            cmd = [sys.executable, __file__, "--model", args.model, "--k", str(args.k), "--prompt", str(args.prompt),
+                   "--completion", str(args.completion), "--variant", name, "--grads", f"{tmp}/{i}.pt",
+                   *(["--no-autocast"] if args.no_autocast else [])]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
             res[name] = json.loads(out)
-            res[name]["diff"] = float((torch.load(f"{tmp}/0.pt") - torch.load(f"{tmp}/{i}.pt")).abs().max())
+            ref, got = torch.load(f"{tmp}/0.pt"), torch.load(f"{tmp}/{i}.pt")
+            res[name]["diff"] = float((ref - got).norm() / ref.norm())
     first = next(iter(res.values()))
-    print(f"{args.model}: {first['layers']} layers, {args.seqs} x {args.tokens} tokens, bf16 autocast {first['bf16']}")
+    print(f"{args.model}: {first['layers']} layers; a group of {args.k} x ({args.prompt} prompt + {args.completion} "
+          f"completion) tokens; bf16 autocast {first['bf16']}")
     for name, r in res.items():
-        print(f"  {name:24s} peak over the loaded model {r['extra_mb']:6.0f} MB ({r['extra_mb'] / first['extra_mb']:.2f}x)"
-              f"   {r['seconds']:6.2f} s ({r['seconds'] / first['seconds']:.2f}x)   gradient difference {r['diff']:.1e}")
+        print(f"  {name:30s} peak over the loaded model {r['extra_mb']:6.0f} MB ({r['extra_mb'] / first['extra_mb']:.2f}x)"
+              f"   {r['seconds']:6.2f} s ({r['seconds'] / first['seconds']:.2f}x)   gradient difference {r['diff']:.1e} (relative, L2)")
 
 
 if __name__ == "__main__":

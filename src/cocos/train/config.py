@@ -91,7 +91,7 @@ class TrainConfig(RolloutSettings):
     # Same loss and gradients; shared-prefix holds one group's k x (trained turns) sequences in memory at once.
     logprob_passes: str = "shared-prefix"
     # recompute each layer's activations during the backward instead of keeping them: activation memory of about one
-    # layer instead of all of them, for one more forward of the policy. Needs logprob_passes=plain.
+    # layer instead of all of them, for one more forward of the policy (either logprob_passes)
     gradient_checkpointing: bool = False
     max_steps: int = 100
     max_minutes: float = 0.0  # 0 = no limit; else stop after the first step that ends past it (then save + eval)
@@ -138,10 +138,6 @@ class TrainConfig(RolloutSettings):
         for name in ("beta", "lr", "score_beta1", "max_minutes"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name}: must be >= 0 (got {getattr(self, name)})")
-        if self.gradient_checkpointing and self.logprob_passes != "plain":
-            raise UserError("gradient_checkpointing: needs logprob_passes=plain (the shared-prefix pass feeds a KV "
-                            "cache through the layers, which a recomputed layer would extend twice); set "
-                            "logprob_passes=plain, with micro_batch to bound each pass")
         if self.temperature == 0:
             raise UserError("temperature: RL needs sampling; use a temperature > 0 (the paper uses 0.9)")
         if self.curriculum_from and not self.curriculum_k:

@@ -19,6 +19,8 @@ completion token, so it belongs to the suffix.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from cocos.train import objective
@@ -47,18 +49,59 @@ def sequence_logprobs(model, prompts: list[list[int]], completions: list[list[in
         return logp, ent, cmask
     B = len(prompts)
     prefix = torch.tensor([prompts[0][:n]], device=device)
-    out = model(input_ids=prefix, use_cache=True, logits_to_keep=1)  # its logits predict no trained token
+    with checkpointing_off(model):  # batch 1, and its cache is written: a recomputed layer would write it twice
+        out = model(input_ids=prefix, use_cache=True, logits_to_keep=1)  # its logits predict no trained token
     cache = out.get("cache") or out.get("past_key_values")
-    from transformers import DynamicCache
-
-    shared = DynamicCache([(layer.keys.expand(B, -1, -1, -1), layer.values.expand(B, -1, -1, -1))
-                           for layer in cache.layers])
+    shared = prefix_cache(cache, B)
     ids, attn, _, cmask = (x.to(device) for x in pad_sequences([p[n:] for p in prompts], completions, pad_id))
     position_ids = n + (attn.cumsum(-1) - 1).clamp(min=0)  # the suffix continues the prefix's positions
     attention_mask = torch.cat([torch.ones(B, n, dtype=attn.dtype, device=device), attn], dim=1)
     logp, ent = token_logprobs(model, ids, attention_mask, position_ids, cmask.shape[1], temperature=temperature,
                                with_entropy=with_entropy, cache=shared)
     return logp, ent, cmask
+
+
+def prefix_cache(cache, batch: int):
+    """The prefix's keys and values expanded to `batch` rows, read-only: each layer gets prefix + its new states,
+    and nothing is stored, so a layer recomputed under gradient checkpointing sees the same prefix again (the
+    layers may then keep it: `allow_checkpointing_with_prefix`)."""
+    from transformers import DynamicCache
+
+    class PrefixCache(DynamicCache):
+        def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+            layer = self.layers[layer_idx]
+            return torch.cat([layer.keys, key_states], dim=-2), torch.cat([layer.values, value_states], dim=-2)
+
+    return PrefixCache([(layer.keys.expand(batch, -1, -1, -1), layer.values.expand(batch, -1, -1, -1))
+                        for layer in cache.layers])
+
+
+def checkpointed_layers(model) -> list:
+    return [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True]
+
+
+@contextlib.contextmanager
+def checkpointing_off(model):
+    layers = checkpointed_layers(model)
+    for m in layers:
+        m.gradient_checkpointing = False
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.gradient_checkpointing = True
+
+
+def allow_checkpointing_with_prefix(model) -> bool:
+    """Let checkpointed layers keep the shared prefix's read-only cache (transformers drops a cache under
+    checkpointing unless a layer says it only reads it, `_can_checkpoint_with_cache`). False where this
+    transformers has no such switch: there a checkpointed layer would drop or write the prefix."""
+    layers = [m for m in checkpointed_layers(model) if hasattr(m, "_can_checkpoint_with_cache")]
+    if not layers:
+        return False
+    for m in layers:
+        m._can_checkpoint_with_cache = True
+    return True
 
 
 # ---- the trainer's passes ----------------------------------------------------------------------

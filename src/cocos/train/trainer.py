@@ -49,7 +49,7 @@ from cocos.train import checkpoint, curriculum, objective
 from cocos.train.config import TrainConfig, save_config
 from cocos.train.monitor import TimedPolicy, Watchdog, mean, release_free_memory, step_stats, trajectory_stats
 from cocos.train.objective import Method, method_at
-from cocos.train.passes import grouped_passes, plain_passes
+from cocos.train.passes import allow_checkpointing_with_prefix, grouped_passes, plain_passes
 
 
 class TrainedTurn(NamedTuple):
@@ -191,6 +191,10 @@ class Trainer:
                 base.activation_checkpointing_enable()
             else:
                 base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if cfg.logprob_passes == "shared-prefix" and not allow_checkpointing_with_prefix(base):
+                raise UserError("gradient_checkpointing: with logprob_passes=shared-prefix it needs a transformers "
+                                "whose layers can keep a read-only cache under checkpointing (5.x); set "
+                                "logprob_passes=plain, or upgrade transformers")
         self.model = model
         self.model.train()
         self.autocast_dtype = torch.bfloat16 if bf16_autocast(cfg.autocast, self.device) else None
