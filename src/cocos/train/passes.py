@@ -15,6 +15,9 @@ Two ways, same numbers (tests/test_passes.py holds their log-probs and gradients
 
 The prefix stops at least one token before the shortest prompt: the last prompt token's logits predict the first
 completion token, so it belongs to the suffix.
+
+Under gradient checkpointing (the trainer's `gradient_checkpointing`), the prefix runs unchecked (it writes its
+cache, once) and the suffix's layers recompute against a read-only copy of it (`prefix_cache`).
 """
 
 from __future__ import annotations
