@@ -120,35 +120,42 @@ def seeds_needed(d: Stat) -> int | None:
     return None
 
 
-def verdict(d: Stat, direction: int, undefined: str = "") -> tuple[str, str]:
-    """(verdict, why) for a difference d whose claimed sign is `direction` (+1 or -1), by RULE. `undefined`: when
-    the quantity can be undefined in a finished run, why, and what would define it."""
+def verdict(d: Stat, direction: int, undefined: str = "") -> tuple[str, str, str]:
+    """(verdict, why, need) for a difference d whose claimed sign is `direction` (+1 or -1), by RULE: `why` explains
+    the verdict, `need` says in a few words what would decide an undecided test ('' when decided). `undefined`:
+    when the quantity can be undefined in a finished run, why, and what would define it."""
     if d.mean is None:
-        return "not measurable", ("no value in any seed: the runs are missing or not finished"
-                                  + (f", or {undefined}" if undefined else ""))
+        why = "no value in any seed: the runs are missing or not finished" + (f", or {undefined}" if undefined else "")
+        return "not measurable", why, "finished runs" + (f" ({undefined})" if undefined else "")
     if d.se is None:
-        return "not measurable", f"SE unavailable with n = {d.n} seed(s): no verdict; at least 2 seeds per arm are needed"
+        return ("not measurable", f"SE unavailable with n = {d.n} seed(s): no verdict; at least 2 seeds per arm are needed",
+                "at least 2 seeds per arm")
     how = f"{'paired' if d.paired else 'unpaired' if d.welch else 'one arm'}, n = {d.n}"
     if d.left_out:
         how += f", {d.left_out} seed(s) only one arm ran left out"
     if d.se == 0:  # every seed gave the same value: the seeds did not vary, so there is no SE to judge d by
         return "not measurable", (f"d = {d.mean:+.4f} with no spread over the seeds ({how}: every seed gave the same "
                                   "value, so the SE is 0 and cannot bound d): the runs did not differ where this is "
-                                  "measured; it needs longer training or more evaluation problems before more seeds")
+                                  "measured; it needs longer training or more evaluation problems before more seeds"), (
+            "longer training or more evaluation problems (every seed gave the same value), before more seeds")
     z, t = direction * d.mean / d.se, t975(d.df)
     if z > t:
-        return "confirmed", f"d = {d.mean:+.4f} is {z:.1f} SE in the claimed direction ({how}; t = {t:.2f})"
+        return "confirmed", f"d = {d.mean:+.4f} is {z:.1f} SE in the claimed direction ({how}; t = {t:.2f})", ""
     if z < -t:
-        return "contradicted", f"d = {d.mean:+.4f} is {-z:.1f} SE against the claimed direction ({how}; t = {t:.2f})"
+        return "contradicted", f"d = {d.mean:+.4f} is {-z:.1f} SE against the claimed direction ({how}; t = {t:.2f})", ""
     if d.mean == 0:
-        return "not measurable", f"d = 0 ({how}): no difference observed; seeds alone cannot show one"
+        return ("not measurable", f"d = 0 ({how}): no difference observed; seeds alone cannot show one",
+                "a difference to measure (none observed): seeds alone cannot show one")
     side = "in" if z > 0 else "against"
     head = f"d = {d.mean:+.4f} ± {d.se:.4f} ({abs(z):.1f} SE, {side} the claimed direction; {how}, t = {t:.2f}); "
-    need = seeds_needed(d)
-    if need is None:  # d is a sliver of its spread: as measured, no effect, and no practical seed count changes that
+    m = seeds_needed(d)
+    if m is None:  # d is a sliver of its spread: as measured, no effect, and no practical seed count changes that
+        need = f"no effect is seen: more than {MAX_SEEDS} seeds per arm would be needed at this spread"
         return "not measurable", head + (f"more than {MAX_SEEDS} seeds per arm would be needed at this spread: no "
-                                         "effect is seen at this budget")
-    return "not measurable", head + f"about {need} seeds per arm at this spread would resolve it"
+                                         "effect is seen at this budget"), need
+    return ("not measurable", head + f"about {m} seeds per arm at this spread would resolve it",
+            f"about {m} seeds per arm at this spread would decide it, "
+            + ("toward confirmed if d held" if z > 0 else "toward contradicted: d points against the claim"))
 
 
 def claim_verdict(tests: list[dict]) -> str:
@@ -282,8 +289,8 @@ def by_seed(runs, name, fn) -> dict[int, float]:
 
 def test(what: str, a: dict[int, float], b: dict[int, float] | None, direction: int, undefined: str = "") -> dict:
     d = diff(a, b)
-    v, why = verdict(d, direction, undefined)
-    return {"what": what, "d": d, "direction": direction, "verdict": v, "why": why}
+    v, why, need = verdict(d, direction, undefined)
+    return {"what": what, "d": d, "direction": direction, "verdict": v, "why": why, "need": need}
 
 
 # ---- the claims ---------------------------------------------------------------------------------
@@ -463,7 +470,7 @@ CLAIMS = {
     1: ("γ = 0 invites reward hacking: turn 1 gets worse on purpose so that turn 2 can improve on it",
         "Training-set curves on the curriculum-kept MBPP-train problems: reward@1 and reward@2 per step for γ in "
         "{0, 0.5, 1, 2}. Hacking shows as r1 falling under γ=0 while it holds under γ=0.5, and as a larger turn-2 gain "
-        "r2 − r1 under γ=0: turn 1 left worse so that turn 2 can win the difference. Runs with one seed see the "
+        "r2 − r1 under γ=0: turn 1 left worse so that turn 2 can win the difference. Runs with the same seed see the "
         "same problems in the same order at every γ, so the γ=0 − γ=0.5 tests are paired by seed."),
     2: ("A progressive reward preserves previously passed test cases far better than a binary one (paper: about 40% "
         "of them lost with binary on ODEX)",
@@ -541,18 +548,17 @@ def build(out: str | Path, seeds: list[int] | None = None, budget: str = "", pag
         md += [f"- {t['what']}: d = {_cell(t['d'], False)} → **{t['verdict']}** ({t['why']})" for t in c["tests"]]
         md += ["", f"**Verdict: {c['verdict']}.**"]
         if c["verdict"].startswith("not measurable"):
-            md += ["", needed(c)]
+            md += [""] + needed(c)
     md.append("")
     (out / page).write_text("\n".join(md))
     return {"runs": runs, "claims": claims, "page": out / page}
 
 
-def needed(c: dict) -> str:
-    """What would make an undecided claim measurable, from its tests' reasons."""
-    parts = list(dict.fromkeys(t["why"] for t in c["tests"] if t["verdict"] == "not measurable"))
-    if c.get("copying"):
-        parts.insert(0, c["copying"])
-    return "What would be needed: " + "; ".join(parts) + "."
+def needed(c: dict) -> list[str]:
+    """What would make an undecided claim measurable: the copying (when seen) first, then each undecided test's need."""
+    items = ([c["copying"][0].upper() + c["copying"][1:] + "."] if c.get("copying") else [])
+    items += [f"{t['what']}: {t['need']}." for t in c["tests"] if t["verdict"] == "not measurable"]
+    return ["What would be needed:", ""] + [f"- {x}" for x in items]
 
 
 def main(argv=None) -> int:

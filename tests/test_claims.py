@@ -70,13 +70,15 @@ def test_stats_and_rule(cr):
     assert cr.t975(2) == pytest.approx(4.303) and cr.t975(1000) == pytest.approx(1.962, abs=1e-3)
     # 1 SE: undecided, with the seeds at which d would pass: the first m with t(m - 1) * SE * sqrt(3 / m) < d
     d1 = cr.Stat(3, 1.0, 1.0, df=2, paired=True)
-    v, why = cr.verdict(d1, +1)
+    v, why, need = cr.verdict(d1, +1)
     m = cr.seeds_needed(d1)
     assert cr.t975(m - 1) * math.sqrt(3 / m) < 1.0 <= cr.t975(m - 2) * math.sqrt(3 / (m - 1))
-    assert v == "not measurable" and f"about {m} seeds" in why
+    assert v == "not measurable" and f"about {m} seeds" in why and need.startswith(f"about {m} seeds per arm")
     # d a sliver of its SE: no seed count is offered, the page says no effect is seen
-    v, why = cr.verdict(cr.Stat(3, 0.01, 1.0, df=2, paired=True), -1)
+    v, why, need = cr.verdict(cr.Stat(3, 0.01, 1.0, df=2, paired=True), -1)
     assert v == "not measurable" and "no effect is seen" in why and "about" not in why
+    assert need.startswith("no effect is seen")
+    assert cr.verdict(cr.Stat(30, 3.0, 1.0, df=29, paired=True), +1)[2] == ""  # a decided test needs nothing
 
 
 def test_report_confirmed_contradicted_undecided(cr, tmp_path):
@@ -193,7 +195,11 @@ def test_turn_2_copying_is_named_as_what_claims_2_and_4_need(cr, tmp_path):
             write_metrics(tmp_path, "g0.5", s, ds, {"unit_preserve(1,2)": 1.0, "edit_sim(1,2)": 0.99})
             write_metrics(tmp_path, "binary", s, ds, {"unit_preserve(1,2)": 1.0, "edit_sim(1,2)": 0.97 + 0.01 * s})
     page = cr.build(tmp_path)["page"].read_text()
-    assert page.count("every evaluated model copies its turn-1 code at turn 2 (edit similarity 97.0-99.0% over 8") == 2
+    assert page.count("- Every evaluated model copies its turn-1 code at turn 2 (edit similarity 97.0-99.0% over 8") == 2
+    # each undecided test follows as its own line, with what would decide it
+    claim2 = page[page.index("## Claim 2"):page.index("## Claim 3")]
+    need = claim2[claim2.index("What would be needed:"):].splitlines()
+    assert need[3].startswith("- mbpp: unit preserve, progressive − binary > 0: ")
     # one evaluation that rewrites: no such sentence
     write_metrics(tmp_path, "binary", 1, "odex", {"unit_preserve(1,2)": 1.0, "edit_sim(1,2)": 0.60})
     assert "copies its turn-1 code" not in cr.build(tmp_path)["page"].read_text()
