@@ -41,7 +41,8 @@
 #              rerun the same command to continue (nothing already done runs again)
 #   PRUNE      1 (default): once a run is finished drop its optimizer state (trainer_state.pt, ~1.1 GB), and the
 #              weights of the runs that are not evaluated (~0.5 GB); 18 full checkpoints would need ~29 GB
-#   PUBLISH    a folder (e.g. docs/results/claims) to copy claims.md, its plots and commands.log into at the end
+#   PUBLISH    a folder (e.g. docs/results/claims) to copy claims.md, its plots, commands.log and the numbers behind
+#              the page (runs/: training logs, evaluation metrics) into at the end
 #   DRY_RUN    1: print every command, run nothing
 #   NICE       prefix of every command (default "nice -n 15")
 set -euo pipefail
@@ -248,10 +249,9 @@ done
 
 # ---- 4. the report --------------------------------------------------------------------------------------
 one_at_a_time report
-run python scripts/claims_report.py "$OUT" --seeds "$SEEDS" \
+run python scripts/claims_report.py "$OUT" --seeds "$SEEDS" ${PUBLISH:+--publish "$PUBLISH"} \
   --budget "$BUDGET: the boost model of SmolLM2-135M ($BOOST), zero-shot, seeds $SEEDS, $STEPS steps per run ($( [ "$BUDGET" = tiny ] && echo "2 problems x k 2, 48 tokens, 8 MBPP-train problems before the curriculum" || echo "8 problems x k 4 x 2 turns, 192 tokens")), curriculum k=$CURRICULUM_K seed $CURRICULUM_SEED, held-out: first $N_EVAL problems of MBPP test and ODEX, greedy, zero-shot, $EVAL_TOKENS tokens per turn"
 if [ -n "${PUBLISH:-}" ]; then
-  run mkdir -p "$PUBLISH"
-  run cp "$OUT/claims.md" "$OUT"/claim*.png "$OUT/commands.log" "$OUT/curriculum/curriculum.json" "$PUBLISH/"
+  run cp "$OUT/commands.log" "$OUT/curriculum/curriculum.json" "$PUBLISH/"  # the page, plots and numbers: above
 fi
 [ "$DRY_RUN" = 1 ] || echo "page: $OUT/claims.md ($(( ($(date +%s) - STARTED) / 60 )) min this sitting)"

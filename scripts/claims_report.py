@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -501,7 +502,10 @@ def _table(header: list[str], rows: list[list], pct: bool = False) -> list[str]:
     return out
 
 
-def build(out: str | Path, seeds: list[int] | None = None, budget: str = "", page: str = "claims.md") -> dict:
+def build(out: str | Path, seeds: list[int] | None = None, budget: str = "", page: str = "claims.md",
+          publish: str | Path | None = None) -> dict:
+    """Write OUT/claims.md and its plots; with `publish`, copy them there, and the numbers behind them to
+    publish/runs (copy_numbers), from which this script redraws the same page."""
     out = Path(out)
     partial: dict[str, dict[int, int]] = {}  # run -> {seed: steps logged} of the unfinished runs set aside
     runs = load(out, seeds, partial)
@@ -524,6 +528,10 @@ def build(out: str | Path, seeds: list[int] | None = None, budget: str = "", pag
     files = {1: "claim1_rewards.png", 2: "claim2_unit.png", 3: "claim3_kl.png", 4: "claim4_deltas.png"}
     md = ["# The paper's claims, checked on the default model (issue 17)", ""]
     md += [f"Budget: {budget or 'not stated'}. Folder: `{out}`.", ""]
+    if publish:
+        md += [f"The numbers behind this page (each run's training log and config, each evaluation's metrics and "
+               f"config; no checkpoints or samples) are in `runs/` beside it: `python scripts/claims_report.py "
+               f"{Path(publish) / 'runs'}` redraws the page from them.", ""]
     md += ["Runs found (seeds; steps logged per seed):", ""]
     for name, label in RUNS.items():
         got = {s: r for s, r in runs.get(name, {}).items() if r["log"] or r["evals"]}  # a folder with no step: not yet
@@ -551,7 +559,30 @@ def build(out: str | Path, seeds: list[int] | None = None, budget: str = "", pag
             md += [""] + needed(c)
     md.append("")
     (out / page).write_text("\n".join(md))
+    if publish:
+        publish = Path(publish)
+        publish.mkdir(parents=True, exist_ok=True)
+        for f in [page, *(files[i] for i in plots if plots[i])]:
+            shutil.copy2(out / f, publish / f)
+        copy_numbers(out, publish / "runs", seeds)
     return {"runs": runs, "claims": claims, "page": out / page}
+
+
+def copy_numbers(out: Path, dest: Path, seeds: list[int] | None = None) -> int:
+    """Copy what the page is computed from into dest, in the same layout: each run's log.jsonl and config.yaml, each
+    evaluation's metrics.json and config.json (a few hundred kB, where the checkpoints and samples are GBs).
+    Returns the number of files."""
+    n = 0
+    for name in RUNS:
+        for sub, patterns in (("train", ("log.jsonl", "config.yaml")), ("eval", ("*/metrics.json", "*/config.json"))):
+            for _, folder in seed_folders(out / sub, name, seeds):
+                for pattern in patterns:
+                    for f in folder.glob(pattern):
+                        target = dest / f.relative_to(out)
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(f, target)
+                        n += 1
+    return n
 
 
 def needed(c: dict) -> list[str]:
@@ -566,12 +597,14 @@ def main(argv=None) -> int:
     p.add_argument("out", help="the claims.sh output folder (holds train/ and eval/)")
     p.add_argument("--budget", default="", help="the budget, stated on the page")
     p.add_argument("--seeds", default=None, help="only these seeds (space or comma separated); default: all found")
+    p.add_argument("--publish", default=None, metavar="DIR",
+                   help="also copy the page and plots to DIR, and the numbers behind them to DIR/runs")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.replace(",", " ").split()] if args.seeds else None
-    res = build(args.out, seeds, args.budget)
+    res = build(args.out, seeds, args.budget, publish=args.publish)
     for i, c in res["claims"].items():
         print(f"claim {i}: {c['verdict']}")
-    print(f"page: {res['page']}")
+    print(f"page: {res['page']}" + (f" (published in {args.publish})" if args.publish else ""))
     return 0
 
 

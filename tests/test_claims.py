@@ -203,3 +203,25 @@ def test_turn_2_copying_is_named_as_what_claims_2_and_4_need(cr, tmp_path):
     # one evaluation that rewrites: no such sentence
     write_metrics(tmp_path, "binary", 1, "odex", {"unit_preserve(1,2)": 1.0, "edit_sim(1,2)": 0.60})
     assert "copies its turn-1 code" not in cr.build(tmp_path)["page"].read_text()
+
+
+def test_published_numbers_redraw_the_same_page(cr, tmp_path):
+    out, pub = tmp_path / "out", tmp_path / "pub"
+    for s in (0, 1, 2):
+        write_log(out, "g0", s, r1_log(0.5, 0.4 - 0.02 * s))
+        write_log(out, "g0.5", s, r1_log(0.5, 0.5 + 0.01 * s))
+        (out / "train" / f"g0_s{s}" / "checkpoints" / "step_4").mkdir(parents=True)  # not published
+        for ds in ("mbpp", "odex"):
+            for run in ("g0.5", "binary"):
+                write_metrics(out, run, s, ds, {"unit_preserve(1,2)": 0.9 - 0.01 * s, "unit_preserve_base(1,2)": 10})
+                (out / "eval" / f"{run}_s{s}" / ds / "samples.jsonl").write_text("{}\n")  # not published
+    first = cr.build(out, budget="b", publish=pub)
+    assert (pub / "claims.md").exists() and (pub / "claim1_rewards.png").exists()
+    assert "`runs/` beside it" in (pub / "claims.md").read_text()
+    copied = sorted(str(p.relative_to(pub / "runs")) for p in (pub / "runs").rglob("*") if p.is_file())
+    assert len(copied) == 6 + 12 and not any("samples" in p or "checkpoints" in p for p in copied)
+    again = cr.build(pub / "runs", budget="b")
+    for i in first["claims"]:
+        assert again["claims"][i]["verdict"] == first["claims"][i]["verdict"]
+        assert again["claims"][i]["rows"] == first["claims"][i]["rows"]
+        assert [t["d"] for t in again["claims"][i]["tests"]] == [t["d"] for t in first["claims"][i]["tests"]]
