@@ -304,13 +304,13 @@ def compute(runs: dict) -> dict:
         rows.append([RUNS[g], stat(runs, g, log_start("reward@1")), stat(runs, g, log_end("reward@1")),
                      stat(runs, g, log_change("reward@1")),
                      stat(runs, g, log_end("reward@2")), stat(runs, g, log_change("reward@2")),
-                     stat(runs, g, log_end("gain@2"))])
+                     stat(runs, g, log_end("gain@2")), stat(runs, g, log_end("edit_sim(1,2)"))])
     gain = {g: by_seed(runs, g, log_end("gain@2")) for g in ("g0", "g0.5")}
     c[1] = {"tests": [test("turn-1 reward change under γ=0 (last quarter of steps − first quarter) < 0", dr1["g0"], None, -1),
                       test("that change under γ=0 − under γ=0.5 < 0", dr1["g0"], dr1["g0.5"], -1),
                       test("turn-2 gain r2 − r1 over the last quarter, γ=0 − γ=0.5 > 0", gain["g0"], gain["g0.5"], +1)],
             "header": ["run", "r1 first quarter", "r1 last quarter", "Δr1", "r2 last quarter", "Δr2",
-                       "r2 − r1 last quarter"], "rows": rows}
+                       "r2 − r1 last quarter", "edit sim turn 1 → 2, last quarter"], "rows": rows}
     # 2: progressive preserves passed test cases better than binary
     tests, rows = [], []
     for ds in DATASETS:
@@ -472,7 +472,9 @@ CLAIMS = {
         "Training-set curves on the curriculum-kept MBPP-train problems: reward@1 and reward@2 per step for γ in "
         "{0, 0.5, 1, 2}. Hacking shows as r1 falling under γ=0 while it holds under γ=0.5, and as a larger turn-2 gain "
         "r2 − r1 under γ=0: turn 1 left worse so that turn 2 can win the difference. Runs with the same seed see the "
-        "same problems in the same order at every γ, so the γ=0 − γ=0.5 tests are paired by seed."),
+        "same problems in the same order at every γ, so the γ=0 − γ=0.5 tests are paired by seed. The last column, "
+        "the edit similarity of the two turns' sampled code in training, says how much turn 2 changes at all: "
+        "R = γ r1 + r2 − r1 (T = 2), so under γ=0 a trajectory whose turn 2 repeats turn 1 earns 0, whatever r1."),
     2: ("A progressive reward preserves previously passed test cases far better than a binary one (paper: about 40% "
         "of them lost with binary on ODEX)",
         "Held-out, greedy, 2 turns: unit preserve = test cases passed at turn 1 and at turn 2 / passed at turn 1, "

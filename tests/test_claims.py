@@ -35,7 +35,7 @@ def write_metrics(out: Path, run: str, seed: int, ds: str, m: dict) -> None:
 def r1_log(start: float, end: float, steps: int = 4) -> list[dict]:
     """reward@1 goes from start (first quarter = step 1) to end (last quarter = last step)."""
     return [{"reward@1": start + (end - start) * i / (steps - 1), "reward@2": 0.3, "reward_mean": 0.3,
-             "kl@1": 0.1, "kl@2": 0.1} for i in range(steps)]
+             "kl@1": 0.1, "kl@2": 0.1, "edit_sim(1,2)": 0.9} for i in range(steps)]
 
 
 def sem(xs):
@@ -107,6 +107,7 @@ def test_report_confirmed_contradicted_undecided(cr, tmp_path):
     assert t1b["d"].se == pytest.approx(sem([-0.30, -0.33, -0.27]))
     assert t1a["verdict"] == t1b["verdict"] == "confirmed"
     assert c[1]["verdict"] == "confirmed at this scale"
+    assert c[1]["rows"][0][-1].mean == pytest.approx(0.9)  # training's turn-2 edit similarity, beside the rewards
 
     for t in c[2]["tests"]:
         assert t["d"].mean == pytest.approx(0.51 - 0.89) and t["verdict"] == "contradicted"
