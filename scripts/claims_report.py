@@ -152,11 +152,10 @@ def verdict(d: Stat, direction: int, undefined: str = "") -> tuple[str, str, str
     m = seeds_needed(d)
     if m is None:  # d is a sliver of its spread: as measured, no effect, and no practical seed count changes that
         need = f"no effect is seen: more than {MAX_SEEDS} seeds per arm would be needed at this spread"
-        return "not measurable", head + (f"more than {MAX_SEEDS} seeds per arm would be needed at this spread: no "
-                                         "effect is seen at this budget"), need
-    return ("not measurable", head + f"about {m} seeds per arm at this spread would resolve it",
-            f"about {m} seeds per arm at this spread would decide it, "
-            + ("toward confirmed if d held" if z > 0 else "toward contradicted: d points against the claim"))
+    else:
+        need = (f"about {m} seeds per arm at this spread would decide it, "
+                + ("toward confirmed if d held" if z > 0 else "toward contradicted: d points against the claim"))
+    return "not measurable", head + need, need
 
 
 def claim_verdict(tests: list[dict]) -> str:
@@ -370,10 +369,10 @@ def copying(runs: dict) -> str:
             if v is not None]
     if not sims or min(sims) < COPY_SIMILARITY:
         return ""
-    return (f"every evaluated model copies its turn-1 code at turn 2 (edit similarity {100 * min(sims):.1f}-"
+    return (f"Every evaluated model copies its turn-1 code at turn 2 (edit similarity {100 * min(sims):.1f}-"
             f"{100 * max(sims):.1f}% over {len(sims)} evaluations), so the held-out corrections and preservation "
             "barely move whatever the reward: a model that rewrites at turn 2 (longer training, a larger model) is "
-            "needed before more seeds")
+            "needed before more seeds.")
 
 
 # ---- plots --------------------------------------------------------------------------------------
@@ -570,11 +569,9 @@ def build(out: str | Path, seeds: list[int] | None = None, budget: str = "", pag
     return {"runs": runs, "claims": claims, "page": out / page}
 
 
-def copy_numbers(out: Path, dest: Path, seeds: list[int] | None = None) -> int:
+def copy_numbers(out: Path, dest: Path, seeds: list[int] | None = None) -> None:
     """Copy what the page is computed from into dest, in the same layout: each run's log.jsonl and config.yaml, each
-    evaluation's metrics.json and config.json (a few hundred kB, where the checkpoints and samples are GBs).
-    Returns the number of files."""
-    n = 0
+    evaluation's metrics.json and config.json (a few hundred kB, where the checkpoints and samples are GBs)."""
     for name in RUNS:
         for sub, patterns in (("train", ("log.jsonl", "config.yaml")), ("eval", ("*/metrics.json", "*/config.json"))):
             for _, folder in seed_folders(out / sub, name, seeds):
@@ -583,13 +580,11 @@ def copy_numbers(out: Path, dest: Path, seeds: list[int] | None = None) -> int:
                         target = dest / f.relative_to(out)
                         target.parent.mkdir(parents=True, exist_ok=True)
                         shutil.copy2(f, target)
-                        n += 1
-    return n
 
 
 def needed(c: dict) -> list[str]:
     """What would make an undecided claim measurable: the copying (when seen) first, then each undecided test's need."""
-    items = ([c["copying"][0].upper() + c["copying"][1:] + "."] if c.get("copying") else [])
+    items = [c["copying"]] if c.get("copying") else []
     items += [f"{t['what']}: {t['need']}." for t in c["tests"] if t["verdict"] == "not measurable"]
     return ["What would be needed:", ""] + [f"- {x}" for x in items]
 
