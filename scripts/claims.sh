@@ -51,6 +51,9 @@ cd "$(dirname "$0")/.."
 if ! command -v cocos >/dev/null && [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
 command -v cocos >/dev/null || { echo "cocos is not installed: pip install -e . (or activate the venv)" >&2; exit 2; }
 
+# The published pages' boost data (one-line mutants of the reference, half of the second turns keep the reference;
+# KodCode only): configs/boost_sft.yaml now samples the model's own wrong answers and adds MBPP train.
+OLD_BOOST_DATA=(--set wrong_answers=mutants --set fix_fraction=0.5 --set mbpp_train=false)
 BUDGET="${BUDGET:-cpu}"
 case "$BUDGET" in
   tiny)
@@ -58,13 +61,13 @@ case "$BUDGET" in
     CURRICULUM_K=2; EVAL_TOKENS=48
     # 8 MBPP-train problems, 2 problems x k 2 x 48 tokens per step: ~30 s a run (measured, busy 2-core CPU)
     COMMON=(train_limit=8 problems_per_step=2 k=2 micro_batch=4 max_new_tokens=48)
-    SFT_SET=(--set max_rows=70 --set max_steps=2 --set batch_size=2 --set grad_accum=1 --set max_length=512)
+    SFT_SET=("${OLD_BOOST_DATA[@]}" --set max_rows=70 --set max_steps=2 --set batch_size=2 --set grad_accum=1 --set max_length=512)
     ;;
   cpu)
     : "${SEEDS:=0 1 2}" "${STEPS:=30}" "${N_EVAL:=200}"
     CURRICULUM_K=4; EVAL_TOKENS=256
     COMMON=()  # the configs as they are: 8 problems x k 4 x 2 turns, 192 tokens per turn, lr 2e-5
-    SFT_SET=(--set epochs=2 --set max_length=768 --set batch_size=4 --set grad_accum=2 --set lr=5e-5)  # comparison: small
+    SFT_SET=("${OLD_BOOST_DATA[@]}" --set epochs=2 --set max_length=768 --set batch_size=4 --set grad_accum=2 --set lr=5e-5)  # comparison: small
     ;;
   *) echo "BUDGET must be tiny or cpu (got $BUDGET)" >&2; exit 2 ;;
 esac

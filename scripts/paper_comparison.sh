@@ -77,12 +77,15 @@ done
 if ! command -v cocos >/dev/null && [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
 command -v cocos >/dev/null || { echo "cocos is not installed: pip install -e . (or activate the venv)" >&2; exit 2; }
 
+# The published pages' boost data (one-line mutants of the reference, half of the second turns keep the reference;
+# KodCode only): configs/boost_sft.yaml now samples the model's own wrong answers and adds MBPP train.
+OLD_BOOST_DATA=(--set wrong_answers=mutants --set fix_fraction=0.5 --set mbpp_train=false)
 BUDGET="${BUDGET:-small}"
 case "$BUDGET" in
   tiny)
     : "${MODEL:=smollm2-135m}" "${N_EVAL:=3}" "${RL_STEPS:=2}"
     EVAL_TOKENS=48; ROLLOUT_DTYPE=auto; RL_BASE=configs/cocos_cpu.yaml; SCORE_BETA1=0.1
-    SFT_SET=(--set max_rows=70 --set max_steps=2 --set batch_size=2 --set grad_accum=1 --set max_length=512)
+    SFT_SET=("${OLD_BOOST_DATA[@]}" --set max_rows=70 --set max_steps=2 --set batch_size=2 --set grad_accum=1 --set max_length=512)
     TSFT_SET=(--set max_rows=4 --set turn_sft_samples=1 --set max_steps=1 --set batch_size=2 --set grad_accum=1 --set max_new_tokens=48)
     RL_SET=(problems_per_step=2 k=2 micro_batch=4 max_new_tokens=48 eval_limit=0 save_every=0 skip_uniform_groups=true)
     # the reference solutions join the Self-Corrector's pool here: 4 problems x 2 samples may hold no improving pair
@@ -94,7 +97,7 @@ case "$BUDGET" in
   small)
     : "${MODEL:=smollm2-135m}" "${N_EVAL:=30}" "${RL_STEPS:=10}"
     EVAL_TOKENS=256; ROLLOUT_DTYPE=auto; RL_BASE=configs/cocos_cpu.yaml; SCORE_BETA1=0.1
-    SFT_SET=(--set epochs=2 --set max_length=768 --set batch_size=4 --set grad_accum=2 --set lr=5e-5)
+    SFT_SET=("${OLD_BOOST_DATA[@]}" --set epochs=2 --set max_length=768 --set batch_size=4 --set grad_accum=2 --set lr=5e-5)
     TSFT_SET=(--set max_rows=96 --set turn_sft_samples=1 --set turn_sft_temperature=0.0 --set epochs=2 --set max_new_tokens=256)
     # micro_batch 4: half the peak memory of 8 (~11 GB); curves on 20 MBPP validation problems at steps 5 and 10
     RL_SET=(problems_per_step=8 k=4 micro_batch=4 max_new_tokens=192 eval_every=5 eval_limit=20 eval_max_new_tokens=256

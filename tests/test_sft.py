@@ -131,7 +131,7 @@ def test_wrong_first_turns_fail_their_tests():
 
 
 def test_examples_are_one_to_one_in_the_paper_format(tmp_path):
-    cfg = SFTRunConfig(data=str(_rows_file(tmp_path)), fix_fraction=0.5)
+    cfg = SFTRunConfig(data=str(_rows_file(tmp_path)), fix_fraction=0.5, wrong_answers="mutants")
     examples, stats = build_examples(cfg)
     first = [e for e in examples if e["kind"] == "turn1"]
     second = [e for e in examples if e["kind"].startswith("turn2")]
@@ -148,6 +148,57 @@ def test_examples_are_one_to_one_in_the_paper_format(tmp_path):
             assert e["prompt"].startswith(paper_prompt(p)) and e["prompt"].endswith(f"{INSTRUCTION}{CORRECT}\n")
             prev = e["prompt"][len(paper_prompt(p)):].split(f"\n{DONE}")[0]
             assert (prev == ref) == (e["kind"] == "turn2_keep")
+
+
+class ScriptedAnswers:
+    """Stands in for the policy's sampler only: for each prompt, the next scripted answer of the problem whose
+    question it holds (the sandbox, the data building and the stats are the real ones)."""
+
+    def __init__(self, answers: dict[str, list[str]]):
+        self.answers, self.calls = answers, {}
+
+    def generate(self, prompts, **sampling):
+        from cocos.generation import Generation
+
+        out = []
+        for prompt in prompts:
+            question = next(q for q in self.answers if q in prompt)
+            i = self.calls.get(question, 0)
+            self.calls[question] = i + 1
+            out.append(Generation(text=self.answers[question][i % len(self.answers[question])] + f"\n{DONE}"))
+        return out
+
+
+def test_own_wrong_answers_are_the_models_failing_samples(tmp_path):
+    """wrong_answers=own: a fix shows one of the model's own failing answers (never prose or the reference), a
+    keep one of its passing answers; a mutant stands in only where the model wrote no usable wrong answer."""
+    sol = {r["question_id"]: r["solution"] for r in ROWS}
+    own_wrong = "def add_numbers(a, b):\n    total = 0\n    for x in (a, b):\n        total = x\n    return total"
+    by_id = {r["question_id"]: [r["solution"]] for r in ROWS}  # right every time...
+    by_id["add"] = [own_wrong, "I think the answer is to add them.", sol["add"]]  # ...but: wrong, prose, right
+    by_id["vowels"] = ["Here is how you count vowels"]  # prose only: no usable wrong answer -> a mutant
+    questions = {r["question"]: by_id[r["question_id"]] for r in ROWS}
+    cfg = SFTRunConfig(data=str(_rows_file(tmp_path)), fix_fraction=1.0, own_samples=3, progress=False)
+    examples, stats = build_examples(cfg, ScriptedAnswers(questions))
+    fixes = {e["task_id"]: e for e in examples if e["kind"] == "turn2_fix"}
+    assert set(fixes) == set(sol)  # fix_fraction 1: every second turn fixes
+    assert fixes["add"]["origin"] == "own" and f"{own_wrong}\n{DONE}" in fixes["add"]["prompt"]
+    assert fixes["add"]["completion"] == f"{sol['add']}\n{DONE}"
+    # no usable wrong answer of the model's own (prose, or always right): a mutant of the reference stands in
+    assert all(fixes[q]["origin"] == "mutant" for q in set(sol) - {"add"}) and "Here is how" not in fixes["vowels"]["prompt"]
+    assert stats["turn2_fix_own"] == 1 and stats["turn2_fix_mutant"] == len(ROWS) - 1
+    assert stats["own_samples"] == 3 * len(ROWS) and stats["own_unusable"] == 4  # the prose answers
+    assert stats["own_wrong"] == 1 and stats["own_correct"] == 1 + 3 * (len(ROWS) - 2)
+    # fix_fraction 0: every second turn keeps one of the model's own right answers, the reference where it has none
+    cfg = SFTRunConfig(data=str(_rows_file(tmp_path)), fix_fraction=0.0, own_samples=3, progress=False)
+    keeps = {e["task_id"]: e for e in build_examples(cfg, ScriptedAnswers(questions))[0] if e["kind"] == "turn2_keep"}
+    assert set(keeps) == set(sol) and keeps["vowels"]["origin"] == "reference"
+    assert all(keeps[q]["origin"] == "own" and keeps[q]["completion"] == f"{sol[q]}\n{DONE}" for q in set(sol) - {"vowels"})
+    from cocos.metrics import edit_similarity
+
+    shown = [fixes[q]["prompt"].split("[BEGIN]\n")[-1].split(f"\n{DONE}")[0] for q in sorted(fixes)]
+    sims = [edit_similarity(code, sol[q]) for code, q in zip(shown, sorted(fixes))]
+    assert stats["fix_similarity_mean"] == pytest.approx(sum(sims) / len(sims))
 
 
 def test_prompt_completion_jsonl_is_used_as_is_and_config_errors(tmp_path):
@@ -237,7 +288,8 @@ def test_tiny_sft_run_saves_a_loadable_checkpoint(tmp_path):
     rc = main([
         "sft", "--config", str(CONFIGS / "boost_sft.yaml"), "--out", str(out), "--set", f"model={d}",
         "--set", f"data={_rows_file(tmp_path)}", "--set", "max_steps=2", "--set", "batch_size=2", "--set", "grad_accum=1",
-        "--set", "lr=1e-2", "--set", "logging_steps=1", "--set", "progress=false",
+        "--set", "lr=1e-2", "--set", "logging_steps=1", "--set", "progress=false", "--set", "mbpp_train=false",
+        "--set", "own_samples=2", "--set", "own_max_new_tokens=8",
     ])  # fmt: skip
     assert rc == 0
     after = load_file(out / "model.safetensors")

@@ -64,8 +64,17 @@ class SFTRunConfig(FinetuneSettings):
     kodcode_dir: str | None = None  # local KodCode JSON/JSONL files; default $COCOS_DATA_DIR/kodcode_sft_sample
     max_rows: int | None = None  # cap on source rows (KodCode rows / MBPP problems)
     solution_field: str = "solution"  # KodCode field used as the correct answer ("solution" or "r1_solution")
-    fix_fraction: float = 0.5  # share of second-turn examples that fix a wrong answer (the rest keep a right one)
+    fix_fraction: float = 0.8  # share of second-turn examples that fix a wrong answer (the rest keep a right one)
     prompt_tests: int = 3  # asserts shown in the prompt ("Your code should pass these tests")
+    mbpp_train: bool = False  # also MBPP train's 374 problems (reference: MBPP's code), after the KodCode rows
+    # where a second turn's previous answer comes from (cocos.train.sft_data): own = the starting model's own sampled
+    # answers, failing (fix) or passing (keep) in the sandbox; mutants = one-line mutants of the reference (fix) and
+    # the reference itself (keep), the earlier boost data
+    wrong_answers: str = "own"
+    own_samples: int = 4  # answers sampled per problem (wrong_answers: own)
+    own_temperature: float = 0.9
+    own_max_new_tokens: int = 256
+    own_fewshot: bool = True  # sample with the 3-shot prefix: a base model follows the [DONE] format only with examples
     verify_wrong: bool = True  # run mutants against the row's tests in the sandbox; keep only failing ones
     mutation_tries: int = 8
     test_timeout: float = 5.0
@@ -83,6 +92,10 @@ class SFTRunConfig(FinetuneSettings):
         super().__post_init__()
         if not 0.0 <= self.fix_fraction <= 1.0:
             raise UserError(f"fix_fraction must be in [0, 1], got {self.fix_fraction}: set it with --set fix_fraction=0.5")
+        if self.wrong_answers not in ("own", "mutants"):
+            raise UserError(f"wrong_answers must be 'own' or 'mutants', got {self.wrong_answers!r}: set it with --set wrong_answers=own")
+        if self.own_samples < 1 or self.own_temperature <= 0:
+            raise UserError(f"own_samples must be >= 1 and own_temperature > 0 (got {self.own_samples}, {self.own_temperature})")
         if self.solution_field not in ("solution", "r1_solution"):
             raise UserError(f"solution_field must be 'solution' or 'r1_solution', got {self.solution_field!r}")
         if self.max_rows is not None and (not isinstance(self.max_rows, int) or isinstance(self.max_rows, bool) or self.max_rows < 1):
@@ -184,8 +197,9 @@ def run_sft(cfg: SFTRunConfig, out_dir: str | Path) -> Path:
         raise UserError(f"{out} already holds a trained model: pick another --out, or --set resume=true to continue it")
     out.mkdir(parents=True, exist_ok=True)
     (out / "sft_config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
-    # Turn-SFT generates first (the fast engine helps there); training uses policy.model either way.
-    policy = load_policy(cfg.model, dtype=cfg.dtype, backend="auto" if cfg.data == "turn-sft" else "hf")
+    # Turn-SFT and own wrong answers generate first (the fast engine helps there); training uses policy.model either way.
+    samples = cfg.data == "turn-sft" or cfg.wrong_answers == "own"
+    policy = load_policy(cfg.model, dtype=cfg.dtype, backend="auto" if samples else "hf")
     model, tokenizer = policy.model, policy.tokenizer
 
     examples, stats = build_examples(cfg, policy, fits_within(tokenizer, cfg.max_length))

@@ -1,16 +1,22 @@
-"""SFT examples: the boost model's data (KodCode) and Turn-SFT's (the model's own first turns).
+"""SFT examples: the boost model's data (KodCode, optionally MBPP train) and Turn-SFT's (the model's own first turns).
 
     examples, stats = build_examples(cfg, policy=None, fits=None)   # cfg: sft.SFTRunConfig
 
 Boost model (DESIGN.md): prompt/completion pairs in the paper's prompt format, first-turn and
-second-turn examples 1:1, loss on the completion only. Each KodCode row gives one first-turn
-example and one second-turn example. The second-turn examples alternate between two lessons:
-- keep: the previous answer is the correct solution; the completion repeats it;
-- fix: the previous answer is a wrong version of the solution; the completion is the correct one.
-Wrong versions are mutants of the correct solution (`cocos.train.mutants`). A mutant counts as wrong
-only when it fails at least one of the row's own tests in the sandbox (KodCode's pytest functions,
-each turned into a standalone test case); rows whose solution does not pass its own tests here are
-dropped.
+second-turn examples 1:1, loss on the completion only. Each problem (a KodCode row whose reference
+passes its own tests here, and with `mbpp_train` each MBPP-train problem) gives one first-turn example
+(target: the reference) and one second-turn example, which teaches one of two lessons:
+- fix (a share `fix_fraction`): the previous answer is wrong, the completion is the reference;
+- keep: the previous answer is right, the completion repeats it.
+Where the wrong and right previous answers come from is `wrong_answers`:
+- own (default): the starting model's own answers, sampled `own_samples` times per problem at
+  `own_temperature` and run in the sandbox. A fix shows one of its failing answers (one that parses and is
+  not the reference), a keep one of its passing answers. Mutants of the reference stand in only where the
+  model wrote no such wrong answer, the reference itself only where it wrote no right one; both are counted.
+- mutants (the earlier boost): a one-line mutant of the reference (`cocos.train.mutants`) that fails
+  at least one test in the sandbox; keep shows the reference itself.
+A fix target nearly identical to its prompt's code teaches the model to copy its first answer (mutants:
+~0.985 similar); the stats give the mean similarity of each lesson's previous answer to its target.
 
 Turn-SFT (data: turn-sft): the model's own turn-1 answers on MBPP train, the wrong ones paired with
 the reference solution as the second-turn completion (optionally plus the correct ones, kept).
@@ -203,31 +209,107 @@ def find_wrong(problems: list[Problem], indices: list[int], cfg: SFTRunConfig, r
     return wrong
 
 
-def boost_examples(problems: list[Problem], cfg: SFTRunConfig) -> tuple[list[dict], dict]:
-    """One first-turn and one second-turn example per problem (1:1); second turns keep or fix.
+def own_answers(policy, problems: list[Problem], cfg: SFTRunConfig) -> tuple[dict[int, list[str]], dict[int, list[str]], dict]:
+    """The starting model's own turn-1 answers: ({index: distinct wrong codes}, {index: distinct right codes}, counts).
 
-    The second-turn lesson alternates so that a share `fix_fraction` of them fix a wrong answer;
-    when no failing mutant is found for a problem, its second turn keeps the right answer instead.
+    `own_samples` samples per problem at `own_temperature` (few-shot with `own_fewshot`: a base model follows the
+    format only with examples), run against the problem's tests in the sandbox. A wrong answer must parse and differ
+    from the reference: an empty or prose answer shows nothing to correct.
     """
+    from cocos.rollout import run_episodes
+
+    trajs = run_episodes(
+        policy, problems, turns=1, samples_per_problem=cfg.own_samples, temperature=cfg.own_temperature,
+        max_new_tokens=cfg.own_max_new_tokens, fewshot=cfg.own_fewshot, reward="progressive", timeout=cfg.test_timeout,
+        seed=cfg.seed, progress=cfg.progress,
+    )  # fmt: skip
+    wrong: dict[int, list[str]] = {}
+    right: dict[int, list[str]] = {}
+    counts = {"own_samples": len(trajs), "own_correct": 0, "own_wrong": 0, "own_unusable": 0}
+    for n, tr in enumerate(trajs):
+        i, turn = n // cfg.own_samples, tr.turns[0]
+        code = turn.code.strip()
+        if turn.all_passed:
+            counts["own_correct"] += 1
+            if code not in right.setdefault(i, []):
+                right[i].append(code)
+        elif code and code != problems[i].reference.strip() and _parses(code):
+            counts["own_wrong"] += 1
+            if code not in wrong.setdefault(i, []):
+                wrong[i].append(code)
+        else:
+            counts["own_unusable"] += 1
+    return wrong, right, counts
+
+
+def _parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
+def boost_examples(problems: list[Problem], cfg: SFTRunConfig, policy=None) -> tuple[list[dict], dict]:
+    """One first-turn and one second-turn example per problem (1:1); second turns fix or keep (module docstring).
+
+    The lesson alternates so that a share `fix_fraction` of the second turns fix a wrong answer. Previous answers
+    come from the model's own samples (wrong_answers: own) or from mutants of the reference (wrong_answers: mutants);
+    a fix with no wrong answer of either kind keeps instead.
+    """
+    from cocos.metrics import edit_similarity
+
     rng = random.Random(cfg.seed)
     stats = {"problems": len(problems), "turn1": 0, "turn2_keep": 0, "turn2_fix": 0, "no_wrong_found": 0}
     stats.update({f"mutation_{k}": 0 for k in MUTATION_KINDS})
-    examples = []
+    by_dataset: dict[str, int] = {}
     wants_fix = [int((i + 1) * cfg.fix_fraction) > int(i * cfg.fix_fraction) for i in range(len(problems))]
-    wrong = find_wrong(problems, [i for i, w in enumerate(wants_fix) if w], cfg, rng)
+    own_wrong: dict[int, list[str]] = {}
+    own_right: dict[int, list[str]] = {}
+    if cfg.wrong_answers == "own":
+        if policy is None:
+            raise ValueError("wrong_answers=own needs the policy to sample its own answers")
+        own_wrong, own_right, counts = own_answers(policy, problems, cfg)
+        stats.update(counts, turn2_fix_own=0, turn2_fix_mutant=0, turn2_keep_own=0, turn2_keep_reference=0)
+    # mutants only where the model wrote no wrong answer of its own
+    mutants = find_wrong(problems, [i for i, w in enumerate(wants_fix) if w and not own_wrong.get(i)], cfg, rng)
+    similarity = {"fix": [], "keep": []}
+    examples = []
     for i, p in enumerate(problems):
         answer = completion_of(p.reference)
-        examples.append({"prompt": paper_prompt(p), "completion": answer, "kind": "turn1", "task_id": str(p.task_id)})
+        source = {"task_id": str(p.task_id), "dataset": p.dataset}
+        by_dataset[p.dataset] = by_dataset.get(p.dataset, 0) + 1
+        examples.append({"prompt": paper_prompt(p), "completion": answer, "kind": "turn1", **source})
         stats["turn1"] += 1
-        if i in wrong:
-            code, kind = wrong[i]
-            stats[f"mutation_{kind}"] += 1
-            examples.append({"prompt": paper_prompt(p, [code]), "completion": answer, "kind": "turn2_fix", "task_id": str(p.task_id)})
+        if wants_fix[i] and (own_wrong.get(i) or i in mutants):
+            if own_wrong.get(i):
+                code, origin = rng.choice(own_wrong[i]), "own"
+            else:
+                code, kind = mutants[i]
+                stats[f"mutation_{kind}"] += 1
+                origin = "mutant"
             stats["turn2_fix"] += 1
+            if cfg.wrong_answers == "own":
+                stats[f"turn2_fix_{origin}"] += 1
+            similarity["fix"].append(edit_similarity(code, p.reference.strip()))
+            examples.append({"prompt": paper_prompt(p, [code]), "completion": answer, "kind": "turn2_fix", "origin": origin,
+                             **source})
+            continue
+        stats["no_wrong_found"] += int(wants_fix[i])
+        if own_right.get(i):
+            code, origin = rng.choice(own_right[i]), "own"
         else:
-            stats["no_wrong_found"] += int(wants_fix[i])
-            examples.append({"prompt": paper_prompt(p, [p.reference.strip()]), "completion": answer, "kind": "turn2_keep", "task_id": str(p.task_id)})
-            stats["turn2_keep"] += 1
+            code, origin = p.reference.strip(), "reference"
+        if cfg.wrong_answers == "own":
+            stats[f"turn2_keep_{origin}"] += 1
+        stats["turn2_keep"] += 1
+        similarity["keep"].append(1.0)  # the completion repeats the code it was shown
+        examples.append({"prompt": paper_prompt(p, [code]), "completion": completion_of(code), "kind": "turn2_keep",
+                         "origin": origin, **source})
+    stats["problems_by_dataset"] = by_dataset
+    stats["fix_similarity_mean"] = sum(similarity["fix"]) / len(similarity["fix"]) if similarity["fix"] else None
+    turn2 = similarity["fix"] + similarity["keep"]
+    stats["turn2_similarity_mean"] = sum(turn2) / len(turn2) if turn2 else None
     return examples, stats
 
 
@@ -296,8 +378,14 @@ def build_examples(cfg: SFTRunConfig, policy=None, fits=None) -> tuple[list[dict
         problems = [p for p in problems if fits(p)]
     n_fit = len(problems)
     problems = verified_problems(problems, cfg)
-    examples, stats = boost_examples(problems, cfg)
-    stats.update(rows=n_rows, rows_with_tests=n_usable, rows_fitting_max_length=n_fit, rows_verified=len(problems))
+    n_verified = len(problems)
+    if cfg.mbpp_train:
+        from cocos.problems import load_problems
+
+        mbpp = load_problems("mbpp", split="train")
+        problems += [p for p in mbpp if fits is None or fits(p)]
+    examples, stats = boost_examples(problems, cfg, policy)
+    stats.update(rows=n_rows, rows_with_tests=n_usable, rows_fitting_max_length=n_fit, rows_verified=n_verified)
     return examples, stats
 
 
@@ -314,12 +402,16 @@ def fits_within(tokenizer, max_length: int):
 def drop_long(examples: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
     """Drop examples over max_length tokens; a problem's first and second turn go together (1:1)."""
     too_long = set()
+
+    def problem(ex):  # KodCode's and MBPP's ids may meet
+        return ex.get("dataset"), ex["task_id"]
+
     for ex in examples:
         n = len(tokenizer(ex["prompt"] + ex["completion"])["input_ids"]) + 1  # + EOS
         if n > max_length:
-            too_long.add(ex["task_id"])
+            too_long.add(problem(ex))
     paired = any(ex["kind"] == "turn1" for ex in examples)
-    kept = [ex for ex in examples if ex["task_id"] not in too_long] if paired else [
+    kept = [ex for ex in examples if problem(ex) not in too_long] if paired else [
         ex for ex in examples if len(tokenizer(ex["prompt"] + ex["completion"])["input_ids"]) + 1 <= max_length]
     return kept, len(examples) - len(kept)
 
