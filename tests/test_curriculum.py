@@ -43,3 +43,20 @@ def test_curriculum_from_errors(tmp_path):
         curriculum.keep_problems(tr, resume=False)
     with pytest.raises(UserError, match="curriculum_from: .*curriculum_k"):
         TrainConfig(model="tiny", curriculum_from="x.json")
+
+
+def test_curriculum_rules_for_correction():
+    """variance keeps problems whose turn-1 rewards differ; partial keeps those with something for turn 2 to fix and
+    something the model can do: a failed test somewhere and a passed test somewhere."""
+    cases = {  # rewards of 4 samples -> (variance, partial)
+        (0.0, 0.0, 0.0, 0.0): (False, False),  # never touched
+        (1.0, 1.0, 1.0, 1.0): (False, False),  # always solved
+        (1 / 3, 1 / 3, 1 / 3, 1 / 3): (False, True),  # the same partial answer every time
+        (0.0, 0.0, 1.0, 0.0): (True, True),  # solved sometimes
+        (1.0, 1.0, 2 / 3, 1.0): (True, True),
+    }
+    for rewards, (variance, partial) in cases.items():
+        assert curriculum.RULES["variance"](list(rewards)) is variance, rewards
+        assert curriculum.RULES["partial"](list(rewards)) is partial, rewards
+    with pytest.raises(UserError, match="curriculum_rule: must be one of variance, partial"):
+        TrainConfig(model="tiny", curriculum_rule="hard")

@@ -50,6 +50,36 @@ def test_two_turn_metrics_by_hand():
     assert not any(key.startswith("pass@") for key in m)
 
 
+def test_split_edit_similarity_copies_standard_errors_and_hardcoded_fixes():
+    """Edit similarity split by turn-1 right / wrong, copies of wrong answers, standard errors over problems, and
+    i->c fixes that return a value a shown test expects."""
+    f1, f2 = "def f(x):\n    return x+1", "def f(x):\n    return 2"
+    wrong = "def g(x):\n    return x"
+    shown = ["assert g(3) == 9", "assert g(2) == True"]
+    trajs = [
+        Trajectory(1, [turn(f1, [P, P, P]), turn(f2, [P, F, F])]),  # right at 1: sim 42/46
+        Trajectory(2, [turn(wrong, [F, F]), turn("def g(x):\n    if x == 3:\n        return 9\n    return 0", [P, P])]),
+        Trajectory(3, [turn(wrong, [F, F]), turn(wrong, [F, F])]),  # wrong, copied
+        Trajectory(4, [turn(wrong, [F, F]), turn("def g(x):\n    y = x * x\n    return y", [P, P])]),  # a real fix
+    ]
+    problems = [prob(1), prob(2, k=2, prompt_tests=shown), prob(3, k=2), prob(4, k=2, prompt_tests=shown)]
+    m = compute_metrics(trajs, problems)
+    wrong_sims = [edit_similarity(wrong, t.turns[1].code) for t in trajs[1:]]
+    assert m["edit_sim_if_right(1,2)"] == pytest.approx(42 / 46)
+    assert m["edit_sim_if_wrong(1,2)"] == pytest.approx(sum(wrong_sims) / 3)
+    assert max(wrong_sims[0], wrong_sims[2]) < 0.95 and wrong_sims[1] == 1.0
+    assert m["copy_if_wrong(1,2)"] == pytest.approx(1 / 3)  # only problem 3 copies
+    assert m["delta_i2c(1,2)"] == 0.5 and m["delta_i2c_hardcoded(1,2)"] == 0.25  # `return 9`, not `return y`
+    # acc@1 per problem: 1, 0, 0, 0 -> mean 1/4, sample sd sqrt(1/4), se = sd / 2
+    assert m["se:acc@1"] == pytest.approx(((0.75 ** 2 + 3 * 0.25 ** 2) / 3) ** 0.5 / 2)
+    # delta per problem: -1, +1, 0, +1 -> mean 1/4
+    assert m["delta(1,2)"] == 0.25
+    assert m["se:delta(1,2)"] == pytest.approx(((1.25 ** 2 + 0.75 ** 2 + 0.25 ** 2 + 0.75 ** 2) / 3) ** 0.5 / 2)
+    right_only = compute_metrics(trajs[:1], problems[:1])
+    assert right_only["edit_sim_if_wrong(1,2)"] is None and right_only["copy_if_wrong(1,2)"] is None
+    assert right_only["se:acc@1"] == 0.0  # one problem: no spread to measure
+
+
 def test_unit_metrics_design_example():
     # DESIGN.md, Metrics: A passes 0/3 at t1 and t2; B passes tests {1,2} at t1 and {1} at t2
     trajs = [

@@ -166,8 +166,13 @@ def test_run_folder_checkpoint_and_resume_equals_unbroken(tmp_path):
     lines = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2]
     for key in ("reward@1", "reward@2", "acc@1", "acc@2", "kl", "entropy", "adv_std", "length@1", "time_generate",
-                "time_execute", "time_train", "tokens_per_s", "edit_sim(1,2)", "grad_norm", "warnings"):
+                "time_execute", "time_train", "tokens_per_s", "edit_sim(1,2)", "grad_norm", "warnings",
+                "copy_if_wrong", "delta_i2c", "delta_c2i", "edit_sim_if_wrong", "edit_sim_if_right", "turn2_signal"):
         assert key in lines[0], key
+    rollouts = [json.loads(x) for x in (run / "rollouts.jsonl").read_text().splitlines()]
+    per_step = lines[0]["n_trajectories"]
+    assert [r["step"] for r in rollouts] == [1] * per_step + [2] * per_step
+    assert all(len(r["rewards"]) == 2 and 0.0 <= r["edit_sim"] <= 1.0 for r in rollouts)
     assert lines[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # step 1 samples from the reference itself
     metrics = json.loads((run / "eval" / "step_1" / "metrics.json").read_text())
     assert "acc@1" in metrics and "delta(1,2)" in metrics and (run / "eval" / "step_1" / "samples.jsonl").exists()
@@ -202,6 +207,8 @@ def test_run_folder_checkpoint_and_resume_equals_unbroken(tmp_path):
     wc = _weights(c.model)
     assert all(torch.equal(wa[n], wc[n]) for n in wa), "resumed run differs from the unbroken one"
     assert [json.loads(x)["step"] for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()] == [1, 2]
+    resumed = [json.loads(x)["step"] for x in (tmp_path / "b" / "rollouts.jsonl").read_text().splitlines()]
+    assert resumed == [1] * per_step + [2] * per_step  # the killed run's step 1 once, step 2 from the resumed run
 
 
 def test_lora_reference_is_adapters_off_and_checkpoint_has_merged_weights(tmp_path):
@@ -373,3 +380,32 @@ def test_a_step_that_trained_no_group_logs_no_kl():
     assert Watchdog().check({**none, "step": 1, "turns": 2}) == []  # no KL, no "exploding" check
     some = step_stats([traj([0.5, 0.25]), traj([1.5, 0.75]), traj(None), traj(None)], timing, 2, 3.0)
     assert some["kl"] == pytest.approx(1.5) and some["kl@1"] == pytest.approx(1.0) and some["kl@2"] == pytest.approx(0.5)
+
+
+def test_correction_monitors_and_the_no_revision_signature():
+    """The step's correction monitors from known trajectories (two groups of k=2), and the watchdog naming "no
+    revision behaviour" once turn 2 has copied most wrong turn-1 answers for a whole window, not before."""
+    from cocos.train.monitor import Watchdog, correction_stats
+
+    def traj(correct, rewards, sim):
+        return {"correct": correct, "rewards": rewards, "edit_sim": sim}
+
+    local = [traj([False, False], [0.0, 0.0], 0.99),  # wrong, copied
+             traj([False, True], [0.3, 1.0], 0.5),  # wrong -> right, rewritten
+             traj([True, True], [1.0, 1.0], 1.0),
+             traj([True, True], [1.0, 1.0], 0.7)]
+    c = correction_stats(local, T=2, k=2)
+    assert c["copy_if_wrong"] == 0.5 and c["delta_i2c"] == 0.25 and c["delta_c2i"] == 0.0
+    assert c["edit_sim_if_wrong"] == pytest.approx(0.745) and c["edit_sim_if_right"] == pytest.approx(0.85)
+    assert c["turn2_signal"] == 0.5  # the first group's turn-2 rewards differ, the second's do not
+    assert correction_stats(local[2:], T=2, k=2)["copy_if_wrong"] is None  # no wrong turn 1: not measured
+    assert correction_stats(local, T=1, k=2) == {}
+
+    def step(i, copy):
+        return {"step": i, "turns": 2, "kl": 0.0, "reward@1": 0.1, "reward@2": 0.1, "reward_mean": 0.1,
+                "edit_sim(1,2)": 0.9, "copy_if_wrong": copy}
+
+    dog = Watchdog(window=3)
+    said = [dog.check(step(i, copy)) for i, copy in enumerate([0.95, None, 0.95, 0.95, 0.95], 1)]
+    named = [any("no revision behaviour" in w for w in ws) for ws in said]
+    assert named == [False, False, False, False, True]  # a step with no wrong turn 1 breaks the window

@@ -11,7 +11,13 @@ A problem is correct at turn t when all its tests pass. Keys (all shares in [0, 
   / test cases passed at t1, pooled over every problem and sample, not a per-problem mean; 1.0 when no
   test passed at t1), "unit_preserve_base(t1,t2)" (its denominator: the test cases passed at t1, a count;
   0 says unit_preserve measured nothing), "edit_sim(t1,t2)" (mean difflib.SequenceMatcher ratio of the two extracted codes;
-  1.0 for identical codes).
+  1.0 for identical codes), "edit_sim_if_wrong(t1,t2)" / "edit_sim_if_right(t1,t2)" (the same over the samples
+  wrong / right at t1; null when there are none), "copy_if_wrong(t1,t2)" (share of the samples wrong at t1 whose
+  t2 code is at least COPY_SIMILARITY similar: no attempt to correct), "delta_i2c_hardcoded(t1,t2)" (share of all
+  problems whose i->c fix returns a literal that a test shown in the prompt expects: the prompt holds the tests, so
+  such a "fix" may only echo an answer; counted within delta_i2c, not removed from it).
+- "se:<key>" for acc@t, tests_passed@t, delta, delta_i2c, delta_c2i, unit_improve and unit_worsen: the standard
+  error of the mean over problems (sample standard deviation / sqrt(n)); for delta, of the per-problem change.
 - "n_problems" (problems the metrics average over), "n_samples" (trajectories in them).
 - with several samples per problem: "pass@k@turnt" (the unbiased estimator of Chen et al. 2021,
   1 - C(n-c, k) / C(n, k), averaged over problems) for k in 1, 2, 5, 10, 20, 50, 100 and n, up to the
@@ -38,6 +44,7 @@ from math import comb
 from typing import Iterable, Sequence
 
 ENV_ERROR_TYPES = ("ModuleNotFoundError", "ImportError")
+COPY_SIMILARITY = 0.95  # a later turn at least this similar to the earlier one copies it
 PASS_AT_KS = (1, 2, 5, 10, 20, 50, 100)
 
 
@@ -120,6 +127,55 @@ def _mean(xs: Sequence[float]) -> float:
     return sum(xs) / len(xs) if xs else 0.0
 
 
+def _se(xs: Sequence[float]) -> float:
+    """Standard error of the mean of xs (0 for fewer than 2 values)."""
+    n = len(xs)
+    if n < 2:
+        return 0.0
+    m = _mean(xs)
+    return (sum((x - m) ** 2 for x in xs) / (n - 1) / n) ** 0.5
+
+
+def shown_expected_values(problem) -> list:
+    """The literal right-hand sides of the prompt's `assert <call> == <literal>` tests (bools and None left out:
+    `return True` is a real answer to many problems)."""
+    values = []
+    for test in problem.shown_tests:
+        try:
+            node = ast.parse(test.strip()).body[0]
+        except (SyntaxError, IndexError, ValueError):
+            continue
+        if isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare) and len(node.test.ops) == 1 \
+                and isinstance(node.test.ops[0], ast.Eq):
+            try:
+                value = ast.literal_eval(node.test.comparators[0])
+            except (ValueError, SyntaxError, TypeError):
+                continue
+            if value is not None and not isinstance(value, bool):
+                values.append(value)
+    return values
+
+
+def returns_shown_value(code: str, problem) -> bool:
+    """Whether `code` returns, as a literal, a value that a test shown in the prompt expects (a hard-coded answer)."""
+    expected = shown_expected_values(problem)
+    if not expected:
+        return False
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Return) and node.value is not None:
+            try:
+                value = ast.literal_eval(node.value)
+            except (ValueError, SyntaxError, TypeError):
+                continue
+            if any(type(value) is type(e) and value == e for e in expected):
+                return True
+    return False
+
+
 def compute_metrics(trajectories: Sequence, problems: Sequence) -> dict:
     by_id = {p.task_id: p for p in problems}
     groups: "OrderedDict[object, list]" = OrderedDict()
@@ -138,14 +194,18 @@ def compute_metrics(trajectories: Sequence, problems: Sequence) -> dict:
     m: dict = {}
 
     # per problem: each metric averaged over that problem's samples
-    def per_problem(fn) -> float:
-        return _mean([_mean([fn(tr) for tr in groups[tid]]) for tid in ok])
+    def per_problem(fn, se: str | None = None) -> float:
+        values = [_mean([fn(tr) for tr in groups[tid]]) for tid in ok]
+        if se:
+            m[f"se:{se}"] = _se(values)
+        return _mean(values)
 
     for t in range(1, T + 1):
-        m[f"acc@{t}"] = per_problem(lambda tr: float(tr.turns[t - 1].all_passed))
+        m[f"acc@{t}"] = per_problem(lambda tr: float(tr.turns[t - 1].all_passed), se=f"acc@{t}")
     for t in range(1, T + 1):
         m[f"tests_passed@{t}"] = per_problem(
-            lambda tr: tr.turns[t - 1].n_passed / len(tr.turns[t - 1].outcomes) if tr.turns[t - 1].outcomes else 0.0
+            lambda tr: tr.turns[t - 1].n_passed / len(tr.turns[t - 1].outcomes) if tr.turns[t - 1].outcomes else 0.0,
+            se=f"tests_passed@{t}",
         )
     for a, b in turn_pairs(T):
         key = f"({a},{b})"
@@ -154,10 +214,15 @@ def compute_metrics(trajectories: Sequence, problems: Sequence) -> dict:
             return tr.turns[t - 1].all_passed
 
         m[f"delta{key}"] = m[f"acc@{b}"] - m[f"acc@{a}"]
-        m[f"delta_i2c{key}"] = per_problem(lambda tr: float(not c(tr, a) and c(tr, b)))
-        m[f"delta_c2i{key}"] = per_problem(lambda tr: float(c(tr, a) and not c(tr, b)))
-        m[f"unit_improve{key}"] = per_problem(lambda tr: float(tr.turns[b - 1].n_passed > tr.turns[a - 1].n_passed))
-        m[f"unit_worsen{key}"] = per_problem(lambda tr: float(tr.turns[b - 1].n_passed < tr.turns[a - 1].n_passed))
+        per_problem(lambda tr: float(c(tr, b)) - float(c(tr, a)), se=f"delta{key}")
+        m[f"delta_i2c{key}"] = per_problem(lambda tr: float(not c(tr, a) and c(tr, b)), se=f"delta_i2c{key}")
+        m[f"delta_c2i{key}"] = per_problem(lambda tr: float(c(tr, a) and not c(tr, b)), se=f"delta_c2i{key}")
+        m[f"delta_i2c_hardcoded{key}"] = per_problem(lambda tr: float(
+            not c(tr, a) and c(tr, b) and returns_shown_value(tr.turns[b - 1].code, by_id[tr.task_id])))
+        m[f"unit_improve{key}"] = per_problem(lambda tr: float(tr.turns[b - 1].n_passed > tr.turns[a - 1].n_passed),
+                                              se=f"unit_improve{key}")
+        m[f"unit_worsen{key}"] = per_problem(lambda tr: float(tr.turns[b - 1].n_passed < tr.turns[a - 1].n_passed),
+                                             se=f"unit_worsen{key}")
         # pooled over test cases: a problem that passed nothing at t1 has nothing to preserve and adds nothing
         kept = passed = 0
         for tid in ok:
@@ -168,6 +233,14 @@ def compute_metrics(trajectories: Sequence, problems: Sequence) -> dict:
         m[f"unit_preserve{key}"] = kept / passed if passed else 1.0
         m[f"unit_preserve_base{key}"] = passed
         m[f"edit_sim{key}"] = per_problem(lambda tr: edit_similarity(tr.turns[a - 1].code, tr.turns[b - 1].code))
+        # split by whether turn a was right: copying a right answer is fine, copying a wrong one corrects nothing
+        sims = {True: [], False: []}
+        for tid in ok:
+            for tr in groups[tid]:
+                sims[c(tr, a)].append(edit_similarity(tr.turns[a - 1].code, tr.turns[b - 1].code))
+        m[f"edit_sim_if_right{key}"] = _mean(sims[True]) if sims[True] else None
+        m[f"edit_sim_if_wrong{key}"] = _mean(sims[False]) if sims[False] else None
+        m[f"copy_if_wrong{key}"] = _mean([float(x >= COPY_SIMILARITY) for x in sims[False]]) if sims[False] else None
 
     n_min = min(len(groups[tid]) for tid in ok) if ok else 0
     if n_min > 1:

@@ -5,6 +5,7 @@ An evaluation run (`cocos eval`):             A training run (`cocos train`, `co
   samples.jsonl  one trajectory per line         log.jsonl              one line of statistics per step
   metrics.json   flat metrics (cocos.metrics)    eval/step_N/           samples.jsonl + metrics.json
                                                  checkpoints/step_N/    model, tokenizer, trainer_state.pt
+                                                 rollouts.jsonl         one line per trajectory per step
                                                  curriculum.json, tensorboard/
 
 A samples line: {"task_id", "sample_index", "shared_prefix_turns", "turns": [{"prompt", "text", "code", "reward",
@@ -21,6 +22,7 @@ from pathlib import Path
 
 CONFIG_JSON, CONFIG_YAML = "config.json", "config.yaml"
 SAMPLES, METRICS, LOG = "samples.jsonl", "metrics.json", "log.jsonl"
+ROLLOUTS = "rollouts.jsonl"  # a training run's trajectories, one line each per step (append_rollouts)
 STATE_FILE = "trainer_state.pt"  # inside a checkpoint: optimizer, scheduler, step, data order
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -108,9 +110,18 @@ def append_log(run: Path, stats: dict) -> None:
         f.write(json.dumps(stats) + "\n")
 
 
-def trim_log(run: Path, last_step: int) -> None:
-    """Drop log lines of steps after `last_step` (a resumed run redoes them)."""
-    path = Path(run) / LOG
+def append_rollouts(run: Path, step: int, trajectories: list[dict]) -> None:
+    """One line per trajectory of the step (ROLLOUTS): its problem, sample, per-turn rewards, edit similarity of turn 1
+    and turn T, and advantage: what the step's correction monitors were computed from."""
+    keys = ("task_id", "sample", "rewards", "edit_sim", "advantage")
+    with open(Path(run) / ROLLOUTS, "a", encoding="utf-8") as f:
+        for d in trajectories:
+            f.write(json.dumps({"step": step, **{k: d[k] for k in keys if k in d}}) + "\n")
+
+
+def trim_log(run: Path, last_step: int, name: str = LOG) -> None:
+    """Drop lines of steps after `last_step` from log.jsonl (or `name`): a resumed run redoes them."""
+    path = Path(run) / name
     if path.exists():
         keep = [r for r in read_jsonl(path) if r["step"] <= last_step]
         path.write_text("".join(json.dumps(r) + "\n" for r in keep))

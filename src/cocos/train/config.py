@@ -27,6 +27,7 @@ CHOICES = {
     "rollout_dtype": ROLLOUT_DTYPES,
     "kl_estimator": ("k1", "k3"),
     "logprob_passes": ("shared-prefix", "plain"),
+    "curriculum_rule": ("variance", "partial"),
 }
 
 
@@ -55,6 +56,9 @@ class TrainConfig(RolloutSettings):
     # curriculum: > 0 = before step 1, sample this many turn-1 answers per training problem with the starting
     # model and train only on the problems whose answers earned different rewards (kept ids: OUT/curriculum.json)
     curriculum_k: int = 0
+    # which problems the curriculum keeps (cocos.train.curriculum): variance = the k turn-1 rewards differ; partial =
+    # some sample failed a test and some passed one (something for turn 2 to fix)
+    curriculum_rule: str = "variance"
     # a curriculum.json written by another run: train on its kept ids instead of sampling (needs curriculum_k > 0);
     # one curriculum shared by several runs (seeds, methods) costs one sampling pass and gives them the same problems
     curriculum_from: str = ""
@@ -115,6 +119,7 @@ class TrainConfig(RolloutSettings):
     watch_window: int = 5  # steps compared
     watch_kl_max: float = 20.0  # mean sequence KL (nats) above which KL is "exploding"
     watch_edit_sim: float = 0.98  # edit similarity (1, T) above which turns no longer differ
+    watch_copy: float = 0.9  # share of wrong turn-1 answers copied at turn T above which "no revision behaviour" is named
 
     # ------------------------------------------------------------------------------------------
     def __post_init__(self):

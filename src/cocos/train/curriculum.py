@@ -1,4 +1,11 @@
-"""The curriculum (`curriculum_k` > 0): train only on problems where the starting model's samples differ in reward."""
+"""The curriculum (`curriculum_k` > 0): train only on problems where the starting model's turn-1 samples leave
+something to learn, by one of two rules (`curriculum_rule`):
+
+    variance   the k samples earned different rewards (turn-1 RLOO has a signal)
+    partial    some sample failed a test and some sample passed one: the problems are neither always solved nor
+               never touched, so a second turn has something to fix and a model that can fix it (a problem whose
+               samples all pass 1 of 3 tests is kept here, not under `variance`)
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,12 @@ import json
 from pathlib import Path
 
 from cocos.errors import UserError
+
+
+RULES = {
+    "variance": lambda rewards: max(rewards) > min(rewards),
+    "partial": lambda rewards: min(rewards) < 1.0 and max(rewards) > 0.0,
+}
 
 
 def keep_problems(trainer, resume: bool) -> list:
@@ -26,19 +39,19 @@ def keep_problems(trainer, resume: bool) -> list:
         rewards: dict = {}
         for t in trajs:
             rewards.setdefault(str(t.task_id), []).append(round(t.rewards[0], 4))
-        kept = [tid for tid, r in rewards.items() if max(r) > min(r)]
+        kept = [tid for tid, r in rewards.items() if RULES[cfg.curriculum_rule](r)]
         if trainer.is_main:
             trainer.out.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"k": cfg.curriculum_k, "problems": len(rewards), "kept": kept,
-                                        "turn1_rewards": rewards}, indent=1))
+            path.write_text(json.dumps({"k": cfg.curriculum_k, "rule": cfg.curriculum_rule, "problems": len(rewards),
+                                        "kept": kept, "turn1_rewards": rewards}, indent=1))
     if not kept:
         if trainer.is_main:
-            print(f"cocos: curriculum: no training problem had a reward difference over {cfg.curriculum_k} "
+            print(f"cocos: curriculum: no training problem passed the {cfg.curriculum_rule} rule over {cfg.curriculum_k} "
                   "samples; training on all of them")
         return trainer.problems
     if trainer.is_main:
-        print(f"cocos: curriculum: {len(kept)} of {len(trainer.problems)} training problems had a reward "
-              f"difference over {cfg.curriculum_k} turn-1 samples; training on those ({path})")
+        print(f"cocos: curriculum: {len(kept)} of {len(trainer.problems)} training problems passed the "
+              f"{cfg.curriculum_rule} rule over {cfg.curriculum_k} turn-1 samples; training on those ({path})")
     keep = set(kept)
     return [p for p in trainer.problems if str(p.task_id) in keep]
 

@@ -1,11 +1,22 @@
 """What the trainer watches: per-step statistics (log.jsonl), the failure signatures of the paper (watchdog),
-generation time, and memory handed back between steps."""
+generation time, and memory handed back between steps.
+
+Correction monitors (turn 1 against the last turn T of each trajectory):
+    copy_if_wrong   share of the trajectories whose turn 1 fails that copy it at turn T (edit similarity
+                     >= COPY_SIMILARITY): the "no revision" behaviour that keeps delta_i2c at 0
+    delta_i2c/c2i    share of all trajectories wrong at turn 1 and right at turn T, and the reverse
+    edit_sim_if_wrong  edit similarity of turn 1 and turn T where turn 1 fails (_if_right: where it passes)
+    turnT_signal     share of groups (the k samples of a problem) whose turn-T rewards differ: the groups where
+                     the last turn's reward can rank samples at all
+"""
 
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass, field
+
+from cocos.metrics import COPY_SIMILARITY
 
 
 def release_free_memory() -> None:
@@ -56,6 +67,7 @@ class Watchdog:
     window: int = 5
     kl_max: float = 20.0
     edit_sim_max: float = 0.98
+    copy_max: float = 0.9  # share of wrong turn-1 answers copied at turn T above which "no revision" is named
     history: list[dict] = field(default_factory=list)
 
     def check(self, stats: dict) -> list[str]:
@@ -73,6 +85,11 @@ class Watchdog:
                            f"over the last {w} steps")
         if T >= 2 and len(h) >= w and all(s.get(f"edit_sim(1,{T})", 0) > self.edit_sim_max for s in h[-w:]):
             out.append(f"no revision: edit similarity of turns 1 and {T} above {self.edit_sim_max} for {w} steps")
+        copies = [s.get("copy_if_wrong") for s in h[-w:]]
+        if T >= 2 and len(h) >= w and all(c is not None and c >= self.copy_max for c in copies):
+            out.append(f"no revision behaviour (the paper's failure signature): turn {T} copies {mean(copies):.0%} of "
+                       f"the wrong turn-1 answers (edit similarity >= {COPY_SIMILARITY}) over the last {w} steps, so it "
+                       "cannot correct them")
         if len(h) >= 2 * w:
             first = mean(s["reward_mean"] for s in h[:w])
             last = mean(s["reward_mean"] for s in h[-w:])
@@ -88,6 +105,7 @@ def trajectory_stats(traj, out: dict, i: int) -> dict:
 
     T = len(traj.turns)
     return {
+        "task_id": traj.task_id, "sample": traj.sample_index,
         "rewards": traj.rewards, "correct": [tr.all_passed for tr in traj.turns],
         "lengths": [len(tr.completion_ids) for tr in traj.turns],
         "edit_sim": edit_similarity(traj.turns[0].code, traj.turns[-1].code) if T > 1 else 1.0,
@@ -96,9 +114,26 @@ def trajectory_stats(traj, out: dict, i: int) -> dict:
     }
 
 
-def step_stats(local: list[dict], timing_all: list[dict], T: int, time_step: float) -> dict:
-    """Rewards, accuracy, lengths, scores, KL, log-prob gaps, advantages and timings of one step, over every rank's
-    trajectories (`local`, from trajectory_stats) and timings."""
+def correction_stats(local: list[dict], T: int, k: int) -> dict:
+    """The correction monitors (module docstring) of one step's trajectories, in groups of k consecutive ones."""
+    if T < 2:
+        return {}
+    wrong1 = [d for d in local if not d["correct"][0]]
+    right1 = [d for d in local if d["correct"][0]]
+    groups = [local[g:g + k] for g in range(0, len(local), k)]
+    return {
+        "copy_if_wrong": mean(float(d["edit_sim"] >= COPY_SIMILARITY) for d in wrong1) if wrong1 else None,
+        "delta_i2c": mean(float(not d["correct"][0] and d["correct"][-1]) for d in local),
+        "delta_c2i": mean(float(d["correct"][0] and not d["correct"][-1]) for d in local),
+        "edit_sim_if_wrong": mean(d["edit_sim"] for d in wrong1) if wrong1 else None,
+        "edit_sim_if_right": mean(d["edit_sim"] for d in right1) if right1 else None,
+        f"turn{T}_signal": mean(float(len({d["rewards"][-1] for d in g}) > 1) for g in groups),
+    }
+
+
+def step_stats(local: list[dict], timing_all: list[dict], T: int, time_step: float, k: int = 1) -> dict:
+    """Rewards, accuracy, lengths, scores, KL, log-prob gaps, advantages, correction monitors and timings of one step,
+    over every rank's trajectories (`local`, from trajectory_stats, in groups of k) and timings."""
     stats = {}
     for t in range(T):
         stats[f"reward@{t + 1}"] = mean(d["rewards"][t] for d in local)
@@ -108,6 +143,7 @@ def step_stats(local: list[dict], timing_all: list[dict], T: int, time_step: flo
     stats["score"] = mean(d["score"] for d in local)
     if T > 1:
         stats[f"edit_sim(1,{T})"] = mean(d["edit_sim"] for d in local)
+    stats.update(correction_stats(local, T, k))
     # KL over the trajectories that were trained on, in total and per turn (SCoRe's collapse is a turn-1 curve);
     # None (null in log.jsonl) when the step trained none (skip_uniform_groups): not measured, where 0.0 would say
     # "at the reference" and pull a sparse-reward run's KL curve toward 0

@@ -113,7 +113,7 @@ class Trainer:
         self._build_optimizer()
         self._prepare()
         self.step = 0
-        self.watchdog = Watchdog(cfg.watch_window, cfg.watch_kl_max, cfg.watch_edit_sim)
+        self.watchdog = Watchdog(cfg.watch_window, cfg.watch_kl_max, cfg.watch_edit_sim, cfg.watch_copy)
         if resume:
             checkpoint.load(self, runs.checkpoint_dir(self.out, existing[-1]))
         if self.is_main:
@@ -469,8 +469,9 @@ class Trainer:
         stage = 1 if method_at(cfg, step).name == "score-I" else 2  # SCoRe's stage (2 for one-stage methods)
         stats = {"step": self.step, "stage": stage, "turns": cfg.turns, "lr": self.scheduler.get_last_lr()[0],
                  "loss": sum(x["loss"] for x in timing_all), "grad_norm": grad_norm}
-        stats.update(step_stats(local, timing_all, cfg.turns, time_step=time.perf_counter() - t0))
+        stats.update(step_stats(local, timing_all, cfg.turns, time_step=time.perf_counter() - t0, k=cfg.k))
         stats["warnings"] = self.watchdog.check(stats)
+        self._last_trajectories = local
         return stats
 
     # ---- evaluation -----------------------------------------------------------------------------
@@ -521,12 +522,14 @@ class Trainer:
         if not self.is_main:
             return
         runs.append_log(self.out, stats)
+        runs.append_rollouts(self.out, stats["step"], getattr(self, "_last_trajectories", []))
         self._log_scalars({f"train/{k}": v for k, v in stats.items() if isinstance(v, (int, float))}, stats["step"])
 
     def _trim_log(self) -> None:
         """On resume, drop log lines of steps after the checkpoint (they will be redone)."""
         if self.is_main:
             runs.trim_log(self.out, self.step)
+            runs.trim_log(self.out, self.step, runs.ROLLOUTS)
 
     # ---- the loop -------------------------------------------------------------------------------
     def _out_of_time(self, started: float) -> bool:
@@ -561,7 +564,7 @@ class Trainer:
             self._log_step(stats)
             T = cfg.turns
             bar.set_postfix_str(" ".join(f"r{t}={stats[f'reward@{t}']:.3f}" for t in range(1, T + 1))
-                                + f" kl={_kl_text(stats['kl'], 3)} {stats['time_step']:.0f}s/step")
+                                + _correction_text(stats) + f" kl={_kl_text(stats['kl'], 3)} {stats['time_step']:.0f}s/step")
             bar.update(1)
             if self.is_main:
                 for w in stats["warnings"]:
@@ -586,6 +589,15 @@ class Trainer:
 
 
 # ---- entry point for `cocos train` --------------------------------------------------------------
+def _correction_text(stats: dict) -> str:
+    """The console's correction monitors: wrong turn-1 answers copied, and the batch's i->c / c->i."""
+    if "delta_i2c" not in stats:
+        return ""
+    copy = stats["copy_if_wrong"]
+    return (f" copy={'n/a' if copy is None else f'{copy:.0%}'} i2c={stats['delta_i2c']:.3f}"
+            f" c2i={stats['delta_c2i']:.3f}")
+
+
 def _kl_text(kl: float | None, digits: int) -> str:
     return "n/a (no group trained)" if kl is None else f"{kl:.{digits}f}"
 
