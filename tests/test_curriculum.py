@@ -60,3 +60,19 @@ def test_curriculum_rules_for_correction():
         assert curriculum.RULES["partial"](list(rewards)) is partial, rewards
     with pytest.raises(UserError, match="curriculum_rule: must be one of variance, partial"):
         TrainConfig(model="tiny", curriculum_rule="hard")
+
+
+def test_rule_signal_and_a_curriculum_from_two_turn_samples():
+    def sample(tid, r1, r2):
+        return {"task_id": tid, "turns": [{"reward": r1}, {"reward": r2}]}
+
+    samples = [sample(1, 1 / 3, 1.0), sample(1, 1 / 3, 1 / 3),  # partial only; turn 2 differs, one improves
+               sample(2, 0.0, 0.0), sample(2, 1.0, 1.0),  # both rules; turn 2 differs
+               sample(3, 0.0, 0.0), sample(3, 0.0, 0.0)]  # neither
+    t = curriculum.rule_signal(samples)
+    assert t["all"]["kept"] == 3 and t["variance"]["kept"] == 1 and t["partial"]["kept"] == 2
+    assert t["variance"]["turn2_signal"] == 1.0 and t["variance"]["turn1_signal"] == 1.0
+    assert t["partial"]["turn2_signal"] == 1.0 and t["partial"]["turn1_signal"] == 0.5
+    assert t["partial"]["turn2_improves"] == 0.25 and t["all"]["turn2_signal"] == pytest.approx(2 / 3)
+    cur = curriculum.curriculum_from_samples(samples, "partial")
+    assert cur["kept"] == ["1", "2"] and cur["k"] == 2 and cur["rule"] == "partial" and cur["problems"] == 3

@@ -74,3 +74,66 @@ def reuse(trainer, source: Path, path: Path) -> list:
         trainer.out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({**data, "from": str(source)}, indent=1))
     return kept
+
+
+# ---- choosing a rule: which selection leaves turn 2 more to learn -----------------------------------------------
+def rule_signal(samples: list[dict]) -> dict:
+    """For each rule, from k two-turn samples per problem (`cocos eval --samples-per-problem k --temperature 0.9
+    --turns 2`'s samples.jsonl records), the problems it keeps and how much signal turn 2 has on them.
+
+    -> {rule: {"kept", "turn1_signal", "turn2_signal", "turn2_improves"}} with rule in RULES and "all": the share of
+    kept problems whose k turn-1 (turn-2) rewards differ, and the share of their samples whose turn-2 reward is above
+    their turn-1 reward.
+    """
+    groups: dict[str, list[list[float]]] = {}
+    for s in samples:
+        groups.setdefault(str(s["task_id"]), []).append([t["reward"] for t in s["turns"]])
+    out = {}
+    for rule, keep in {"all": lambda r: True, **RULES}.items():
+        kept = [g for g in groups.values() if keep([r[0] for r in g])]
+        n = len(kept) or 1
+        out[rule] = {
+            "kept": len(kept),
+            "turn1_signal": sum(len({r[0] for r in g}) > 1 for g in kept) / n,
+            "turn2_signal": sum(len({r[-1] for r in g}) > 1 for g in kept) / n,
+            "turn2_improves": sum(r[-1] > r[0] for g in kept for r in g) / max(1, sum(len(g) for g in kept)),
+        }
+    return out
+
+
+def curriculum_from_samples(samples: list[dict], rule: str) -> dict:
+    """A curriculum.json (for `curriculum_from`) from two-turn samples: the problems whose turn-1 rewards pass `rule`."""
+    rewards: dict[str, list[float]] = {}
+    for s in samples:
+        rewards.setdefault(str(s["task_id"]), []).append(round(s["turns"][0]["reward"], 4))
+    kept = [tid for tid, r in rewards.items() if RULES[rule](r)]
+    k = max((len(r) for r in rewards.values()), default=0)
+    return {"k": k, "rule": rule, "problems": len(rewards), "kept": kept, "turn1_rewards": rewards}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m cocos.train.curriculum SAMPLES.jsonl [--rule partial --out curriculum.json]: each rule's kept
+    problems and their turn-2 signal; with --out, the chosen rule's curriculum.json."""
+    import argparse
+
+    from cocos.runs import read_jsonl
+
+    ap = argparse.ArgumentParser(prog="python -m cocos.train.curriculum", description=main.__doc__)
+    ap.add_argument("samples", type=Path)
+    ap.add_argument("--rule", choices=sorted(RULES), default="partial")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    if not args.samples.is_file():
+        raise SystemExit(f"{args.samples}: no such samples file (cocos eval writes OUT/samples.jsonl)")
+    samples = read_jsonl(args.samples)
+    table = rule_signal(samples)
+    print(json.dumps(table, indent=1))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(curriculum_from_samples(samples, args.rule), indent=1))
+        (args.out.parent / "rule_signal.json").write_text(json.dumps(table, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# Self-correction you can see: a boost model that rewrites at turn 2, CoCoS arms trained from it, and held-out
+# evaluations on all 500 MBPP test problems, HumanEval and ODEX. One resumable queue: each job writes its own folder
+# and is skipped when done; two invocations (one per core) share the jobs.
+#
+#   BUDGET=tiny DRY_RUN=1 bash scripts/self_correction.sh       # print every command, run nothing
+#   OMP_NUM_THREADS=1 SITTING_MINUTES=240 bash scripts/self_correction.sh & sleep 5; \
+#   OMP_NUM_THREADS=1 SITTING_MINUTES=240 bash scripts/self_correction.sh; wait      # one sitting, two cores
+#   PUBLISH=docs/results/self_correction bash scripts/self_correction.sh              # the page and its numbers
+#
+# Jobs (OUT = runs/self_correction_<budget> unless set):
+#   boost_new   configs/boost_sft.yaml: KodCode + MBPP train; 80% of the second turns fix one of the starting model's
+#               own wrong answers (sampled 4x at 0.9, failing in the sandbox), the rest keep its own right ones
+#   boost_old   the same problems and budget with the earlier data: one-line mutants of the reference, half of the
+#               second turns keep the reference itself (what every earlier page's boost model learned from)
+#   curriculum  boost_new samples 4 two-turn episodes per MBPP-train problem at 0.9; curriculum.json keeps the
+#               problems that CURRICULUM_RULE keeps, rule_signal.json says how much turn-2 signal each rule leaves
+#   train ARM seed, from boost_new, zero-shot, on the curriculum, STEPS steps of configs/cocos_cpu.yaml's budget:
+#               last_turn   the authors' mode: turn 1 shared, k turn-2 samples, only turn 2 trained
+#               traj_g0.5   the paper's trajectory mode, gamma 0.5
+#               copy_pen    (our extension, once it exists) traj_g0.5 with a copy penalty on wrong turn-1 answers
+#   eval MODEL DATASET: greedy, 2 turns, zero-shot, EVAL_TOKENS per turn, every problem of MBPP test / HumanEval /
+#               ODEX (N_EVAL caps them for a dry run of the plumbing)
+#
+# Knobs (environment): BUDGET tiny | cpu; SEEDS (cpu "0"); STEPS (cpu 300); ARMS (default "last_turn traj_g0.5");
+# CURRICULUM_RULE (partial | variance); SITTING_MINUTES (0 = no limit: each training run gets the time left as
+# max_minutes and checkpoints); OUT; PUBLISH; DRY_RUN; NICE (default "nice -n 15").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cocos >/dev/null && [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
+command -v cocos >/dev/null || { echo "cocos is not installed: pip install -e . (or activate the venv)" >&2; exit 2; }
+
+BUDGET="${BUDGET:-cpu}"
+case "$BUDGET" in
+  tiny)
+    : "${SEEDS:=0}" "${STEPS:=2}" "${N_EVAL:=3}"
+    EVAL_TOKENS=48; SAVE_EVERY=1
+    SFT_SET=(--set max_rows=8 --set max_steps=2 --set batch_size=2 --set grad_accum=1 --set max_length=512
+             --set mbpp_train=false --set own_samples=2 --set own_max_new_tokens=48)
+    CUR_SET=(--limit 8 --max-new-tokens 48)
+    COMMON=(train_limit=8 problems_per_step=2 k=2 micro_batch=4 max_new_tokens=48)
+    ;;
+  cpu)
+    : "${SEEDS:=0}" "${STEPS:=300}" "${N_EVAL:=}"
+    EVAL_TOKENS=256; SAVE_EVERY=10
+    # one epoch at 512 tokens: ~1 h of one core per boost model (measured, 116 steps of 8 examples at ~30 s)
+    SFT_SET=(--set max_length=512 --set epochs=1 --set batch_size=4 --set grad_accum=2)
+    CUR_SET=(--max-new-tokens 192)
+    COMMON=()  # configs/cocos_cpu.yaml as it is: 8 problems x k 4 x 2 turns, 192 tokens per turn, lr 2e-5
+    ;;
+  *) echo "BUDGET must be tiny or cpu (got $BUDGET)" >&2; exit 2 ;;
+esac
+OUT="${OUT:-runs/self_correction_$BUDGET}"
+ARMS="${ARMS:-last_turn traj_g0.5}"
+CURRICULUM_RULE="${CURRICULUM_RULE:-partial}"
+DRY_RUN="${DRY_RUN:-0}"
+SITTING_MINUTES="${SITTING_MINUTES:-0}"
+NICE="${NICE:-nice -n 15}"
+export COCOS_DATA_DIR="${COCOS_DATA_DIR:-$(cd .. && pwd)/shared/data}"
+export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+STARTED=$(date +%s)
+LOG="$OUT/commands.log"
+if [ "$DRY_RUN" != 1 ]; then mkdir -p "$OUT"; fi
+source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"  # show, run, sitting_over, has_model; the queue: claim, release, ...
+LOCKS="$OUT/locks"
+read -r -a SEED_LIST <<<"$SEEDS"
+read -r -a ARM_LIST <<<"$ARMS"
+DATASETS=(mbpp humaneval odex)
+LIMIT=(); [ -z "$N_EVAL" ] || LIMIT=(--limit "$N_EVAL")
+
+arm_sets() {  # the --set values of an arm beyond the budget's
+  case "$1" in
+    last_turn) echo "mode=last-turn train_turns=last" ;;
+    traj_g0.5) echo "mode=trajectory gamma=0.5" ;;
+    copy_pen) echo "mode=trajectory gamma=0.5 copy_penalty=0.5" ;;
+    *) echo "unknown arm $1 (last_turn, traj_g0.5, copy_pen)" >&2; exit 2 ;;
+  esac
+}
+model_of() {  # the checkpoint folder an evaluation reads
+  case "$1" in boost_*) echo "$OUT/$1" ;; *) echo "$OUT/train/$1/checkpoints/step_$STEPS" ;; esac
+}
+
+JOBS=(boost_new boost_old "eval boost_new mbpp" "eval boost_old mbpp" curriculum)
+for seed in "${SEED_LIST[@]}"; do for arm in "${ARM_LIST[@]}"; do JOBS+=("train ${arm}_s$seed"); done; done
+for ds in humaneval odex; do JOBS+=("eval boost_new $ds" "eval boost_old $ds"); done
+for seed in "${SEED_LIST[@]}"; do for arm in "${ARM_LIST[@]}"; do for ds in "${DATASETS[@]}"; do
+  JOBS+=("eval ${arm}_s$seed $ds"); done; done; done
+
+job_done() {  # job_done KIND [NAME [DATASET]]
+  case "$1" in
+    boost_*) has_model "$OUT/$1" ;;
+    curriculum) [ -f "$OUT/curriculum/curriculum.json" ] ;;
+    train) [ -f "$OUT/train/$2/FINISHED" ] ;;
+    eval) [ -f "$OUT/eval/$2/$3/metrics.json" ] ;;
+  esac
+}
+job_ready() {  # whether a job's inputs exist
+  case "$1" in
+    curriculum) job_done boost_new ;;
+    train) job_done curriculum ;;
+    eval) case "$2" in boost_*) job_done "$2" ;; *) job_done train "$2" ;; esac ;;
+    *) return 0 ;;
+  esac
+}
+
+boost_job() {  # boost_job new|old
+  local dir="$OUT/boost_$1" data=()
+  [ "$1" = old ] && data=(--set wrong_answers=mutants --set fix_fraction=0.5)
+  local resume=(); if compgen -G "$dir/checkpoints/checkpoint-*" >/dev/null; then resume=(--set resume=true); fi
+  run cocos sft --config configs/boost_sft.yaml --out "$dir" "${data[@]}" "${SFT_SET[@]}" --set save_steps=20 "${resume[@]}"
+}
+
+curriculum_job() {
+  run cocos eval --model "$OUT/boost_new" --dataset mbpp --split train --turns 2 --samples-per-problem 4 \
+    --temperature 0.9 --rollout-dtype auto "${CUR_SET[@]}" --out "$OUT/curriculum/samples"
+  run python -m cocos.train.curriculum "$OUT/curriculum/samples/samples.jsonl" --rule "$CURRICULUM_RULE" \
+    --out "$OUT/curriculum/curriculum.json"
+}
+
+STOPPED=0
+train_job() {  # train_job ARM_sSEED
+  local name=$1 arm=${1%_s*} seed=${1##*_s} dir="$OUT/train/$1" s
+  local args=(train --config configs/cocos_cpu.yaml --out "$dir" --no-progress)
+  local sets=(model="$OUT/boost_new" fewshot=false seed="$seed" max_steps="$STEPS" curriculum_k=4
+              curriculum_from="$OUT/curriculum/curriculum.json" eval_limit=0 save_every="$SAVE_EVERY" save_total_limit=1
+              $(arm_sets "$arm") "${COMMON[@]}")
+  if [ "$SITTING_MINUTES" != 0 ]; then sets+=(max_minutes="$(minutes_left)"); fi
+  for s in "${sets[@]}"; do args+=(--set "$s"); done
+  if compgen -G "$dir/checkpoints/step_*/trainer_state.pt" >/dev/null; then args+=(--resume)
+  elif [ -d "$dir" ] && [ "$DRY_RUN" != 1 ]; then echo "# $dir: no checkpoint to resume from: starting it again"; rm -rf "$dir"; fi
+  run cocos "${args[@]}"
+  [ "$DRY_RUN" = 1 ] && return 0
+  if [ ! -f "$dir/checkpoints/step_$STEPS/trainer_state.pt" ]; then
+    echo "# $dir stopped before step $STEPS (max_minutes): rerun the same command to continue"; STOPPED=1; return 0
+  fi
+  date -u +%FT%TZ > "$dir/FINISHED"
+}
+
+eval_job() {  # eval_job MODEL DATASET
+  local split=test
+  run cocos eval --model "$(model_of "$1")" --dataset "$2" --split "$split" "${LIMIT[@]}" --turns 2 --temperature 0 \
+    --max-new-tokens "$EVAL_TOKENS" --rollout-dtype auto --out "$OUT/eval/$1/$2"
+}
+
+echo "# self-correction: BUDGET=$BUDGET SEEDS='$SEEDS' STEPS=$STEPS ARMS='$ARMS' rule=$CURRICULUM_RULE OUT=$OUT"
+while :; do
+  new_pass
+  for job in "${JOBS[@]}"; do
+    read -r kind name ds <<<"$job"
+    if job_done $job; then echo "= done, skipped: $job"; continue; fi
+    if [ "$DRY_RUN" != 1 ] && ! job_ready $job; then WAITING+=("$job"); continue; fi
+    claim "${job// /_}" || continue
+    if job_done $job; then release; continue; fi  # another invocation finished it meanwhile
+    sitting_over
+    case "$kind" in
+      boost_*) boost_job "${kind#boost_}" ;;
+      *) "${kind}_job" $name $ds ;;
+    esac
+    [ "$STOPPED" = 0 ] || exit 0
+    release
+  done
+  next_pass || break
+done
+
+one_at_a_time report
+models=(); labels=()
+for m in boost_old boost_new; do models+=("$m"); done
+for seed in "${SEED_LIST[@]}"; do for arm in "${ARM_LIST[@]}"; do models+=("${arm}_s$seed"); done; done
+for ds in "${DATASETS[@]}"; do
+  folders=(); for m in "${models[@]}"; do folders+=("$OUT/eval/$m/$ds"); labels+=(--label "$m"); done
+  run cocos report "${folders[@]}" "${labels[@]}" --title "$ds, 2 turns, greedy" --out "$OUT/report/$ds"
+  labels=()
+done
+if [ -n "${PUBLISH:-}" ]; then
+  run mkdir -p "$PUBLISH"
+  run cp -r "$OUT/report" "$OUT/commands.log" "$PUBLISH/"
+fi
