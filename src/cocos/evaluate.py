@@ -205,10 +205,16 @@ def print_table(metrics: dict, cfg: EvalConfig, *, console=None) -> None:
     table.add_column("value", justify="right")
     rows = [f"acc@{t}" for t in range(1, T + 1)] + [f"tests_passed@{t}" for t in range(1, T + 1)]
     for a, b in turn_pairs(T):
-        rows += [f"{name}({a},{b})" for name in ("delta", "delta_i2c", "delta_c2i", "unit_improve", "unit_worsen", "unit_preserve", "edit_sim")]
+        rows += [f"{name}({a},{b})" for name in ("delta", "delta_i2c", "delta_c2i", "delta_i2c_hardcoded", "unit_improve",
+                                                 "unit_worsen", "unit_preserve", "edit_sim", "edit_sim_if_wrong",
+                                                 "edit_sim_if_right", "copy_if_wrong")]
     rows += sorted(k for k in metrics if k.startswith("pass@"))
     for k in rows:
-        table.add_row(k, f"{100 * metrics[k]:.1f}%")
+        if k not in metrics:  # saved metrics from before a key existed
+            continue
+        se = metrics.get(f"se:{k}")
+        value = "n/a" if metrics[k] is None else f"{100 * metrics[k]:.1f}%" + (f" ± {100 * se:.1f}" if se else "")
+        table.add_row(k, value)
     table.add_row("n_problems", str(metrics["n_problems"]))
     if metrics["n_samples"] != metrics["n_problems"]:
         table.add_row("n_samples", str(metrics["n_samples"]))
