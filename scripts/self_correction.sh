@@ -164,15 +164,17 @@ while :; do
 done
 
 one_at_a_time report
-models=(); labels=()
-for m in boost_old boost_new; do models+=("$m"); done
-for seed in "${SEED_LIST[@]}"; do for arm in "${ARM_LIST[@]}"; do models+=("${arm}_s$seed"); done; done
-for ds in "${DATASETS[@]}"; do
-  folders=(); for m in "${models[@]}"; do folders+=("$OUT/eval/$m/$ds"); labels+=(--label "$m"); done
-  run cocos report "${folders[@]}" "${labels[@]}" --title "$ds, 2 turns, greedy" --out "$OUT/report/$ds"
-  labels=()
-done
-if [ -n "${PUBLISH:-}" ]; then
-  run mkdir -p "$PUBLISH"
-  run cp -r "$OUT/report" "$OUT/commands.log" "$PUBLISH/"
+run python -m cocos.report_correction "$OUT" --out "$OUT/page" --budget "$BUDGET: SmolLM2-135M-Instruct; boosts: \
+configs/boost_sft.yaml ${SFT_SET[*]}; arms ($ARMS) from boost_new, zero-shot, seeds $SEEDS, $STEPS steps of \
+configs/cocos_cpu.yaml (8 problems x k 4 x 2 turns, 192 tokens) on the $CURRICULUM_RULE curriculum; held-out: greedy, \
+2 turns, $EVAL_TOKENS tokens per turn, ${N_EVAL:-every} problem(s) of MBPP test, HumanEval and ODEX"
+if [ -n "${PUBLISH:-}" ]; then  # the page and the numbers behind it (no checkpoints, no samples)
+  run mkdir -p "$PUBLISH/runs"
+  run cp -r "$OUT/page/." "$OUT/commands.log" "$PUBLISH/"
+  if [ "$DRY_RUN" != 1 ]; then
+    (cd "$OUT" && find . \( -path ./locks -o -name checkpoints -o -name tensorboard \) -prune -o -type f \
+      \( -name metrics.json -o -name config.json -o -name config.yaml -o -name log.jsonl -o -name sft_stats.json \
+         -o -name sft_config.yaml -o -name curriculum.json -o -name rule_signal.json \) -print) |
+      while read -r f; do mkdir -p "$PUBLISH/runs/$(dirname "$f")"; cp "$OUT/$f" "$PUBLISH/runs/$f"; done
+  fi
 fi

@@ -1,0 +1,43 @@
+"""The self-correction page from a hand-made run folder: held-out rows with standard errors, the goal check, the
+boost data, the curriculum rules and the arms' monitors."""
+
+import json
+
+from cocos.report_correction import build
+
+
+def metrics(acc1, acc2, i2c, c2i, se_delta):
+    return {"acc@1": acc1, "acc@2": acc2, "delta(1,2)": acc2 - acc1, "delta_i2c(1,2)": i2c, "delta_c2i(1,2)": c2i,
+            "se:acc@1": 0.01, "se:delta(1,2)": se_delta, "edit_sim_if_wrong(1,2)": 0.6, "copy_if_wrong(1,2)": None,
+            "n_problems": 500}
+
+
+def write(path, record):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+
+
+def test_page_from_a_run_folder(tmp_path):
+    out = tmp_path / "out"
+    write(out / "eval/boost_new/mbpp/metrics.json", metrics(0.10, 0.10, 0.01, 0.01, 0.004))
+    write(out / "eval/boost_old/mbpp/metrics.json", metrics(0.09, 0.09, 0.0, 0.0, 0.0))
+    write(out / "eval/traj_s0/mbpp/metrics.json", metrics(0.11, 0.14, 0.04, 0.01, 0.008))  # +3 points: met
+    write(out / "eval/low_s0/mbpp/metrics.json", metrics(0.08, 0.11, 0.04, 0.01, 0.008))  # acc@1 below: not met
+    write(out / "boost_new/sft_stats.json", {"examples": 10, "turn2_fix": 4, "turn2_keep": 1, "turn2_fix_own": 3,
+                                             "turn2_fix_mutant": 1, "turn2_keep_own": 1, "fix_similarity_mean": 0.61})
+    write(out / "curriculum/rule_signal.json", {"partial": {"kept": 7, "turn1_signal": 0.5, "turn2_signal": 0.75,
+                                                            "turn2_improves": 0.1}})
+    log = out / "train/traj_s0/log.jsonl"
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(json.dumps({"step": s, "reward@1": 0.1, "reward@2": 0.2, "copy_if_wrong": 1.0 - s / 10,
+                                       "delta_i2c": 0.0, "delta_c2i": 0.0, "turn2_signal": 0.5}) + "\n" for s in range(1, 9)))
+    page = build(out, tmp_path / "page", budget="tiny").read_text()
+    assert "| traj_s0 | 500 | 11.0 ± 1.0 | 14.0 |" in page
+    goal = {line.split(" | ")[0].strip("| "): line for line in page.splitlines() if line.startswith("| ") and "+" in line}
+    assert goal["traj_s0"].endswith("| **yes** |") and "+3.0 | 0.8 | no |" in goal["traj_s0"]
+    assert goal["low_s0"].endswith("| no |") and "| -2.0 |" in goal["low_s0"]
+    assert "| boost_new | +0.0 | 0.4 | yes |" in page  # +0 within 2 SE of 0
+    assert "fix_own 3, fix_mutant 1, keep_own 1" in page and "0.610" in page
+    assert "| partial | 7 | 50.0 | 75.0 | 10.0 |" in page
+    assert "| traj_s0 | 8 | 0.100 → 0.100 | 0.200 → 0.200 | 0.850 → 0.250 |" in page  # quarters: steps 1-2, 7-8
+    assert (tmp_path / "page" / "monitors.png").exists()
