@@ -40,3 +40,28 @@ def accumulated_reward(rewards, gamma: float = 0.5):
     for t in range(1, T):  # 0-based t is the paper's turn t+1
         total = total + gamma ** (T - 1 - t) * (r(t) - r(t - 1))
     return total
+
+
+def accumulated_reward_terms(rewards, gamma: float = 0.5):
+    """The per-turn terms c_t of the accumulated reward, sum_t c_t = R:
+
+        c_1 = gamma^(T-1) r_1,    c_t = gamma^(T-t) (r_t - r_{t-1})  for t >= 2
+
+    c_t is what turn t adds to R: it depends only on turns 1..t (per-turn credit, cocos.train.objective).
+    `rewards`: a sequence [T] -> a list, or a tensor [..., T] -> a tensor of the same shape.
+    """
+    batched = hasattr(rewards, "shape")
+    T = rewards.shape[-1] if batched else len(rewards)
+    if T == 0:
+        raise ValueError("accumulated_reward_terms needs at least one turn")
+
+    def r(t):
+        return rewards[..., t] if batched else rewards[t]
+
+    # the same products as accumulated_reward, so that their sum is R term by term
+    terms = [gamma ** (T - 1) * r(0)] + [gamma ** (T - 1 - t) * (r(t) - r(t - 1)) for t in range(1, T)]
+    if not batched:
+        return terms
+    import torch
+
+    return torch.stack(terms, dim=-1)

@@ -20,6 +20,7 @@ from cocos.rollout import RolloutSettings
 
 CHOICES = {
     "method": ("cocos", "score"),  # cocos.train.objective.method_at
+    "advantage": ("rloo", "per-turn"),  # cocos.train.objective.ADVANTAGES
     "schedule": ("cosine", "linear", "constant"),
     "dtype": ("float32", "bfloat16", "auto"),  # weights and optimizer: the policy's dtypes less float16 (no loss scaling)
     "autocast": ("auto", "bf16", "none"),
@@ -64,6 +65,10 @@ class TrainConfig(RolloutSettings):
     curriculum_from: str = ""
     kl_estimator: str = "k1"  # per-token KL estimate: k1 = logp - logp_ref, k3 = exp(-d) - 1 + d
     k: int = 2  # samples (trajectories) per problem, RLOO group size
+    # the advantage of each trained turn (cocos.train.objective.ADVANTAGES, docs/credit.md): rloo = the trajectory's
+    # score minus the mean of the other k-1 (DESIGN.md), on every turn; per-turn = the same with turn t's
+    # return-to-go (its and later turns' reward terms and KL) in place of the score
+    advantage: str = "rloo"
     train_turns: str = "all"  # which turns carry gradient: all | last | comma list of 1-based turns ("2" or "1,2")
 
     # ---- SCoRe (method: score) ----

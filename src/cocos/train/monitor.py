@@ -111,6 +111,7 @@ def trajectory_stats(traj, out: dict, i: int) -> dict:
         "edit_sim": edit_similarity(traj.turns[0].code, traj.turns[-1].code) if T > 1 else 1.0,
         "score": out["scores"][i], "advantage": out["advantages"][i], "kl": out["kl"][i],
         "trained": out["kl"][i] is not None,
+        "turn_advantages": out["turn_advantages"][i],  # None on turns not trained
     }
 
 
@@ -129,6 +130,17 @@ def correction_stats(local: list[dict], T: int, k: int) -> dict:
         "edit_sim_if_right": mean(d["edit_sim"] for d in right1) if right1 else None,
         f"turn{T}_signal": mean(float(len({d["rewards"][-1] for d in g}) > 1) for g in groups),
     }
+
+
+def turn_advantage_stats(local: list[dict], T: int) -> dict:
+    """adv_rms@t: root mean square of turn t's advantages over the trajectories whose turn t was trained (None when
+    none was). Under per-turn credit, how much signal each turn's tokens get."""
+    stats = {}
+    for t in range(T):
+        xs = [d["turn_advantages"][t] for d in local
+              if d.get("turn_advantages") is not None and d["turn_advantages"][t] is not None]
+        stats[f"adv_rms@{t + 1}"] = math.sqrt(mean(x * x for x in xs)) if xs else None
+    return stats
 
 
 def step_stats(local: list[dict], timing_all: list[dict], T: int, time_step: float, k: int = 1) -> dict:

@@ -2,6 +2,11 @@
 token under the policy and the reference -> per-turn KL, advantages, and the backward of the loss
 (cocos.train.objective holds the math; the trainer calls `plain_passes` or `grouped_passes`).
 
+The passes take the advantages as a function, `advantages(rewards [m, T], turn_kl [m, T]) -> [m, T]` for m
+trajectories in whole groups of k (the trainer's: objective.advantages with the config's advantage and the step's
+method), since the KL they need is what the passes measure. Each trained sequence, turn t of trajectory i, is
+weighted by A[i, t]; the passes return A, so that the trainer logs the numbers the loss used.
+
 Two ways, same numbers (tests/test_passes.py holds their log-probs and gradients equal):
 
 - `plain`: left-padded micro-batches of whole sequences, three passes: reference and policy without gradient (the
@@ -152,28 +157,35 @@ def _record_batch(seqs, idx, logp, ref_logp, ent, cmask, estimator, turn_kl, rec
     return float((ent * cmask).sum()), float(cmask.sum())
 
 
-def plain_passes(trainer, seqs, rewards, method, n_traj: int, last_chunk: bool = True):
-    n, k = rewards.shape[0], trainer.cfg.k
-    turn_kl, entropy, recomputed = kl_and_entropy(trainer, seqs, n)
-    scores = objective.trajectory_scores(rewards, turn_kl, method)
-    adv = objective.rloo_advantages(scores.view(n // k, k)).view(n)
+def seq_advantages(adv: torch.Tensor, seqs, idx, first_traj: int = 0) -> torch.Tensor:
+    """The advantage of each sequence seqs[i], i in idx: A[traj - first_traj, turn] -> [len(idx)]."""
+    return adv[[seqs[i].traj - first_traj for i in idx], [seqs[i].turn for i in idx]]
+
+
+def plain_passes(trainer, seqs, rewards, advantages, n_traj: int, last_chunk: bool = True):
+    """Reference and policy without gradient over every sequence (the KL, hence the advantages), then the policy
+    with gradient in micro-batches, one backward each. -> (turn_kl, entropy, recomputed, loss, advantages [n, T])."""
+    turn_kl, entropy, recomputed = kl_and_entropy(trainer, seqs, rewards.shape[0])
+    adv = advantages(rewards, turn_kl)
     loss_total = 0.0
     for idx, (ids, attn, pos, cmask) in micro_batches(trainer, seqs):
-        a = adv[[seqs[i].traj for i in idx]].to(trainer.device)
+        a = seq_advantages(adv, seqs, idx).to(trainer.device)
         with trainer._autocast():
             logp, _ = objective.token_logprobs(trainer.model, ids, attn, pos, cmask.shape[1], temperature=trainer.cfg.temperature)
         loss = objective.policy_loss(logp, cmask, a, n_traj=n_traj)
         trainer.backward(loss)
         loss_total += float(loss.detach())
-    return turn_kl, entropy, recomputed, loss_total
+    return turn_kl, entropy, recomputed, loss_total, adv
 
 
-def grouped_passes(trainer, seqs, rewards, method, n_traj: int, last_chunk: bool = True):
+def grouped_passes(trainer, seqs, rewards, advantages, n_traj: int, last_chunk: bool = True):
     """Per group of k trajectories: policy log-probs with gradient and reference log-probs of every trained turn
     (one batch per turn, its common prompt prefix once), then the group's advantages and one backward (the step's
-    last when it is the last group of the last chunk)."""
+    last when it is the last group of the last chunk). -> (turn_kl, entropy, recomputed, loss, advantages [n, T]:
+    0 for groups without a trained sequence)."""
     cfg, k = trainer.cfg, trainer.cfg.k
     turn_kl = torch.zeros(rewards.shape[0], cfg.turns)
+    adv = torch.zeros(rewards.shape[0], cfg.turns)
     recomputed: list[list[float] | None] = [None] * len(seqs)
     ent_sum = ent_n = loss_total = 0.0
     groups: dict[int, dict[int, list[int]]] = {}  # group -> turn -> indices into seqs
@@ -195,10 +207,10 @@ def grouped_passes(trainer, seqs, rewards, method, n_traj: int, last_chunk: bool
             ent_n += e_n
             held.append((idx, logp, cmask))
         group = slice(g * k, (g + 1) * k)
-        adv = objective.rloo_advantages(objective.trajectory_scores(rewards[group], turn_kl[group], method).view(1, k))
-        adv = adv.view(k).to(trainer.device)
-        loss = sum(objective.policy_loss(logp, cmask, adv[[seqs[i].traj - g * k for i in idx]], n_traj=n_traj)
+        adv[group] = advantages(rewards[group], turn_kl[group])  # the group's KL is complete: its advantages
+        group_adv = adv[group].to(trainer.device)
+        loss = sum(objective.policy_loss(logp, cmask, seq_advantages(group_adv, seqs, idx, g * k), n_traj=n_traj)
                    for idx, logp, cmask in held)
         trainer.backward(loss, last=last_chunk and g == last_group)
         loss_total += float(loss.detach())
-    return turn_kl, (ent_sum / ent_n if ent_n else 0.0), recomputed, loss_total
+    return turn_kl, (ent_sum / ent_n if ent_n else 0.0), recomputed, loss_total, adv

@@ -7,7 +7,9 @@ One optimizer step:
   1. take the step's `problems_per_step` problems in the run's data order; each rank takes its share;
   2. rollout: k trajectories of T turns per problem (cocos.rollout.run_episodes, sandboxed rewards);
   3. log-probs of every trained turn's completion under the reference (no grad) and the policy (no grad)
-     -> per-turn KL -> scores -> leave-one-out advantages (cocos.train.objective, the step's `Method`);
+     -> per-turn KL -> scores -> the leave-one-out advantage of each trained turn: its trajectory's score's
+     (`advantage: rloo`) or its return-to-go's (`per-turn`, docs/credit.md) (cocos.train.objective, the step's
+     `Method`);
   4. policy forward with gradient in micro-batches, loss = -(1/N) sum A * sum log-probs, backward;
   5. gradients averaged across ranks, clipped; AdamW step; LR schedule step.
 
@@ -47,7 +49,8 @@ from cocos.device import bf16_autocast, name_deepspeed_accelerator, sdpa_without
 from cocos.runs import checkpoint_steps
 from cocos.train import checkpoint, curriculum, objective
 from cocos.train.config import TrainConfig, save_config
-from cocos.train.monitor import TimedPolicy, Watchdog, mean, release_free_memory, step_stats, trajectory_stats
+from cocos.train.monitor import (TimedPolicy, Watchdog, mean, release_free_memory, step_stats, trajectory_stats,
+                                 turn_advantage_stats)
 from cocos.train.objective import Method, method_at
 from cocos.train.passes import allow_checkpointing_with_prefix, grouped_passes, plain_passes
 
@@ -337,12 +340,16 @@ class Trainer:
         return seqs
 
     def optimize(self, trajectories, step: int, *, n_traj_total: int | None = None, last_chunk: bool = True) -> dict:
-        """Backward the RLOO loss of one chunk of trajectories (grouped by problem, k each); no optimizer step.
+        """Backward the loss of one chunk of trajectories (grouped by problem, k each); no optimizer step.
 
         logprob_passes=shared-prefix: group by group, one policy pass with gradient (its detached log-probs give the
         KL) and one reference pass, each running the k samples' common prompt prefix once (cocos.train.passes).
         plain: every trained sequence padded in micro-batches, three passes (reference, policy, policy with
-        gradient). Same loss and gradients (tests/test_passes.py)."""
+        gradient). Same loss and gradients (tests/test_passes.py).
+
+        The advantages come from one function, objective.advantages (cfg.advantage), which the passes call and
+        whose numbers they return: the log reads what the loss used. "advantages" logs one value per trajectory
+        (rloo's own; per-turn: the mean over its trained turns), "turn_advantages" each trained turn's."""
         cfg, k, method = self.cfg, self.cfg.k, method_at(self.cfg, step)
         n = len(trajectories)
         rewards = torch.tensor([traj.rewards for traj in trajectories], dtype=torch.float32)
@@ -354,15 +361,25 @@ class Trainer:
             g = rewards.view(n // k, k, -1)
             trained = (g != g[:, :1]).flatten(1).any(-1).repeat_interleave(k)
         seqs = [s for s in self._sequences(trajectories, method) if trained[s.traj]]
+
+        def advantages(r, turn_kl):  # [m, T] of whole groups -> [m, T]
+            return objective.advantages(cfg.advantage, r, turn_kl, method, k)
+
         run = grouped_passes if cfg.logprob_passes == "shared-prefix" else plain_passes
-        turn_kl, entropy, recomputed, loss_total = run(self, seqs, rewards, method, n_traj_total or n, last_chunk)
+        turn_kl, entropy, recomputed, loss_total, adv = run(self, seqs, rewards, advantages, n_traj_total or n,
+                                                            last_chunk)
         scores = objective.trajectory_scores(rewards, turn_kl, method)
-        adv = objective.rloo_advantages(scores.view(n // k, k)).view(n) * trained
+        adv = adv * trained.unsqueeze(-1)  # skipped groups: advantage 0 (they have no sequence, hence no loss)
+        turns = list(method.trained_turns)
+        per_traj = adv[:, turns[0]] if cfg.advantage == "rloo" else adv[:, turns].mean(-1)  # rloo: equal on every turn
+        turn_adv = [[row[t] if on and t in turns else None for t in range(cfg.turns)]
+                    for row, on in zip(adv.tolist(), trained.tolist())]
         kl = [row if on else None for row, on in zip(turn_kl.tolist(), trained.tolist())]
         gaps = [abs(a - b) for s, r in zip(seqs, recomputed) if s.sampler_logprobs is not None
                 for a, b in zip(s.sampler_logprobs, r)]
-        return {"loss": loss_total, "scores": scores.tolist(), "advantages": adv.tolist(), "kl": kl,
-                "entropy": entropy, "n_tokens": sum(len(s.completion_ids) for s in seqs), "n_trained": int(trained.sum()),
+        return {"loss": loss_total, "scores": scores.tolist(), "advantages": per_traj.tolist(),
+                "turn_advantages": turn_adv, "kl": kl, "entropy": entropy,
+                "n_tokens": sum(len(s.completion_ids) for s in seqs), "n_trained": int(trained.sum()),
                 "logprob_gaps": gaps, "sampled_vs_trained": [(s.sampler_logprobs, r) for s, r in zip(seqs, recomputed)]}
 
     @contextlib.contextmanager
@@ -430,8 +447,8 @@ class Trainer:
         chunk = per_rank // cfg.grad_accum
         self.timed = TimedPolicy(self.policy)
         rollout_time = train_time = 0.0
-        trajs, out = [], {"loss": 0.0, "scores": [], "advantages": [], "kl": [], "entropy": [], "n_tokens": 0,
-                          "logprob_gaps": []}
+        trajs, out = [], {"loss": 0.0, "scores": [], "advantages": [], "turn_advantages": [], "kl": [], "entropy": [],
+                          "n_tokens": 0, "logprob_gaps": []}
         for c in range(cfg.grad_accum):
             probs = [self.problems[i] for i in mine[c * chunk:(c + 1) * chunk]]
             t = time.perf_counter()
@@ -444,7 +461,7 @@ class Trainer:
                 res = self.optimize(got, step, n_traj_total=per_rank * cfg.k, last_chunk=c == cfg.grad_accum - 1)
             train_time += time.perf_counter() - t
             trajs += got
-            for key in ("scores", "advantages", "kl", "logprob_gaps"):
+            for key in ("scores", "advantages", "turn_advantages", "kl", "logprob_gaps"):
                 out[key] += res[key]
             out["loss"] += res["loss"]
             out["entropy"].append(res["entropy"])
@@ -470,6 +487,8 @@ class Trainer:
         stats = {"step": self.step, "stage": stage, "turns": cfg.turns, "lr": self.scheduler.get_last_lr()[0],
                  "loss": sum(x["loss"] for x in timing_all), "grad_norm": grad_norm}
         stats.update(step_stats(local, timing_all, cfg.turns, time_step=time.perf_counter() - t0, k=cfg.k))
+        if cfg.advantage == "per-turn":  # under rloo every turn has its trajectory's advantage: nothing to add
+            stats.update(turn_advantage_stats(local, cfg.turns))
         stats["warnings"] = self.watchdog.check(stats)
         self._last_trajectories = local
         return stats
