@@ -313,3 +313,30 @@ def test_per_turn_step_logs_the_turn_advantages(tmp_path):
     assert stats["adv_rms@1"] > 0 and stats["adv_rms@2"] > 0 and stats["adv_rms@1"] != stats["adv_rms@2"]
     tr.cfg = replace(tr.cfg, advantage="rloo")  # rloo: one advantage per trajectory, no per-turn lines
     assert "adv_rms@1" not in tr.train_step()
+
+
+def test_copy_penalty_lowers_R_by_exactly_the_penalty_on_wrong_first_answers():
+    """Our extension: R - lam * 1[r_1 < 1] * sim. Under the accumulated reward, for any gamma, R drops by exactly the
+    penalty where turn 1 was wrong and not at all where it was right."""
+    from types import SimpleNamespace
+
+    from cocos.errors import UserError
+    from cocos.rewards import accumulated_reward
+    from cocos.train.config import TrainConfig
+    from cocos.train.objective import advantages, method_at, with_copy_penalty
+
+    rewards = torch.tensor([[0.0, 0.0], [1 / 3, 1 / 3], [1.0, 1.0], [0.0, 1.0]])
+    sims = torch.tensor([0.99, 0.5, 1.0, 0.2])
+    lam = 0.5
+    penalised = with_copy_penalty(rewards, sims, lam)
+    for gamma in (0.0, 0.5, 1.0, 2.0):
+        drop = accumulated_reward(rewards, gamma) - accumulated_reward(penalised, gamma)
+        assert torch.allclose(drop, torch.tensor([0.495, 0.25, 0.0, 0.1]))
+    # two wrong samples of equal reward: the copy gets the lower advantage (per-turn: in turn T's term, so in the
+    # return-to-go of every turn)
+    cfg = SimpleNamespace(turns=2, trained_turns=lambda: [0, 1], method="cocos", gamma=0.5, beta=0.0)
+    r = with_copy_penalty(torch.tensor([[0.0, 0.0], [0.0, 0.0]]), torch.tensor([1.0, 0.3]), lam)
+    a = advantages("per-turn", r, torch.zeros(2, 2), method_at(cfg, 0), k=2)
+    assert a[0, 1] < 0 < a[1, 1] and torch.allclose(a[:, 1], torch.tensor([-0.35, 0.35]))
+    with pytest.raises(UserError, match="copy_penalty: applies to method=cocos"):
+        TrainConfig(model="tiny", method="score", copy_penalty=0.5)

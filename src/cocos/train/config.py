@@ -63,6 +63,9 @@ class TrainConfig(RolloutSettings):
     # a curriculum.json written by another run: train on its kept ids instead of sampling (needs curriculum_k > 0);
     # one curriculum shared by several runs (seeds, methods) costs one sampling pass and gives them the same problems
     curriculum_from: str = ""
+    # our extension: R - copy_penalty * 1[r_1 < 1] * edit_sim(turn 1, turn T), against copying a wrong first answer
+    # (cocos.train.objective.with_copy_penalty); 0 = off, the paper's objective
+    copy_penalty: float = 0.0
     kl_estimator: str = "k1"  # per-token KL estimate: k1 = logp - logp_ref, k3 = exp(-d) - 1 + d
     k: int = 2  # samples (trajectories) per problem, RLOO group size
     # the advantage of each trained turn (cocos.train.objective.ADVANTAGES, docs/credit.md): rloo = the trajectory's
@@ -153,6 +156,11 @@ class TrainConfig(RolloutSettings):
         if self.curriculum_from and not self.curriculum_k:
             raise UserError("curriculum_from: applies only with a curriculum; set curriculum_k too (e.g. curriculum_k=4)")
         self.trained_turns()  # validates train_turns
+        if self.copy_penalty < 0:
+            raise UserError(f"copy_penalty: must be >= 0 (got {self.copy_penalty})")
+        if self.copy_penalty and (self.method != "cocos" or self.turns < 2):
+            raise UserError("copy_penalty: applies to method=cocos with turns >= 2 (its R is where r_T enters with "
+                            "weight 1); set copy_penalty=0")
         if self.method == "score" and self.turns < 2:
             raise UserError("turns: SCoRe needs at least 2 turns")
 

@@ -191,6 +191,17 @@ def per_turn_advantages(scores: torch.Tensor, total: torch.Tensor | None = None)
 ADVANTAGES = {"rloo": rloo_turn_advantages, "per-turn": per_turn_advantages}
 
 
+def with_copy_penalty(rewards: torch.Tensor, similarity: torch.Tensor, lam: float) -> torch.Tensor:
+    """Our extension (not the paper's): R - lam * 1[r_1 < 1] * sim(y_1, y_T), a penalty on copying a wrong first answer.
+
+    rewards [N, T] (T >= 2), similarity [N] (edit similarity of turn 1's and turn T's code) -> rewards with the penalty
+    taken off r_T. Under the accumulated reward r_T enters R with weight 1 (its term gamma^0 (r_T - r_{T-1})), so R
+    drops by exactly the penalty; under per-turn credit it is turn T's term (the turn that copied)."""
+    out = rewards.clone()
+    out[:, -1] -= lam * (rewards[:, 0] < 1).to(rewards.dtype) * similarity.to(rewards.dtype)
+    return out
+
+
 def advantages(name: str, rewards: torch.Tensor, turn_kl: torch.Tensor, method: Method, k: int) -> torch.Tensor:
     """The trainer's advantages: rewards, turn_kl [N, T] of N = P*k trajectories (grouped by problem, k each)
     -> A [N, T], advantage `name` (ADVANTAGES) of each (trajectory, turn). The log-prob passes' loss and the

@@ -353,6 +353,11 @@ class Trainer:
         cfg, k, method = self.cfg, self.cfg.k, method_at(self.cfg, step)
         n = len(trajectories)
         rewards = torch.tensor([traj.rewards for traj in trajectories], dtype=torch.float32)
+        if cfg.copy_penalty:  # before the uniform-group test: copies and rewrites of equal reward now differ
+            from cocos.metrics import edit_similarity
+
+            sims = torch.tensor([edit_similarity(t.turns[0].code, t.turns[-1].code) for t in trajectories])
+            rewards = objective.with_copy_penalty(rewards, sims, cfg.copy_penalty)
         # A group whose k samples earned identical rewards has no reward signal: its advantages are only
         # the beta-weighted KL differences. skip_uniform_groups leaves such groups out of every forward and
         # backward pass (advantage 0), most of the compute while rewards are sparse.
