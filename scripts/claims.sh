@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 17: the paper's four claims checked on the default model (SmolLM2-135M), with seeds and standard errors.
+# The paper's four claims checked on the default model (SmolLM2-135M), with seeds and standard errors (docs/claims.md).
 # One script, every run reproducible from its seed; each step writes its own folder and is skipped when done, so a
 # stopped run picks up where it stopped (a training run with a checkpoint continues with --resume).
 #
@@ -131,7 +131,7 @@ for name in "${RUNS[@]}"; do
   done
 done
 hm() { echo "$(( $1 / 3600 )) h $(( $1 % 3600 / 60 )) min"; }
-echo "# claims (issue 17): BUDGET=$BUDGET SEEDS='$SEEDS' STEPS=$STEPS N_EVAL=$N_EVAL OUT=$OUT"
+echo "# the paper's claims: BUDGET=$BUDGET SEEDS='$SEEDS' STEPS=$STEPS N_EVAL=$N_EVAL OUT=$OUT"
 echo "# runs: curriculum once (k=$CURRICULUM_K, seed $CURRICULUM_SEED); ${#RUNS[@]} training runs x $NS seeds = $((6 * NS))" \
      "(${RUNS[*]}), $STEPS steps each; evals: ${EVALUATED[*]} x $NS seeds x ${DATASETS[*]}, first $N_EVAL problems"
 echo "# estimated time of one core (on a busy 2-core CPU): ~$(hm $est_all) in all; ~$(hm $est_left) left (finished" \

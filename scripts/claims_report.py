@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The paper's four claims, checked on the run folders of scripts/claims.sh (issue 17): OUT/claims.md + plots.
+"""The paper's four claims, checked on the run folders of scripts/claims.sh: OUT/claims.md + plots.
 
     python scripts/claims_report.py runs/claims_cpu --budget "cpu: 30 steps, 3 seeds" --seeds "0 1 2"
 

@@ -15,7 +15,7 @@
 # Knobs (environment):
 #   MODEL     base model: packaged alias, HF id or local folder (tiny/small: smollm2-135m; paper:
 #             Qwen/Qwen2.5-1.5B-Instruct). The paper's three: Qwen/Qwen2.5-1.5B-Instruct,
-#             meta-llama/Llama-3.2-1B-Instruct, deepseek-ai/deepseek-coder-1.3b-instruct (README, "The paper's budget").
+#             meta-llama/Llama-3.2-1B-Instruct, deepseek-ai/deepseek-coder-1.3b-instruct (docs/paper_budget.md).
 #   OUT       run folders (default runs/comparison_<budget>-<model name>)
 #   BOOST     an existing boost model folder to reuse instead of training one
 #   DATASETS  evaluated datasets (default "mbpp humaneval odex"; mbpp = its test split, task ids 11-510)
