@@ -19,6 +19,8 @@
 #               last_turn   the authors' mode: turn 1 shared, k turn-2 samples, only turn 2 trained
 #               traj_g0.5   the paper's trajectory mode, gamma 0.5
 #               copy_pen    (our extension, once it exists) traj_g0.5 with a copy penalty on wrong turn-1 answers
+#   self_corrector  Self-Corrector with boost_new as its generator (configs/self_corrector.yaml, the comparison's small
+#               budget): the one baseline that rewrote at turn 2 before (edit similarity 53-78%)
 #   eval MODEL DATASET: greedy, 2 turns, zero-shot, EVAL_TOKENS per turn, every problem of MBPP test / HumanEval /
 #               ODEX (N_EVAL caps them for a dry run of the plumbing)
 #
@@ -39,6 +41,8 @@ case "$BUDGET" in
     SFT_SET=(--set max_rows=8 --set max_steps=2 --set batch_size=2 --set grad_accum=1 --set max_length=512
              --set mbpp_train=false --set own_samples=2 --set own_max_new_tokens=48)
     CUR_SET=(--limit 8 --max-new-tokens 48)
+    SC_SET=(--set limit=4 --set samples=2 --set max_new_tokens=48 --set include_reference=true --set rounds=1
+            --set corrections_per_problem=1 --set max_steps=1 --set batch_size=2 --set grad_accum=1)
     COMMON=(train_limit=8 problems_per_step=2 k=2 micro_batch=4 max_new_tokens=48)
     ;;
   cpu)
@@ -47,6 +51,10 @@ case "$BUDGET" in
     # one epoch at 512 tokens: ~1 h of one core per boost model (measured, 116 steps of 8 examples at ~30 s)
     SFT_SET=(--set max_length=512 --set epochs=1 --set batch_size=4 --set grad_accum=2)
     CUR_SET=(--max-new-tokens 192)
+    # Self-Corrector as scripts/paper_comparison.sh's small budget runs it (52 min of one core there)
+    SC_SET=(--set limit=32 --set samples=4 --set max_new_tokens=192 --set include_reference=true --set rounds=1
+            --set corrections_per_problem=1 --set max_pairs=96 --set epochs=1 --set lr=5e-5 --set batch_size=4
+            --set grad_accum=2)
     COMMON=()  # configs/cocos_cpu.yaml as it is: 8 problems x k 4 x 2 turns, 192 tokens per turn, lr 2e-5
     ;;
   *) echo "BUDGET must be tiny or cpu (got $BUDGET)" >&2; exit 2 ;;
@@ -78,12 +86,13 @@ arm_sets() {  # the --set values of an arm beyond the budget's
   esac
 }
 model_of() {  # the checkpoint folder an evaluation reads
-  case "$1" in boost_*) echo "$OUT/$1" ;; *) echo "$OUT/train/$1/checkpoints/step_$STEPS" ;; esac
+  case "$1" in boost_*|self_corrector) echo "$OUT/$1" ;; *) echo "$OUT/train/$1/checkpoints/step_$STEPS" ;; esac
 }
 
 JOBS=(boost_new boost_old "eval boost_new mbpp" "eval boost_old mbpp" curriculum)
 for seed in "${SEED_LIST[@]}"; do for arm in "${ARM_LIST[@]}"; do JOBS+=("train ${arm}_s$seed"); done; done
 for ds in humaneval odex; do JOBS+=("eval boost_new $ds" "eval boost_old $ds"); done
+JOBS+=(self_corrector); for ds in "${DATASETS[@]}"; do JOBS+=("eval self_corrector $ds"); done
 for seed in "${SEED_LIST[@]}"; do for arm in "${ARM_LIST[@]}"; do for ds in "${DATASETS[@]}"; do
   JOBS+=("eval ${arm}_s$seed $ds"); done; done; done
 
@@ -91,6 +100,7 @@ job_done() {  # job_done KIND [NAME [DATASET]]
   case "$1" in
     boost_*) has_model "$OUT/$1" ;;
     curriculum) [ -f "$OUT/curriculum/curriculum.json" ] ;;
+    self_corrector) has_model "$OUT/self_corrector/corrector" ;;
     train) [ -f "$OUT/train/$2/FINISHED" ] ;;
     eval) [ -f "$OUT/eval/$2/$3/metrics.json" ] ;;
   esac
@@ -99,7 +109,8 @@ job_ready() {  # whether a job's inputs exist
   case "$1" in
     curriculum) job_done boost_new ;;
     train) job_done curriculum ;;
-    eval) case "$2" in boost_*) job_done "$2" ;; *) job_done train "$2" ;; esac ;;
+    self_corrector) job_done boost_new ;;
+    eval) case "$2" in boost_*|self_corrector) job_done "$2" ;; *) job_done train "$2" ;; esac ;;
     *) return 0 ;;
   esac
 }
@@ -137,10 +148,15 @@ train_job() {  # train_job ARM_sSEED
   date -u +%FT%TZ > "$dir/FINISHED"
 }
 
+self_corrector_job() {
+  run cocos self-corrector --config configs/self_corrector.yaml --out "$OUT/self_corrector" --set model="$OUT/boost_new" \
+    "${SC_SET[@]}"
+}
+
 eval_job() {  # eval_job MODEL DATASET
-  local split=test
-  run cocos eval --model "$(model_of "$1")" --dataset "$2" --split "$split" "${LIMIT[@]}" --turns 2 --temperature 0 \
-    --max-new-tokens "$EVAL_TOKENS" --rollout-dtype auto --out "$OUT/eval/$1/$2"
+  local actor=(); [ "$1" = self_corrector ] && actor=(--actor self-corrector --actor-arg corrector_rollout_dtype=auto)
+  run cocos eval --model "$(model_of "$1")" --dataset "$2" --split test "${LIMIT[@]}" --turns 2 --temperature 0 \
+    --max-new-tokens "$EVAL_TOKENS" --rollout-dtype auto "${actor[@]}" --out "$OUT/eval/$1/$2"
 }
 
 echo "# self-correction: BUDGET=$BUDGET SEEDS='$SEEDS' STEPS=$STEPS ARMS='$ARMS' rule=$CURRICULUM_RULE OUT=$OUT"
@@ -155,6 +171,7 @@ while :; do
     sitting_over
     case "$kind" in
       boost_*) boost_job "${kind#boost_}" ;;
+      self_corrector) self_corrector_job ;;
       *) "${kind}_job" $name $ds ;;
     esac
     [ "$STOPPED" = 0 ] || exit 0
