@@ -1,4 +1,4 @@
-"""The shared step queue of scripts/claims.sh and scripts/paper_comparison.sh (scripts/_lib.sh): two invocations of
+"""The shared step queue of scripts/claims.sh, scripts/paper_comparison.sh and scripts/self_correction.sh (scripts/_lib.sh): two invocations of
 one command, side by side, run every step exactly once between them, and each waits for the inputs the other makes.
 
 A stand-in `cocos` on PATH makes each step's output folder (what the scripts test to call a step done) and records
@@ -25,7 +25,7 @@ case "$1" in
   self-corrector) mkdir -p "$out/corrector"; touch "$out/corrector/model.safetensors" ;;
   train) if [ "$steps" = 0 ]; then mkdir -p "$out"; echo '{}' > "$out/curriculum.json";
          else mkdir -p "$out/checkpoints/step_$steps"; touch "$out/checkpoints/step_$steps/trainer_state.pt"; fi ;;
-  eval) mkdir -p "$out"; echo '{}' > "$out/metrics.json" ;;
+  eval) mkdir -p "$out"; echo '{}' > "$out/metrics.json"; : > "$out/samples.jsonl" ;;
   report) mkdir -p "$out" ;;
 esac
 """
@@ -104,3 +104,21 @@ def test_a_crashed_step_stops_its_invocation_with_its_status(tmp_path):
                          text=True, timeout=300)
     assert res.returncode == 3
     assert not (tmp_path / "out" / "claims.md").exists()
+
+
+def test_self_correction_queue_runs_each_job_once_in_order(tmp_path):
+    env = _env(tmp_path, SLOW_AT="boost_new")  # the second invocation starts while the new boost trains
+    for res in _two_invocations("self_correction.sh", env):
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    calls = _calls(tmp_path)
+    outs = Counter(out for _, _, out in calls)
+    # 2 boosts, the curriculum's samples, 2 arms, Self-Corrector, and 3 datasets x (2 boosts + 2 arms + Self-Corrector)
+    assert len(outs) == 2 + 1 + 2 + 1 + 15 and set(outs.values()) == {1}, outs
+    assert len({pid for pid, _, _ in calls}) == 2
+    out, order = tmp_path / "out", [o for _, _, o in calls]
+    assert order.index(str(out / "boost_old")) < order.index(str(out / "eval" / "boost_old" / "mbpp"))
+    assert order.index(str(out / "boost_new")) < order.index(str(out / "curriculum" / "samples"))
+    for arm in ("last_turn_s0", "traj_g0.5_s0"):
+        assert order.index(str(out / "curriculum" / "samples")) < order.index(str(out / "train" / arm))
+        assert order.index(str(out / "train" / arm)) < order.index(str(out / "eval" / arm / "odex"))
+    assert (out / "curriculum" / "curriculum.json").exists() and (out / "page" / "self_correction.md").exists()

@@ -63,11 +63,15 @@ def goal(out: Path) -> list[str]:
     if not path("boost_new").exists():
         return ["The new boost model has no MBPP evaluation yet: no goal check.", ""]
     base = json.loads(path("boost_new").read_text())
+    if not {"acc@1", "delta(1,2)"} <= set(base):
+        return [f"{path('boost_new')} has no acc@1 / delta(1,2) (not a 2-turn evaluation): no goal check.", ""]
     md = ["| model | Δi→c − Δc→i | SE | within 2 SE of 0? | acc@1 vs the new boost | goal met |", "|---|---:|---:|---|---|---|"]
     for name in models_of(out):
         if not path(name).exists():
             continue
         m = json.loads(path(name).read_text())
+        if not {"acc@1", "delta(1,2)"} <= set(m):
+            continue
         d, se = m["delta(1,2)"], m.get("se:delta(1,2)", 0.0)
         acc_ok = m["acc@1"] >= base["acc@1"] - 1e-12
         met = d >= GOAL_POINTS and acc_ok
