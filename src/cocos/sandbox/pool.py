@@ -15,7 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
-_WORKER_SCRIPT = Path(__file__).with_name("_sandbox_worker.py")  # run as a file: see its docstring
+_WORKER_SCRIPT = Path(__file__).parents[1] / "_sandbox_worker.py"  # run as a file: see its docstring
 
 
 class SandboxIsolationError(RuntimeError):
