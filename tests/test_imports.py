@@ -1,7 +1,11 @@
 """The package's import graph has no circle: every `import cocos...` (at module level or inside a function) and
-every importlib.import_module("cocos...") is an edge; imports for type checkers only (`if TYPE_CHECKING:`) are not."""
+every importlib.import_module("cocos...") is an edge; imports for type checkers only (`if TYPE_CHECKING:`) are not.
+The sandbox's layers: importing it loads no model library, and its worker process holds the standard library only."""
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -66,3 +70,54 @@ def test_the_package_has_no_import_circle():
 def test_the_cycle_finder_finds_one():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) is not None
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+# ---- the sandbox: its caller's side loads no model library, its worker process only the standard library ----
+
+WORKER = SRC / "cocos" / "sandbox" / "worker"
+
+
+def test_the_sandbox_worker_is_standard_library_only():
+    # The worker is started by file path and loads its folder as `cocos_sandbox_worker` (worker/__main__.py):
+    # its modules import the standard library and each other (relatively), and never touch sys.path.
+    files = sorted(WORKER.glob("*.py"))
+    assert {p.name for p in files} >= {"__init__.py", "__main__.py", "loop.py", "isolation.py", "runner.py"}
+    for path in files:
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level <= 1, f"{path.name}: imports from outside the worker package"
+                names = [node.module] if node.level == 0 else []
+            else:
+                if isinstance(node, ast.Attribute) and node.attr == "path" and getattr(node.value, "id", "") == "sys":
+                    raise AssertionError(f"{path.name} line {node.lineno}: the worker leaves sys.path alone")
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                ours = path.name == "__main__.py" and top == "cocos_sandbox_worker"
+                assert top in sys.stdlib_module_names or ours, f"{path.name} imports {name}"
+
+
+def test_importing_the_sandbox_loads_no_model_library():
+    script = ("import sys, cocos.sandbox\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
+def test_the_worker_process_holds_only_its_own_package_and_the_usual_sys_path():
+    # What the worker imported, every program inherits: no cocos (the caller's side, or another copy on sys.path)
+    from cocos.sandbox import run_tests
+
+    ours = ["cocos_sandbox_worker"] + sorted(f"cocos_sandbox_worker.{p.stem}" for p in WORKER.glob("*.py")
+                                             if p.stem not in ("__init__", "__main__"))
+    usual = subprocess.run([sys.executable, "-I", "-c", "import sys; print(repr(sys.path))"], capture_output=True,
+                           text=True, env={}, cwd="/", timeout=60).stdout.strip()
+    code = ("import sys\ndef mods():\n    return sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('cocos', 'cocos_sandbox_worker', 'torch', 'transformers'))\ndef path():\n    return sys.path\n")
+    out = run_tests(code, [f"assert mods() == {ours!r}", f"assert path() == {usual}"])
+    assert [o.status for o in out] == ["passed", "passed"], out

@@ -1,5 +1,5 @@
 """The program process P and the test processes T of the sandbox worker: untrusted code runs here
-(stdlib only; loaded by _sandbox_worker.py, never imported as cocos.*).
+(stdlib only, part of the worker package: see its __init__).
 
 P (`program_process`, a fork of the worker) confines itself, runs setup + program once, then the
 tests: one after another in P (default), or each in its own fork T. Each test reports one message on
@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 
-from _sandbox_isolation import confine_program
+from .isolation import confine_program
 
 RES_FD = 3  # the result pipe in P and T (its number is no secret: the per-test key is)
 GRACE = 0.5  # seconds a test process gets past its time limit before SIGKILL

@@ -1,7 +1,8 @@
 """The sandbox's worker processes (part of `cocos.sandbox`): their settings, start and stop.
 
-Each `_Worker` is one `python -I _sandbox_worker.py` process with a clean environment, talking JSON
-lines over its stdin/stdout; the `_Pool` starts and replaces them, and warns (or refuses, with
+Each `_Worker` is one `python -I .../sandbox/worker/__main__.py` process with a clean environment,
+talking JSON lines over its stdin/stdout (run by file path, never imported here: the worker holds only
+the standard library, see worker/__init__.py); the `_Pool` starts and replaces them, and warns (or refuses, with
 COCOS_SANDBOX_REQUIRE_ISOLATION=1) when the sandbox runs without full isolation.
 """
 
@@ -15,7 +16,7 @@ import sys
 import warnings
 from pathlib import Path
 
-_WORKER_SCRIPT = Path(__file__).with_name("_sandbox_worker.py")  # run as a file: see its docstring
+_WORKER_SCRIPT = Path(__file__).with_name("worker") / "__main__.py"  # run as a file: see its docstring
 
 
 class SandboxIsolationError(RuntimeError):

@@ -1,19 +1,8 @@
-"""Warm sandbox worker for `cocos.sandbox` (stdlib only, run as a script, never imported).
+"""The worker's main loop (stdlib only, part of the worker package: see its __init__).
 
-Process tree, one per worker:
-
-    caller --pipes--> outer (host root: cgroup, uid maps)
-                        `-> worker, pid 1 of fresh user/pid/net/mount/ipc/uts namespaces (trusted)
-                              `-> program process P, one per program run (uid 65534, limits)
-                                    `-> test process T, one per test (fork of P after setup + program)
-
-The worker reads one job per line (JSON) on stdin and answers one line on stdout. Untrusted code
-runs only in P and T. Verdicts: T reports each test's result on a pipe with a per-test random key;
-for tests of the form `assert <expr> <op> <constant>` it reports only the *value* of <expr>, and the
-caller, which alone holds the constant, compares (see docs/sandbox.md, "Threat model").
-
-This file: the worker's main loop, one program run (reading P's and T's messages, deadlines), and
-killing what a run left behind. Isolation is in _sandbox_isolation.py, P and T in _sandbox_runner.py.
+It reads one job per line, runs each program in a fresh program process (runner.py), enforces the
+deadlines, turns what P and T report into raw outcomes, and after each program kills everything the
+run left behind. Isolation (isolation.py) is set up in `main`, before the first job is read.
 """
 
 import gc
@@ -27,15 +16,8 @@ import sys
 import time
 import traceback
 
-# The two sibling modules, found through this file's folder. It goes at the end of sys.path (nothing
-# there can shadow the standard library) and comes off again: programs see the usual sys.path.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.append(_HERE)
-try:
-    import _sandbox_isolation as isolation
-    from _sandbox_runner import GRACE, RES_FD, describe_exit, program_process, send, snapshot_builtins
-finally:
-    sys.path.remove(_HERE)
+from . import isolation
+from .runner import GRACE, RES_FD, describe_exit, program_process, send, snapshot_builtins
 
 OUTPUT_KEPT = 1024  # bytes of stdout/stderr kept per test
 RESULT_STREAM_MAX = 32 << 20  # bytes of result messages read per program run
@@ -339,7 +321,3 @@ def main():
     worker.kill_all()
     if not status["namespaces"]:
         shutil.rmtree(jobs_root, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    main()

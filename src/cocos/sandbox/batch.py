@@ -1,25 +1,8 @@
-"""Run untrusted generated code against unit tests: isolated, fast, one outcome per test.
+"""The caller's calls of `cocos.sandbox`: the records, `run_tests`/`run_batch`, handing jobs to workers.
 
-This is the only place in CoCoS where generated code runs (docs/sandbox.md).
-
-    from cocos.sandbox import run_tests, run_batch, TestOutcome
-    run_tests(code, tests, *, setup="", timeout=3.0) -> list[TestOutcome]
-    run_batch(jobs, *, timeout=3.0, workers=None) -> list[list[TestOutcome]]
-
-A pool of warm worker processes (cocos/_sandbox_worker.py), each inside its own user, pid, network,
-mount, ipc and uts namespaces, forks one process per program (setup + program run once) that runs the
-tests one after another, each under its own time limit (a test that hangs or ends that process makes the
-worker start a fresh one for the remaining tests). Settings (environment variables):
-
-    COCOS_SANDBOX_REQUIRE_ISOLATION=1   refuse to run without full isolation
-    COCOS_SANDBOX_ISOLATION=0           run with limits only (debugging)
-    COCOS_SANDBOX_MEMORY_MB=2048        address-space limit per process
-    COCOS_SANDBOX_PRELOAD=numpy,pandas  modules each worker imports once (ODEX speed)
-    COCOS_SANDBOX_FORK_PER_TEST=1       one forked process per test (no test sees another's side effects)
-
-Parts: this module (the records, the public calls, handing jobs to workers), _sandbox_checks.py (tests
-in, verdicts out), _sandbox_pool.py (the worker processes); the worker itself is _sandbox_worker.py,
-run as a script (stdlib only), with _sandbox_isolation.py and _sandbox_runner.py next to it.
+One pool of warm workers per caller process (started on first use, stopped at exit), shared by every
+call under one lock; `_dispatch` keeps each worker busy with one program at a time and replaces a
+worker that dies or stops answering, so that one bad program costs only its own outcomes.
 """
 
 from __future__ import annotations
@@ -35,12 +18,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from cocos._sandbox_checks import STATUSES, outcome, prepare_job  # noqa: F401 (STATUSES: what TestOutcome.status can be)
-from cocos._sandbox_pool import SandboxIsolationError, _default_workers, _Pool, _Worker
 from cocos.errors import UserError
-
-__all__ = ["TestOutcome", "SandboxJob", "SandboxIsolationError", "run_tests", "run_batch",
-           "isolation_status", "isolation_active", "shutdown"]
+from cocos.sandbox.checks import outcome, prepare_job
+from cocos.sandbox.pool import _default_workers, _Pool, _Worker
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Isolation for the sandbox worker (stdlib only; loaded by _sandbox_worker.py, never imported as cocos.*).
+"""Isolation for the sandbox worker (stdlib only, part of the worker package: see its __init__).
 
 The worker's outer process enters fresh user/pid/net/mount/ipc/uts namespaces (`enter_namespaces`,
 which also puts the worker tree in a memory cgroup), pid 1 then makes the filesystem read-only with
