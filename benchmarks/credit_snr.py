@@ -88,7 +88,7 @@ class GroupSums:
         for e in range(E):
             mean_sq = sums[e][e] / G**2  # ||mean g||^2
             var = max(0.0, float(self.sq[e]) / G - mean_sq)  # mean_g ||g - mean g||^2
-            se = math.sqrt(var / G)
+            se = math.sqrt(var / G) if G > 1 else float("nan")  # one group: no spread to measure
             s2 = var * G / (G - 1) if G > 1 else float("nan")  # sum_g ||g - mean g||^2 / (G - 1)
             debiased = math.sqrt(max(0.0, mean_sq - s2 / G)) / math.sqrt(s2 / G) if G > 1 and s2 > 0 else float("nan")
             snr = math.sqrt(mean_sq) / se if se > 0 else float("nan")
@@ -264,7 +264,9 @@ def measure(policy, problems, *, k: int = 4, gammas=(0.5, 2.0), max_new_tokens: 
 def fmt_table(res: dict, gammas) -> str:
     b = res["budget"]
     G = b["kept"]
-    lines = [f"turn-2 gradient component over G = {G} kept groups (noise floor of SNR for a zero mean: "
+    lines = [] if G > 1 else [f"SE and SNR need at least 2 kept groups (G = {G}): only the RMS, the norm of g "
+                              "and the cosines below mean anything", ""]
+    lines += [f"turn-2 gradient component over G = {G} kept groups (noise floor of SNR for a zero mean: "
              f"sqrt(G/(G-1)) = {math.sqrt(G / (G - 1)) if G > 1 else float('nan'):.3f})", "",
              "| gamma | estimator | RMS A_i,2 | norm of mean g | SE | SNR | debiased SNR |",
              "| --- | --- | --- | --- | --- | --- | --- |"]

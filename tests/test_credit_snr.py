@@ -45,6 +45,12 @@ def test_group_sums_hand_computed(snr):
     assert pair["cos"] == pytest.approx([1 / math.sqrt(2), -1 / math.sqrt(2)]) and pair["zero"] == 0
     assert pair["cos_of_means"] == pytest.approx(1 / math.sqrt(12))
 
+    # one group: no spread, so no SE or SNR
+    one = snr.GroupSums(1, 5)
+    one.add(torch.stack([e[0], e[1]]), torch.tensor([[1.0, -1.0]]))
+    (a,) = one.result()["estimators"]
+    assert a["signal"] == pytest.approx(math.sqrt(0.5)) and all(math.isnan(a[x]) for x in ("se", "snr", "snr_debiased"))
+
     # pure noise: orthogonal g in every group gives the floor sqrt(G / (G - 1)), not 0
     G = 6
     sums = snr.GroupSums(1, 2 * G)
