@@ -18,7 +18,9 @@
 #   train ARM seed, from boost_new, zero-shot, on the curriculum, STEPS steps of configs/cocos_cpu.yaml's budget:
 #               last_turn   the authors' mode: turn 1 shared, k turn-2 samples, only turn 2 trained
 #               traj_g0.5   the paper's trajectory mode, gamma 0.5
-#               copy_pen    (our extension, once it exists) traj_g0.5 with a copy penalty on wrong turn-1 answers
+#               copy_pen    (our extension) traj_g0.5 with a copy penalty on wrong turn-1 answers (copy_penalty 0.5):
+#                           the arm to add if both arms above still copy wrong answers at the halfway point
+#               per_turn    traj_g0.5 with per-turn credit (advantage=per-turn, docs/credit.md)
 #   self_corrector  Self-Corrector with boost_new as its generator (configs/self_corrector.yaml, the comparison's small
 #               budget): the one baseline that rewrote at turn 2 before (edit similarity 53-78%)
 #   eval MODEL DATASET: greedy, 2 turns, zero-shot, EVAL_TOKENS per turn, every problem of MBPP test / HumanEval /
@@ -82,7 +84,8 @@ arm_sets() {  # the --set values of an arm beyond the budget's
     last_turn) echo "mode=last-turn train_turns=last" ;;
     traj_g0.5) echo "mode=trajectory gamma=0.5" ;;
     copy_pen) echo "mode=trajectory gamma=0.5 copy_penalty=0.5" ;;
-    *) echo "unknown arm $1 (last_turn, traj_g0.5, copy_pen)" >&2; exit 2 ;;
+    per_turn) echo "mode=trajectory gamma=0.5 advantage=per-turn" ;;
+    *) echo "unknown arm $1 (last_turn, traj_g0.5, copy_pen, per_turn)" >&2; exit 2 ;;
   esac
 }
 model_of() {  # the checkpoint folder an evaluation reads
