@@ -36,8 +36,8 @@ import torch  # noqa: E402
 from cocos.backends.engine import Engine  # noqa: E402
 from cocos.generation import Sampling  # noqa: E402
 from cocos.policy import Policy, load_policy  # noqa: E402
-from cocos.problems import load_problems  # noqa: E402
-from cocos.prompts import fewshot_prefix, load_fewshot_examples, paper_prompt  # noqa: E402
+from cocos.data.problems import load_problems  # noqa: E402
+from cocos.data.prompts import fewshot_prefix, load_fewshot_examples, paper_prompt  # noqa: E402
 
 try:  # vLLM rows only where it is installed (the .venv-vllm environment)
     import vllm  # noqa: F401

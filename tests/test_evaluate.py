@@ -10,7 +10,7 @@ import pytest
 
 from cocos.cli import main
 from cocos.evaluate import EvalConfig, run_eval
-from cocos.problems import load_problems
+from cocos.data.problems import load_problems
 
 
 

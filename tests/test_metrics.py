@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 
 from cocos.metrics import compute_metrics, edit_similarity, pass_at_k, turn_pairs
-from cocos.problems import Problem
+from cocos.data.problems import Problem
 from cocos.rollout import Trajectory, Turn
 
 

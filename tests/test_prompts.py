@@ -3,8 +3,8 @@
 import pytest
 
 from cocos.errors import UserError
-from cocos.problems import Problem, load_problems
-from cocos.prompts import (
+from cocos.data.problems import Problem, load_problems
+from cocos.data.prompts import (
     INSTRUCTION,
     PromptBuilder,
     chat_messages,

@@ -22,8 +22,8 @@ from cocos.errors import UserError  # noqa: E402
 from cocos.generation import Generation  # noqa: E402
 from cocos.metrics import compute_metrics  # noqa: E402
 from cocos.policy import Policy  # noqa: E402
-from cocos.problems import Problem  # noqa: E402
-from cocos.prompts import first_turn_prompt  # noqa: E402
+from cocos.data.problems import Problem  # noqa: E402
+from cocos.data.prompts import first_turn_prompt  # noqa: E402
 from cocos.rollout import RolloutSettings, run_episodes, score_responses  # noqa: E402
 
 RIGHT = "def add(a, b):\n    return a + b"

@@ -8,8 +8,8 @@ import torch
 from cocos.errors import UserError
 from cocos.generation import Generation
 from cocos.policy import Policy
-from cocos.problems import load_problems
-from cocos.prompts import INSTRUCTION, paper_prompt
+from cocos.data.problems import load_problems
+from cocos.data.prompts import INSTRUCTION, paper_prompt
 from cocos.rollout import Trajectory, run_episodes, score_responses
 
 CHAT = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"

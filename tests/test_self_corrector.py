@@ -23,8 +23,8 @@ from cocos.baselines.self_corrector import (Hypothesis, Pair, Pool, SelfCorrecto
 from cocos.cli import main  # noqa: E402
 from cocos.errors import UserError  # noqa: E402
 from cocos.generation import Generation  # noqa: E402
-from cocos.problems import Problem  # noqa: E402
-from cocos.prompts import paper_prompt  # noqa: E402
+from cocos.data.problems import Problem  # noqa: E402
+from cocos.data.prompts import paper_prompt  # noqa: E402
 from cocos.rollout import RolloutSettings, run_episodes, score_responses  # noqa: E402
 from cocos.train.self_corrector import SelfCorrectorConfig, explore, score_codes  # noqa: E402
 

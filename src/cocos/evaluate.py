@@ -9,7 +9,7 @@ Writes, in the run folder `out` (layout: cocos.runs):
 - samples.jsonl: one line per trajectory, written as each batch of problems finishes (nothing is lost if
   the job stops);
 - metrics.json: the flat metrics of `cocos.metrics.compute_metrics`, plus "wall_time_s" and "extraction"
-  (the rule for answers without [DONE], `cocos.prompts.extract_code`: "strict", the paper's, by default).
+  (the rule for answers without [DONE], `cocos.data.prompts.extract_code`: "strict", the paper's, by default).
 Then prints the metrics as a table.
 
 Who writes each turn is `actor` (cocos.baselines: "policy", the model itself, by default; "self-refine"; or a
@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from cocos import runs
 from cocos.errors import UserError
 from cocos.metrics import compute_metrics, turn_pairs
-from cocos.problems import Problem, load_problems
+from cocos.data.problems import Problem, load_problems
 from cocos.rollout import RolloutSettings, Trajectory, run_episodes, score_responses
 
 

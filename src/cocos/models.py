@@ -24,7 +24,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from cocos import hub
+from cocos.data import hub
 from cocos.errors import UserError
 
 

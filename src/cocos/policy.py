@@ -9,7 +9,7 @@ Contract shared by rollout, eval and the trainer:
     policy.generate(prompts: list[str], *, max_new_tokens=512, temperature=0.0, top_p=1.0,
                     seed: int | None = None, stop: tuple[str, ...] = ("[DONE]",)) -> list[Generation]
 
-Prompts are final strings (any chat template is already applied by `cocos.prompts`). temperature 0 is
+Prompts are final strings (any chat template is already applied by `cocos.data.prompts`). temperature 0 is
 greedy. Generation stops at the first stop string or EOS; the stop string is kept in `text`
 (`cocos.generation` has the record and the rules every backend follows).
 

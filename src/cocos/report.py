@@ -75,7 +75,7 @@ def response_lengths(samples: list[dict]) -> dict[int, float]:
 
 
 def extraction_rule(run: Run) -> str:
-    """The code-extraction rule of a run's final numbers (cocos.prompts.extract_code); '-' without metrics."""
+    """The code-extraction rule of a run's final numbers (cocos.data.prompts.extract_code); '-' without metrics."""
     rule = run.metrics.get("extraction") or run.config.get("extraction")
     if rule:
         return str(rule)

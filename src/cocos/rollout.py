@@ -10,7 +10,7 @@ turn's `cocos.generation.Sampling`. The plain policy is one actor (`PolicyActor`
 generate call); a baseline that changes who writes a turn or how is another (`cocos.baselines`). A `Policy`
 passed to run_episodes is wrapped in a PolicyActor.
 
-Each turn is one `write` call over every live episode, code extraction (`cocos.prompts.extract_code` under the
+Each turn is one `write` call over every live episode, code extraction (`cocos.data.prompts.extract_code` under the
 rule `extraction`: what runs when an answer has no [DONE]), then one `cocos.sandbox.run_batch` call that runs
 every extracted program against its problem's tests; the turn's reward is `cocos.rewards.turn_reward`.
 
@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 
 from cocos.errors import UserError
 from cocos.generation import Generation, Sampling
-from cocos.problems import Problem
-from cocos.prompts import DONE, EXTRACTIONS, PROMPT_FORMATS, PromptBuilder, extract_code, paper_prompt
+from cocos.data.problems import Problem
+from cocos.data.prompts import DONE, EXTRACTIONS, PROMPT_FORMATS, PromptBuilder, extract_code, paper_prompt
 from cocos.rewards import REWARD_KINDS, turn_reward
 
 ROLLOUT_MODES = ("trajectory", "last-turn")
@@ -48,7 +48,7 @@ class RolloutSettings:
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     max_new_tokens: int = 512  # per turn
-    prompt_format: str = "paper"  # paper | chat (cocos.prompts)
+    prompt_format: str = "paper"  # paper | chat (cocos.data.prompts)
     fewshot: bool = False  # the solved MBPP examples (task ids 2-4) before turn 1
     reward: str = "progressive"  # per-turn reward: tests passed / K, all pass (binary), tests passed (count)
     timeout: float = 3.0  # per test, seconds (sandbox)
@@ -236,7 +236,7 @@ def score_responses(
     n_turns = max((len(texts) for _, texts in samples), default=0)
     prefix = ""
     if fewshot:
-        from cocos.prompts import fewshot_prefix, load_fewshot_examples
+        from cocos.data.prompts import fewshot_prefix, load_fewshot_examples
 
         prefix = fewshot_prefix(load_fewshot_examples())
     histories: list[list[Turn]] = [[] for _ in samples]

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from cocos.errors import UserError
 from cocos.generation import Generation, Sampling
-from cocos.prompts import DONE, first_turn_prompt
+from cocos.data.prompts import DONE, first_turn_prompt
 from cocos.rollout import Draft, PolicyActor
 
 REFINE = "[REFINE]"
@@ -144,7 +144,7 @@ class ReviseActor:
 @dataclass
 class Attempt:
     """One of the model's own answers with its verdict from the tests."""
-    problem: object  # cocos.problems.Problem
+    problem: object  # cocos.data.problems.Problem
     code: str
     correct: bool  # every test passed
     reward: float = 0.0

@@ -29,7 +29,7 @@ from pathlib import Path
 from cocos.errors import UserError
 from cocos.generation import Sampling
 from cocos.metrics import edit_similarity
-from cocos.prompts import DONE, paper_prompt
+from cocos.data.prompts import DONE, paper_prompt
 from cocos.rollout import Draft, PolicyActor
 
 CORRECTOR_DIR = "corrector"  # inside a Self-Corrector run folder (the folder itself is the generator)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from cocos.errors import UserError
 from cocos.generation import Generation, Sampling
-from cocos.prompts import BEGIN, CORRECT, DONE, paper_prompt
+from cocos.data.prompts import BEGIN, CORRECT, DONE, paper_prompt
 from cocos.rollout import Draft, PolicyActor
 
 END = "[END]"

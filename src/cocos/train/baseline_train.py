@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cocos.errors import UserError
 from cocos.generation import ROLLOUT_DTYPES
-from cocos.prompts import EXTRACTIONS
+from cocos.data.prompts import EXTRACTIONS
 from cocos.rewards import REWARD_KINDS
 from cocos.train.sft import FinetuneSettings, SFTRunConfig
 

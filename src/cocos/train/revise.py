@@ -101,7 +101,7 @@ def train_stage(policy, pairs: list[dict], cfg: ReviseConfig, out: Path, stage: 
 
 def run_revise(cfg: ReviseConfig, out_dir: str | Path) -> Path:
     from cocos.policy import Policy, load_policy
-    from cocos.problems import load_problems
+    from cocos.data.problems import load_problems
 
     out = start_run(out_dir, cfg, "revise_config.yaml")
     problems = load_problems(cfg.dataset, cfg.split, cfg.limit)

@@ -77,7 +77,7 @@ def explore(corrector, pool: Pool, problems: list, cfg: SelfCorrectorConfig, rnd
     gens = corrector.generate([corrector_prompt(by_id[h.task_id], h.code) for h in drafts],
                               max_new_tokens=cfg.max_new_tokens, temperature=cfg.explore_temperature, top_p=cfg.top_p,
                               seed=cfg.seed + 1000 * rnd)
-    from cocos.prompts import extract_code
+    from cocos.data.prompts import extract_code
 
     scored = score_codes([(by_id[h.task_id], extract_code(g.text, cfg.extraction)) for h, g in zip(drafts, gens)], cfg,
                          f"corrector round {rnd}")
@@ -101,7 +101,7 @@ def fit(corrector, examples: list[dict], cfg: SelfCorrectorConfig, folder: Path)
 
 def run_self_corrector(cfg: SelfCorrectorConfig, out_dir: str | Path) -> Path:
     from cocos.policy import load_policy
-    from cocos.problems import load_problems
+    from cocos.data.problems import load_problems
 
     out = start_run(out_dir, cfg, "self_corrector_config.yaml")
     if (out / CORRECTOR_DIR / "config.json").exists():

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cocos.errors import UserError
-from cocos.problems import Problem
-from cocos.prompts import DONE, paper_prompt
+from cocos.data.problems import Problem
+from cocos.data.prompts import DONE, paper_prompt
 from cocos.train.mutants import MUTATION_KINDS, mutate
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def load_kodcode_rows(cfg: SFTRunConfig) -> list[dict]:
 
 
 def _kodcode_from_hub(cfg: SFTRunConfig) -> list[dict] | None:
-    from cocos import hub
+    from cocos.data import hub
 
     if not hub.reachable():
         return None
@@ -315,7 +315,7 @@ def boost_examples(problems: list[Problem], cfg: SFTRunConfig, policy=None) -> t
 
 def turn_sft_examples(policy, cfg: SFTRunConfig) -> tuple[list[dict], dict]:
     """The model's own wrong turn-1 answers on MBPP train, each paired with the reference solution."""
-    from cocos.problems import load_problems
+    from cocos.data.problems import load_problems
     from cocos.rollout import run_episodes
 
     problems = load_problems("mbpp", split=cfg.turn_sft_split, limit=cfg.max_rows)
@@ -380,7 +380,7 @@ def build_examples(cfg: SFTRunConfig, policy=None, fits=None) -> tuple[list[dict
     problems = verified_problems(problems, cfg)
     n_verified = len(problems)
     if cfg.mbpp_train:
-        from cocos.problems import load_problems
+        from cocos.data.problems import load_problems
 
         mbpp = load_problems("mbpp", split="train")
         problems += [p for p in mbpp if fits is None or fits(p)]

@@ -136,7 +136,7 @@ class Trainer:
             np.random.seed(seed % 2**32)
 
     def _load_data(self, problems, eval_problems) -> None:
-        from cocos.problems import load_problems
+        from cocos.data.problems import load_problems
 
         cfg = self.cfg
         self.problems = list(problems) if problems is not None else load_problems(cfg.dataset, cfg.split, cfg.train_limit)

@@ -65,7 +65,7 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cocos import hub
+from cocos.data import hub
 from cocos.errors import UserError
 
 

@@ -50,7 +50,7 @@ import textwrap
 from typing import Sequence
 
 from cocos.errors import UserError
-from cocos.problems import Problem
+from cocos.data.problems import Problem
 
 BEGIN, DONE, CORRECT = "[BEGIN]", "[DONE]", "[CORRECT]"
 INSTRUCTION = (
@@ -81,7 +81,7 @@ def fewshot_prefix(examples: Sequence[Problem]) -> str:
 
 
 def load_fewshot_examples(task_ids: Sequence[int] = FEWSHOT_TASK_IDS) -> list[Problem]:
-    from cocos.problems import load_problems
+    from cocos.data.problems import load_problems
 
     by_id = {p.task_id: p for p in load_problems("mbpp", split="prompt")}
     return [by_id[t] for t in task_ids]
