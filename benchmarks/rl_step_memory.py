@@ -46,8 +46,8 @@ def reset_peak() -> None:
 def one(args) -> None:
     import torch
 
-    from cocos.device import bf16_autocast
-    from cocos.policy import load_policy
+    from cocos.generation.device import bf16_autocast
+    from cocos.generation.policy import load_policy
     from cocos.train.passes import allow_checkpointing_with_prefix, sequence_logprobs
 
     share, checkpointing = VARIANTS[args.variant]

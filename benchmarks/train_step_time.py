@@ -35,7 +35,7 @@ PASSES = (("plain", "none"), ("plain", "bf16"), ("shared-prefix", "none"), ("sha
 def update_phase(args) -> None:
     import torch
 
-    from cocos.device import fast_bf16
+    from cocos.generation.device import fast_bf16
     from cocos.train.config import load_config
     from cocos.train.trainer import Trainer
 

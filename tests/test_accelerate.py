@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, {tests!r})
 import torch
 from _tiny_rl import add_problems, tiny_model, tiny_tokenizer
-from cocos.policy import Policy
+from cocos.generation.policy import Policy
 from cocos.train.config import TrainConfig
 from cocos.train.trainer import Trainer
 
@@ -73,7 +73,7 @@ from pathlib import Path
 sys.path.insert(0, {tests!r})
 import torch
 from _tiny_rl import add_problems, tiny_model, tiny_tokenizer
-from cocos.policy import Policy
+from cocos.generation.policy import Policy
 from cocos.train.config import TrainConfig
 from cocos.train.trainer import Trainer
 
@@ -174,7 +174,7 @@ from pathlib import Path
 sys.path.insert(0, {tests!r})
 import torch
 from _tiny_rl import add_problems, tiny_model, tiny_tokenizer
-from cocos.policy import Policy
+from cocos.generation.policy import Policy
 from cocos.train.config import TrainConfig
 from cocos.train.trainer import Trainer
 
@@ -219,7 +219,7 @@ def test_a_cpu_run_names_deepspeeds_accelerator_instead_of_its_gpu_warning():
     """transformers asks DeepSpeed for its accelerator on every save; on a CPU run its detection would log
     "Setting accelerator to CPU. If you have GPU or other accelerator, we were unable to detect it."."""
     pytest.importorskip("deepspeed")
-    code = ("from cocos.device import name_deepspeed_accelerator; name_deepspeed_accelerator('cpu'); "
+    code = ("from cocos.generation.device import name_deepspeed_accelerator; name_deepspeed_accelerator('cpu'); "
             "from deepspeed.accelerator import get_accelerator; print(get_accelerator()._name)")
     env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

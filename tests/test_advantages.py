@@ -244,7 +244,7 @@ def test_config_names_the_advantage_field():
 
 # ---- through the trainer ----------------------------------------------------------------------------
 def _trainer(tmp_path, **over):
-    from cocos.policy import Policy
+    from cocos.generation.policy import Policy
     from cocos.train.trainer import Trainer
 
     tok = tiny_tokenizer()

@@ -18,7 +18,7 @@ from cocos.cli import main  # noqa: E402
 
 REPEAT_BASELINE = '''
 """Toy baseline: the policy writes turn 1; every later turn repeats the turn-1 answer."""
-from cocos.generation import Generation
+from cocos.generation.sampling import Generation
 from cocos.rollout import Draft, PolicyActor
 
 

@@ -34,7 +34,7 @@ def _random_tiny_model(tokenizer, seed=0):
 
 
 def _trainer(tmp_path, backend, temperature, make_model=_random_tiny_model):
-    from cocos.policy import Policy
+    from cocos.generation.policy import Policy
     from cocos.train.config import TrainConfig
     from cocos.train.trainer import Trainer
 

@@ -41,7 +41,7 @@ def test_shared_prefix_logprobs_and_gradients_equal_the_padded_batch():
 
 @pytest.mark.parametrize("turns,mode", [(2, "trajectory"), (3, "trajectory"), (2, "last-turn"), (3, "last-turn")])
 def test_fast_path_gradients_equal_the_plain_path(tmp_path, turns, mode):
-    from cocos.policy import Policy
+    from cocos.generation.policy import Policy
     from cocos.train.trainer import Trainer
 
     tok = tiny_tokenizer()
@@ -76,7 +76,7 @@ def test_fast_path_gradients_equal_the_plain_path(tmp_path, turns, mode):
 def test_gradient_checkpointing_recomputes_the_layers_and_keeps_the_gradients(tmp_path, passes, lora):
     """Checkpointed layers (recomputed in the backward) give the gradients of the plain passes without checkpointing;
     in shared-prefix passes, the recomputed layers read the same prefix (a cache written twice would not)."""
-    from cocos.policy import Policy
+    from cocos.generation.policy import Policy
     from cocos.train.trainer import Trainer
 
     tok = tiny_tokenizer()

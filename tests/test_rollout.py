@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from cocos.errors import UserError
-from cocos.generation import Generation
-from cocos.policy import Policy
+from cocos.generation.sampling import Generation
+from cocos.generation.policy import Policy
 from cocos.data.problems import load_problems
 from cocos.data.prompts import INSTRUCTION, paper_prompt
 from cocos.rollout import Trajectory, run_episodes, score_responses

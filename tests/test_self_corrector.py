@@ -22,7 +22,7 @@ from cocos.baselines.self_corrector import (Hypothesis, Pair, Pool, SelfCorrecto
                                             value_improving_pairs)
 from cocos.cli import main  # noqa: E402
 from cocos.errors import UserError  # noqa: E402
-from cocos.generation import Generation  # noqa: E402
+from cocos.generation.sampling import Generation  # noqa: E402
 from cocos.data.problems import Problem  # noqa: E402
 from cocos.data.prompts import paper_prompt  # noqa: E402
 from cocos.rollout import RolloutSettings, run_episodes, score_responses  # noqa: E402

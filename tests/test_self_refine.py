@@ -2,7 +2,7 @@
 
 from cocos.baselines import make_actor
 from cocos.baselines.self_refine import END, FEEDBACK_INSTRUCTION, SelfRefineActor
-from cocos.generation import Generation, Sampling
+from cocos.generation.sampling import Generation, Sampling
 from cocos.data.problems import Problem
 from cocos.data.prompts import CORRECT, DONE, INSTRUCTION, extract_code, paper_prompt
 from cocos.rollout import RolloutSettings, Turn, run_episodes

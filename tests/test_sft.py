@@ -158,7 +158,7 @@ class ScriptedAnswers:
         self.answers, self.calls = answers, {}
 
     def generate(self, prompts, **sampling):
-        from cocos.generation import Generation
+        from cocos.generation.sampling import Generation
 
         out = []
         for prompt in prompts:
@@ -262,7 +262,7 @@ def test_loss_is_on_the_completion_only(tmp_path):
 
 @pytest.mark.needs_data("mbpp")
 def test_turn_sft_pairs_the_models_wrong_first_turns_with_the_reference(tmp_path):
-    from cocos.policy import load_policy
+    from cocos.generation.policy import load_policy
     from cocos.data.problems import load_problems
 
     policy = load_policy(str(_tiny_model_dir(tmp_path)), dtype="float32", backend="hf", verbose=False)
@@ -279,7 +279,7 @@ def test_turn_sft_pairs_the_models_wrong_first_turns_with_the_reference(tmp_path
 
 def test_tiny_sft_run_saves_a_loadable_checkpoint(tmp_path):
     from cocos.cli import main
-    from cocos.policy import load_policy
+    from cocos.generation.policy import load_policy
     from safetensors.torch import load_file
 
     d = _tiny_model_dir(tmp_path)
@@ -308,7 +308,7 @@ def test_tiny_sft_run_saves_a_loadable_checkpoint(tmp_path):
 def test_autocast_setting_runs_the_fit_in_bf16_close_to_float32(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cocos.device import fast_bf16
+    from cocos.generation.device import fast_bf16
     from cocos.train.sft import trl_training_args
 
     with pytest.raises(UserError, match="autocast: must be one of"):

@@ -24,7 +24,7 @@ TINY = dict(model="tiny", k=2, turns=2, problems_per_step=2, max_new_tokens=8, t
 
 
 def make_trainer(out, resume=False, eval_problems=(), **over):
-    from cocos.policy import Policy
+    from cocos.generation.policy import Policy
     from cocos.train.trainer import Trainer
 
     tok = tiny_tokenizer()

@@ -103,7 +103,7 @@ def test_eval_vllm_gives_the_hf_answers(tmp_path):
 # ---- b. training: step 2 samples from the updated weights ---------------------------------------
 def test_train_step2_rollouts_come_from_the_updated_weights(tmp_path, monkeypatch):
     from cocos.cli import main
-    from cocos.backends.vllm import VLLMBackend
+    from cocos.generation.backends.vllm import VLLMBackend
 
     calls = []  # (weights when generate was called, prompts' Generations, temperature)
     original = VLLMBackend.generate
@@ -156,7 +156,7 @@ def test_train_step2_rollouts_come_from_the_updated_weights(tmp_path, monkeypatc
 @pytest.fixture(scope="module")
 def vllm_policy():
     """One vLLM engine for the invariant tests: an in-memory model (vLLM loads a saved copy)."""
-    from cocos.policy import Policy
+    from cocos.generation.policy import Policy
 
     tok = tiny_tokenizer()
     policy = Policy(_tiny_llama(tok, snippets=False), tok, backend="vllm")
@@ -200,7 +200,7 @@ def test_trainer_logprobs_equal_vllms(tmp_path, vllm_policy, temperature):
 def test_greedy_logprobs_and_top_p(vllm_policy):
     """Greedy: log_softmax(logits) of the argmax tokens (HF generate's tokens). top_p < 1: vLLM takes its
     log-probs after the top-p filter, not the contract's pre-top-p value, so the backend returns None."""
-    from cocos.policy import Policy
+    from cocos.generation.policy import Policy
 
     hf = Policy(vllm_policy.model, vllm_policy.tokenizer, backend="hf")
     prompts = ["Write a function to add two numbers.", "[BEGIN]\n"]

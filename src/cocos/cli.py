@@ -15,8 +15,8 @@ from cocos.errors import UserError
 # ---- eval ---------------------------------------------------------------------------------------
 def add_eval_parser(sub):
     from cocos.baselines import ACTORS
-    from cocos.generation import ROLLOUT_DTYPES
-    from cocos.policy import BACKENDS, DTYPES
+    from cocos.generation.sampling import ROLLOUT_DTYPES
+    from cocos.generation.policy import BACKENDS, DTYPES
     from cocos.data.prompts import EXTRACTIONS, PROMPT_FORMATS
     from cocos.rewards import REWARD_KINDS
     from cocos.rollout import ROLLOUT_MODES

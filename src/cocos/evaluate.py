@@ -164,7 +164,7 @@ def run_eval(cfg: EvalConfig, *, console=None, progress: bool = True) -> dict:
         runs.write_metrics(out, metrics)
     else:
         from cocos.baselines import make_actor
-        from cocos.policy import load_policy
+        from cocos.generation.policy import load_policy
 
         problems = load_problems(cfg.dataset, cfg.split, cfg.limit)
         _write_config(out, cfg, problems)

@@ -6,7 +6,7 @@
 
 A turn actor writes turn t of a batch of episodes: `actor.write(problems, histories, sampling) -> list[Draft]`,
 where histories[i] holds the earlier `Turn`s of episode i (so t = len(histories[i]) + 1) and `sampling` is the
-turn's `cocos.generation.Sampling`. The plain policy is one actor (`PolicyActor`: the prompt format's prompt, one
+turn's `cocos.generation.sampling.Sampling`. The plain policy is one actor (`PolicyActor`: the prompt format's prompt, one
 generate call); a baseline that changes who writes a turn or how is another (`cocos.baselines`). A `Policy`
 passed to run_episodes is wrapped in a PolicyActor.
 
@@ -32,7 +32,7 @@ from typing import Protocol, Sequence
 from tqdm.auto import tqdm
 
 from cocos.errors import UserError
-from cocos.generation import Generation, Sampling
+from cocos.generation.sampling import Generation, Sampling
 from cocos.data.problems import Problem
 from cocos.data.prompts import DONE, EXTRACTIONS, PROMPT_FORMATS, PromptBuilder, extract_code, paper_prompt
 from cocos.rewards import REWARD_KINDS, turn_reward

@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cocos.errors import UserError
-from cocos.generation import Generation, Sampling
+from cocos.generation.sampling import Generation, Sampling
 from cocos.data.prompts import DONE, first_turn_prompt
 from cocos.rollout import Draft, PolicyActor
 

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cocos.errors import UserError
-from cocos.generation import Sampling
+from cocos.generation.sampling import Sampling
 from cocos.metrics import edit_similarity
 from cocos.data.prompts import DONE, paper_prompt
 from cocos.rollout import Draft, PolicyActor
@@ -65,7 +65,7 @@ class SelfCorrectorActor:
                 raise UserError(
                     f"actor self-corrector: no corrector checkpoint at {path}; evaluate a folder written by "
                     "`cocos self-corrector` (--model RUN), or name one with --actor-arg corrector=PATH")
-            from cocos.policy import load_policy
+            from cocos.generation.policy import load_policy
 
             dtype = str(getattr(policy, "dtype", "auto")).replace("torch.", "")
             corrector = load_policy(str(path), dtype=dtype, backend=corrector_backend or getattr(policy, "backend", "auto"),

@@ -17,7 +17,7 @@ rebuilt from the codes: the critique is not carried forward. Paper prompt format
 from __future__ import annotations
 
 from cocos.errors import UserError
-from cocos.generation import Generation, Sampling
+from cocos.generation.sampling import Generation, Sampling
 from cocos.data.prompts import BEGIN, CORRECT, DONE, paper_prompt
 from cocos.rollout import Draft, PolicyActor
 

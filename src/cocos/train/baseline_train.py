@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from cocos.errors import UserError
-from cocos.generation import ROLLOUT_DTYPES
+from cocos.generation.sampling import ROLLOUT_DTYPES
 from cocos.data.prompts import EXTRACTIONS
 from cocos.rewards import REWARD_KINDS
 from cocos.train.sft import FinetuneSettings, SFTRunConfig
@@ -35,7 +35,7 @@ class BaselineTrainConfig(FinetuneSettings):
     reward: str = "progressive"  # value of an answer: pass ratio (progressive), all pass (binary), tests passed (count)
     extraction: str = "strict"
     timeout: float = 3.0
-    backend: str = "auto"  # generation backend (cocos.policy)
+    backend: str = "auto"  # generation backend (cocos.generation.policy)
     rollout_dtype: str = "auto"  # engine dtype for sampling; training stays in `dtype`
     # fine-tuning (TRL), per fit / stage: FinetuneSettings' fields, with smaller steps than `cocos sft`'s
     epochs: float = 1.0

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from cocos.config import dump_config, load_config_file
 from cocos.errors import UserError
-from cocos.generation import ROLLOUT_DTYPES
-from cocos.policy import BACKENDS
+from cocos.generation.sampling import ROLLOUT_DTYPES
+from cocos.generation.policy import BACKENDS
 from cocos.rollout import RolloutSettings
 
 CHOICES = {
@@ -38,10 +38,10 @@ class TrainConfig(RolloutSettings):
     extraction) are cocos.rollout.RolloutSettings'; this adds the model, the objective and the optimisation."""
 
     # ---- model ----
-    model: str = "smollm2-135m"  # packaged alias, HF id or local checkpoint (cocos.policy.load_policy)
+    model: str = "smollm2-135m"  # packaged alias, HF id or local checkpoint (cocos.generation.policy.load_policy)
     dtype: str = "float32"  # weights (and optimizer) dtype; keep float32 for full fine-tuning
     autocast: str = "auto"  # bf16 autocast for the log-prob passes: auto = where the hardware has it
-    backend: str = "auto"  # generation backend (cocos.policy)
+    backend: str = "auto"  # generation backend (cocos.generation.policy)
     rollout_dtype: str = "auto"  # engine dtype for sampling: auto = bf16 where fast (weights stay `dtype`); model = same as weights
     lora: bool = False  # LoRA adapters via peft; the reference is then the base with adapters off
     lora_r: int = 16

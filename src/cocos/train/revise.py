@@ -81,7 +81,7 @@ def make_dpo_trainer(model, tokenizer, pairs: list[dict], cfg: ReviseConfig, out
 
 def train_stage(policy, pairs: list[dict], cfg: ReviseConfig, out: Path, stage: str) -> dict:
     """One DPO stage on `pairs` (over-long ones dropped). -> counts."""
-    from cocos.device import sdpa_without_cudnn
+    from cocos.generation.device import sdpa_without_cudnn
 
     pairs, n_long = drop_long(pairs, policy.tokenizer, cfg.max_length, ("chosen", "rejected"))
     write_jsonl(out / f"{stage}_pairs.jsonl", pairs)
@@ -100,7 +100,7 @@ def train_stage(policy, pairs: list[dict], cfg: ReviseConfig, out: Path, stage: 
 
 
 def run_revise(cfg: ReviseConfig, out_dir: str | Path) -> Path:
-    from cocos.policy import Policy, load_policy
+    from cocos.generation.policy import Policy, load_policy
     from cocos.data.problems import load_problems
 
     out = start_run(out_dir, cfg, "revise_config.yaml")

@@ -87,7 +87,7 @@ def explore(corrector, pool: Pool, problems: list, cfg: SelfCorrectorConfig, rnd
 
 
 def fit(corrector, examples: list[dict], cfg: SelfCorrectorConfig, folder: Path) -> None:
-    from cocos.device import sdpa_without_cudnn
+    from cocos.generation.device import sdpa_without_cudnn
     from cocos.train.sft import make_trainer
 
     model = corrector.model
@@ -100,7 +100,7 @@ def fit(corrector, examples: list[dict], cfg: SelfCorrectorConfig, folder: Path)
 
 
 def run_self_corrector(cfg: SelfCorrectorConfig, out_dir: str | Path) -> Path:
-    from cocos.policy import load_policy
+    from cocos.generation.policy import load_policy
     from cocos.data.problems import load_problems
 
     out = start_run(out_dir, cfg, "self_corrector_config.yaml")

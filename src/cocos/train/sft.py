@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cocos.device import bf16_autocast, name_deepspeed_accelerator
+from cocos.generation.device import bf16_autocast, name_deepspeed_accelerator
 from cocos.errors import UserError
 from cocos.train.sft_data import KODCODE_HUB_ID, build_examples, drop_long, fits_within
 
@@ -58,7 +58,7 @@ class FinetuneSettings:
 
 @dataclass
 class SFTRunConfig(FinetuneSettings):
-    model: str = "smollm2-135m"  # HF id, local folder or packaged alias (cocos.policy.load_policy)
+    model: str = "smollm2-135m"  # HF id, local folder or packaged alias (cocos.generation.policy.load_policy)
     data: str = "kodcode"  # "kodcode" | "turn-sft" | path to a JSONL (prompt/completion pairs, or KodCode rows)
     kodcode_hub_id: str = KODCODE_HUB_ID
     kodcode_dir: str | None = None  # local KodCode JSON/JSONL files; default $COCOS_DATA_DIR/kodcode_sft_sample
@@ -99,7 +99,7 @@ class SFTRunConfig(FinetuneSettings):
             raise UserError(f"wrong_answers must be 'own' or 'mutants', got {self.wrong_answers!r}: set it with --set wrong_answers=own")
         if self.own_samples < 1 or self.own_temperature <= 0:
             raise UserError(f"own_samples must be >= 1 and own_temperature > 0 (got {self.own_samples}, {self.own_temperature})")
-        from cocos.generation import ROLLOUT_DTYPES
+        from cocos.generation.sampling import ROLLOUT_DTYPES
 
         if self.own_rollout_dtype not in ROLLOUT_DTYPES:
             raise UserError(f"own_rollout_dtype must be one of {', '.join(ROLLOUT_DTYPES)}, got {self.own_rollout_dtype!r}")
@@ -196,8 +196,8 @@ def run_sft(cfg: SFTRunConfig, out_dir: str | Path) -> Path:
     """Build the examples, fine-tune, save an HF checkpoint (model + tokenizer) into out_dir."""
     import yaml
 
-    from cocos.device import sdpa_without_cudnn
-    from cocos.policy import load_policy
+    from cocos.generation.device import sdpa_without_cudnn
+    from cocos.generation.policy import load_policy
 
     out = Path(out_dir)
     if out.exists() and (out / "model.safetensors").exists() and not cfg.resume:

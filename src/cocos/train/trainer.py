@@ -45,7 +45,7 @@ import torch
 
 from cocos import runs
 from cocos.errors import UserError
-from cocos.device import bf16_autocast, name_deepspeed_accelerator, sdpa_without_cudnn
+from cocos.generation.device import bf16_autocast, name_deepspeed_accelerator, sdpa_without_cudnn
 from cocos.runs import checkpoint_steps
 from cocos.train import checkpoint, curriculum, objective
 from cocos.train.config import TrainConfig, save_config
@@ -154,7 +154,7 @@ class Trainer:
     def _load_models(self, policy) -> None:
         cfg = self.cfg
         if policy is None:
-            from cocos.policy import load_policy
+            from cocos.generation.policy import load_policy
 
             # The engine reads plain weights once: LoRA adapters and ZeRO-3 shards need HF generate.
             backend = "hf" if (cfg.lora or self.zero3) and cfg.backend in ("auto", "engine") else cfg.backend
@@ -173,7 +173,7 @@ class Trainer:
             model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                                      target_modules=targets, task_type="CAUSAL_LM"))
             # The engine reads plain nn.Linear weights and would ignore the adapters: generate through HF.
-            from cocos.policy import Policy
+            from cocos.generation.policy import Policy
 
             self.policy = Policy(model, policy.tokenizer, name=getattr(policy, "name", ""), source=getattr(policy, "source", ""),
                                  path=getattr(policy, "path", ""), backend="hf")
@@ -181,7 +181,7 @@ class Trainer:
         elif hasattr(next(model.parameters()), "ds_id"):
             # ZeRO-3: from_pretrained already partitioned the policy (transformers' zero.Init), so a copy would copy
             # empty shards; the reference loads again from the same weights, partitioned the same way.
-            from cocos.policy import load_policy
+            from cocos.generation.policy import load_policy
 
             self.ref_model = load_policy(cfg.model, dtype=cfg.dtype, backend="hf", verbose=False).model
             self.ref_model.eval().requires_grad_(False)

@@ -5,9 +5,9 @@ A seed makes samples reproducible for the same prompts and batch size, without t
 
 from __future__ import annotations
 
-from cocos.backends import Backend
-from cocos.device import sdpa_without_cudnn
-from cocos.generation import Generation, Sampling, encode_prompts, eos_ids, trim_completion
+from cocos.generation.backends import Backend
+from cocos.generation.device import sdpa_without_cudnn
+from cocos.generation.sampling import Generation, Sampling, encode_prompts, eos_ids, trim_completion
 
 
 def _stop_criteria(tokenizer, stop, prompt_len: int):

@@ -1,4 +1,4 @@
-"""The model half of the rollout engine (cocos.backends.engine): its weights (the live tensors, or cast, fused and
+"""The model half of the rollout engine (cocos.generation.backends.engine): its weights (the live tensors, or cast, fused and
 oneDNN-packed copies kept in step with the model) and its forward passes (batched prefill, one decode step with
 the kernel or torch ops).
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from cocos.backends.engine_ops import MASKED, linear, linears, pack, rms, rotate_half
+from cocos.generation.backends.engine_ops import MASKED, linear, linears, pack, rms, rotate_half
 
 
 @dataclass

@@ -1,12 +1,12 @@
 """Rollout engine: fast batched sampling for Llama-architecture models on CPU (issue 6).
 
-    from cocos.backends.engine import Engine, supports
-    from cocos.generation import Sampling
+    from cocos.generation.backends.engine import Engine, supports
+    from cocos.generation.sampling import Sampling
     if supports(model):
         engine = Engine(model, tokenizer)            # dtype=None: run in the model's own dtype
         gens = engine.generate(prompts, Sampling(max_new_tokens=512, temperature=0.9, seed=0), n=4)
 
-`generate` returns one `cocos.generation.Generation` per (prompt, sample), grouped by prompt, in input order.
+`generate` returns one `cocos.generation.sampling.Generation` per (prompt, sample), grouped by prompt, in input order.
 Identical prompts (or `n` > 1) are prefilled once and share one KV cache entry. This module holds the scheduler
 and the KV cache; engine_runner.py the weights and forward passes, engine_ops.py the ops and the C++ kernel.
 
@@ -51,11 +51,11 @@ from collections import deque
 
 import torch
 
-from cocos.backends import Backend, engine_ops
-from cocos.backends.engine_ops import MASKED, sample_tokens, sampled_logprobs
-from cocos.backends.engine_runner import ModelRunner
+from cocos.generation.backends import Backend, engine_ops
+from cocos.generation.backends.engine_ops import MASKED, sample_tokens, sampled_logprobs
+from cocos.generation.backends.engine_runner import ModelRunner
 from cocos.errors import UserError
-from cocos.generation import Generation, Sampling, encode_prompts, eos_ids, stop_end
+from cocos.generation.sampling import Generation, Sampling, encode_prompts, eos_ids, stop_end
 
 _ARCHS = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"}
 _STATIC_ROPE = {"default", "linear", "llama3", "yarn"}

@@ -1,4 +1,4 @@
-// Fused CPU ops of the rollout engine's decode step (cocos/backends/engine_runner.py). The main one,
+// Fused CPU ops of the rollout engine's decode step (cocos/generation/backends/engine_runner.py). The main one,
 // decode_attention, is one decode step of attention in one parallel loop:
 // RoPE of this step's q and k, writing k and v into each row's own KV cache, and attention over
 // [the row's prompt entry in the prefix pool | the row's own generated tokens].

@@ -11,13 +11,13 @@ Contract shared by rollout, eval and the trainer:
 
 Prompts are final strings (any chat template is already applied by `cocos.data.prompts`). temperature 0 is
 greedy. Generation stops at the first stop string or EOS; the stop string is kept in `text`
-(`cocos.generation` has the record and the rules every backend follows).
+(`cocos.generation.sampling` has the record and the rules every backend follows).
 
-- Named models (`cocos.models`) are fetched and converted on first use.
+- Named models (`cocos.generation.models`) are fetched and converted on first use.
 - `generate` extras: `batch_size=16` (HF: prompts are sorted by length into batches, results come back
   in input order) and `progress=False`.
-- Backends (`cocos.backends`): "auto" is the CPU rollout engine where it can serve the model, else HF generate.
-- `python -m cocos.policy generate PROMPT` tries a model from the command line.
+- Backends (`cocos.generation.backends`): "auto" is the CPU rollout engine where it can serve the model, else HF generate.
+- `python -m cocos.generation.policy generate PROMPT` tries a model from the command line.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ import sys
 import time
 from pathlib import Path
 
-from cocos.backends import Backend
-from cocos.backends.hf import HFBackend
-from cocos.device import fast_bf16
+from cocos.generation.backends import Backend
+from cocos.generation.backends.hf import HFBackend
+from cocos.generation.device import fast_bf16
 from cocos.errors import UserError
-from cocos.generation import ROLLOUT_DTYPES, Generation, Sampling, encode_prompt
-from cocos.models import DEFAULT_MODEL, NAMED_MODELS, resolve_named
+from cocos.generation.sampling import ROLLOUT_DTYPES, Generation, Sampling, encode_prompt
+from cocos.generation.models import DEFAULT_MODEL, NAMED_MODELS, resolve_named
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 BACKENDS = ("auto", "hf", "engine", "vllm")
@@ -125,7 +125,7 @@ def _engine_dtype(rollout_dtype: str, model) -> str | None:
 def _make_engine(model, tokenizer, *, required: bool, dtype: str | None = None):
     """The CPU rollout engine when it can serve this model, else None (or a UserError when `required`)."""
     try:
-        from cocos.backends.engine import Engine, supports  # imports torch: only when an engine is asked for
+        from cocos.generation.backends.engine import Engine, supports  # imports torch: only when an engine is asked for
     except ImportError as e:
         if required:
             raise UserError(f"backend 'engine' is not available ({e}); use backend 'hf' or 'auto'") from e
@@ -155,7 +155,7 @@ class Policy:
             if engine is not None:
                 self.backend, self._backend_impl = "engine", engine
         elif backend == "vllm":
-            from cocos.backends.vllm import VLLMBackend  # imports vLLM only when asked for
+            from cocos.generation.backends.vllm import VLLMBackend  # imports vLLM only when asked for
 
             self.backend = "vllm"
             self._backend_impl = VLLMBackend(model, tokenizer, path=path, dtype=_engine_dtype(rollout_dtype, model))
@@ -211,14 +211,14 @@ class Policy:
         return self._backend_impl.generate(list(prompts), sampling, batch_size=batch_size, progress=progress)
 
     def encode_prompt(self, prompt: str) -> list[int]:
-        """Prompt -> ids as every backend feeds them (cocos.generation.encode_prompt)."""
+        """Prompt -> ids as every backend feeds them (cocos.generation.sampling.encode_prompt)."""
         return encode_prompt(self.tokenizer, prompt)
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m cocos.policy", description="try a model (python -m cocos.models "
+    p = argparse.ArgumentParser(prog="python -m cocos.generation.policy", description="try a model (python -m cocos.generation.models "
                                 "lists and fetches the named models)")
     sub = p.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("generate", help="greedy completion of one prompt")

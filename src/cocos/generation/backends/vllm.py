@@ -9,9 +9,9 @@ import time
 import weakref
 from pathlib import Path
 
-from cocos.backends import Backend
+from cocos.generation.backends import Backend
 from cocos.errors import UserError
-from cocos.generation import Generation, Sampling, encode_prompts, eos_ids, trim_completion
+from cocos.generation.sampling import Generation, Sampling, encode_prompts, eos_ids, trim_completion
 
 
 def _vllm_cpu_env() -> None:

@@ -1,9 +1,9 @@
-"""Generation backends behind `cocos.policy.Policy`: HF generate (`hf`), the CPU rollout engine (`engine`), vLLM
+"""Generation backends behind `cocos.generation.policy.Policy`: HF generate (`hf`), the CPU rollout engine (`engine`), vLLM
 (`vllm`). Each is built from the model and its tokenizer and implements `Backend`."""
 
 from __future__ import annotations
 
-from cocos.generation import Generation, Sampling
+from cocos.generation.sampling import Generation, Sampling
 
 
 class Backend:
@@ -11,7 +11,7 @@ class Backend:
 
     def generate(self, prompts: list[str], sampling: Sampling, *, batch_size: int = 16,
                  progress: bool = False) -> list[Generation]:
-        """One Generation per prompt, in input order (see cocos.generation for what its fields hold)."""
+        """One Generation per prompt, in input order (see cocos.generation.sampling for what its fields hold)."""
         raise NotImplementedError
 
     def sync_weights(self) -> None:
