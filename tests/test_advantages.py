@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_rl import add_problems, tiny_model, tiny_tokenizer  # noqa: E402
 
 from cocos.errors import UserError  # noqa: E402
-from cocos.rewards import accumulated_reward, accumulated_reward_terms  # noqa: E402
+from cocos.episodes.rewards import accumulated_reward, accumulated_reward_terms  # noqa: E402
 from cocos.train import objective  # noqa: E402
 from cocos.train.config import CHOICES, TrainConfig, load_config  # noqa: E402
 from cocos.train.objective import ADVANTAGES, method_at, per_turn_advantages, rloo_turn_advantages  # noqa: E402
@@ -321,7 +321,7 @@ def test_copy_penalty_lowers_R_by_exactly_the_penalty_on_wrong_first_answers():
     from types import SimpleNamespace
 
     from cocos.errors import UserError
-    from cocos.rewards import accumulated_reward
+    from cocos.episodes.rewards import accumulated_reward
     from cocos.train.config import TrainConfig
     from cocos.train.objective import advantages, method_at, with_copy_penalty
 

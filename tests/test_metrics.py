@@ -6,7 +6,7 @@ import pytest
 
 from cocos.metrics import compute_metrics, edit_similarity, pass_at_k, turn_pairs
 from cocos.data.problems import Problem
-from cocos.rollout import Trajectory, Turn
+from cocos.episodes.records import Trajectory, Turn
 
 
 def outcome(status, error_type=None, message=""):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from cocos.rewards import accumulated_reward
+from cocos.episodes.rewards import accumulated_reward
 from cocos.train import objective
 from cocos.train.config import TrainConfig
 from cocos.train.objective import method_at

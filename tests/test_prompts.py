@@ -142,7 +142,7 @@ def test_extract_code_truncated_answer_strict_runs_whole_lenient_keeps_parsing_p
 def test_truncated_answer_fails_under_strict_and_passes_under_lenient():
     """The rule reaches the executed code: the same cut-off answer, scored through the sandbox."""
     from cocos import sandbox
-    from cocos.rollout import score_responses
+    from cocos.episodes.rollout import score_responses
 
     p = Problem(task_id=1, text="Add one.", tests=["assert f(1) == 2", "assert f(2) == 3"])
     text = "def f(x):\n    return x + 1\n\n\ndef f(x):\n    return x +"  # budget ran out in a repeated copy

@@ -10,7 +10,8 @@ from cocos.generation.sampling import Generation
 from cocos.generation.policy import Policy
 from cocos.data.problems import load_problems
 from cocos.data.prompts import INSTRUCTION, paper_prompt
-from cocos.rollout import Trajectory, run_episodes, score_responses
+from cocos.episodes.records import Trajectory
+from cocos.episodes.rollout import run_episodes, score_responses
 
 CHAT = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
 

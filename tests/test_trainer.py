@@ -96,7 +96,7 @@ def _logp(model, prompt, completion):
 
 
 def test_one_step_moves_weights_toward_positive_advantage(tmp_path):
-    from cocos.rollout import Trajectory, Turn
+    from cocos.episodes.records import Trajectory, Turn
 
     tr = make_trainer(tmp_path / "r", lr=5e-3, beta=0.0, max_grad_norm=0.0, schedule="constant", warmup_steps=0)
     tok = tr.tokenizer
@@ -121,7 +121,7 @@ def test_one_step_moves_weights_toward_positive_advantage(tmp_path):
 def test_trainer_loss_counts_completion_tokens_only(tmp_path):
     """The trainer's gradient equals that of -(1/N) sum_i A_i * (log-probs of turn i's completion tokens),
     computed here the plain way (unpadded, explicit positions): prompt and padding tokens carry no loss."""
-    from cocos.rollout import Trajectory, Turn
+    from cocos.episodes.records import Trajectory, Turn
 
     tr = make_trainer(tmp_path / "m", beta=0.0, micro_batch=2)
     tok = tr.tokenizer
@@ -250,7 +250,7 @@ def test_max_minutes_stops_after_the_step_that_crosses_it(tmp_path, monkeypatch)
 def test_skip_uniform_groups_drops_only_groups_without_reward_signal(tmp_path, passes, monkeypatch):
     """With skip_uniform_groups, a group whose k rewards are equal gets advantage 0 and no forward/backward;
     the gradient is that of the other groups alone, normalised by all trajectories as before."""
-    from cocos.rollout import Trajectory, Turn
+    from cocos.episodes.records import Trajectory, Turn
 
     def make(skip):
         tr = make_trainer(tmp_path / str(skip), beta=0.01, micro_batch=2, skip_uniform_groups=skip, logprob_passes=passes)
@@ -297,8 +297,8 @@ def test_skip_uniform_groups_drops_only_groups_without_reward_signal(tmp_path, p
 def test_curriculum_keeps_problems_with_a_reward_difference(tmp_path, monkeypatch):
     """curriculum_k: turn-1 samples of every training problem with the starting model; only problems whose
     samples earned different rewards are trained; the choice is saved and a resumed run reuses it."""
-    import cocos.rollout as rollout_mod
-    from cocos.rollout import Trajectory, Turn
+    import cocos.episodes.rollout as rollout_mod
+    from cocos.episodes.records import Trajectory, Turn
 
     calls = []
     table = {900: [0.0, 0.0, 0.0], 901: [0.0, 1 / 3, 0.0]}

@@ -14,12 +14,12 @@ from cocos.errors import UserError
 
 # ---- eval ---------------------------------------------------------------------------------------
 def add_eval_parser(sub):
-    from cocos.baselines import ACTORS
+    from cocos.episodes.actors import ACTORS
     from cocos.generation.sampling import ROLLOUT_DTYPES
     from cocos.generation.policy import BACKENDS, DTYPES
     from cocos.data.prompts import EXTRACTIONS, PROMPT_FORMATS
-    from cocos.rewards import REWARD_KINDS
-    from cocos.rollout import ROLLOUT_MODES
+    from cocos.episodes.rewards import REWARD_KINDS
+    from cocos.episodes.records import ROLLOUT_MODES
 
     p = sub.add_parser(
         "eval",

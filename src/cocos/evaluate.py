@@ -12,7 +12,7 @@ Writes, in the run folder `out` (layout: cocos.runs):
   (the rule for answers without [DONE], `cocos.data.prompts.extract_code`: "strict", the paper's, by default).
 Then prints the metrics as a table.
 
-Who writes each turn is `actor` (cocos.baselines: "policy", the model itself, by default; "self-refine"; or a
+Who writes each turn is `actor` (cocos.episodes.actors: "policy", the model itself, by default; "self-refine"; or a
 module:factory path) with its options in `actor_args`.
 
 A samples file (`samples=`) has one JSON object per line, {"task_id": <the dataset's own id>, "turns":
@@ -36,7 +36,8 @@ from cocos import runs
 from cocos.errors import UserError
 from cocos.metrics import compute_metrics, turn_pairs
 from cocos.data.problems import Problem, load_problems
-from cocos.rollout import RolloutSettings, Trajectory, run_episodes, score_responses
+from cocos.episodes.records import RolloutSettings, Trajectory
+from cocos.episodes.rollout import run_episodes, score_responses
 
 
 @dataclass(kw_only=True)
@@ -48,7 +49,7 @@ class EvalConfig(RolloutSettings):
     limit: int | None = None
     samples: str | None = None  # score this file of saved answers instead of generating
     samples_per_problem: int = 1
-    actor: str = "policy"  # who writes each turn (cocos.baselines): policy | self-refine | module:factory
+    actor: str = "policy"  # who writes each turn (cocos.episodes.actors): policy | self-refine | module:factory
     actor_args: dict = field(default_factory=dict)  # the actor's options, e.g. {feedback_tokens: 256}
     dtype: str = "auto"
     batch_size: int = 16  # problems per generate call
@@ -163,7 +164,7 @@ def run_eval(cfg: EvalConfig, *, console=None, progress: bool = True) -> dict:
         metrics["extraction"] = cfg.extraction
         runs.write_metrics(out, metrics)
     else:
-        from cocos.baselines import make_actor
+        from cocos.episodes.actors import make_actor
         from cocos.generation.policy import load_policy
 
         problems = load_problems(cfg.dataset, cfg.split, cfg.limit)

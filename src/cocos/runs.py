@@ -57,7 +57,7 @@ def _steps(root: Path, required: str) -> list[int]:
 
 # ---- writing ------------------------------------------------------------------------------------
 def trajectory_record(traj) -> dict:
-    """A `cocos.rollout.Trajectory` as one samples line."""
+    """A `cocos.episodes.records.Trajectory` as one samples line."""
     return {
         "task_id": traj.task_id,
         "sample_index": traj.sample_index,

@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from cocos.errors import UserError
 from cocos.generation.sampling import Generation, Sampling
 from cocos.data.prompts import DONE, first_turn_prompt
-from cocos.rollout import Draft, PolicyActor
+from cocos.episodes.actors import PolicyActor
+from cocos.episodes.records import Draft
 
 REFINE = "[REFINE]"
 REFINE_SUFFIX = f"{REFINE}\n"  # what the model's context gets after the token: the new answer starts on a new line

@@ -30,7 +30,8 @@ from cocos.errors import UserError
 from cocos.generation.sampling import Sampling
 from cocos.metrics import edit_similarity
 from cocos.data.prompts import DONE, paper_prompt
-from cocos.rollout import Draft, PolicyActor
+from cocos.episodes.actors import PolicyActor
+from cocos.episodes.records import Draft
 
 CORRECTOR_DIR = "corrector"  # inside a Self-Corrector run folder (the folder itself is the generator)
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 from cocos.errors import UserError
 from cocos.generation.sampling import Generation, Sampling
 from cocos.data.prompts import BEGIN, CORRECT, DONE, paper_prompt
-from cocos.rollout import Draft, PolicyActor
+from cocos.episodes.actors import PolicyActor
+from cocos.episodes.records import Draft
 
 END = "[END]"
 FEEDBACK_INSTRUCTION = (

@@ -14,7 +14,7 @@ from pathlib import Path
 from cocos.errors import UserError
 from cocos.generation.sampling import ROLLOUT_DTYPES
 from cocos.data.prompts import EXTRACTIONS
-from cocos.rewards import REWARD_KINDS
+from cocos.episodes.rewards import REWARD_KINDS
 from cocos.train.sft import FinetuneSettings, SFTRunConfig
 
 
@@ -72,7 +72,7 @@ def load_baseline_config(cls, path, overrides: list[str] | None = None, *, examp
 
 def own_answers(policy, problems, cfg: BaselineTrainConfig, *, seed: int | None, temperature: float | None = None):
     """cfg.samples first-turn answers per problem from `policy`, run against the tests -> trajectories (1 turn)."""
-    from cocos.rollout import run_episodes
+    from cocos.episodes.rollout import run_episodes
 
     return run_episodes(policy, problems, turns=1, samples_per_problem=cfg.samples,
                         temperature=cfg.temperature if temperature is None else temperature, top_p=cfg.top_p,

@@ -16,7 +16,7 @@ from cocos.config import dump_config, load_config_file
 from cocos.errors import UserError
 from cocos.generation.sampling import ROLLOUT_DTYPES
 from cocos.generation.policy import BACKENDS
-from cocos.rollout import RolloutSettings
+from cocos.episodes.records import RolloutSettings
 
 CHOICES = {
     "method": ("cocos", "score"),  # cocos.train.objective.method_at
@@ -35,7 +35,7 @@ CHOICES = {
 @dataclass
 class TrainConfig(RolloutSettings):
     """The rollout fields (turns, mode, temperature, top_p, max_new_tokens, prompt_format, fewshot, reward, timeout,
-    extraction) are cocos.rollout.RolloutSettings'; this adds the model, the objective and the optimisation."""
+    extraction) are cocos.episodes.records.RolloutSettings'; this adds the model, the objective and the optimisation."""
 
     # ---- model ----
     model: str = "smollm2-135m"  # packaged alias, HF id or local checkpoint (cocos.generation.policy.load_policy)

@@ -2,7 +2,7 @@
 
 For each problem the policy samples k trajectories of T turns. For trajectory i:
 
-    r_t       per-turn reward (progressive: passed/K, binary: all pass)               -> cocos.rollout
+    r_t       per-turn reward (progressive: passed/K, binary: all pass)               -> cocos.episodes.rollout
     logp      log pi_T(y | context) of every generated token of the trained turns       token_logprobs
     KL_t      sum over turn t's generated tokens of a per-token KL estimate against       token_kl
               the frozen reference (a number: no gradient flows through the score)
@@ -27,7 +27,7 @@ same expectation, the policy gradient of E[S] with the scores as rewards. per-tu
 
 A method is a record (`Method`): its reward terms, its KL coefficient per turn and the turns it trains. `method_at`
 gives the record of a config at a step:
-    CoCoS     R = gamma^(T-1) r_1 + sum_{t>=2} gamma^(T-t) (r_t - r_{t-1})  (cocos.rewards), beta on every turn
+    CoCoS     R = gamma^(T-1) r_1 + sum_{t>=2} gamma^(T-t) (r_t - r_{t-1})  (cocos.episodes.rewards), beta on every turn
               c_1 = gamma^(T-1) r_1, c_t = gamma^(T-t) (r_t - r_{t-1})
     SCoRe I   R = r_T, beta_1 on turns 1..T-1 and beta on turn T            (Kumar et al. 2024, the baseline)
               c_t = 0 for t < T, c_T = r_T
@@ -44,7 +44,7 @@ from typing import Callable
 
 import torch
 
-from cocos.rewards import accumulated_reward, accumulated_reward_terms
+from cocos.episodes.rewards import accumulated_reward, accumulated_reward_terms
 
 
 # ---- methods ------------------------------------------------------------------------------------

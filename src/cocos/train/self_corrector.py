@@ -62,7 +62,7 @@ def load_self_corrector_config(path, overrides: list[str] | None = None) -> Self
 
 def score_codes(problems_and_codes: list, cfg: BaselineTrainConfig, source: str) -> list[Hypothesis]:
     """(problem, code) pairs -> Hypotheses with their values, one sandbox batch."""
-    from cocos.rollout import score_responses
+    from cocos.episodes.rollout import score_responses
 
     trajs = score_responses([(p, [f"{code}\n[DONE]"]) for p, code in problems_and_codes], reward=cfg.reward,
                             timeout=cfg.timeout, extraction=cfg.extraction)

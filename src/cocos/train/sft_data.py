@@ -216,7 +216,7 @@ def own_answers(policy, problems: list[Problem], cfg: SFTRunConfig) -> tuple[dic
     format only with examples), run against the problem's tests in the sandbox. A wrong answer must parse and differ
     from the reference: an empty or prose answer shows nothing to correct.
     """
-    from cocos.rollout import run_episodes
+    from cocos.episodes.rollout import run_episodes
 
     trajs = run_episodes(
         policy, problems, turns=1, samples_per_problem=cfg.own_samples, temperature=cfg.own_temperature,
@@ -316,7 +316,7 @@ def boost_examples(problems: list[Problem], cfg: SFTRunConfig, policy=None) -> t
 def turn_sft_examples(policy, cfg: SFTRunConfig) -> tuple[list[dict], dict]:
     """The model's own wrong turn-1 answers on MBPP train, each paired with the reference solution."""
     from cocos.data.problems import load_problems
-    from cocos.rollout import run_episodes
+    from cocos.episodes.rollout import run_episodes
 
     problems = load_problems("mbpp", split=cfg.turn_sft_split, limit=cfg.max_rows)
     trajs = run_episodes(

@@ -5,7 +5,7 @@
 
 One optimizer step:
   1. take the step's `problems_per_step` problems in the run's data order; each rank takes its share;
-  2. rollout: k trajectories of T turns per problem (cocos.rollout.run_episodes, sandboxed rewards);
+  2. rollout: k trajectories of T turns per problem (cocos.episodes.rollout.run_episodes, sandboxed rewards);
   3. log-probs of every trained turn's completion under the reference (no grad) and the policy (no grad)
      -> per-turn KL -> scores -> the leave-one-out advantage of each trained turn: its trajectory's score's
      (`advantage: rloo`) or its return-to-go's (`per-turn`, docs/credit.md) (cocos.train.objective, the step's
@@ -307,7 +307,7 @@ class Trainer:
 
     def _episodes(self, policy, problems, *, turns: int, k: int, seed: int, progress: bool = False):
         """Episodes sampled with the run's rollout settings (the model in eval mode meanwhile)."""
-        from cocos.rollout import run_episodes
+        from cocos.episodes.rollout import run_episodes
 
         self.model.eval()
         try:

@@ -4,15 +4,12 @@
     run_episodes(actor_or_policy, problems, settings, samples_per_problem=k, seed=0)  # or settings fields as keywords
         -> list[Trajectory]   # len(problems) * k, grouped by problem, in input order
 
-A turn actor writes turn t of a batch of episodes: `actor.write(problems, histories, sampling) -> list[Draft]`,
-where histories[i] holds the earlier `Turn`s of episode i (so t = len(histories[i]) + 1) and `sampling` is the
-turn's `cocos.generation.sampling.Sampling`. The plain policy is one actor (`PolicyActor`: the prompt format's prompt, one
-generate call); a baseline that changes who writes a turn or how is another (`cocos.baselines`). A `Policy`
-passed to run_episodes is wrapped in a PolicyActor.
+The records (RolloutSettings, Turn, Trajectory, Draft) are cocos.episodes.records'; who writes a turn is a turn
+actor (cocos.episodes.actors). A `Policy` passed to run_episodes is wrapped in a PolicyActor.
 
 Each turn is one `write` call over every live episode, code extraction (`cocos.data.prompts.extract_code` under the
 rule `extraction`: what runs when an answer has no [DONE]), then one `cocos.sandbox.run_batch` call that runs
-every extracted program against its problem's tests; the turn's reward is `cocos.rewards.turn_reward`.
+every extracted program against its problem's tests; the turn's reward is `cocos.episodes.rewards.turn_reward`.
 
 Modes (DESIGN.md):
 - "trajectory": each of the k samples of a problem has its own turns 1..T.
@@ -25,119 +22,17 @@ random draws. `score_responses` builds the same records from saved answers, with
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Sequence
 
 from tqdm.auto import tqdm
 
+from cocos.data.problems import Problem
+from cocos.data.prompts import DONE, extract_code, paper_prompt
+from cocos.episodes.actors import PolicyActor
+from cocos.episodes.records import Draft, RolloutSettings, Trajectory, Turn
+from cocos.episodes.rewards import turn_reward
 from cocos.errors import UserError
 from cocos.generation.sampling import Generation, Sampling
-from cocos.data.problems import Problem
-from cocos.data.prompts import DONE, EXTRACTIONS, PROMPT_FORMATS, PromptBuilder, extract_code, paper_prompt
-from cocos.rewards import REWARD_KINDS, turn_reward
-
-ROLLOUT_MODES = ("trajectory", "last-turn")
-
-
-@dataclass
-class RolloutSettings:
-    """How episodes are played. One record: EvalConfig and TrainConfig carry these fields (they subclass it)."""
-    turns: int = 2  # T >= 1
-    mode: str = "trajectory"  # trajectory | last-turn (turns 1..T-1 shared by the k samples of a problem)
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    max_new_tokens: int = 512  # per turn
-    prompt_format: str = "paper"  # paper | chat (cocos.data.prompts)
-    fewshot: bool = False  # the solved MBPP examples (task ids 2-4) before turn 1
-    reward: str = "progressive"  # per-turn reward: tests passed / K, all pass (binary), tests passed (count)
-    timeout: float = 3.0  # per test, seconds (sandbox)
-    # an answer without [DONE]: strict = run it whole, as the paper and its code do; lenient = run its longest
-    # prefix that parses (credits truncated answers; not the paper's rule)
-    extraction: str = "strict"
-
-    def __post_init__(self):
-        self.check_rollout()
-
-    def check_rollout(self) -> None:
-        """UserError naming the field for a value out of range."""
-        for name, choices in (("mode", ROLLOUT_MODES), ("prompt_format", PROMPT_FORMATS), ("reward", REWARD_KINDS),
-                              ("extraction", EXTRACTIONS)):
-            if getattr(self, name) not in choices:
-                raise UserError(f"{name}: must be one of {', '.join(choices)} (got {getattr(self, name)!r})")
-        for name in ("turns", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name}: must be at least 1 (got {getattr(self, name)})")
-        if self.temperature < 0:
-            raise UserError(f"temperature: must be >= 0 (got {self.temperature})")
-        if not 0 < self.top_p <= 1:
-            raise UserError(f"top_p: must be in (0, 1] (got {self.top_p})")
-        if self.timeout <= 0:
-            raise UserError(f"timeout: must be above 0 seconds (got {self.timeout})")
-
-    def rollout_settings(self, **changes) -> "RolloutSettings":
-        """These settings as a plain RolloutSettings (from a config that subclasses it), with `changes`."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(RolloutSettings)}
-        return RolloutSettings(**{**values, **changes})
-
-
-@dataclass
-class Turn:
-    prompt: str
-    text: str  # raw model output for this turn
-    code: str  # extracted code (the only text executed)
-    outcomes: list = field(default_factory=list)  # list[cocos.sandbox.TestOutcome]
-    reward: float = 0.0
-    prompt_ids: list[int] = field(default_factory=list)
-    completion_ids: list[int] = field(default_factory=list)
-    logprobs: list[float] | None = None  # the sampler's log-prob of each completion token (Generation.logprobs)
-
-    @property
-    def n_passed(self) -> int:
-        return sum(o.status == "passed" for o in self.outcomes)
-
-    @property
-    def all_passed(self) -> bool:
-        return bool(self.outcomes) and self.n_passed == len(self.outcomes)
-
-
-@dataclass
-class Trajectory:
-    task_id: int | str
-    turns: list[Turn]
-    sample_index: int = 0  # which of the k samples of its problem
-    shared_prefix_turns: int = 0  # last-turn mode: turns 1..T-1 are shared by the k samples (not trained)
-
-    @property
-    def rewards(self) -> list[float]:
-        return [t.reward for t in self.turns]
-
-
-# ---- turn actors --------------------------------------------------------------------------------
-@dataclass
-class Draft:
-    """What an actor wrote for one turn of one episode: the prompt to record and the generation (text, ids)."""
-    prompt: str
-    generation: Generation
-
-
-class Actor(Protocol):
-    def write(self, problems: list[Problem], histories: list[list[Turn]], sampling: Sampling) -> list[Draft]: ...
-
-
-class PolicyActor:
-    """The policy writes every turn itself: the prompt format's turn-t prompt, one batched generate call."""
-
-    def __init__(self, policy, settings: RolloutSettings):
-        self.policy = policy
-        self.prompts = PromptBuilder(settings.prompt_format, tokenizer=getattr(policy, "tokenizer", None),
-                                     fewshot=settings.fewshot)
-
-    def write(self, problems, histories, sampling: Sampling) -> list[Draft]:
-        prompts = [self.prompts(p, [h.code for h in hist]) for p, hist in zip(problems, histories)]
-        gens = self.policy.generate(prompts, max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
-                                    top_p=sampling.top_p, seed=sampling.seed, stop=sampling.stop)
-        return [Draft(prompt, g) for prompt, g in zip(prompts, gens)]
 
 
 # ---- episodes -----------------------------------------------------------------------------------
