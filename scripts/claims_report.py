@@ -169,9 +169,9 @@ def claim_verdict(tests: list[dict]) -> str:
 
 # ---- reading the runs ---------------------------------------------------------------------------
 def read_log(path: Path) -> list[dict]:
-    """cocos.runs.read_log (it skips a partial last line; a step that trained no group has no KL), [] for a file
+    """cocos.eval.runs.read_log (it skips a partial last line; a step that trained no group has no KL), [] for a file
     not written yet."""
-    from cocos.runs import read_log as read
+    from cocos.eval.runs import read_log as read
 
     return read(path) if path.exists() else []
 
@@ -190,8 +190,8 @@ def seed_folders(parent: Path, name: str, seeds: list[int] | None):
 def load(out: Path, seeds: list[int] | None, partial: dict | None = None) -> dict:
     """{run: {seed: {"log": [...], "evals": {dataset: metrics}}}} for the folders present (unfinished runs go to
     `partial`, when given, as {run: {seed: steps logged}})."""
-    from cocos.report_paper import nothing_to_preserve
-    from cocos.runs import read_run
+    from cocos.eval.report_paper import nothing_to_preserve
+    from cocos.eval.runs import read_run
 
     found: dict = {name: {} for name in RUNS}
     for name in RUNS:

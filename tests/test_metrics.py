@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cocos.metrics import compute_metrics, edit_similarity, pass_at_k, turn_pairs
+from cocos.eval.metrics import compute_metrics, edit_similarity, pass_at_k, turn_pairs
 from cocos.data.problems import Problem
 from cocos.episodes.records import Trajectory, Turn
 

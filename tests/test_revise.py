@@ -20,7 +20,7 @@ from cocos.baselines.revise import (REFINE, REFINE_SUFFIX, Attempt, ReviseActor,
 from cocos.cli import main  # noqa: E402
 from cocos.errors import UserError  # noqa: E402
 from cocos.generation.sampling import Generation  # noqa: E402
-from cocos.metrics import compute_metrics  # noqa: E402
+from cocos.eval.metrics import compute_metrics  # noqa: E402
 from cocos.generation.policy import Policy  # noqa: E402
 from cocos.data.problems import Problem  # noqa: E402
 from cocos.data.prompts import first_turn_prompt  # noqa: E402

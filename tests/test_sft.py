@@ -194,7 +194,7 @@ def test_own_wrong_answers_are_the_models_failing_samples(tmp_path):
     keeps = {e["task_id"]: e for e in build_examples(cfg, ScriptedAnswers(questions))[0] if e["kind"] == "turn2_keep"}
     assert set(keeps) == set(sol) and keeps["vowels"]["origin"] == "reference"
     assert all(keeps[q]["origin"] == "own" and keeps[q]["completion"] == f"{sol[q]}\n{DONE}" for q in set(sol) - {"vowels"})
-    from cocos.metrics import edit_similarity
+    from cocos.eval.metrics import edit_similarity
 
     shown = [fixes[q]["prompt"].split("[BEGIN]\n")[-1].split(f"\n{DONE}")[0] for q in sorted(fixes)]
     sims = [edit_similarity(code, sol[q]) for code, q in zip(shown, sorted(fixes))]

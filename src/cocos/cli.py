@@ -26,7 +26,7 @@ def add_eval_parser(sub):
         help="multi-turn self-correction evaluation",
         description="Run T-turn self-correction episodes with a model (or score saved answers with --samples) "
         "and write OUT/metrics.json, OUT/samples.jsonl, OUT/config.json. Options override --config; "
-        "defaults are cocos.evaluate.EvalConfig's.",
+        "defaults are cocos.eval.evaluate.EvalConfig's.",
         argument_default=argparse.SUPPRESS,  # only the options given override the config file and the defaults
     )
     p.add_argument("--config", help="YAML of EvalConfig fields (e.g. configs/self_refine.yaml)")
@@ -66,7 +66,7 @@ def cmd_eval(args) -> int:
     import time
 
     from cocos.config import apply_overrides, build_config, read_config_file
-    from cocos.evaluate import EvalConfig, run_eval
+    from cocos.eval.evaluate import EvalConfig, run_eval
 
     given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config")}
     values = read_config_file(getattr(args, "config", None), example="configs/self_refine.yaml")
@@ -231,7 +231,7 @@ def add_report_parser(sub):
 
 
 def cmd_report(args) -> int:
-    from cocos.report import build_report
+    from cocos.eval.report import build_report
 
     path = build_report(args.runs, args.out, labels=args.label, title=args.title, budget=args.budget)
     print(f"wrote {path}")

@@ -25,7 +25,7 @@ import json
 import time
 from pathlib import Path
 
-from cocos import runs
+from cocos.eval import runs
 
 DEMO_DEFAULTS = dict(model="smollm2-135m", max_steps=5, problems_per_step=8, k=4, eval_limit=20, max_new_tokens=128)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from cocos.errors import UserError
 from cocos.generation.sampling import Sampling
-from cocos.metrics import edit_similarity
+from cocos.eval.metrics import edit_similarity
 from cocos.data.prompts import DONE, paper_prompt
 from cocos.episodes.actors import PolicyActor
 from cocos.episodes.records import Draft

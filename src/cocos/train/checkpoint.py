@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from cocos import runs
+from cocos.eval import runs
 from cocos.errors import UserError
-from cocos.runs import STATE_FILE, checkpoint_steps
+from cocos.eval.runs import STATE_FILE, checkpoint_steps
 
 
 def save(trainer) -> Path:

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     problems and their turn-2 signal; with --out, the chosen rule's curriculum.json."""
     import argparse
 
-    from cocos.runs import read_jsonl
+    from cocos.eval.runs import read_jsonl
 
     ap = argparse.ArgumentParser(prog="python -m cocos.train.curriculum", description=main.__doc__)
     ap.add_argument("samples", type=Path)

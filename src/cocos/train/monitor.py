@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from cocos.metrics import COPY_SIMILARITY
+from cocos.eval.metrics import COPY_SIMILARITY
 
 
 def release_free_memory() -> None:
@@ -101,7 +101,7 @@ class Watchdog:
 # ---- step statistics (one log.jsonl line) -------------------------------------------------------
 def trajectory_stats(traj, out: dict, i: int) -> dict:
     """What the step's statistics need of trajectory i (`out`: the step's merged `Trainer.optimize` results)."""
-    from cocos.metrics import edit_similarity
+    from cocos.eval.metrics import edit_similarity
 
     T = len(traj.turns)
     return {

@@ -257,7 +257,7 @@ def boost_examples(problems: list[Problem], cfg: SFTRunConfig, policy=None) -> t
     come from the model's own samples (wrong_answers: own) or from mutants of the reference (wrong_answers: mutants);
     a fix with no wrong answer of either kind keeps instead.
     """
-    from cocos.metrics import edit_similarity
+    from cocos.eval.metrics import edit_similarity
 
     rng = random.Random(cfg.seed)
     stats = {"problems": len(problems), "turn1": 0, "turn2_keep": 0, "turn2_fix": 0, "no_wrong_found": 0}

@@ -20,12 +20,12 @@ mixed precision are the user's `accelerate config` (recipes: configs/accelerate/
   - DeepSpeed: every group trains (one backward each, uniform groups with advantage 0) and its accumulation
     steps are the groups per rank, so that the engine's boundary is the step's last backward, on every rank.
 
-Run folder (layout: cocos.runs):
+Run folder (layout: cocos.eval.runs):
   config.yaml                 the resolved TrainConfig
   log.jsonl                   one line per step (rewards, accuracy per turn, KL, entropy, advantages,
                               lengths, timings, tokens/s, watchdog warnings)
   tensorboard/                TensorBoard events (W&B too with `wandb: true`)
-  eval/step_N/                metrics.json (cocos.metrics) + samples.jsonl of the periodic evaluation
+  eval/step_N/                metrics.json (cocos.eval.metrics) + samples.jsonl of the periodic evaluation
   checkpoints/step_N/         HF model + tokenizer (merged weights with LoRA, adapter in adapter/),
                               trainer_state.pt (optimizer, scheduler, step, data order), rng_rank*.pt;
                               written under a temporary name, then renamed: never half a checkpoint.
@@ -43,10 +43,10 @@ from typing import NamedTuple
 
 import torch
 
-from cocos import runs
+from cocos.eval import runs
 from cocos.errors import UserError
 from cocos.generation.device import bf16_autocast, name_deepspeed_accelerator, sdpa_without_cudnn
-from cocos.runs import checkpoint_steps
+from cocos.eval.runs import checkpoint_steps
 from cocos.train import checkpoint, curriculum, objective
 from cocos.train.config import TrainConfig, save_config
 from cocos.train.monitor import (TimedPolicy, Watchdog, mean, release_free_memory, step_stats, trajectory_stats,
@@ -354,7 +354,7 @@ class Trainer:
         n = len(trajectories)
         rewards = torch.tensor([traj.rewards for traj in trajectories], dtype=torch.float32)
         if cfg.copy_penalty:  # before the uniform-group test: copies and rewrites of equal reward now differ
-            from cocos.metrics import edit_similarity
+            from cocos.eval.metrics import edit_similarity
 
             sims = torch.tensor([edit_similarity(t.turns[0].code, t.turns[-1].code) for t in trajectories])
             rewards = objective.with_copy_penalty(rewards, sims, cfg.copy_penalty)
@@ -509,7 +509,7 @@ class Trainer:
         return metrics
 
     def _evaluate_main(self, step: int) -> dict:
-        from cocos.evaluate import evaluate_policy
+        from cocos.eval.evaluate import evaluate_policy
 
         cfg = self.cfg
         settings = cfg.rollout_settings(turns=cfg.eval_turns or cfg.turns, temperature=0.0, top_p=1.0, mode="trajectory",

@@ -1,6 +1,6 @@
 """The self-correction page: does a model rewrite at turn 2, and does the rewrite correct? (scripts/self_correction.sh)
 
-    python -m cocos.report_correction OUT [--out PAGE_DIR] [--budget TEXT]
+    python -m cocos.eval.report_correction OUT [--out PAGE_DIR] [--budget TEXT]
 
 OUT is the script's folder: boost_*/sft_stats.json (what each boost model learned from), curriculum/rule_signal.json,
 train/<arm>_s<seed>/log.jsonl (the correction monitors), eval/<model>/<dataset>/metrics.json (held-out, greedy). The
@@ -14,8 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
-from cocos import runs
-from cocos.report import _table, pct
+from cocos.eval import runs
+from cocos.eval.report import _table, pct
 
 DATASETS = ("mbpp", "humaneval", "odex")
 # (column, metric key, shown as a share with its standard error when there is one)
@@ -131,7 +131,7 @@ def arms(out: Path, page: Path) -> list[str]:
 
 
 def plot_monitors(logs: dict[str, list[dict]], path: Path, smooth: int = 10) -> bool:
-    from cocos.report import _plt
+    from cocos.eval.report import _plt
 
     keys = ("copy_if_wrong", "delta_i2c", "delta_c2i", "turn2_signal")
     if not any(r.get(k) is not None for log in logs.values() for r in log for k in keys):
@@ -179,7 +179,7 @@ def build(out: Path, page: Path, budget: str = "") -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m cocos.report_correction", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m cocos.eval.report_correction", description=__doc__.split("\n")[0])
     ap.add_argument("out", type=Path, help="scripts/self_correction.sh's OUT folder")
     ap.add_argument("--out", dest="page", type=Path, help="where the page goes (default OUT/page)")
     ap.add_argument("--budget", default="", help="one line on the budget, printed at the top")

@@ -3,7 +3,7 @@
 An evaluation run (`cocos eval`):             A training run (`cocos train`, `cocos demo`):
   config.json    the EvalConfig + provenance     config.yaml            the resolved TrainConfig
   samples.jsonl  one trajectory per line         log.jsonl              one line of statistics per step
-  metrics.json   flat metrics (cocos.metrics)    eval/step_N/           samples.jsonl + metrics.json
+  metrics.json   flat metrics (cocos.eval.metrics)    eval/step_N/           samples.jsonl + metrics.json
                                                  checkpoints/step_N/    model, tokenizer, trainer_state.pt
                                                  rollouts.jsonl         one line per trajectory per step
                                                  curriculum.json, tensorboard/

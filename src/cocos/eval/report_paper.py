@@ -1,4 +1,4 @@
-"""The paper's tables for `cocos report` (cocos.report): methods as rows, datasets as column groups, every number with
+"""The paper's tables for `cocos report` (cocos.eval.report): methods as rows, datasets as column groups, every number with
 its standard error; the unit-level table; accuracy at each turn beyond the trained two (a figure and a table).
 
 Runs are evaluation folders (`cocos eval`) whose config.json names the dataset; a method is a label (--label), so
@@ -102,7 +102,7 @@ def proportion_se(p: float, n: int) -> float:
 def _samples_stats(run, a: int, b: int) -> tuple[int | None, float | None]:
     """(tests passed at turn a, pooled over the samples; standard error of the mean per-problem edit similarity of
     the codes of turns a and b) from samples.jsonl, or None where the samples lack them."""
-    from cocos.metrics import edit_similarity
+    from cocos.eval.metrics import edit_similarity
 
     passed, sims = 0, {}
     ok = bool(run.samples)

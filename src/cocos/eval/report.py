@@ -8,7 +8,7 @@ A run folder is either
   checkpoints/step_N. Its "final" numbers are those of its last evaluation.
 Any mix works; whatever a folder lacks is skipped with a line in the report saying so. Folders given the same
 label are one method: its evaluations on MBPP, HumanEval and ODEX make one row of the paper's table, with standard
-errors (cocos.report_paper), and a run of more than 2 turns adds it to the accuracy-by-turn figure. The detailed
+errors (cocos.eval.report_paper), and a run of more than 2 turns adds it to the accuracy-by-turn figure. The detailed
 sections (accuracy bars, delta and unit tables, response lengths) come once per dataset.
 """
 
@@ -20,9 +20,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from cocos.errors import UserError
-from cocos.report_paper import (acc_by_turn_section, dataset_key, dataset_order, dataset_title, n_turns, nothing_to_preserve,
+from cocos.eval.report_paper import (acc_by_turn_section, dataset_key, dataset_order, dataset_title, n_turns, nothing_to_preserve,
                                 paper_tables, pyplot)
-from cocos.runs import Run, read_run
+from cocos.eval.runs import Run, read_run
 
 _PAIR_KEY = re.compile(r"^delta\((\d+),(\d+)\)$")
 _ACC_KEY = re.compile(r"^acc@(\d+)$")
@@ -66,7 +66,7 @@ def per_turn_series(log: list[dict], stem: str) -> dict[int, list[tuple[int, flo
 
 
 def response_lengths(samples: list[dict]) -> dict[int, float]:
-    """Mean response length per turn, in characters, from evaluation samples (cocos.runs.trajectory_record)."""
+    """Mean response length per turn, in characters, from evaluation samples (cocos.eval.runs.trajectory_record)."""
     chars: dict[int, list[int]] = {}
     for rec in samples:
         for t, turn in enumerate(rec["turns"], start=1):
@@ -383,7 +383,7 @@ def _slug(key: str) -> str:
 def build_report(run_dirs: list[str | Path], out_dir: str | Path, labels: list[str] | None = None, title: str = "CoCoS comparison",
                  budget: str | None = None) -> Path:
     """report.md (+ PNGs) in out_dir. Folders with the same label are one method: its evaluations on several
-    datasets (config.json's "dataset") are one row of the paper's table (cocos.report_paper), its training run
+    datasets (config.json's "dataset") are one row of the paper's table (cocos.eval.report_paper), its training run
     gives its learning curves."""
     if not run_dirs:
         raise UserError("no run folders given: pass one or more folders written by `cocos eval` / `cocos train`")

@@ -4,11 +4,11 @@
     run_eval(EvalConfig(out="runs/y", samples="answers.jsonl", dataset="humaneval"))
     evaluate_policy(actor_or_policy, problems, settings, out=folder)   # the loop itself; the trainer uses it too
 
-Writes, in the run folder `out` (layout: cocos.runs):
+Writes, in the run folder `out` (layout: cocos.eval.runs):
 - config.json: the EvalConfig, where the data came from, the package version, start time;
 - samples.jsonl: one line per trajectory, written as each batch of problems finishes (nothing is lost if
   the job stops);
-- metrics.json: the flat metrics of `cocos.metrics.compute_metrics`, plus "wall_time_s" and "extraction"
+- metrics.json: the flat metrics of `cocos.eval.metrics.compute_metrics`, plus "wall_time_s" and "extraction"
   (the rule for answers without [DONE], `cocos.data.prompts.extract_code`: "strict", the paper's, by default).
 Then prints the metrics as a table.
 
@@ -32,9 +32,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from cocos import runs
+from cocos.eval import runs
 from cocos.errors import UserError
-from cocos.metrics import compute_metrics, turn_pairs
+from cocos.eval.metrics import compute_metrics, turn_pairs
 from cocos.data.problems import Problem, load_problems
 from cocos.episodes.records import RolloutSettings, Trajectory
 from cocos.episodes.rollout import run_episodes, score_responses
