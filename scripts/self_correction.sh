@@ -125,7 +125,7 @@ boost_job() {  # boost_job new|old
 curriculum_job() {
   run cocos eval --model "$OUT/boost_new" --dataset mbpp --split train --turns 2 --samples-per-problem 4 \
     --temperature 0.9 --rollout-dtype auto "${CUR_SET[@]}" --out "$OUT/curriculum/samples"
-  run python -m cocos.train.curriculum "$OUT/curriculum/samples/samples.jsonl" --rule "$CURRICULUM_RULE" \
+  run python -m cocos.rl.curriculum "$OUT/curriculum/samples/samples.jsonl" --rule "$CURRICULUM_RULE" \
     --out "$OUT/curriculum/curriculum.json"
 }
 

@@ -19,8 +19,8 @@ sys.path.insert(0, {tests!r})
 import torch
 from _tiny_rl import add_problems, tiny_model, tiny_tokenizer
 from cocos.generation.policy import Policy
-from cocos.train.config import TrainConfig
-from cocos.train.trainer import Trainer
+from cocos.rl.config import TrainConfig
+from cocos.rl.trainer import Trainer
 
 cfg = TrainConfig(model="tiny", k=2, turns=2, problems_per_step=2, max_new_tokens=8, temperature=1.0, micro_batch=4,
                   lr=1e-2, max_steps=1, eval_limit=0, autocast="none", timeout=5.0, schedule="constant", beta=0.0,
@@ -74,8 +74,8 @@ sys.path.insert(0, {tests!r})
 import torch
 from _tiny_rl import add_problems, tiny_model, tiny_tokenizer
 from cocos.generation.policy import Policy
-from cocos.train.config import TrainConfig
-from cocos.train.trainer import Trainer
+from cocos.rl.config import TrainConfig
+from cocos.rl.trainer import Trainer
 
 mode, out, skip = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "skip"
 cfg = TrainConfig(model="tiny", k=2, turns=2, problems_per_step=4, max_new_tokens=8, temperature=1.0, lr=1e-2,
@@ -175,8 +175,8 @@ sys.path.insert(0, {tests!r})
 import torch
 from _tiny_rl import add_problems, tiny_model, tiny_tokenizer
 from cocos.generation.policy import Policy
-from cocos.train.config import TrainConfig
-from cocos.train.trainer import Trainer
+from cocos.rl.config import TrainConfig
+from cocos.rl.trainer import Trainer
 
 out, resume = Path(sys.argv[1]), sys.argv[2] == "resume"
 cfg = TrainConfig(model="tiny", k=2, turns=2, problems_per_step=2, max_new_tokens=8, temperature=1.0, lr=1e-2,

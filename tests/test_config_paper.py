@@ -13,7 +13,7 @@ import yaml
 from cocos.cli import main as cli_main
 from cocos.errors import UserError
 from cocos.episodes.rewards import accumulated_reward, turn_reward
-from cocos.train.config import TrainConfig, load_config
+from cocos.rl.config import TrainConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

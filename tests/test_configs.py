@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from cocos.eval.evaluate import EvalConfig
-from cocos.train.config import load_config
+from cocos.rl.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

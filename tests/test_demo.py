@@ -16,7 +16,7 @@ from cocos.demo import (  # noqa: E402
 )
 from cocos.errors import UserError  # noqa: E402
 from cocos.config import build_config  # noqa: E402
-from cocos.train.config import TrainConfig  # noqa: E402
+from cocos.rl.config import TrainConfig  # noqa: E402
 
 
 CHAT = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"

@@ -1,4 +1,4 @@
-"""The objective math of cocos.train.objective on hand-computed tensors, and on a tiny Llama built from a config."""
+"""The objective math of cocos.rl.objective on hand-computed tensors, and on a tiny Llama built from a config."""
 
 import math
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from cocos.episodes.rewards import accumulated_reward
-from cocos.train import objective
-from cocos.train.config import TrainConfig
-from cocos.train.objective import method_at
+from cocos.rl import objective
+from cocos.rl.config import TrainConfig
+from cocos.rl.objective import method_at
 
 
 # ---- accumulated reward -------------------------------------------------------------------------

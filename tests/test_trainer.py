@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_rl import add_problems, tiny_model, tiny_tokenizer  # noqa: E402
 
 from cocos.errors import UserError  # noqa: E402
-from cocos.train.config import TrainConfig, load_config  # noqa: E402
-from cocos.train.objective import method_at  # noqa: E402
+from cocos.rl.config import TrainConfig, load_config  # noqa: E402
+from cocos.rl.objective import method_at  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ TINY = dict(model="tiny", k=2, turns=2, problems_per_step=2, max_new_tokens=8, t
 
 def make_trainer(out, resume=False, eval_problems=(), **over):
     from cocos.generation.policy import Policy
-    from cocos.train.trainer import Trainer
+    from cocos.rl.trainer import Trainer
 
     tok = tiny_tokenizer()
     cfg = TrainConfig(**{**TINY, **over})
@@ -88,7 +88,7 @@ def test_last_turn_vs_trajectory_sampling(tmp_path):
 
 # ---- one update ---------------------------------------------------------------------------------
 def _logp(model, prompt, completion):
-    from cocos.train import objective
+    from cocos.rl import objective
 
     ids, attn, pos, cmask = objective.pad_sequences([prompt], [completion], 0)
     with torch.no_grad():
@@ -234,7 +234,7 @@ def test_lora_reference_is_adapters_off_and_checkpoint_has_merged_weights(tmp_pa
 
 
 def test_max_minutes_stops_after_the_step_that_crosses_it(tmp_path, monkeypatch):
-    import cocos.train.trainer as trainer_mod
+    import cocos.rl.trainer as trainer_mod
 
     clock = iter(range(0, 10_000, 40))  # every reading of the clock is 40 s later than the last
     monkeypatch.setattr(trainer_mod.time, "time", lambda: float(next(clock)))
@@ -271,14 +271,14 @@ def test_skip_uniform_groups_drops_only_groups_without_reward_signal(tmp_path, p
     assert r_full["n_trained"] == 4 and r_full["advantages"][2] != 0.0  # KL differences give group 2 a tiny advantage
     skip, trajs2 = make(True)
     skip.model.load_state_dict(full.model.state_dict())
-    import cocos.train.passes as passes_mod
+    import cocos.rl.passes as passes_mod
 
     calls = []
     name = "grouped_passes" if passes == "shared-prefix" else "micro_batches"
     real = getattr(passes_mod, name)
     monkeypatch.setattr(passes_mod, name, lambda tr, seqs, *a: (calls.append(len(seqs)), real(tr, seqs, *a))[1])
     if passes == "shared-prefix":  # the trainer picks its pass functions from its own namespace
-        monkeypatch.setattr("cocos.train.trainer.grouped_passes", passes_mod.grouped_passes)
+        monkeypatch.setattr("cocos.rl.trainer.grouped_passes", passes_mod.grouped_passes)
     r_skip = skip.optimize(trajs2, step=0)
     # the passes see 2 trajectories x 2 turns (plain: twice, the no-grad pass and the gradient pass)
     assert r_skip["n_trained"] == 2 and calls == ([4] if passes == "shared-prefix" else [4, 4])
@@ -367,7 +367,7 @@ def test_trainer_precision_is_its_own_after_a_bf16_fit_in_the_process(tmp_path):
 def test_a_step_that_trained_no_group_logs_no_kl():
     """skip_uniform_groups can leave a step with no trained group: its KL was not measured, so the log says null
     (the report skips it), not 0.0, which reads as "at the reference" and pulls sparse-reward KL curves to 0."""
-    from cocos.train.monitor import Watchdog, step_stats
+    from cocos.rl.monitor import Watchdog, step_stats
 
     def traj(kl):
         return {"rewards": [0.0, 0.0], "correct": [False, False], "lengths": [5, 5], "edit_sim": 1.0, "score": 0.0,
@@ -385,7 +385,7 @@ def test_a_step_that_trained_no_group_logs_no_kl():
 def test_correction_monitors_and_the_no_revision_signature():
     """The step's correction monitors from known trajectories (two groups of k=2), and the watchdog naming "no
     revision behaviour" once turn 2 has copied most wrong turn-1 answers for a whole window, not before."""
-    from cocos.train.monitor import Watchdog, correction_stats
+    from cocos.rl.monitor import Watchdog, correction_stats
 
     def traj(correct, rewards, sim):
         return {"correct": correct, "rewards": rewards, "edit_sim": sim}

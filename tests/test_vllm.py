@@ -169,8 +169,8 @@ def vllm_policy():
 def test_trainer_logprobs_equal_vllms(tmp_path, vllm_policy, temperature):
     from _tiny_rl import add_problems
 
-    from cocos.train.config import TrainConfig
-    from cocos.train.trainer import Trainer
+    from cocos.rl.config import TrainConfig
+    from cocos.rl.trainer import Trainer
 
     cfg = TrainConfig(model="tiny", k=3, turns=2, problems_per_step=2, max_new_tokens=24, temperature=temperature,
                       micro_batch=4, lr=1e-3, max_steps=1, eval_limit=0, autocast="none", timeout=5.0,
@@ -178,7 +178,7 @@ def test_trainer_logprobs_equal_vllms(tmp_path, vllm_policy, temperature):
     tr = Trainer(cfg, tmp_path / "run", progress=False, policy=vllm_policy, problems=add_problems(2))
     trajs = tr.rollout(tr.problems, step=0)
     res = tr.optimize(trajs, step=0)  # computes the loss' log-probs; no optimizer step: the weights stay
-    from cocos.train.objective import method_at
+    from cocos.rl.objective import method_at
 
     seqs = tr._sequences(trajs, method_at(tr.cfg, 0))
     assert sorted({s.turn for s in seqs}) == [0, 1] and len(res["sampled_vs_trained"]) == len(seqs) == 12

@@ -108,14 +108,14 @@ def cmd_train(args) -> int:
         from pathlib import Path
 
         from cocos.config import dump_config
-        from cocos.train.config import load_config
+        from cocos.rl.config import load_config
 
         config = args.config
         if config is None and args.resume and (Path(args.out) / "config.yaml").exists():
             config = Path(args.out) / "config.yaml"
         print(dump_config(load_config(config, args.overrides, max_steps=args.max_steps)), end="")
         return 0
-    from cocos.train.trainer import run_train
+    from cocos.rl.trainer import run_train
 
     run_train(args.config, args.out, overrides=args.overrides, max_steps=args.max_steps, resume=args.resume,
               progress=not args.no_progress)

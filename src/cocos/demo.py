@@ -147,7 +147,7 @@ def estimate_seconds(cfg) -> dict:
 def measured_costs(run_dir) -> dict:
     """The costs of the time plan as one run measured them (its log.jsonl and eval outputs), to compare with the
     constants above or to set them from an idle machine's run."""
-    from cocos.train.config import load_config
+    from cocos.rl.config import load_config
 
     run = Path(run_dir)
     cfg = load_config(run / "config.yaml", [])
@@ -236,7 +236,7 @@ def run_demo(*, out: str = "runs/demo", model: str = DEMO_DEFAULTS["model"], max
              overrides=(), resume: bool = False, progress: bool = True) -> dict:
     from cocos.errors import UserError
     from cocos.config import apply_overrides, build_config
-    from cocos.train.config import TrainConfig
+    from cocos.rl.config import TrainConfig
 
     if eval_limit < 1:
         raise UserError("--eval-limit: the demo compares before and after; evaluate at least 1 problem")
@@ -266,7 +266,7 @@ def run_demo(*, out: str = "runs/demo", model: str = DEMO_DEFAULTS["model"], max
         f"more on a busy machine{_first_run_note(cfg.model)}. Run folder: {out}",
         flush=True,
     )
-    from cocos.train.trainer import Trainer
+    from cocos.rl.trainer import Trainer
 
     t0 = time.time()
     trainer = Trainer(cfg, out, resume=resume, progress=progress)

@@ -47,7 +47,7 @@ def accumulated_reward_terms(rewards, gamma: float = 0.5):
 
         c_1 = gamma^(T-1) r_1,    c_t = gamma^(T-t) (r_t - r_{t-1})  for t >= 2
 
-    c_t is what turn t adds to R: it depends only on turns 1..t (per-turn credit, cocos.train.objective).
+    c_t is what turn t adds to R: it depends only on turns 1..t (per-turn credit, cocos.rl.objective).
     `rewards`: a sequence [T] -> a list, or a tensor [..., T] -> a tensor of the same shape.
     """
     batched = hasattr(rewards, "shape")

@@ -10,7 +10,7 @@ An evaluation run (`cocos eval`):             A training run (`cocos train`, `co
 
 A samples line: {"task_id", "sample_index", "shared_prefix_turns", "turns": [{"prompt", "text", "code", "reward",
 "passed", "total", "outcomes": [{"status", "error_type", "message"}]}]}. A log line: "step", "reward@t", "acc@t",
-"kl", "kl@t", "edit_sim(1,T)", timings, ... (cocos.train.trainer). `read_run` reads either kind back.
+"kl", "kl@t", "edit_sim(1,T)", timings, ... (cocos.rl.trainer). `read_run` reads either kind back.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The log-prob passes of an RL step: trained sequences (prompt ids + completion ids) -> log pi_T of each completion
 token under the policy and the reference -> per-turn KL, advantages, and the backward of the loss
-(cocos.train.objective holds the math; the trainer calls `plain_passes` or `grouped_passes`).
+(cocos.rl.objective holds the math; the trainer calls `plain_passes` or `grouped_passes`).
 
 The passes take the advantages as a function, `advantages(rewards [m, T], turn_kl [m, T]) -> [m, T]` for m
 trajectories in whole groups of k (the trainer's: objective.advantages with the config's advantage and the step's
@@ -31,8 +31,8 @@ import contextlib
 
 import torch
 
-from cocos.train import objective
-from cocos.train.objective import pad_sequences, token_logprobs
+from cocos.rl import objective
+from cocos.rl.objective import pad_sequences, token_logprobs
 
 
 def common_prefix_length(prompts: list[list[int]]) -> int:

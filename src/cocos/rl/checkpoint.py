@@ -21,7 +21,7 @@ from cocos.eval.runs import STATE_FILE, checkpoint_steps
 
 
 def save(trainer) -> Path:
-    """Checkpoint of `trainer` (a cocos.train.trainer.Trainer) at its current step; old ones beyond
+    """Checkpoint of `trainer` (a cocos.rl.trainer.Trainer) at its current step; old ones beyond
     save_total_limit are removed. Every rank calls it (each saves its RNG state)."""
     final = runs.checkpoint_dir(trainer.out, trainer.step)
     tmp = final.parent / f".tmp-step_{trainer.step}"

@@ -8,7 +8,7 @@ One optimizer step:
   2. rollout: k trajectories of T turns per problem (cocos.episodes.rollout.run_episodes, sandboxed rewards);
   3. log-probs of every trained turn's completion under the reference (no grad) and the policy (no grad)
      -> per-turn KL -> scores -> the leave-one-out advantage of each trained turn: its trajectory's score's
-     (`advantage: rloo`) or its return-to-go's (`per-turn`, docs/credit.md) (cocos.train.objective, the step's
+     (`advantage: rloo`) or its return-to-go's (`per-turn`, docs/credit.md) (cocos.rl.objective, the step's
      `Method`);
   4. policy forward with gradient in micro-batches, loss = -(1/N) sum A * sum log-probs, backward;
   5. gradients averaged across ranks, clipped; AdamW step; LR schedule step.
@@ -47,12 +47,12 @@ from cocos.eval import runs
 from cocos.errors import UserError
 from cocos.generation.device import bf16_autocast, name_deepspeed_accelerator, sdpa_without_cudnn
 from cocos.eval.runs import checkpoint_steps
-from cocos.train import checkpoint, curriculum, objective
-from cocos.train.config import TrainConfig, save_config
-from cocos.train.monitor import (TimedPolicy, Watchdog, mean, release_free_memory, step_stats, trajectory_stats,
+from cocos.rl import checkpoint, curriculum, objective
+from cocos.rl.config import TrainConfig, save_config
+from cocos.rl.monitor import (TimedPolicy, Watchdog, mean, release_free_memory, step_stats, trajectory_stats,
                                  turn_advantage_stats)
-from cocos.train.objective import Method, method_at
-from cocos.train.passes import allow_checkpointing_with_prefix, grouped_passes, plain_passes
+from cocos.rl.objective import Method, method_at
+from cocos.rl.passes import allow_checkpointing_with_prefix, grouped_passes, plain_passes
 
 
 class TrainedTurn(NamedTuple):
@@ -343,7 +343,7 @@ class Trainer:
         """Backward the loss of one chunk of trajectories (grouped by problem, k each); no optimizer step.
 
         logprob_passes=shared-prefix: group by group, one policy pass with gradient (its detached log-probs give the
-        KL) and one reference pass, each running the k samples' common prompt prefix once (cocos.train.passes).
+        KL) and one reference pass, each running the k samples' common prompt prefix once (cocos.rl.passes).
         plain: every trained sequence padded in micro-batches, three passes (reference, policy, policy with
         gradient). Same loss and gradients (tests/test_passes.py).
 
@@ -628,7 +628,7 @@ def _kl_text(kl: float | None, digits: int) -> str:
 
 def run_train(config: str | None, out: str, *, overrides=(), max_steps: int | None = None, resume: bool = False,
               progress: bool = True) -> dict:
-    from cocos.train.config import load_config
+    from cocos.rl.config import load_config
 
     out_dir = Path(out)
     if config is None:

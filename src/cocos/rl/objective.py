@@ -60,7 +60,7 @@ class Method:
 
 
 def method_at(cfg, step: int) -> Method:
-    """The objective of config `cfg` (cocos.train.config.TrainConfig) at 0-based optimizer step `step`."""
+    """The objective of config `cfg` (cocos.rl.config.TrainConfig) at 0-based optimizer step `step`."""
     T, trained = cfg.turns, tuple(cfg.trained_turns())
     if cfg.method == "cocos":
         gamma = cfg.gamma
@@ -102,7 +102,7 @@ def token_logprobs(model, input_ids, attention_mask, position_ids, n_last: int, 
 
     Token j is predicted by the logits at j-1, so the model keeps the last n_last+1 positions and drops the final
     one (it predicts past the sequence). `cache`: keys and values of tokens before input_ids (a shared prefix, see
-    cocos.train.passes); attention_mask then covers both.
+    cocos.rl.passes); attention_mask then covers both.
     """
     if temperature <= 0:
         raise ValueError("token_logprobs: temperature must be > 0 (the sampling temperature of the rollouts)")
@@ -205,7 +205,7 @@ def with_copy_penalty(rewards: torch.Tensor, similarity: torch.Tensor, lam: floa
 def advantages(name: str, rewards: torch.Tensor, turn_kl: torch.Tensor, method: Method, k: int) -> torch.Tensor:
     """The trainer's advantages: rewards, turn_kl [N, T] of N = P*k trajectories (grouped by problem, k each)
     -> A [N, T], advantage `name` (ADVANTAGES) of each (trajectory, turn). The log-prob passes' loss and the
-    trainer's log both read these numbers (cocos.train.passes)."""
+    trainer's log both read these numbers (cocos.rl.passes)."""
     T = rewards.shape[-1]
     s = turn_scores(rewards, turn_kl, method).view(-1, k, T)
     total = trajectory_scores(rewards, turn_kl, method).view(-1, k)

@@ -112,13 +112,13 @@ def curriculum_from_samples(samples: list[dict], rule: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m cocos.train.curriculum SAMPLES.jsonl [--rule partial --out curriculum.json]: each rule's kept
+    """python -m cocos.rl.curriculum SAMPLES.jsonl [--rule partial --out curriculum.json]: each rule's kept
     problems and their turn-2 signal; with --out, the chosen rule's curriculum.json."""
     import argparse
 
     from cocos.eval.runs import read_jsonl
 
-    ap = argparse.ArgumentParser(prog="python -m cocos.train.curriculum", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m cocos.rl.curriculum", description=main.__doc__)
     ap.add_argument("samples", type=Path)
     ap.add_argument("--rule", choices=sorted(RULES), default="partial")
     ap.add_argument("--out", type=Path)

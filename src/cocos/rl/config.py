@@ -19,8 +19,8 @@ from cocos.generation.policy import BACKENDS
 from cocos.episodes.records import RolloutSettings
 
 CHOICES = {
-    "method": ("cocos", "score"),  # cocos.train.objective.method_at
-    "advantage": ("rloo", "per-turn"),  # cocos.train.objective.ADVANTAGES
+    "method": ("cocos", "score"),  # cocos.rl.objective.method_at
+    "advantage": ("rloo", "per-turn"),  # cocos.rl.objective.ADVANTAGES
     "schedule": ("cosine", "linear", "constant"),
     "dtype": ("float32", "bfloat16", "auto"),  # weights and optimizer: the policy's dtypes less float16 (no loss scaling)
     "autocast": ("auto", "bf16", "none"),
@@ -57,18 +57,18 @@ class TrainConfig(RolloutSettings):
     # curriculum: > 0 = before step 1, sample this many turn-1 answers per training problem with the starting
     # model and train only on the problems whose answers earned different rewards (kept ids: OUT/curriculum.json)
     curriculum_k: int = 0
-    # which problems the curriculum keeps (cocos.train.curriculum): variance = the k turn-1 rewards differ; partial =
+    # which problems the curriculum keeps (cocos.rl.curriculum): variance = the k turn-1 rewards differ; partial =
     # some sample failed a test and some passed one (something for turn 2 to fix)
     curriculum_rule: str = "variance"
     # a curriculum.json written by another run: train on its kept ids instead of sampling (needs curriculum_k > 0);
     # one curriculum shared by several runs (seeds, methods) costs one sampling pass and gives them the same problems
     curriculum_from: str = ""
     # our extension: R - copy_penalty * 1[r_1 < 1] * edit_sim(turn 1, turn T), against copying a wrong first answer
-    # (cocos.train.objective.with_copy_penalty); 0 = off, the paper's objective
+    # (cocos.rl.objective.with_copy_penalty); 0 = off, the paper's objective
     copy_penalty: float = 0.0
     kl_estimator: str = "k1"  # per-token KL estimate: k1 = logp - logp_ref, k3 = exp(-d) - 1 + d
     k: int = 2  # samples (trajectories) per problem, RLOO group size
-    # the advantage of each trained turn (cocos.train.objective.ADVANTAGES, docs/credit.md): rloo = the trajectory's
+    # the advantage of each trained turn (cocos.rl.objective.ADVANTAGES, docs/credit.md): rloo = the trajectory's
     # score minus the mean of the other k-1 (DESIGN.md), on every turn; per-turn = the same with turn t's
     # return-to-go (its and later turns' reward terms and KL) in place of the score
     advantage: str = "rloo"
@@ -98,7 +98,7 @@ class TrainConfig(RolloutSettings):
     problems_per_step: int = 128  # global batch of problems per optimizer step (split across ranks)
     grad_accum: int = 1  # each rank rolls out and back-propagates its problems in this many chunks
     micro_batch: int = 8  # sequences per log-prob forward pass (bounds memory; logprob_passes=plain)
-    # how the log-prob passes run (cocos.train.passes): shared-prefix = per group of k samples, their common prompt
+    # how the log-prob passes run (cocos.rl.passes): shared-prefix = per group of k samples, their common prompt
     # prefix once and two passes (policy with gradient, reference); plain = padded micro-batches, three passes.
     # Same loss and gradients; shared-prefix holds one group's k x (trained turns) sequences in memory at once.
     logprob_passes: str = "shared-prefix"
