@@ -13,9 +13,9 @@ import torch
 from cocos.errors import UserError
 from cocos.data.prompts import CORRECT, DONE, INSTRUCTION, paper_prompt
 from cocos.sandbox import run_batch
-from cocos.train.mutants import MUTATION_KINDS, mutate
-from cocos.train.sft import SFTRunConfig, load_sft_config, make_trainer, run_sft
-from cocos.train.sft_data import build_examples, find_wrong, kodcode_problem, kodcode_tests, verified_problems
+from cocos.finetune.mutants import MUTATION_KINDS, mutate
+from cocos.finetune.sft import SFTRunConfig, load_sft_config, make_trainer, run_sft
+from cocos.finetune.sft_data import build_examples, find_wrong, kodcode_problem, kodcode_tests, verified_problems
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -96,7 +96,7 @@ def test_pytest_file_becomes_standalone_cases_and_prompt_asserts():
 @pytest.mark.needs_data("kodcode")
 def test_kodcode_sample_rows_convert():
     cfg = SFTRunConfig()
-    from cocos.train.sft_data import load_kodcode_rows
+    from cocos.finetune.sft_data import load_kodcode_rows
 
     rows = load_kodcode_rows(cfg)  # offline in tests: the local sample in COCOS_DATA_DIR
     problems = [p for p in (kodcode_problem(r, cfg) for r in rows) if p is not None]
@@ -309,7 +309,7 @@ def test_autocast_setting_runs_the_fit_in_bf16_close_to_float32(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from cocos.generation.device import fast_bf16
-    from cocos.train.sft import trl_training_args
+    from cocos.finetune.sft import trl_training_args
 
     with pytest.raises(UserError, match="autocast: must be one of"):
         SFTRunConfig(autocast="fp16")

@@ -172,7 +172,7 @@ def add_sft_parser(sub):
 
 
 def cmd_sft(args) -> int:
-    from cocos.train.sft import load_sft_config, run_sft
+    from cocos.finetune.sft import load_sft_config, run_sft
 
     cfg = load_sft_config(args.config, args.set)
     out = run_sft(cfg, args.out)

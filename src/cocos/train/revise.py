@@ -28,9 +28,9 @@ from pathlib import Path
 
 from cocos.baselines.revise import add_refine_token, attempts_from_trajectories, correct_pairs, verify_pairs
 from cocos.errors import UserError
-from cocos.train.baseline_train import (BaselineTrainConfig, drop_long, load_baseline_config, log_callback, own_answers,
+from cocos.finetune.baseline_train import (BaselineTrainConfig, drop_long, load_baseline_config, log_callback, own_answers,
                                         start_run, write_jsonl)
-from cocos.train.sft import trl_training_args
+from cocos.finetune.sft import trl_training_args
 
 
 @dataclass

@@ -28,7 +28,7 @@ from pathlib import Path
 from cocos.baselines.self_corrector import (CORRECTOR_DIR, Hypothesis, Pool, corrector_prompt, hypotheses_to_correct,
                                             pair_example, select_pairs, value_improving_pairs)
 from cocos.errors import UserError
-from cocos.train.baseline_train import (BaselineTrainConfig, drop_long, load_baseline_config, own_answers, start_run,
+from cocos.finetune.baseline_train import (BaselineTrainConfig, drop_long, load_baseline_config, own_answers, start_run,
                                         write_jsonl)
 
 
@@ -88,7 +88,7 @@ def explore(corrector, pool: Pool, problems: list, cfg: SelfCorrectorConfig, rnd
 
 def fit(corrector, examples: list[dict], cfg: SelfCorrectorConfig, folder: Path) -> None:
     from cocos.generation.device import sdpa_without_cudnn
-    from cocos.train.sft import make_trainer
+    from cocos.finetune.sft import make_trainer
 
     model = corrector.model
     folder.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
     cfg = load_sft_config("configs/boost_sft.yaml", overrides=["epochs=1"])
     run_sft(cfg, out_dir)   # out_dir: an HF checkpoint folder (`cocos eval --model out_dir` loads it)
 
-The examples come from `cocos.train.sft_data` (which data, and how the "fix" lessons' wrong answers
+The examples come from `cocos.finetune.sft_data` (which data, and how the "fix" lessons' wrong answers
 are made and checked, is described there). Training uses TRL's SFTTrainer on a prompt/completion
 dataset, which masks the prompt tokens out of the loss (labels -100) and appends EOS to the completion.
 """
@@ -16,14 +16,14 @@ from pathlib import Path
 
 from cocos.generation.device import bf16_autocast, name_deepspeed_accelerator
 from cocos.errors import UserError
-from cocos.train.sft_data import KODCODE_HUB_ID, build_examples, drop_long, fits_within
+from cocos.finetune.sft_data import KODCODE_HUB_ID, build_examples, drop_long, fits_within
 
 
 # ---- config -------------------------------------------------------------------------------------
 @dataclass
 class FinetuneSettings:
     """The optimisation settings of one TRL fine-tune: `cocos sft`'s, and each fit of the trained baselines
-    (cocos.train.baseline_train). Subclasses add their data fields and may change a default."""
+    (cocos.finetune.baseline_train). Subclasses add their data fields and may change a default."""
 
     epochs: float = 2.0
     max_steps: int = -1  # > 0 overrides epochs
@@ -67,7 +67,7 @@ class SFTRunConfig(FinetuneSettings):
     fix_fraction: float = 0.8  # share of second-turn examples that fix a wrong answer (the rest keep a right one)
     prompt_tests: int = 3  # asserts shown in the prompt ("Your code should pass these tests")
     mbpp_train: bool = False  # also MBPP train's 374 problems (reference: MBPP's code), after the KodCode rows
-    # where a second turn's previous answer comes from (cocos.train.sft_data): own = the starting model's own sampled
+    # where a second turn's previous answer comes from (cocos.finetune.sft_data): own = the starting model's own sampled
     # answers, failing (fix) or passing (keep) in the sandbox; mutants = one-line mutants of the reference (fix) and
     # the reference itself (keep), the earlier boost data
     wrong_answers: str = "own"

@@ -15,7 +15,7 @@ from cocos.errors import UserError
 from cocos.generation.sampling import ROLLOUT_DTYPES
 from cocos.data.prompts import EXTRACTIONS
 from cocos.episodes.rewards import REWARD_KINDS
-from cocos.train.sft import FinetuneSettings, SFTRunConfig
+from cocos.finetune.sft import FinetuneSettings, SFTRunConfig
 
 
 @dataclass
@@ -57,7 +57,7 @@ class BaselineTrainConfig(FinetuneSettings):
             raise UserError(f"top_p: must be in (0, 1] (got {self.top_p})")
 
     def sft_config(self, **changes):
-        """These optimisation settings as the SFT trainer's config (cocos.train.sft.make_trainer reads it)."""
+        """These optimisation settings as the SFT trainer's config (cocos.finetune.sft.make_trainer reads it)."""
         keys = [f.name for f in fields(FinetuneSettings)] + ["model", "max_new_tokens"]
         return SFTRunConfig(**{k: getattr(self, k) for k in keys}, **changes)
 

@@ -13,7 +13,7 @@ Where the wrong and right previous answers come from is `wrong_answers`:
   `own_temperature` and run in the sandbox. A fix shows one of its failing answers (one that parses and is
   not the reference), a keep one of its passing answers. Mutants of the reference stand in only where the
   model wrote no such wrong answer, the reference itself only where it wrote no right one; both are counted.
-- mutants (the earlier boost): a one-line mutant of the reference (`cocos.train.mutants`) that fails
+- mutants (the earlier boost): a one-line mutant of the reference (`cocos.finetune.mutants`) that fails
   at least one test in the sandbox; keep shows the reference itself.
 A fix target nearly identical to its prompt's code teaches the model to copy its first answer (mutants:
 ~0.985 similar); the stats give the mean similarity of each lesson's previous answer to its target.
@@ -38,10 +38,10 @@ from typing import TYPE_CHECKING
 from cocos.errors import UserError
 from cocos.data.problems import Problem
 from cocos.data.prompts import DONE, paper_prompt
-from cocos.train.mutants import MUTATION_KINDS, mutate
+from cocos.finetune.mutants import MUTATION_KINDS, mutate
 
 if TYPE_CHECKING:
-    from cocos.train.sft import SFTRunConfig
+    from cocos.finetune.sft import SFTRunConfig
 
 KODCODE_HUB_ID = "KodCode/KodCode-V1-SFT-R1"
 

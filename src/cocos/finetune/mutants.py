@@ -1,4 +1,4 @@
-"""Wrong versions of a correct solution, for the boost model's "fix" lessons (`cocos.train.sft_data`).
+"""Wrong versions of a correct solution, for the boost model's "fix" lessons (`cocos.finetune.sft_data`).
 
     mutate(code, rng) -> (mutant, kind) | None
 
