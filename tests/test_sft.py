@@ -14,7 +14,8 @@ from cocos.errors import UserError
 from cocos.data.prompts import CORRECT, DONE, INSTRUCTION, paper_prompt
 from cocos.sandbox import run_batch
 from cocos.finetune.mutants import MUTATION_KINDS, mutate
-from cocos.finetune.sft import SFTRunConfig, load_sft_config, make_trainer, run_sft
+from cocos.finetune.config import SFTRunConfig, load_sft_config
+from cocos.finetune.sft import make_trainer, run_sft
 from cocos.finetune.sft_data import build_examples, find_wrong, kodcode_problem, kodcode_tests, verified_problems
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -309,7 +310,7 @@ def test_autocast_setting_runs_the_fit_in_bf16_close_to_float32(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from cocos.generation.device import fast_bf16
-    from cocos.finetune.sft import trl_training_args
+    from cocos.finetune.config import trl_training_args
 
     with pytest.raises(UserError, match="autocast: must be one of"):
         SFTRunConfig(autocast="fp16")

@@ -172,7 +172,8 @@ def add_sft_parser(sub):
 
 
 def cmd_sft(args) -> int:
-    from cocos.finetune.sft import load_sft_config, run_sft
+    from cocos.finetune.config import load_sft_config
+    from cocos.finetune.sft import run_sft
 
     cfg = load_sft_config(args.config, args.set)
     out = run_sft(cfg, args.out)

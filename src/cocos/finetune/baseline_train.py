@@ -15,7 +15,7 @@ from cocos.errors import UserError
 from cocos.generation.sampling import ROLLOUT_DTYPES
 from cocos.data.prompts import EXTRACTIONS
 from cocos.episodes.rewards import REWARD_KINDS
-from cocos.finetune.sft import FinetuneSettings, SFTRunConfig
+from cocos.finetune.config import FinetuneSettings, SFTRunConfig
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """SFT examples: the boost model's data (KodCode, optionally MBPP train) and Turn-SFT's (the model's own first turns).
 
-    examples, stats = build_examples(cfg, policy=None, fits=None)   # cfg: sft.SFTRunConfig
+    examples, stats = build_examples(cfg, policy=None, fits=None)   # cfg: cocos.finetune.config.SFTRunConfig
 
 Boost model (DESIGN.md): prompt/completion pairs in the paper's prompt format, first-turn and
 second-turn examples 1:1, loss on the completion only. Each problem (a KodCode row whose reference
@@ -33,17 +33,12 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cocos.errors import UserError
 from cocos.data.problems import Problem
 from cocos.data.prompts import DONE, paper_prompt
+from cocos.finetune.config import SFTRunConfig
 from cocos.finetune.mutants import MUTATION_KINDS, mutate
-
-if TYPE_CHECKING:
-    from cocos.finetune.sft import SFTRunConfig
-
-KODCODE_HUB_ID = "KodCode/KodCode-V1-SFT-R1"
 
 
 # ---- KodCode rows -> problems ---------------------------------------------------------------------

@@ -30,7 +30,7 @@ from cocos.baselines.revise import add_refine_token, attempts_from_trajectories,
 from cocos.errors import UserError
 from cocos.finetune.baseline_train import (BaselineTrainConfig, drop_long, load_baseline_config, log_callback, own_answers,
                                         start_run, write_jsonl)
-from cocos.finetune.sft import trl_training_args
+from cocos.finetune.config import trl_training_args
 
 
 @dataclass
