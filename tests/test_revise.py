@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_rl import TESTS, save_tiny_model, tiny_model, tiny_tokenizer  # noqa: E402
 
 from cocos.episodes.actors import make_actor  # noqa: E402
-from cocos.baselines.revise import (REFINE, REFINE_SUFFIX, Attempt, ReviseActor, add_refine_token,  # noqa: E402
+from cocos.baselines.revise.actor import (REFINE, REFINE_SUFFIX, Attempt, ReviseActor, add_refine_token,  # noqa: E402
                                     attempts_from_trajectories, correct_pairs, refined, verify_context, verify_pairs)
 from cocos.cli import main  # noqa: E402
 from cocos.errors import UserError  # noqa: E402
@@ -167,7 +167,7 @@ def test_untrained_token_is_never_emitted_so_every_episode_stops_at_its_first_an
 
 
 def test_a_dpo_stage_on_verify_pairs_makes_the_model_refine(tmp_path):
-    from cocos.train.revise import ReviseConfig, make_dpo_trainer
+    from cocos.baselines.revise.train import ReviseConfig, make_dpo_trainer
 
     model, tok, token_id = _tiny_with_token()
     prompt = verify_context(A, [MINUS])

@@ -193,7 +193,7 @@ def add_self_corrector_parser(sub):
 
 
 def cmd_self_corrector(args) -> int:
-    from cocos.train.self_corrector import load_self_corrector_config, run_self_corrector
+    from cocos.baselines.self_corrector.train import load_self_corrector_config, run_self_corrector
 
     out = run_self_corrector(load_self_corrector_config(args.config, args.set), args.out)
     print(f"saved the generator to {out} and the corrector to {out}/corrector "
@@ -212,7 +212,7 @@ def add_revise_parser(sub):
 
 
 def cmd_revise(args) -> int:
-    from cocos.train.revise import load_revise_config, run_revise
+    from cocos.baselines.revise.train import load_revise_config, run_revise
 
     out = run_revise(load_revise_config(args.config, args.set), args.out)
     print(f"saved the ReVISE model to {out} (evaluate with: cocos eval --model {out} --actor revise)")

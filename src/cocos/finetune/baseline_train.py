@@ -1,4 +1,4 @@
-"""What the trained baselines share (Self-Corrector: cocos.train.self_corrector, ReVISE: cocos.train.revise): the
+"""What the trained baselines share (Self-Corrector: cocos.baselines.self_corrector.train, ReVISE: cocos.baselines.revise.train): the
 config fields for collecting the model's own answers and for fine-tuning, the collection itself, and the run folder.
 
     cfg = load_baseline_config(SelfCorrectorConfig, "configs/self_corrector.yaml", ["limit=20"])

@@ -1,4 +1,4 @@
-"""Training a Self-Corrector (Welleck et al. 2023; the method, its data and its actor: cocos.baselines.self_corrector).
+"""Training a Self-Corrector (Welleck et al. 2023; the method, its data and its actor: cocos.baselines.self_corrector.actor).
 
     cfg = load_self_corrector_config("configs/self_corrector.yaml", ["limit=20"])
     run_self_corrector(cfg, "runs/sc")     # cocos self-corrector --config ... --out runs/sc
@@ -25,7 +25,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from cocos.baselines.self_corrector import (CORRECTOR_DIR, Hypothesis, Pool, corrector_prompt, hypotheses_to_correct,
+from cocos.baselines.self_corrector.actor import (CORRECTOR_DIR, Hypothesis, Pool, corrector_prompt, hypotheses_to_correct,
                                             pair_example, select_pairs, value_improving_pairs)
 from cocos.errors import UserError
 from cocos.finetune.baseline_train import (BaselineTrainConfig, drop_long, load_baseline_config, own_answers, start_run,

@@ -1,7 +1,7 @@
 """Self-Corrector (Welleck et al. 2023, "Generating Sequences by Learning to Self-Correct"): a corrector model,
 separate from the generator, learns to turn a generator output into a better one.
 
-    cocos self-corrector --config configs/self_corrector.yaml --out runs/sc   (training: cocos.train.self_corrector)
+    cocos self-corrector --config configs/self_corrector.yaml --out runs/sc   (training: cocos.baselines.self_corrector.train)
     cocos eval --model runs/sc --actor self-corrector --out runs/sc_eval
 
 The run folder is the generator's checkpoint (so `--model RUN` loads it) with the corrector in RUN/corrector/.

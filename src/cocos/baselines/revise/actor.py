@@ -1,7 +1,7 @@
 """ReVISE (Lee et al. 2025, "Learning to Refine at Test-Time via Intrinsic Self-Verification"): the model checks its
 own answer and, when it judges it wrong, emits a refine token and writes a corrected answer.
 
-    cocos revise --config configs/revise.yaml --out runs/revise        (training: cocos.train.revise)
+    cocos revise --config configs/revise.yaml --out runs/revise        (training: cocos.baselines.revise.train)
     cocos eval --model runs/revise --actor revise --out runs/revise_eval
 
 One episode is one sequence. After an answer ("{code}\\n[DONE]") the model's next token is its verdict: end of

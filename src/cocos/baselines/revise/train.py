@@ -1,4 +1,4 @@
-"""Training ReVISE (Lee et al. 2025; the method, its data and its actor: cocos.baselines.revise): two stages of
+"""Training ReVISE (Lee et al. 2025; the method, its data and its actor: cocos.baselines.revise.actor): two stages of
 preference optimisation (TRL's DPOTrainer) on the model's own answers, first verify, then correct.
 
     cfg = load_revise_config("configs/revise.yaml", ["limit=20"])
@@ -26,7 +26,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from cocos.baselines.revise import add_refine_token, attempts_from_trajectories, correct_pairs, verify_pairs
+from cocos.baselines.revise.actor import add_refine_token, attempts_from_trajectories, correct_pairs, verify_pairs
 from cocos.errors import UserError
 from cocos.finetune.baseline_train import (BaselineTrainConfig, drop_long, load_baseline_config, log_callback, own_answers,
                                         start_run, write_jsonl)
