@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "claims_report.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "src" / "cocos" / "eval" / "claims.py"
 
 
 @pytest.fixture(scope="module")

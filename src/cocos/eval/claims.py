@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """The paper's four claims, checked on the run folders of scripts/claims.sh: OUT/claims.md + plots.
 
-    python scripts/claims_report.py runs/claims_cpu --budget "cpu: 30 steps, 3 seeds" --seeds "0 1 2"
+    python -m cocos.eval.claims runs/claims_cpu --budget "cpu: 30 steps, 3 seeds" --seeds "0 1 2"
 
 Reads OUT/train/<run>_s<seed>/log.jsonl (runs g0, g0.5, g1, g2, binary, score) and
 OUT/eval/<run>_s<seed>/<dataset>/metrics.json (+ samples.jsonl), computes each claim's numbers as mean ± standard
