@@ -252,7 +252,7 @@ done
 
 # ---- 4. the report --------------------------------------------------------------------------------------
 one_at_a_time report
-run python -m cocos.eval.claims "$OUT" --seeds "$SEEDS" ${PUBLISH:+--publish "$PUBLISH"} \
+run python scripts/claims_report.py "$OUT" --seeds "$SEEDS" ${PUBLISH:+--publish "$PUBLISH"} \
   --budget "$BUDGET: the boost model of SmolLM2-135M ($BOOST), zero-shot, seeds $SEEDS, $STEPS steps per run ($( [ "$BUDGET" = tiny ] && echo "2 problems x k 2, 48 tokens, 8 MBPP-train problems before the curriculum" || echo "8 problems x k 4 x 2 turns, 192 tokens")), curriculum k=$CURRICULUM_K seed $CURRICULUM_SEED, held-out: first $N_EVAL problems of MBPP test and ODEX, greedy, zero-shot, $EVAL_TOKENS tokens per turn"
 if [ -n "${PUBLISH:-}" ]; then
   run cp "$OUT/commands.log" "$OUT/curriculum/curriculum.json" "$PUBLISH/"  # the page, plots and numbers: above

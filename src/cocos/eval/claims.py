@@ -1,19 +1,22 @@
 """The paper's four claims, checked on the run folders of scripts/claims.sh: OUT/claims.md + plots.
 
-    python -m cocos.eval.claims runs/claims_cpu --budget "cpu: 30 steps, 3 seeds" --seeds "0 1 2"
+    build("runs/claims_cpu", seeds=[0, 1, 2], budget="cpu: 30 steps, 3 seeds")   # scripts/claims_report.py's work
 
 Reads OUT/train/<run>_s<seed>/log.jsonl (runs g0, g0.5, g1, g2, binary, score) and
 OUT/eval/<run>_s<seed>/<dataset>/metrics.json (+ samples.jsonl), computes each claim's numbers as mean ± standard
-error over seeds, and a verdict per claim by the rule in RULE (written on the page). Missing runs are listed, not fatal.
+error over seeds, and a verdict per claim by the rule in RULE (cocos.eval.claims_stats; written on the page).
+Missing runs are listed, not fatal.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
+
+from cocos.eval.claims_stats import RULE, Stat, claim_verdict, diff, mean_se, verdict
+from cocos.eval.report import markdown_table
+from cocos.eval.report_paper import pyplot
 
 # run name -> label; g0.5 is CoCoS as the paper runs it (progressive reward, gamma 0.5): the "progressive" and the
 # "CoCoS" arm of claims 2-4 is that same run
@@ -23,147 +26,6 @@ RUNS = {
 }
 GAMMAS = {"g0": 0.0, "g0.5": 0.5, "g1": 1.0, "g2": 2.0}
 DATASETS = ("mbpp", "odex")
-MAX_SEEDS = 100  # past this many seeds per arm, "would resolve it" is no practical advice: say no effect is seen
-# Student's t at 97.5% (two-sided 95%) by degrees of freedom: with 3 seeds (2 df) a difference must exceed 4.3 SE,
-# not the normal 1.96: seeds are few, and their SE is itself a rough estimate
-T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
-RULE = (
-    "Each test compares a difference d with its standard error SE(d) over training seeds. Arms run with the same "
-    "seeds are **paired**: a seed fixes the order of the training problems and the first samples, so each seed gives "
-    "one difference (arm a − arm b, or one arm alone against 0), and d is their mean, SE(d) their standard "
-    "deviation / sqrt(n), with n − 1 degrees of freedom. When the arms share at least 2 seeds but one ran more, "
-    "the pairs of the shared seeds are compared and the others left out (the page says how many). Arms with fewer "
-    "than 2 seeds in common are compared unpaired (Welch: SE(d) = sqrt(SE_a² + SE_b²), Welch–Satterthwaite degrees "
-    "of freedom). A test is **confirmed** when d lies more "
-    "than t SE(d) from 0 in the claimed direction, **contradicted** when it lies more than t SE(d) from 0 the other "
-    "way, otherwise **not measurable at this scale**; t is Student's 97.5% quantile for those degrees of freedom "
-    "(a two-sided 5% test: 4.30 with 3 paired seeds, 12.7 with 2). With fewer than 2 seeds the SE is unavailable, "
-    "and when every seed gave the same value the SE is 0: in both cases the test is not measurable. A claim is "
-    "confirmed when all its tests are, contradicted when any is, otherwise not measurable. Seeds needed: the "
-    "smallest number of seeds per arm at which the observed d would pass the rule if the spread over seeds stays as "
-    f"observed (past {MAX_SEEDS}, the page says no effect is seen). The SE over seeds measures the randomness of "
-    "training (and of its sampling); every seed is evaluated on the same held-out problems, so it leaves out the "
-    "choice of problems: a share of N problems carries a further binomial SE of up to 0.5/sqrt(N) (3.5 points at "
-    "N = 200)."
-)
-
-
-# ---- statistics ---------------------------------------------------------------------------------
-@dataclass
-class Stat:
-    n: int
-    mean: float | None
-    se: float | None  # None when n < 2
-    df: float | None = None  # degrees of freedom of se (n - 1 for one arm or paired seeds; Welch's for unpaired)
-    paired: bool = False  # a difference over seeds that both arms ran
-    welch: bool = False  # a difference of two arms with too few seeds in common (unpaired)
-    left_out: int = 0  # seeds that only one arm ran, left out of a paired difference
-
-    def fmt(self, pct: bool = False, digits: int = 3) -> str:
-        if self.mean is None:
-            return "—"
-        f = (lambda x: f"{100 * x:.1f}") if pct else (lambda x: f"{x:.{digits}f}")
-        se = f" ± {f(self.se)}" if self.se is not None else " (SE n/a)"
-        left = f", {self.left_out} unpaired seed(s) left out" if self.left_out else ""
-        return f"{f(self.mean)}{se} (n={self.n}{', paired' if self.paired else ''}{left})"
-
-
-def mean_se(xs) -> Stat:
-    xs = [float(x) for x in xs if x is not None]
-    n = len(xs)
-    if not n:
-        return Stat(0, None, None)
-    m = sum(xs) / n
-    if n < 2:
-        return Stat(n, m, None)
-    var = sum((x - m) ** 2 for x in xs) / (n - 1)
-    return Stat(n, m, math.sqrt(var / n), df=n - 1)
-
-
-def t975(df: float) -> float:
-    """Student's t 97.5% quantile; df rounded down (conservative); past 30 df the Cornish-Fisher expansion."""
-    k = max(1, int(df))
-    if k <= len(T975):
-        return T975[k - 1]
-    z = 1.959964
-    return z + (z ** 3 + z) / (4 * k) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * k ** 2)
-
-
-def diff(a: dict[int, float], b: dict[int, float] | None = None) -> Stat:
-    """a - b over seeds ({seed: value} of each arm; b None: a against 0). Paired over the seeds both arms ran when
-    there are >= 2 of them (the others left out: pairing removes the problems' difficulty, which dominates), else
-    unpaired with Welch's SE and degrees of freedom; n = the smaller arm."""
-    if b is None:
-        return mean_se(a.values())
-    common = sorted(set(a) & set(b))
-    if len(common) >= 2:
-        d = mean_se([a[s] - b[s] for s in common])
-        d.paired, d.left_out = True, len(set(a) ^ set(b))
-        return d
-    sa, sb = mean_se(a.values()), mean_se(b.values())
-    if sa.mean is None or sb.mean is None:
-        return Stat(min(sa.n, sb.n), None, None)
-    if sa.se is None or sb.se is None:
-        return Stat(min(sa.n, sb.n), sa.mean - sb.mean, None)
-    va, vb = sa.se ** 2, sb.se ** 2
-    df = (va + vb) ** 2 / (va ** 2 / (sa.n - 1) + vb ** 2 / (sb.n - 1)) if va + vb > 0 else None
-    return Stat(min(sa.n, sb.n), sa.mean - sb.mean, math.sqrt(va + vb), df=df, welch=True)
-
-
-def seeds_needed(d: Stat) -> int | None:
-    """Smallest seeds per arm at which d would pass the rule, its spread over seeds as observed (None: > MAX_SEEDS)."""
-    for m in range(2, MAX_SEEDS + 1):
-        df = 2 * m - 2 if d.welch else m - 1
-        if t975(df) * d.se * math.sqrt(d.n / m) < abs(d.mean):
-            return m
-    return None
-
-
-def verdict(d: Stat, direction: int, undefined: str = "") -> tuple[str, str, str]:
-    """(verdict, why, need) for a difference d whose claimed sign is `direction` (+1 or -1), by RULE: `why` explains
-    the verdict, `need` says in a few words what would decide an undecided test ('' when decided). `undefined`:
-    when the quantity can be undefined in a finished run, why, and what would define it."""
-    if d.mean is None:
-        why = "no value in any seed: the runs are missing or not finished" + (f", or {undefined}" if undefined else "")
-        return "not measurable", why, "finished runs" + (f" ({undefined})" if undefined else "")
-    if d.se is None:
-        return ("not measurable", f"SE unavailable with n = {d.n} seed(s): no verdict; at least 2 seeds per arm are needed",
-                "at least 2 seeds per arm")
-    how = f"{'paired' if d.paired else 'unpaired' if d.welch else 'one arm'}, n = {d.n}"
-    if d.left_out:
-        how += f", {d.left_out} seed(s) only one arm ran left out"
-    if d.se == 0:  # every seed gave the same value: the seeds did not vary, so there is no SE to judge d by
-        return "not measurable", (f"d = {d.mean:+.4f} with no spread over the seeds ({how}: every seed gave the same "
-                                  "value, so the SE is 0 and cannot bound d): the runs did not differ where this is "
-                                  "measured; it needs longer training or more evaluation problems before more seeds"), (
-            "longer training or more evaluation problems (every seed gave the same value), before more seeds")
-    z, t = direction * d.mean / d.se, t975(d.df)
-    if z > t:
-        return "confirmed", f"d = {d.mean:+.4f} is {z:.1f} SE in the claimed direction ({how}; t = {t:.2f})", ""
-    if z < -t:
-        return "contradicted", f"d = {d.mean:+.4f} is {-z:.1f} SE against the claimed direction ({how}; t = {t:.2f})", ""
-    if d.mean == 0:
-        return ("not measurable", f"d = 0 ({how}): no difference observed; seeds alone cannot show one",
-                "a difference to measure (none observed): seeds alone cannot show one")
-    side = "in" if z > 0 else "against"
-    head = f"d = {d.mean:+.4f} ± {d.se:.4f} ({abs(z):.1f} SE, {side} the claimed direction; {how}, t = {t:.2f}); "
-    m = seeds_needed(d)
-    if m is None:  # d is a sliver of its spread: as measured, no effect, and no practical seed count changes that
-        need = f"no effect is seen: more than {MAX_SEEDS} seeds per arm would be needed at this spread"
-    else:
-        need = (f"about {m} seeds per arm at this spread would decide it, "
-                + ("toward confirmed if d held" if z > 0 else "toward contradicted: d points against the claim"))
-    return "not measurable", head + need, need
-
-
-def claim_verdict(tests: list[dict]) -> str:
-    vs = [t["verdict"] for t in tests]
-    if vs and all(v == "confirmed" for v in vs):
-        return "confirmed at this scale"
-    if any(v == "contradicted" for v in vs):
-        return "contradicted at this scale"
-    return "not measurable at this scale"
 
 
 # ---- reading the runs ---------------------------------------------------------------------------
@@ -375,15 +237,6 @@ def copying(runs: dict) -> str:
 
 
 # ---- plots --------------------------------------------------------------------------------------
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def curve(runs: dict, name: str, key: str):
     """steps, means, SEs (None where < 2 seeds) of a log key over seeds."""
     by_step: dict[int, list[float]] = {}
@@ -410,7 +263,7 @@ def paired_steps(runs: dict, a: str, b: str, key: str, as_key: str) -> dict:
 
 
 def plot_curves(runs: dict, names: list[str], keys: list[tuple[str, str]], path: Path, title: str) -> bool:
-    plt = _plt()
+    plt = pyplot()
     cols = 2 if len(keys) == 4 else len(keys)  # four panels as 2 x 2: a row of four is too small to read
     rows = math.ceil(len(keys) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
@@ -441,7 +294,7 @@ def plot_curves(runs: dict, names: list[str], keys: list[tuple[str, str]], path:
 
 def plot_bars(rows: list[list], label_cols: int, metric_names: list[str], path: Path, title: str) -> bool:
     """One group per metric, one bar per row (its label columns joined), mean ± SE as error bar."""
-    plt = _plt()
+    plt = pyplot()
     rows = [r for r in rows if any(isinstance(s, Stat) and s.mean is not None for s in r[label_cols:])]
     if not rows:
         return False
@@ -496,12 +349,6 @@ def _cell(x, pct: bool) -> str:
     return x.fmt(pct=pct) if isinstance(x, Stat) else str(x)
 
 
-def _table(header: list[str], rows: list[list], pct: bool = False) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(_cell(x, pct) for x in r) + " |" for r in rows]
-    return out
-
-
 def build(out: str | Path, seeds: list[int] | None = None, budget: str = "", page: str = "claims.md",
           publish: str | Path | None = None) -> dict:
     """Write OUT/claims.md and its plots; with `publish`, copy them there, and the numbers behind them to
@@ -551,7 +398,8 @@ def build(out: str | Path, seeds: list[int] | None = None, budget: str = "", pag
         c = claims[i]
         md += ["", f"## Claim {i}: {title}", "", how, ""]
         md += [f"![claim {i}]({files[i]})" if plots[i] else "(no plot: no data)", ""]
-        md += _table(c["header"], c["rows"], pct=c.get("pct", False))
+        cells = [[_cell(x, c.get("pct", False)) for x in r] for r in c["rows"]]
+        md += markdown_table(c["header"], cells, numeric=False)
         md += ["", "Tests:", ""]
         md += [f"- {t['what']}: d = {_cell(t['d'], False)} → **{t['verdict']}** ({t['why']})" for t in c["tests"]]
         md += ["", f"**Verdict: {c['verdict']}.**"]
@@ -586,23 +434,3 @@ def needed(c: dict) -> list[str]:
     items = [c["copying"]] if c.get("copying") else []
     items += [f"{t['what']}: {t['need']}." for t in c["tests"] if t["verdict"] == "not measurable"]
     return ["What would be needed:", ""] + [f"- {x}" for x in items]
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("out", help="the claims.sh output folder (holds train/ and eval/)")
-    p.add_argument("--budget", default="", help="the budget, stated on the page")
-    p.add_argument("--seeds", default=None, help="only these seeds (space or comma separated); default: all found")
-    p.add_argument("--publish", default=None, metavar="DIR",
-                   help="also copy the page and plots to DIR, and the numbers behind them to DIR/runs")
-    args = p.parse_args(argv)
-    seeds = [int(s) for s in args.seeds.replace(",", " ").split()] if args.seeds else None
-    res = build(args.out, seeds, args.budget, publish=args.publish)
-    for i, c in res["claims"].items():
-        print(f"claim {i}: {c['verdict']}")
-    print(f"page: {res['page']}" + (f" (published in {args.publish})" if args.publish else ""))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -247,7 +247,9 @@ def plot_eval_lengths(runs: list[Run], path: Path) -> tuple[bool, str]:
 
 
 # ---- the report ---------------------------------------------------------------------------------
-def _table(header: list[str], rows: list[list[str]], numeric: bool = True) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[str]], numeric: bool = True) -> list[str]:
+    """A Markdown table's lines: the header, its alignment row (numeric: the columns after the first right-aligned),
+    one line per row of cells (strings). The report's tables and the claims page's (cocos.eval.claims)."""
     align = ["---"] + (["---:"] if numeric else ["---"]) * (len(header) - 1)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -272,7 +274,8 @@ def delta_table(runs: list[Run], pair: tuple[int, int]) -> list[str]:
     rows = [[r.label] + [pct(r.metrics.get(c)) for c in cols] for r in runs if cols[2] in r.metrics]
     if not rows:
         return []
-    return _table(["Method", f"acc@t{a}", f"acc@t{b}", f"Δ(t{a},t{b})", f"Δi→c(t{a},t{b})", f"Δc→i(t{a},t{b})"], rows)
+    return markdown_table(["Method", f"acc@t{a}", f"acc@t{b}", f"Δ(t{a},t{b})", f"Δi→c(t{a},t{b})", f"Δc→i(t{a},t{b})"],
+                          rows)
 
 
 def unit_table(runs: list[Run], pair: tuple[int, int]) -> list[str]:
@@ -284,7 +287,7 @@ def unit_table(runs: list[Run], pair: tuple[int, int]) -> list[str]:
     rows = [[r.label] + [value(r, c) for c in cols] for r in runs if any(c in r.metrics for c in cols)]
     if not rows:
         return []
-    return _table(["Method", "unit improve", "unit worsen", "unit preserve", "edit similarity"], rows)
+    return markdown_table(["Method", "unit improve", "unit worsen", "unit preserve", "edit similarity"], rows)
 
 
 def old_unit_runs(runs: list[Run], pair: tuple[int, int]) -> list[str]:
@@ -373,7 +376,7 @@ def _learning_curves(md: list[str], skipped: list[str], train: list[Run], out: P
             ev_rows.append([r.label, str(first_step), pct(first.get(f"acc@{T}")), str(last_step), pct(last.get(f"acc@{T}"))])
     if ev_rows:
         md += ["Last-turn accuracy at the first and last evaluation of each training run (%):", ""]
-        md += _table(["Method", "first eval step", "acc@T", "last eval step", "acc@T"], ev_rows) + [""]
+        md += markdown_table(["Method", "first eval step", "acc@T", "last eval step", "acc@T"], ev_rows) + [""]
 
 
 def _slug(key: str) -> str:
@@ -414,8 +417,8 @@ def build_report(run_dirs: list[str | Path], out_dir: str | Path, labels: list[s
         ds = dataset_title(dataset_key(r)) if dataset_key(r) else "-"
         rows.append([r.label, r.kind, f"`{r.path}`", "-" if n is None else str(n), src, extraction_rule(r), extra or "-",
                      ds, str(n_turns(r.metrics) or "-")])
-    md += _table(["Method", "kind", "folder", "problems", "final numbers from", "extraction", "settings", "dataset", "turns"],
-                 rows, numeric=False) + [""]
+    md += markdown_table(["Method", "kind", "folder", "problems", "final numbers from", "extraction", "settings",
+                          "dataset", "turns"], rows, numeric=False) + [""]
     rules = {extraction_rule(r).split()[0] for r in scored}
     md += ["Extraction: the rule for an answer without `[DONE]`: strict runs it whole (the paper's rule), lenient "
            "runs its longest prefix that parses (more credit to truncated answers)."

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from cocos.eval import runs
-from cocos.eval.report import _table, pct
+from cocos.eval.report import markdown_table, pct
 
 DATASETS = ("mbpp", "humaneval", "odex")
 # (column, metric key, shown as a share with its standard error when there is one)
@@ -52,7 +52,7 @@ def held_out(out: Path) -> list[str]:
                 m = json.loads(path.read_text())
                 rows.append([name, str(m.get("n_problems", "?"))] + [cell(m, key) for _, key in COLUMNS])
         if rows:
-            md += [f"### {ds}", ""] + _table(["model", "problems"] + [c for c, _ in COLUMNS], rows) + [""]
+            md += [f"### {ds}", ""] + markdown_table(["model", "problems"] + [c for c, _ in COLUMNS], rows) + [""]
     return md
 
 
@@ -94,8 +94,8 @@ def boost_data(out: Path) -> list[str]:
                      "-" if sim is None else f"{sim:.3f}"])
     if not rows:
         return []
-    return _table(["boost", "examples", "problems", "turn-2 fix", "turn-2 keep", "previous answer from",
-                   "fix: similarity of shown code to target"], rows, numeric=False) + [""]
+    return markdown_table(["boost", "examples", "problems", "turn-2 fix", "turn-2 keep", "previous answer from",
+                           "fix: similarity of shown code to target"], rows, numeric=False) + [""]
 
 
 def curriculum(out: Path) -> list[str]:
@@ -105,8 +105,8 @@ def curriculum(out: Path) -> list[str]:
     t = json.loads(path.read_text())
     rows = [[rule, str(v["kept"]), pct(v["turn1_signal"]), pct(v["turn2_signal"]), pct(v["turn2_improves"])]
             for rule, v in t.items()]
-    return _table(["rule", "problems kept", "turn-1 rewards differ", "turn-2 rewards differ",
-                   "samples whose turn 2 beats turn 1"], rows) + [""]
+    return markdown_table(["rule", "problems kept", "turn-1 rewards differ", "turn-2 rewards differ",
+                           "samples whose turn 2 beats turn 1"], rows) + [""]
 
 
 def arms(out: Path, page: Path) -> list[str]:
@@ -124,7 +124,7 @@ def arms(out: Path, page: Path) -> list[str]:
 
         rows.append([name, str(len(log))] + [f"{window(log[:q], k)} → {window(log[-q:], k)}" for k in MONITORS])
     md = ["Each cell: the mean over the first quarter of the steps → the last quarter.", ""]
-    md += _table(["arm", "steps"] + list(MONITORS), rows) + [""]
+    md += markdown_table(["arm", "steps"] + list(MONITORS), rows) + [""]
     if plot_monitors(logs, page / "monitors.png"):
         md += ["![correction monitors](monitors.png)", ""]
     return md
