@@ -21,7 +21,8 @@ from _tiny_rl import add_problems, tiny_model, tiny_tokenizer  # noqa: E402
 from cocos.errors import UserError  # noqa: E402
 from cocos.episodes.rewards import accumulated_reward, accumulated_reward_terms  # noqa: E402
 from cocos.rl import objective  # noqa: E402
-from cocos.rl.config import CHOICES, TrainConfig, load_config  # noqa: E402
+from cocos.config import CHOICES  # noqa: E402
+from cocos.rl.config import TrainConfig, load_config  # noqa: E402
 from cocos.rl.objective import ADVANTAGES, method_at, per_turn_advantages, rloo_turn_advantages  # noqa: E402
 
 N_ACTIONS = 3

@@ -15,11 +15,7 @@ from cocos.errors import UserError
 # ---- eval ---------------------------------------------------------------------------------------
 def add_eval_parser(sub):
     from cocos.episodes.actors import ACTORS
-    from cocos.generation.sampling import ROLLOUT_DTYPES
-    from cocos.generation.policy import BACKENDS, DTYPES
-    from cocos.data.prompts import EXTRACTIONS, PROMPT_FORMATS
-    from cocos.episodes.rewards import REWARD_KINDS
-    from cocos.episodes.records import ROLLOUT_MODES
+    from cocos.config import CHOICES
 
     p = sub.add_parser(
         "eval",
@@ -39,21 +35,21 @@ def add_eval_parser(sub):
     p.add_argument("--samples-per-problem", type=int, help="k samples per problem (pass@k; default 1)")
     p.add_argument("--temperature", type=float, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float)
-    p.add_argument("--rollout-mode", dest="mode", choices=ROLLOUT_MODES)
-    p.add_argument("--prompt-format", choices=PROMPT_FORMATS)
+    p.add_argument("--rollout-mode", dest="mode", choices=CHOICES["mode"])
+    p.add_argument("--prompt-format", choices=CHOICES["prompt_format"])
     p.add_argument("--actor", help=f"who writes each turn: {' | '.join(ACTORS)} (default policy) | module:factory")
     p.add_argument("--actor-arg", dest="actor_args", action="append", metavar="KEY=VALUE",
                    help="an option of the actor (repeatable), e.g. --actor-arg feedback_tokens=256")
     p.add_argument("--max-new-tokens", type=int, help="per turn (default 512)")
-    p.add_argument("--dtype", choices=DTYPES, help="weights' dtype (default auto)")
+    p.add_argument("--dtype", choices=CHOICES["policy_dtype"], help="weights' dtype (default auto)")
     p.add_argument("--batch-size", type=int, help="problems per generate call (default 16)")
-    p.add_argument("--backend", choices=BACKENDS, help="generation backend (default auto)")
-    p.add_argument("--rollout-dtype", choices=ROLLOUT_DTYPES,
+    p.add_argument("--backend", choices=CHOICES["backend"], help="generation backend (default auto)")
+    p.add_argument("--rollout-dtype", choices=CHOICES["rollout_dtype"],
                    help="engine dtype: model (default, matches HF generate) or bfloat16 (faster where the CPU has AMX)")
-    p.add_argument("--reward", choices=REWARD_KINDS)
+    p.add_argument("--reward", choices=CHOICES["reward"])
     p.add_argument("--timeout", type=float, help="seconds per test (default 3)")
     p.add_argument("--seed", type=int, help="default 0")
-    p.add_argument("--extraction", choices=EXTRACTIONS,
+    p.add_argument("--extraction", choices=CHOICES["extraction"],
                    help="an answer without [DONE]: strict (default, the paper's rule) runs it whole; "
                    "lenient runs its longest prefix that parses")
     p.add_argument("--samples", metavar="FILE", help='score saved answers: lines {"task_id": ..., "turns": [text, ...]}')

@@ -28,7 +28,7 @@ Code extraction (`extract_code(text, extraction)`): the text before the first "[
 when there is none); inside it, the part after the last "[BEGIN]"/"[CORRECT]" marker if the model repeated
 one; then the first markdown fence's content if there is a fence; then dedented, blank lines around it
 removed. An answer without "[DONE]" (cut off by the token budget, or ended by EOS) is then handled by the
-rule `extraction` (`EXTRACTIONS`), the one place where it is decided, for evaluation and training rewards:
+rule `extraction` (`CHOICES["extraction"]`), the one place where it is decided, for evaluation and training rewards:
 - "strict" (default; the paper's rule): executed as extracted, whole. The authors' `code_process`
   (cocos/prompts.py, lines 10-29, github.com/jeonghun3572/CoCoS) returns the text unchanged when no
   "[DONE]" matches, so a truncated answer fails there (its cut-off last line does not parse).
@@ -49,6 +49,7 @@ import re
 import textwrap
 from typing import Sequence
 
+from cocos.config import CHOICES
 from cocos.errors import UserError
 from cocos.data.problems import Problem
 
@@ -57,8 +58,6 @@ INSTRUCTION = (
     "\n\nThere might be an error in the code above because of lack of understanding of the question. "
     "Please correct the error, if any, and rewrite the solution. Only output the final correct Python program!\n\n"
 )
-PROMPT_FORMATS = ("paper", "chat")
-EXTRACTIONS = ("strict", "lenient")  # what runs when an answer has no [DONE]; see extract_code
 FEWSHOT_TASK_IDS = (2, 3, 4)
 
 
@@ -125,8 +124,8 @@ class PromptBuilder:
     """Turn-t prompts for one run: fixes the format, the tokenizer (chat) and the few-shot examples."""
 
     def __init__(self, prompt_format: str = "paper", *, tokenizer=None, fewshot: bool = False):
-        if prompt_format not in PROMPT_FORMATS:
-            raise UserError(f"--prompt-format must be one of {', '.join(PROMPT_FORMATS)}, got {prompt_format!r}")
+        if prompt_format not in CHOICES["prompt_format"]:
+            raise UserError(f"--prompt-format must be one of {', '.join(CHOICES['prompt_format'])}, got {prompt_format!r}")
         if prompt_format == "chat":
             if tokenizer is None or not getattr(tokenizer, "chat_template", None):
                 raise UserError(
@@ -149,9 +148,9 @@ _FENCE_LINE = re.compile(r"^[ \t]*```.*$", re.MULTILINE)
 
 
 def check_extraction(extraction: str, flag: str = "--extraction") -> str:
-    if extraction not in EXTRACTIONS:
+    if extraction not in CHOICES["extraction"]:
         raise UserError(
-            f"{flag} must be one of {', '.join(EXTRACTIONS)} (strict = the paper's rule), got {extraction!r}"
+            f"{flag} must be one of {', '.join(CHOICES['extraction'])} (strict = the paper's rule), got {extraction!r}"
         )
     return extraction
 

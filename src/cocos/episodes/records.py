@@ -7,13 +7,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from cocos.data.prompts import EXTRACTIONS, PROMPT_FORMATS
-from cocos.episodes.rewards import REWARD_KINDS
+from cocos.config import CHOICES
 from cocos.errors import UserError
 from cocos.generation.sampling import Generation
-
-ROLLOUT_MODES = ("trajectory", "last-turn")
-
 
 @dataclass
 class RolloutSettings:
@@ -36,8 +32,8 @@ class RolloutSettings:
 
     def check_rollout(self) -> None:
         """UserError naming the field for a value out of range."""
-        for name, choices in (("mode", ROLLOUT_MODES), ("prompt_format", PROMPT_FORMATS), ("reward", REWARD_KINDS),
-                              ("extraction", EXTRACTIONS)):
+        for name in ("mode", "prompt_format", "reward", "extraction"):
+            choices = CHOICES[name]
             if getattr(self, name) not in choices:
                 raise UserError(f"{name}: must be one of {', '.join(choices)} (got {getattr(self, name)!r})")
         for name in ("turns", "max_new_tokens"):

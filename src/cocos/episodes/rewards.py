@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-# progressive: the paper's r_t = passed / K; binary: all K pass; count: the raw number passed, as the
-# authors' public code rewards it (cocos/rewards.py `calcul_reward`): K times the progressive reward, so
-# on MBPP (K = 3) it weighs 3x against the KL coefficient beta.
-REWARD_KINDS = ("progressive", "binary", "count")
+from cocos.config import CHOICES
 
 
 def turn_reward(passed: int, total: int, kind: str = "progressive") -> float:
-    """r_t from the number of tests passed out of `total`."""
-    if kind not in REWARD_KINDS:
-        raise ValueError(f"reward kind must be one of {REWARD_KINDS}, got {kind!r}")
+    """r_t from the number of tests passed out of `total` (the kinds: cocos.config.CHOICES["reward"])."""
+    if kind not in CHOICES["reward"]:
+        raise ValueError(f"reward kind must be one of {CHOICES['reward']}, got {kind!r}")
     if total <= 0:
         raise ValueError("a problem needs at least one test to be rewarded")
     if kind == "binary":

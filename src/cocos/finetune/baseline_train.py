@@ -11,10 +11,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from cocos.config import CHOICES
 from cocos.errors import UserError
-from cocos.generation.sampling import ROLLOUT_DTYPES
-from cocos.data.prompts import EXTRACTIONS
-from cocos.episodes.rewards import REWARD_KINDS
 from cocos.finetune.config import FinetuneSettings, SFTRunConfig
 
 
@@ -43,7 +41,8 @@ class BaselineTrainConfig(FinetuneSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        for name, choices in (("reward", REWARD_KINDS), ("extraction", EXTRACTIONS), ("rollout_dtype", ROLLOUT_DTYPES)):
+        for name in ("reward", "extraction", "rollout_dtype"):
+            choices = CHOICES[name]
             if getattr(self, name) not in choices:
                 raise UserError(f"{name}: must be one of {', '.join(choices)} (got {getattr(self, name)!r})")
         for name in ("samples", "max_new_tokens"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cocos.config import CHOICES
 from cocos.errors import UserError
 from cocos.generation.device import bf16_autocast, name_deepspeed_accelerator
 
@@ -38,10 +39,10 @@ class FinetuneSettings:
     progress: bool = True
 
     def __post_init__(self):
-        if self.dtype not in ("float32", "bfloat16", "auto"):
-            raise UserError(f"dtype: must be one of float32, bfloat16, auto (got {self.dtype!r})")
-        if self.autocast not in ("auto", "bf16", "none"):
-            raise UserError(f"autocast: must be one of auto, bf16, none (got {self.autocast!r})")
+        for name in ("dtype", "autocast"):
+            choices = CHOICES[name]
+            if getattr(self, name) not in choices:
+                raise UserError(f"{name}: must be one of {', '.join(choices)} (got {getattr(self, name)!r})")
         bf16_autocast(self.autocast, _finetune_device())  # refuses bf16 where it is emulated, before any data is built
         for name in ("batch_size", "grad_accum", "max_length"):
             if getattr(self, name) < 1:
@@ -91,15 +92,14 @@ class SFTRunConfig(FinetuneSettings):
         super().__post_init__()
         if not 0.0 <= self.fix_fraction <= 1.0:
             raise UserError(f"fix_fraction must be in [0, 1], got {self.fix_fraction}: set it with --set fix_fraction=0.5")
-        if self.wrong_answers not in ("own", "mutants"):
+        if self.wrong_answers not in CHOICES["wrong_answers"]:
             raise UserError(f"wrong_answers must be 'own' or 'mutants', got {self.wrong_answers!r}: set it with --set wrong_answers=own")
         if self.own_samples < 1 or self.own_temperature <= 0:
             raise UserError(f"own_samples must be >= 1 and own_temperature > 0 (got {self.own_samples}, {self.own_temperature})")
-        from cocos.generation.sampling import ROLLOUT_DTYPES
-
-        if self.own_rollout_dtype not in ROLLOUT_DTYPES:
-            raise UserError(f"own_rollout_dtype must be one of {', '.join(ROLLOUT_DTYPES)}, got {self.own_rollout_dtype!r}")
-        if self.solution_field not in ("solution", "r1_solution"):
+        if self.own_rollout_dtype not in CHOICES["rollout_dtype"]:
+            raise UserError(f"own_rollout_dtype must be one of {', '.join(CHOICES['rollout_dtype'])}, "
+                            f"got {self.own_rollout_dtype!r}")
+        if self.solution_field not in CHOICES["solution_field"]:
             raise UserError(f"solution_field must be 'solution' or 'r1_solution', got {self.solution_field!r}")
         if self.max_rows is not None and (not isinstance(self.max_rows, int) or isinstance(self.max_rows, bool) or self.max_rows < 1):
             raise UserError(f"max_rows must be a positive integer or null, got {self.max_rows!r}")

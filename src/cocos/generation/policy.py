@@ -30,12 +30,10 @@ from pathlib import Path
 from cocos.generation.backends import Backend
 from cocos.generation.backends.hf import HFBackend
 from cocos.generation.device import fast_bf16
+from cocos.config import CHOICES
 from cocos.errors import UserError
-from cocos.generation.sampling import ROLLOUT_DTYPES, Generation, Sampling, encode_prompt
+from cocos.generation.sampling import Generation, Sampling, encode_prompt
 from cocos.generation.models import DEFAULT_MODEL, NAMED_MODELS, resolve_named
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-BACKENDS = ("auto", "hf", "engine", "vllm")
 
 
 def _log(msg: str) -> None:
@@ -43,15 +41,15 @@ def _log(msg: str) -> None:
 
 
 def _check_rollout_dtype(rollout_dtype: str) -> None:
-    if rollout_dtype not in ROLLOUT_DTYPES:
-        raise UserError(f"rollout_dtype {rollout_dtype!r} is not one of {', '.join(ROLLOUT_DTYPES)}")
+    if rollout_dtype not in CHOICES["rollout_dtype"]:
+        raise UserError(f"rollout_dtype {rollout_dtype!r} is not one of {', '.join(CHOICES['rollout_dtype'])}")
 
 
 def _torch_dtype(dtype: str, device: str):
     import torch
 
-    if dtype not in DTYPES:
-        raise UserError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    if dtype not in CHOICES["policy_dtype"]:
+        raise UserError(f"dtype {dtype!r} is not one of {', '.join(CHOICES['policy_dtype'])}")
     if dtype == "auto":
         # bf16 matmuls are fast on GPUs; on CPUs their speed varies a lot, float32 is the safe default.
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
@@ -71,8 +69,8 @@ def load_policy(
     """Named model, local checkpoint folder or Hugging Face Hub id -> Policy (see the module docstring)."""
     import torch
 
-    if backend not in BACKENDS:
-        raise UserError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if backend not in CHOICES["backend"]:
+        raise UserError(f"backend {backend!r} is not one of {', '.join(CHOICES['backend'])}")
     _check_rollout_dtype(rollout_dtype)  # before the (slow) model load
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = _torch_dtype(dtype, device)

@@ -12,9 +12,6 @@ from dataclasses import dataclass, field
 
 from cocos.errors import UserError
 
-# The dtype rollouts sample in: "model" (the weights' own), "auto" (bfloat16 where it is fast), or a dtype.
-ROLLOUT_DTYPES = ("model", "auto", "float32", "bfloat16")
-
 
 @dataclass
 class Generation:

@@ -12,24 +12,13 @@ import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cocos.config import dump_config, load_config_file
+from cocos.config import CHOICES, dump_config, load_config_file
 from cocos.errors import UserError
-from cocos.generation.sampling import ROLLOUT_DTYPES
-from cocos.generation.policy import BACKENDS
 from cocos.episodes.records import RolloutSettings
 
-CHOICES = {
-    "method": ("cocos", "score"),  # cocos.rl.objective.method_at
-    "advantage": ("rloo", "per-turn"),  # cocos.rl.objective.ADVANTAGES
-    "schedule": ("cosine", "linear", "constant"),
-    "dtype": ("float32", "bfloat16", "auto"),  # weights and optimizer: the policy's dtypes less float16 (no loss scaling)
-    "autocast": ("auto", "bf16", "none"),
-    "backend": BACKENDS,
-    "rollout_dtype": ROLLOUT_DTYPES,
-    "kl_estimator": ("k1", "k3"),
-    "logprob_passes": ("shared-prefix", "plain"),
-    "curriculum_rule": ("variance", "partial"),
-}
+# the fields checked against cocos.config.CHOICES (besides the rollout fields, which RolloutSettings checks)
+TRAIN_CHOICES = ("method", "advantage", "schedule", "dtype", "autocast", "backend", "rollout_dtype", "kl_estimator",
+                 "logprob_passes", "curriculum_rule")
 
 
 @dataclass
@@ -135,7 +124,8 @@ class TrainConfig(RolloutSettings):
 
     def validate(self) -> None:
         self.check_rollout()
-        for name, choices in CHOICES.items():
+        for name in TRAIN_CHOICES:
+            choices = CHOICES[name]
             if getattr(self, name) not in choices:
                 raise UserError(f"{name}: must be one of {', '.join(choices)} (got {getattr(self, name)!r})")
         positive = ("k", "problems_per_step", "grad_accum", "micro_batch", "lora_r")
