@@ -18,10 +18,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_rl import add_problems, tiny_model, tiny_tokenizer  # noqa: E402
 
-from cocos.errors import UserError  # noqa: E402
-from cocos.episodes.rewards import accumulated_reward, accumulated_reward_terms  # noqa: E402
-from cocos.rl import objective  # noqa: E402
 from cocos.config import CHOICES  # noqa: E402
+from cocos.episodes.rewards import accumulated_reward, accumulated_reward_terms  # noqa: E402
+from cocos.errors import UserError  # noqa: E402
+from cocos.rl import objective  # noqa: E402
 from cocos.rl.config import TrainConfig, load_config  # noqa: E402
 from cocos.rl.objective import ADVANTAGES, method_at, per_turn_advantages, rloo_turn_advantages  # noqa: E402
 
@@ -321,8 +321,8 @@ def test_copy_penalty_lowers_R_by_exactly_the_penalty_on_wrong_first_answers():
     penalty where turn 1 was wrong and not at all where it was right."""
     from types import SimpleNamespace
 
-    from cocos.errors import UserError
     from cocos.episodes.rewards import accumulated_reward
+    from cocos.errors import UserError
     from cocos.rl.config import TrainConfig
     from cocos.rl.objective import advantages, method_at, with_copy_penalty
 

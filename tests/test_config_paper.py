@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from cocos.cli import main as cli_main
-from cocos.errors import UserError
 from cocos.episodes.rewards import accumulated_reward, turn_reward
+from cocos.errors import UserError
 from cocos.rl.config import TrainConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]

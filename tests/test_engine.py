@@ -6,9 +6,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from cocos.errors import UserError
 from cocos.generation.backends.engine import Engine, supports
 from cocos.generation.backends.engine_ops import sample_tokens
-from cocos.errors import UserError
 from cocos.generation.sampling import Sampling
 
 CORPUS = [
@@ -87,7 +87,8 @@ def test_supports(model, tok):
 
 
 def test_greedy_matches_hf_generate(model, tok, monkeypatch):
-    monkeypatch.setattr("cocos.generation.backends.engine._OWN_CHUNK", 5)  # the own KV cache grows several times on the way
+    # the own KV cache grows several times on the way
+    monkeypatch.setattr("cocos.generation.backends.engine._OWN_CHUNK", 5)
     gens = Engine(model, tok, max_batch=2).generate(PROMPTS, Sampling(max_new_tokens=24, stop=()))
     for prompt, g in zip(PROMPTS, gens):
         ids, text, reason = hf_greedy(model, tok, prompt, 24)

@@ -9,8 +9,8 @@ import os
 import pytest
 
 from cocos.cli import main
-from cocos.eval.evaluate import EvalConfig, run_eval
 from cocos.data.problems import load_problems
+from cocos.eval.evaluate import EvalConfig, run_eval
 
 
 

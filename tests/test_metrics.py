@@ -4,9 +4,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from cocos.eval.metrics import compute_metrics, edit_similarity, pass_at_k, turn_pairs
 from cocos.data.problems import Problem
 from cocos.episodes.records import Trajectory, Turn
+from cocos.eval.metrics import compute_metrics, edit_similarity, pass_at_k, turn_pairs
 
 
 def outcome(status, error_type=None, message=""):

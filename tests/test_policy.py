@@ -1,4 +1,5 @@
-"""cocos.generation.policy on tiny Llama models built from a config, with a BPE tokenizer trained here (no downloads)."""
+"""cocos.generation.policy on tiny Llama models built from a config, with a BPE tokenizer trained here (no
+downloads)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import pytest
 import torch
 
 from cocos.errors import UserError
-from cocos.generation.sampling import Generation, trim_completion
 from cocos.generation.policy import Policy, load_policy
+from cocos.generation.sampling import Generation, trim_completion
 
 CORPUS = [
     "def add(a, b):\n    return a + b\n[DONE]",

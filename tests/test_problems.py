@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from cocos.errors import UserError
 from cocos.data.problems import DataNotFound, humaneval_split_stats, load_problems, split_check
+from cocos.errors import UserError
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,6 @@
 
 import pytest
 
-from cocos.errors import UserError
 from cocos.data.problems import Problem, load_problems
 from cocos.data.prompts import (
     INSTRUCTION,
@@ -13,6 +12,7 @@ from cocos.data.prompts import (
     load_fewshot_examples,
     paper_prompt,
 )
+from cocos.errors import UserError
 
 TASK11 = (
     "You are an expert Python programmer, and here is your task: Write a python function to remove first and last "

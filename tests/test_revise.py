@@ -14,18 +14,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_rl import TESTS, save_tiny_model, tiny_model, tiny_tokenizer  # noqa: E402
 
-from cocos.episodes.actors import make_actor  # noqa: E402
 from cocos.baselines.revise.actor import (REFINE, REFINE_SUFFIX, Attempt, ReviseActor, add_refine_token,  # noqa: E402
-                                    attempts_from_trajectories, correct_pairs, refined, verify_context, verify_pairs)
+                                          attempts_from_trajectories, correct_pairs, refined, verify_context,
+                                          verify_pairs)
 from cocos.cli import main  # noqa: E402
-from cocos.errors import UserError  # noqa: E402
-from cocos.generation.sampling import Generation  # noqa: E402
-from cocos.eval.metrics import compute_metrics  # noqa: E402
-from cocos.generation.policy import Policy  # noqa: E402
 from cocos.data.problems import Problem  # noqa: E402
 from cocos.data.prompts import first_turn_prompt  # noqa: E402
+from cocos.episodes.actors import make_actor  # noqa: E402
 from cocos.episodes.records import RolloutSettings  # noqa: E402
 from cocos.episodes.rollout import run_episodes, score_responses  # noqa: E402
+from cocos.errors import UserError  # noqa: E402
+from cocos.eval.metrics import compute_metrics  # noqa: E402
+from cocos.generation.policy import Policy  # noqa: E402
+from cocos.generation.sampling import Generation  # noqa: E402
 
 RIGHT = "def add(a, b):\n    return a + b"
 MINUS = "def add(a, b):\n    return a - b"  # passes 1 of 3

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cocos.errors import UserError
-from cocos.generation.sampling import Generation
-from cocos.generation.policy import Policy
 from cocos.data.problems import load_problems
 from cocos.data.prompts import INSTRUCTION, paper_prompt
 from cocos.episodes.records import Trajectory
 from cocos.episodes.rollout import run_episodes, score_responses
+from cocos.errors import UserError
+from cocos.generation.policy import Policy
+from cocos.generation.sampling import Generation
 
 CHAT = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from cocos.errors import UserError
 from cocos.data.prompts import CORRECT, DONE, INSTRUCTION, paper_prompt
-from cocos.sandbox import run_batch
-from cocos.finetune.mutants import MUTATION_KINDS, mutate
+from cocos.errors import UserError
 from cocos.finetune.config import SFTRunConfig, load_sft_config
+from cocos.finetune.mutants import MUTATION_KINDS, mutate
 from cocos.finetune.sft import make_trainer, run_sft
 from cocos.finetune.sft_data import build_examples, find_wrong, kodcode_problem, kodcode_tests, verified_problems
+from cocos.sandbox import run_batch
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -263,8 +263,8 @@ def test_loss_is_on_the_completion_only(tmp_path):
 
 @pytest.mark.needs_data("mbpp")
 def test_turn_sft_pairs_the_models_wrong_first_turns_with_the_reference(tmp_path):
-    from cocos.generation.policy import load_policy
     from cocos.data.problems import load_problems
+    from cocos.generation.policy import load_policy
 
     policy = load_policy(str(_tiny_model_dir(tmp_path)), dtype="float32", backend="hf", verbose=False)
     cfg = SFTRunConfig(data="turn-sft", max_rows=3, max_new_tokens=8, progress=False)
@@ -309,8 +309,8 @@ def test_tiny_sft_run_saves_a_loadable_checkpoint(tmp_path):
 def test_autocast_setting_runs_the_fit_in_bf16_close_to_float32(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cocos.generation.device import fast_bf16
     from cocos.finetune.config import trl_training_args
+    from cocos.generation.device import fast_bf16
 
     with pytest.raises(UserError, match="autocast: must be one of"):
         SFTRunConfig(autocast="fp16")

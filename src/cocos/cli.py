@@ -14,8 +14,8 @@ from cocos.errors import UserError
 
 # ---- eval ---------------------------------------------------------------------------------------
 def add_eval_parser(sub):
-    from cocos.episodes.actors import ACTORS
     from cocos.config import CHOICES
+    from cocos.episodes.actors import ACTORS
 
     p = sub.add_parser(
         "eval",

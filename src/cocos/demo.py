@@ -234,8 +234,8 @@ def run_demo(*, out: str = "runs/demo", model: str = DEMO_DEFAULTS["model"], max
              problems_per_step: int = DEMO_DEFAULTS["problems_per_step"], k: int = DEMO_DEFAULTS["k"],
              eval_limit: int = DEMO_DEFAULTS["eval_limit"], max_new_tokens: int = DEMO_DEFAULTS["max_new_tokens"],
              overrides=(), resume: bool = False, progress: bool = True) -> dict:
-    from cocos.errors import UserError
     from cocos.config import apply_overrides, build_config
+    from cocos.errors import UserError
     from cocos.rl.config import TrainConfig
 
     if eval_limit < 1:

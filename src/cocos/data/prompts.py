@@ -50,8 +50,8 @@ import textwrap
 from typing import Sequence
 
 from cocos.config import CHOICES
-from cocos.errors import UserError
 from cocos.data.problems import Problem
+from cocos.errors import UserError
 
 BEGIN, DONE, CORRECT = "[BEGIN]", "[DONE]", "[CORRECT]"
 INSTRUCTION = (
@@ -125,7 +125,8 @@ class PromptBuilder:
 
     def __init__(self, prompt_format: str = "paper", *, tokenizer=None, fewshot: bool = False):
         if prompt_format not in CHOICES["prompt_format"]:
-            raise UserError(f"--prompt-format must be one of {', '.join(CHOICES['prompt_format'])}, got {prompt_format!r}")
+            formats = ", ".join(CHOICES["prompt_format"])
+            raise UserError(f"--prompt-format must be one of {formats}, got {prompt_format!r}")
         if prompt_format == "chat":
             if tokenizer is None or not getattr(tokenizer, "chat_template", None):
                 raise UserError(

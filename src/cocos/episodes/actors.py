@@ -49,7 +49,8 @@ class PolicyActor:
 ACTORS = {
     "policy": "cocos.episodes.actors:PolicyActor",  # the model writes every turn itself (CoCoS, SCoRe, boost, Turn-SFT)
     "self-refine": "cocos.baselines.self_refine:SelfRefineActor",  # feedback, then revision (Madaan et al. 2023)
-    "self-corrector": "cocos.baselines.self_corrector.actor:SelfCorrectorActor",  # generator, then corrector (Welleck et al. 2023)
+    # generator, then corrector (Welleck et al. 2023)
+    "self-corrector": "cocos.baselines.self_corrector.actor:SelfCorrectorActor",
     "revise": "cocos.baselines.revise.actor:ReviseActor",  # refine after a self-verdict (Lee et al. 2025)
 }
 

@@ -32,12 +32,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from cocos.eval import runs
-from cocos.errors import UserError
-from cocos.eval.metrics import compute_metrics, turn_pairs
 from cocos.data.problems import Problem, load_problems
 from cocos.episodes.records import RolloutSettings, Trajectory
 from cocos.episodes.rollout import run_episodes, score_responses
+from cocos.errors import UserError
+from cocos.eval import runs
+from cocos.eval.metrics import compute_metrics, turn_pairs
 
 
 @dataclass(kw_only=True)

@@ -20,8 +20,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from cocos.errors import UserError
-from cocos.eval.report_paper import (acc_by_turn_section, dataset_key, dataset_order, dataset_title, n_turns, nothing_to_preserve,
-                                paper_tables, pyplot)
+from cocos.eval.report_paper import (acc_by_turn_section, dataset_key, dataset_order, dataset_title, n_turns,
+                                     nothing_to_preserve, paper_tables, pyplot)
 from cocos.eval.runs import Run, read_run
 
 _PAIR_KEY = re.compile(r"^delta\((\d+),(\d+)\)$")

@@ -1,5 +1,5 @@
-"""The paper's tables for `cocos report` (cocos.eval.report): methods as rows, datasets as column groups, every number with
-its standard error; the unit-level table; accuracy at each turn beyond the trained two (a figure and a table).
+"""The paper's tables for `cocos report` (cocos.eval.report): methods as rows, datasets as column groups, every number
+with its standard error; the unit-level table; accuracy at each turn beyond the trained two (a figure and a table).
 
 Runs are evaluation folders (`cocos eval`) whose config.json names the dataset; a method is a label (--label), so
 the folders of one method on MBPP, HumanEval and ODEX make one row. Where a method has several runs on a dataset

@@ -1,5 +1,6 @@
-"""What the trained baselines share (Self-Corrector: cocos.baselines.self_corrector.train, ReVISE: cocos.baselines.revise.train): the
-config fields for collecting the model's own answers and for fine-tuning, the collection itself, and the run folder.
+"""What the trained baselines share (Self-Corrector: cocos.baselines.self_corrector.train, ReVISE:
+cocos.baselines.revise.train): the config fields for collecting the model's own answers and for fine-tuning, the
+collection itself, and the run folder.
 
     cfg = load_baseline_config(SelfCorrectorConfig, "configs/self_corrector.yaml", ["limit=20"])
     trajectories = own_answers(policy, problems, cfg, seed=cfg.seed)   # turn 1 only, cfg.samples per problem

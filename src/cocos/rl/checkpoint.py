@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from cocos.eval import runs
 from cocos.errors import UserError
+from cocos.eval import runs
 from cocos.eval.runs import STATE_FILE, checkpoint_steps
 
 

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cocos.config import CHOICES, dump_config, load_config_file
-from cocos.errors import UserError
 from cocos.episodes.records import RolloutSettings
+from cocos.errors import UserError
 
 # the fields checked against cocos.config.CHOICES (besides the rollout fields, which RolloutSettings checks)
 TRAIN_CHOICES = ("method", "advantage", "schedule", "dtype", "autocast", "backend", "rollout_dtype", "kl_estimator",

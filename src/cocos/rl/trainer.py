@@ -43,14 +43,14 @@ from typing import NamedTuple
 
 import torch
 
-from cocos.eval import runs
 from cocos.errors import UserError
-from cocos.generation.device import bf16_autocast, name_deepspeed_accelerator, sdpa_without_cudnn
+from cocos.eval import runs
 from cocos.eval.runs import checkpoint_steps
+from cocos.generation.device import bf16_autocast, name_deepspeed_accelerator, sdpa_without_cudnn
 from cocos.rl import checkpoint, curriculum, objective
 from cocos.rl.config import TrainConfig, save_config
 from cocos.rl.monitor import (TimedPolicy, Watchdog, mean, release_free_memory, step_stats, trajectory_stats,
-                                 turn_advantage_stats)
+                              turn_advantage_stats)
 from cocos.rl.objective import Method, method_at
 from cocos.rl.passes import allow_checkpointing_with_prefix, grouped_passes, plain_passes
 

@@ -1,7 +1,7 @@
 """ReVISE (Lee et al. 2025, "Learning to Refine at Test-Time via Intrinsic Self-Verification"): the model checks its
 own answer and, when it judges it wrong, emits a refine token and writes a corrected answer.
 
-    cocos revise --config configs/revise.yaml --out runs/revise        (training: cocos.baselines.revise.train)
+    cocos revise --config configs/revise.yaml --out runs/revise        (training: `train` beside this)
     cocos eval --model runs/revise --actor revise --out runs/revise_eval
 
 One episode is one sequence. After an answer ("{code}\\n[DONE]") the model's next token is its verdict: end of
@@ -33,11 +33,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cocos.errors import UserError
-from cocos.generation.sampling import Generation, Sampling
 from cocos.data.prompts import DONE, first_turn_prompt
 from cocos.episodes.actors import PolicyActor
 from cocos.episodes.records import Draft
+from cocos.errors import UserError
+from cocos.generation.sampling import Generation, Sampling
 
 REFINE = "[REFINE]"
 REFINE_SUFFIX = f"{REFINE}\n"  # what the model's context gets after the token: the new answer starts on a new line

@@ -1,4 +1,4 @@
-"""Training ReVISE (Lee et al. 2025; the method, its data and its actor: cocos.baselines.revise.actor): two stages of
+"""Training ReVISE (Lee et al. 2025; the method, its data and its actor: `actor` beside this module): two stages of
 preference optimisation (TRL's DPOTrainer) on the model's own answers, first verify, then correct.
 
     cfg = load_revise_config("configs/revise.yaml", ["limit=20"])
@@ -28,8 +28,8 @@ from pathlib import Path
 
 from cocos.baselines.revise.actor import add_refine_token, attempts_from_trajectories, correct_pairs, verify_pairs
 from cocos.errors import UserError
-from cocos.finetune.baseline_train import (BaselineTrainConfig, drop_long, load_baseline_config, log_callback, own_answers,
-                                        start_run, write_jsonl)
+from cocos.finetune.baseline_train import (BaselineTrainConfig, drop_long, load_baseline_config, log_callback,
+                                           own_answers, start_run, write_jsonl)
 from cocos.finetune.config import trl_training_args
 
 
@@ -100,8 +100,8 @@ def train_stage(policy, pairs: list[dict], cfg: ReviseConfig, out: Path, stage: 
 
 
 def run_revise(cfg: ReviseConfig, out_dir: str | Path) -> Path:
-    from cocos.generation.policy import Policy, load_policy
     from cocos.data.problems import load_problems
+    from cocos.generation.policy import Policy, load_policy
 
     out = start_run(out_dir, cfg, "revise_config.yaml")
     problems = load_problems(cfg.dataset, cfg.split, cfg.limit)

@@ -1,7 +1,7 @@
 """Self-Corrector (Welleck et al. 2023, "Generating Sequences by Learning to Self-Correct"): a corrector model,
 separate from the generator, learns to turn a generator output into a better one.
 
-    cocos self-corrector --config configs/self_corrector.yaml --out runs/sc   (training: cocos.baselines.self_corrector.train)
+    cocos self-corrector --config configs/self_corrector.yaml --out runs/sc   (training: `train` beside this)
     cocos eval --model runs/sc --actor self-corrector --out runs/sc_eval
 
 The run folder is the generator's checkpoint (so `--model RUN` loads it) with the corrector in RUN/corrector/.
@@ -26,12 +26,12 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cocos.errors import UserError
-from cocos.generation.sampling import Sampling
-from cocos.eval.metrics import edit_similarity
 from cocos.data.prompts import DONE, paper_prompt
 from cocos.episodes.actors import PolicyActor
 from cocos.episodes.records import Draft
+from cocos.errors import UserError
+from cocos.eval.metrics import edit_similarity
+from cocos.generation.sampling import Sampling
 
 CORRECTOR_DIR = "corrector"  # inside a Self-Corrector run folder (the folder itself is the generator)
 

@@ -1,4 +1,4 @@
-"""Training a Self-Corrector (Welleck et al. 2023; the method, its data and its actor: cocos.baselines.self_corrector.actor).
+"""Training a Self-Corrector (Welleck et al. 2023; the method, its data and its actor: `actor` beside this module).
 
     cfg = load_self_corrector_config("configs/self_corrector.yaml", ["limit=20"])
     run_self_corrector(cfg, "runs/sc")     # cocos self-corrector --config ... --out runs/sc
@@ -25,11 +25,12 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from cocos.baselines.self_corrector.actor import (CORRECTOR_DIR, Hypothesis, Pool, corrector_prompt, hypotheses_to_correct,
-                                            pair_example, select_pairs, value_improving_pairs)
+from cocos.baselines.self_corrector.actor import (CORRECTOR_DIR, Hypothesis, Pool, corrector_prompt,
+                                                  hypotheses_to_correct, pair_example, select_pairs,
+                                                  value_improving_pairs)
 from cocos.errors import UserError
 from cocos.finetune.baseline_train import (BaselineTrainConfig, drop_long, load_baseline_config, own_answers, start_run,
-                                        write_jsonl)
+                                           write_jsonl)
 
 
 @dataclass
@@ -87,8 +88,8 @@ def explore(corrector, pool: Pool, problems: list, cfg: SelfCorrectorConfig, rnd
 
 
 def fit(corrector, examples: list[dict], cfg: SelfCorrectorConfig, folder: Path) -> None:
-    from cocos.generation.device import sdpa_without_cudnn
     from cocos.finetune.sft import make_trainer
+    from cocos.generation.device import sdpa_without_cudnn
 
     model = corrector.model
     folder.mkdir(parents=True, exist_ok=True)
@@ -100,8 +101,8 @@ def fit(corrector, examples: list[dict], cfg: SelfCorrectorConfig, folder: Path)
 
 
 def run_self_corrector(cfg: SelfCorrectorConfig, out_dir: str | Path) -> Path:
-    from cocos.generation.policy import load_policy
     from cocos.data.problems import load_problems
+    from cocos.generation.policy import load_policy
 
     out = start_run(out_dir, cfg, "self_corrector_config.yaml")
     if (out / CORRECTOR_DIR / "config.json").exists():

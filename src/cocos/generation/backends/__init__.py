@@ -1,5 +1,5 @@
-"""Generation backends behind `cocos.generation.policy.Policy`: HF generate (`hf`), the CPU rollout engine (`engine`), vLLM
-(`vllm`). Each is built from the model and its tokenizer and implements `Backend`."""
+"""Generation backends behind `cocos.generation.policy.Policy`: HF generate (`hf`), the CPU rollout engine
+(`engine`), vLLM (`vllm`). Each is built from the model and its tokenizer and implements `Backend`."""
 
 from __future__ import annotations
 

@@ -51,10 +51,10 @@ from collections import deque
 
 import torch
 
+from cocos.errors import UserError
 from cocos.generation.backends import Backend, engine_ops
 from cocos.generation.backends.engine_ops import MASKED, sample_tokens, sampled_logprobs
 from cocos.generation.backends.engine_runner import ModelRunner
-from cocos.errors import UserError
 from cocos.generation.sampling import Generation, Sampling, encode_prompts, eos_ids, stop_end
 
 _ARCHS = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"}

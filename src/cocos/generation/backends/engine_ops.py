@@ -70,7 +70,7 @@ def sample_tokens(logits: torch.Tensor, u: torch.Tensor, temperature: float, top
 
 def sampled_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
     """log softmax(logits / temperature)[token] per row (temperature 0: softmax(logits)), before top-p: the
-    quantity the trainer recomputes (cocos.train.rloo.token_logprobs), returned as Generation.logprobs."""
+    quantity the trainer recomputes (cocos.rl.objective.token_logprobs), returned as Generation.logprobs."""
     scaled = logits.float() / temperature if temperature > 0 else logits.float()
     return scaled.gather(-1, tokens.view(-1, 1)).squeeze(-1) - torch.logsumexp(scaled, -1)
 

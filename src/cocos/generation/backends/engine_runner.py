@@ -1,6 +1,6 @@
-"""The model half of the rollout engine (cocos.generation.backends.engine): its weights (the live tensors, or cast, fused and
-oneDNN-packed copies kept in step with the model) and its forward passes (batched prefill, one decode step with
-the kernel or torch ops).
+"""The model half of the rollout engine (cocos.generation.backends.engine): its weights (the live tensors, or cast,
+fused and oneDNN-packed copies kept in step with the model) and its forward passes (batched prefill, one decode step
+with the kernel or torch ops).
 
 `ModelRunner` is a mixin of `Engine`, whose __init__ sets what it reads: model, dtype, fuse, _kernel, the model's
 dimensions (n_layers, head_dim, n_heads, n_kv, rep, eps) and _sig / _w (None until the first _sync).

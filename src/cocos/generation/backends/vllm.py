@@ -9,8 +9,8 @@ import time
 import weakref
 from pathlib import Path
 
-from cocos.generation.backends import Backend
 from cocos.errors import UserError
+from cocos.generation.backends import Backend
 from cocos.generation.sampling import Generation, Sampling, encode_prompts, eos_ids, trim_completion
 
 
