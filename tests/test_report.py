@@ -8,7 +8,8 @@ import pytest
 
 from cocos.cli import main
 from cocos.errors import UserError
-from cocos.eval.report import build_report, pct, per_turn_series
+from cocos.eval.report import build_report, pct
+from cocos.eval.report_plots import per_turn_series
 from cocos.eval.runs import read_run
 
 

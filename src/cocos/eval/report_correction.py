@@ -131,12 +131,12 @@ def arms(out: Path, page: Path) -> list[str]:
 
 
 def plot_monitors(logs: dict[str, list[dict]], path: Path, smooth: int = 10) -> bool:
-    from cocos.eval.report import _plt
+    from cocos.eval.report_paper import pyplot
 
     keys = ("copy_if_wrong", "delta_i2c", "delta_c2i", "turn2_signal")
     if not any(r.get(k) is not None for log in logs.values() for r in log for k in keys):
         return False
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for name, log in logs.items():
