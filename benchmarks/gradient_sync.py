@@ -30,8 +30,8 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from cocos.train.config import load_config
-    from cocos.train.trainer import Trainer
+    from cocos.rl.config import load_config
+    from cocos.rl.trainer import Trainer
 
     cfg = load_config(args.config, [*args.set, "eval_limit=0", "save_every=0", "tensorboard=false", "curriculum_k=0"])
     with tempfile.TemporaryDirectory() as out:

@@ -4,7 +4,7 @@
     nice -n 10 python benchmarks/rl_step_memory.py [--model smollm2-135m] [--k 4] [--prompt 256] [--completion 128]
 
 The group: k sequences with one prompt of `--prompt` tokens and their own completions of `--completion` tokens,
-through cocos.train.passes.sequence_logprobs (what both passes call per batch) and the backward of a
+through cocos.rl.passes.sequence_logprobs (what both passes call per batch) and the backward of a
 policy-gradient loss, under bf16 autocast where the CPU has fast bf16. Each variant runs in its own process; the
 peak resident memory (VmHWM, reset after loading the model) minus the memory after loading is the pass's. Printed:
 that peak and the pass's time, both as ratios against the first variant (plain, no checkpointing) in the same run,
@@ -46,9 +46,9 @@ def reset_peak() -> None:
 def one(args) -> None:
     import torch
 
-    from cocos.device import bf16_autocast
-    from cocos.policy import load_policy
-    from cocos.train.passes import allow_checkpointing_with_prefix, sequence_logprobs
+    from cocos.generation.device import bf16_autocast
+    from cocos.generation.policy import load_policy
+    from cocos.rl.passes import allow_checkpointing_with_prefix, sequence_logprobs
 
     share, checkpointing = VARIANTS[args.variant]
     torch.manual_seed(0)

@@ -1,4 +1,5 @@
-"""Rollout throughput: HF `generate` (float32, bfloat16) vs the rollout engine (cocos.backends.engine) vs vLLM, in one run.
+"""Rollout throughput: HF `generate` (float32, bfloat16) vs the rollout engine (cocos.generation.backends.engine) vs
+vLLM, in one run.
 
     nice -n 10 python benchmarks/rollout_throughput.py [--model smollm2-135m] [--prompts 32] [--max-new-tokens 128]
         [--threads N] [--k 4] [--k-prompts 8] [--skip-hf-fp32-k] [--device cuda] [--vllm-dtypes float32,bfloat16]
@@ -14,11 +15,11 @@ Tokens/s counts generated tokens up to and including each sequence's stop (paddi
 Ratios within one run are what count: other processes share this machine.
 With `--device cuda` only HF generate runs (float32 and bfloat16 on the GPU): the engine is CPU-only.
 
-vLLM rows (the policy's `backend="vllm"`, prefix caching on) run when vllm imports, i.e. from the .venv-vllm
-environment (README, "vLLM"); vLLM's CPU threads are set by cocos.backends.vllm as vLLM's CPU documentation advises (or
-by VLLM_CPU_OMP_THREADS_BIND). They also time `sync_weights()` (the push of the live weights after each optimizer
-step) and check greedy equality against HF generate in the same dtype. The script needs its
-`if __name__ == "__main__":` guard: vLLM spawns its engine process.
+vLLM rows (the policy's `backend="vllm"`, prefix caching on) run when vllm imports, i.e. from the .venv-vllm environment
+(README, "vLLM"); vLLM's CPU threads are set by cocos.generation.backends.vllm as vLLM's CPU documentation advises (or
+by VLLM_CPU_OMP_THREADS_BIND). They also time `sync_weights()` (the push of the live weights after each optimizer step)
+and check greedy equality against HF generate in the same dtype. The script needs its `if __name__ == "__main__":`
+guard: vLLM spawns its engine process.
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from cocos.backends.engine import Engine  # noqa: E402
-from cocos.generation import Sampling  # noqa: E402
-from cocos.policy import Policy, load_policy  # noqa: E402
-from cocos.problems import load_problems  # noqa: E402
-from cocos.prompts import fewshot_prefix, load_fewshot_examples, paper_prompt  # noqa: E402
+from cocos.data.problems import load_problems  # noqa: E402
+from cocos.data.prompts import fewshot_prefix, load_fewshot_examples, paper_prompt  # noqa: E402
+from cocos.generation.backends.engine import Engine  # noqa: E402
+from cocos.generation.policy import Policy, load_policy  # noqa: E402
+from cocos.generation.sampling import Sampling  # noqa: E402
 
 try:  # vLLM rows only where it is installed (the .venv-vllm environment)
     import vllm  # noqa: F401

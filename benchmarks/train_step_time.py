@@ -35,9 +35,9 @@ PASSES = (("plain", "none"), ("plain", "bf16"), ("shared-prefix", "none"), ("sha
 def update_phase(args) -> None:
     import torch
 
-    from cocos.device import fast_bf16
-    from cocos.train.config import load_config
-    from cocos.train.trainer import Trainer
+    from cocos.generation.device import fast_bf16
+    from cocos.rl.config import load_config
+    from cocos.rl.trainer import Trainer
 
     cfg = load_config(args.config, [*args.set, "eval_limit=0", "save_every=0", "tensorboard=false", "max_steps=1"])
     with tempfile.TemporaryDirectory() as out:
@@ -87,7 +87,7 @@ def timed_forwards() -> dict:
     """Wrap the shared-prefix forward so each call's seconds add up under 'policy' (with gradient) or 'reference'."""
     import torch
 
-    from cocos.train import passes
+    from cocos.rl import passes
 
     spent: dict = {}
     plain = passes.sequence_logprobs
@@ -105,8 +105,8 @@ def timed_forwards() -> dict:
 
 def print_token_counts(tr, trajs) -> None:
     """Tokens each way runs through the model for this step (what the timings should follow)."""
-    from cocos.train.objective import method_at
-    from cocos.train.passes import common_prefix_length
+    from cocos.rl.objective import method_at
+    from cocos.rl.passes import common_prefix_length
 
     seqs = tr._sequences(trajs, method_at(tr.cfg, 0))
     mb = tr.cfg.micro_batch
@@ -130,8 +130,8 @@ def print_token_counts(tr, trajs) -> None:
 
 
 def whole_steps(args) -> None:
-    from cocos.train.config import load_config
-    from cocos.train.trainer import Trainer
+    from cocos.rl.config import load_config
+    from cocos.rl.trainer import Trainer
 
     results = {}
     for name, over in VARIANTS.items():

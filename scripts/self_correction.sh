@@ -128,7 +128,7 @@ boost_job() {  # boost_job new|old
 curriculum_job() {
   run cocos eval --model "$OUT/boost_new" --dataset mbpp --split train --turns 2 --samples-per-problem 4 \
     --temperature 0.9 --rollout-dtype auto "${CUR_SET[@]}" --out "$OUT/curriculum/samples"
-  run python -m cocos.train.curriculum "$OUT/curriculum/samples/samples.jsonl" --rule "$CURRICULUM_RULE" \
+  run python -m cocos.rl.curriculum "$OUT/curriculum/samples/samples.jsonl" --rule "$CURRICULUM_RULE" \
     --out "$OUT/curriculum/curriculum.json"
 }
 
@@ -184,7 +184,7 @@ while :; do
 done
 
 one_at_a_time report
-run python -m cocos.report_correction "$OUT" --out "$OUT/page" --budget "$BUDGET: SmolLM2-135M-Instruct; boosts: \
+run python -m cocos.eval.report_correction "$OUT" --out "$OUT/page" --budget "$BUDGET: SmolLM2-135M-Instruct; boosts: \
 configs/boost_sft.yaml ${SFT_SET[*]}; arms ($ARMS) from boost_new, zero-shot, seeds $SEEDS, $STEPS steps of \
 configs/cocos_cpu.yaml (8 problems x k 4 x 2 turns, 192 tokens) on the $CURRICULUM_RULE curriculum; held-out: greedy, \
 2 turns, $EVAL_TOKENS tokens per turn, ${N_EVAL:-every} problem(s) of MBPP test, HumanEval and ODEX"

@@ -68,7 +68,7 @@ def save_tiny_model(path: Path, seed=0) -> Path:
 
 
 def add_problems(n=2):
-    from cocos.problems import Problem
+    from cocos.data.problems import Problem
 
     return [Problem(task_id=900 + i, text="Write a function to add two numbers.", tests=list(TESTS), dataset="tiny")
             for i in range(n)]

@@ -18,9 +18,9 @@ from pathlib import Path
 sys.path.insert(0, {tests!r})
 import torch
 from _tiny_rl import add_problems, tiny_model, tiny_tokenizer
-from cocos.policy import Policy
-from cocos.train.config import TrainConfig
-from cocos.train.trainer import Trainer
+from cocos.generation.policy import Policy
+from cocos.rl.config import TrainConfig
+from cocos.rl.trainer import Trainer
 
 cfg = TrainConfig(model="tiny", k=2, turns=2, problems_per_step=2, max_new_tokens=8, temperature=1.0, micro_batch=4,
                   lr=1e-2, max_steps=1, eval_limit=0, autocast="none", timeout=5.0, schedule="constant", beta=0.0,
@@ -73,9 +73,9 @@ from pathlib import Path
 sys.path.insert(0, {tests!r})
 import torch
 from _tiny_rl import add_problems, tiny_model, tiny_tokenizer
-from cocos.policy import Policy
-from cocos.train.config import TrainConfig
-from cocos.train.trainer import Trainer
+from cocos.generation.policy import Policy
+from cocos.rl.config import TrainConfig
+from cocos.rl.trainer import Trainer
 
 mode, out, skip = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "skip"
 cfg = TrainConfig(model="tiny", k=2, turns=2, problems_per_step=4, max_new_tokens=8, temperature=1.0, lr=1e-2,
@@ -174,9 +174,9 @@ from pathlib import Path
 sys.path.insert(0, {tests!r})
 import torch
 from _tiny_rl import add_problems, tiny_model, tiny_tokenizer
-from cocos.policy import Policy
-from cocos.train.config import TrainConfig
-from cocos.train.trainer import Trainer
+from cocos.generation.policy import Policy
+from cocos.rl.config import TrainConfig
+from cocos.rl.trainer import Trainer
 
 out, resume = Path(sys.argv[1]), sys.argv[2] == "resume"
 cfg = TrainConfig(model="tiny", k=2, turns=2, problems_per_step=2, max_new_tokens=8, temperature=1.0, lr=1e-2,
@@ -219,7 +219,7 @@ def test_a_cpu_run_names_deepspeeds_accelerator_instead_of_its_gpu_warning():
     """transformers asks DeepSpeed for its accelerator on every save; on a CPU run its detection would log
     "Setting accelerator to CPU. If you have GPU or other accelerator, we were unable to detect it."."""
     pytest.importorskip("deepspeed")
-    code = ("from cocos.device import name_deepspeed_accelerator; name_deepspeed_accelerator('cpu'); "
+    code = ("from cocos.generation.device import name_deepspeed_accelerator; name_deepspeed_accelerator('cpu'); "
             "from deepspeed.accelerator import get_accelerator; print(get_accelerator()._name)")
     env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

@@ -1,4 +1,4 @@
-"""The advantage functions of cocos.train.objective (ADVANTAGES: rloo, per-turn), per-turn credit's reductions, the
+"""The advantage functions of cocos.rl.objective (ADVANTAGES: rloo, per-turn), per-turn credit's reductions, the
 per-turn reward terms of every method, and the per-turn estimator through the trainer.
 
 Unbiasedness is checked on a toy T-turn bandit whose policy gradient is known exactly: turn t picks a_t from a
@@ -18,11 +18,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_rl import add_problems, tiny_model, tiny_tokenizer  # noqa: E402
 
+from cocos.config import CHOICES  # noqa: E402
+from cocos.episodes.rewards import accumulated_reward, accumulated_reward_terms  # noqa: E402
 from cocos.errors import UserError  # noqa: E402
-from cocos.rewards import accumulated_reward, accumulated_reward_terms  # noqa: E402
-from cocos.train import objective  # noqa: E402
-from cocos.train.config import CHOICES, TrainConfig, load_config  # noqa: E402
-from cocos.train.objective import ADVANTAGES, method_at, per_turn_advantages, rloo_turn_advantages  # noqa: E402
+from cocos.rl import objective  # noqa: E402
+from cocos.rl.config import TrainConfig, load_config  # noqa: E402
+from cocos.rl.objective import ADVANTAGES, method_at, per_turn_advantages, rloo_turn_advantages  # noqa: E402
 
 N_ACTIONS = 3
 
@@ -244,8 +245,8 @@ def test_config_names_the_advantage_field():
 
 # ---- through the trainer ----------------------------------------------------------------------------
 def _trainer(tmp_path, **over):
-    from cocos.policy import Policy
-    from cocos.train.trainer import Trainer
+    from cocos.generation.policy import Policy
+    from cocos.rl.trainer import Trainer
 
     tok = tiny_tokenizer()
     cfg = TrainConfig(**{**dict(model="tiny", k=3, turns=2, problems_per_step=2, max_new_tokens=8, temperature=1.0,
@@ -320,10 +321,10 @@ def test_copy_penalty_lowers_R_by_exactly_the_penalty_on_wrong_first_answers():
     penalty where turn 1 was wrong and not at all where it was right."""
     from types import SimpleNamespace
 
+    from cocos.episodes.rewards import accumulated_reward
     from cocos.errors import UserError
-    from cocos.rewards import accumulated_reward
-    from cocos.train.config import TrainConfig
-    from cocos.train.objective import advantages, method_at, with_copy_penalty
+    from cocos.rl.config import TrainConfig
+    from cocos.rl.objective import advantages, method_at, with_copy_penalty
 
     rewards = torch.tensor([[0.0, 0.0], [1 / 3, 1 / 3], [1.0, 1.0], [0.0, 1.0]])
     sims = torch.tensor([0.99, 0.5, 1.0, 0.2])

@@ -13,13 +13,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_rl import save_tiny_model  # noqa: E402
 
-from cocos.baselines import ACTORS  # noqa: E402
 from cocos.cli import main  # noqa: E402
+from cocos.episodes.actors import ACTORS  # noqa: E402
 
 REPEAT_BASELINE = '''
 """Toy baseline: the policy writes turn 1; every later turn repeats the turn-1 answer."""
-from cocos.generation import Generation
-from cocos.rollout import Draft, PolicyActor
+from cocos.episodes.actors import PolicyActor
+from cocos.episodes.records import Draft
+from cocos.generation.sampling import Generation
 
 
 class RepeatActor:

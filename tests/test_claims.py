@@ -1,23 +1,19 @@
-"""scripts/claims_report.py on crafted run folders (no model): means, standard errors and verdicts."""
+"""The claims page (cocos.eval.claims, cocos.eval.claims_stats; scripts/claims_report.py is its command) on crafted
+run folders (no model): means, standard errors and verdicts."""
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "claims_report.py"
+from cocos.eval import claims, claims_stats
 
 
 @pytest.fixture(scope="module")
 def cr():
-    spec = importlib.util.spec_from_file_location("claims_report", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["claims_report"] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+    return SimpleNamespace(**{**vars(claims_stats), **vars(claims)})  # the page and its statistics, under one name
 
 
 def write_log(out: Path, run: str, seed: int, rows: list[dict]) -> None:

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from cocos.cli import main as cli_main
+from cocos.episodes.rewards import accumulated_reward, turn_reward
 from cocos.errors import UserError
-from cocos.rewards import accumulated_reward, turn_reward
-from cocos.train.config import TrainConfig, load_config
+from cocos.rl.config import TrainConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,8 +158,8 @@ def test_cpu_budgets_keep_their_sizes_and_share_the_protocol(tmp_path):
     assert sum("--config configs/self_refine.yaml" in ln for ln in evals) == 3
     assert sum("--turns 5 " in ln for ln in evals) == 4  # boost, Self-Corrector, ReVISE, CoCoS: MBPP over 5 turns
     # the trained baselines at a CPU size: their --set values resolve to valid configs
-    from cocos.train.revise import load_revise_config
-    from cocos.train.self_corrector import load_self_corrector_config
+    from cocos.baselines.revise.train import load_revise_config
+    from cocos.baselines.self_corrector.train import load_self_corrector_config
 
     for cmd, load in (("self-corrector", load_self_corrector_config), ("revise", load_revise_config)):
         line = next(ln for ln in plan.splitlines() if ln.startswith(f"+ cocos {cmd} "))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from cocos.evaluate import EvalConfig
-from cocos.train.config import load_config
+from cocos.eval.evaluate import EvalConfig
+from cocos.rl.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -32,9 +32,9 @@ def test_ablation_configs_change_one_thing_each():
 def test_self_refine_config_holds_eval_options_only():
     """configs/self_refine.yaml is an EvalConfig (a stray field is a UserError naming it) that picks the Self-Refine
     actor, and its actor options are the actor's own."""
-    from cocos.baselines import make_actor
     from cocos.baselines.self_refine import SelfRefineActor
     from cocos.config import build_config, read_config_file
+    from cocos.episodes.actors import make_actor
 
     cfg = build_config({**read_config_file(CONFIGS / "self_refine.yaml"), "out": "x"}, EvalConfig)
     assert cfg.actor == "self-refine" and cfg.limit is None and cfg.temperature == 0.0

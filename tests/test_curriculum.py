@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 
 from cocos.errors import UserError
-from cocos.train import curriculum
-from cocos.train.config import TrainConfig
+from cocos.rl import curriculum
+from cocos.rl.config import TrainConfig
 
 
 def fake_trainer(out, **cfg):

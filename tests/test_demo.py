@@ -11,12 +11,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_rl import save_tiny_model  # noqa: E402
 
+from cocos.config import build_config  # noqa: E402
 from cocos.demo import (  # noqa: E402
     DEMO_CONFIG, DEMO_DEFAULTS, HUMANEVAL_DATA, MBPP_DATA, choose_data, estimate_seconds, run_demo,
 )
 from cocos.errors import UserError  # noqa: E402
-from cocos.config import build_config  # noqa: E402
-from cocos.train.config import TrainConfig  # noqa: E402
+from cocos.rl.config import TrainConfig  # noqa: E402
 
 
 CHAT = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"

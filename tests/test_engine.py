@@ -6,10 +6,10 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from cocos.backends.engine import Engine, supports
-from cocos.backends.engine_ops import sample_tokens
 from cocos.errors import UserError
-from cocos.generation import Sampling
+from cocos.generation.backends.engine import Engine, supports
+from cocos.generation.backends.engine_ops import sample_tokens
+from cocos.generation.sampling import Sampling
 
 CORPUS = [
     "You are an expert Python programmer, and here is your task: Write a function to add two numbers.",
@@ -87,7 +87,8 @@ def test_supports(model, tok):
 
 
 def test_greedy_matches_hf_generate(model, tok, monkeypatch):
-    monkeypatch.setattr("cocos.backends.engine._OWN_CHUNK", 5)  # the own KV cache grows several times on the way
+    # the own KV cache grows several times on the way
+    monkeypatch.setattr("cocos.generation.backends.engine._OWN_CHUNK", 5)
     gens = Engine(model, tok, max_batch=2).generate(PROMPTS, Sampling(max_new_tokens=24, stop=()))
     for prompt, g in zip(PROMPTS, gens):
         ids, text, reason = hf_greedy(model, tok, prompt, 24)
@@ -98,7 +99,7 @@ def test_greedy_matches_hf_generate(model, tok, monkeypatch):
 
 @pytest.mark.parametrize("max_batch", [1, 3, 64])
 def test_continuous_batching_complete_and_in_order(model, tok, max_batch, monkeypatch):
-    monkeypatch.setattr("cocos.backends.engine._OWN_CHUNK", 3)
+    monkeypatch.setattr("cocos.generation.backends.engine._OWN_CHUNK", 3)
     # stop at the first "e": sequences end at different steps, so rows leave and waiting prompts join
     prompts = PROMPTS * 2
     eng = Engine(model, tok, max_batch=max_batch)
@@ -228,8 +229,8 @@ def test_user_errors(model, tok):
 
 
 def test_policy_rollout_dtype(model, tok, monkeypatch):
-    from cocos import policy as policy_mod
-    from cocos.policy import Policy
+    from cocos.generation import policy as policy_mod
+    from cocos.generation.policy import Policy
 
     # "model": the engine runs in the weights' dtype (greedy equals HF generate); "bfloat16": cast copies
     assert Policy(model, tok, backend="engine")._backend_impl.dtype == torch.float32
@@ -246,7 +247,7 @@ def test_policy_rollout_dtype(model, tok, monkeypatch):
 
 
 def kernel_or_skip():
-    from cocos.backends.engine_ops import load_kernel
+    from cocos.generation.backends.engine_ops import load_kernel
 
     if load_kernel() is None:
         pytest.skip("the engine's attention kernel cannot be built here (no C++ compiler or ninja)")
@@ -261,7 +262,7 @@ def model64(tok):
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 def test_kernel_attention_equals_torch_path(model64, tok, dtype, tol):
     """The fused kernel (RoPE, KV write, attention over [prompt entry | own tokens]) against the torch ops."""
-    from cocos.backends.engine import _Group
+    from cocos.generation.backends.engine import _Group
 
     kernel_or_skip()
     eng = Engine(model64, tok, dtype=dtype, kernel=True)
@@ -312,7 +313,7 @@ def test_kernel_engine_generates_like_torch_path(model64, tok):
 
 
 def test_kernel_norm_and_mlp_ops_match_torch():
-    from cocos.backends.engine_ops import load_kernel
+    from cocos.generation.backends.engine_ops import load_kernel
 
     kernel_or_skip()
     K, g = load_kernel(), torch.Generator().manual_seed(1)
@@ -332,7 +333,7 @@ def test_kernel_norm_and_mlp_ops_match_torch():
 
 
 def test_kernel_argmax_is_torch_argmax_with_ties():
-    from cocos.backends.engine_ops import load_kernel
+    from cocos.generation.backends.engine_ops import load_kernel
 
     kernel_or_skip()
     g = torch.Generator().manual_seed(2)
@@ -362,7 +363,7 @@ def test_kernel_bf16_engine_sees_weight_updates(tok):
 
 def test_without_kernel_bf16_falls_back_to_torch_ops(tok, monkeypatch):
     """No compiler (or COCOS_ENGINE_KERNEL=0): bf16 engines run on torch ops; asking for the kernel is an error."""
-    from cocos.backends import engine_ops
+    from cocos.generation.backends import engine_ops
 
     model = make_model(tok, seed=6, hidden=192, heads=3, kv_heads=1)
     monkeypatch.setattr(engine_ops, "_KERNEL", {"error": "turned off by COCOS_ENGINE_KERNEL=0"})

@@ -9,8 +9,8 @@ import os
 import pytest
 
 from cocos.cli import main
-from cocos.evaluate import EvalConfig, run_eval
-from cocos.problems import load_problems
+from cocos.data.problems import load_problems
+from cocos.eval.evaluate import EvalConfig, run_eval
 
 
 
@@ -147,7 +147,7 @@ def test_eval_with_a_tiny_local_model(tmp_path, capsys):
 
 
 def test_odex_evaluation_preloads_numpy_and_pandas_unless_the_user_chose(monkeypatch):
-    from cocos.evaluate import preload_for
+    from cocos.eval.evaluate import preload_for
 
     monkeypatch.delenv("COCOS_SANDBOX_PRELOAD", raising=False)
     preload_for("mbpp")

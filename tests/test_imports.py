@@ -1,12 +1,15 @@
 """The package's import graph has no circle: every `import cocos...` (at module level or inside a function) and
 every importlib.import_module("cocos...") is an edge; imports for type checkers only (`if TYPE_CHECKING:`) are not.
-The sandbox's layers: importing it loads no model library, and its worker process holds the standard library only."""
+Its folders are layers, and no edge points upward (LAYERS below). The sandbox's layers: importing it loads no model
+library, and its worker process holds the standard library only."""
 
 import ast
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -31,7 +34,7 @@ def import_graph() -> dict[str, set[str]]:
             elif isinstance(node, ast.Import):
                 targets |= {a.name for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                # `from cocos import runs` imports the module cocos.runs; `from cocos.x import f` imports cocos.x
+                # `from cocos.eval import runs` imports the module cocos.eval.runs; `from cocos.x import f`: cocos.x
                 targets |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in files else node.module
                             for a in node.names}
             elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
@@ -62,7 +65,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_package_has_no_import_circle():
     graph = import_graph()
-    assert len(graph) > 20 and "cocos.policy" in graph["cocos.evaluate"]  # the walk sees function-level imports
+    # the walk sees function-level imports
+    assert len(graph) > 20 and "cocos.generation.policy" in graph["cocos.eval.evaluate"]
     cycle = find_cycle(graph)
     assert cycle is None, "import circle: " + " -> ".join(cycle)
 
@@ -70,6 +74,70 @@ def test_the_package_has_no_import_circle():
 def test_the_cycle_finder_finds_one():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) is not None
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+# ---- the layers: data flows one way, and so do imports ---------------------------------------------------------
+# Lowest first. A module imports (at module level or inside a function) only modules of its own folder or of a lower
+# layer; two folders of one layer import neither the other (data/ and sandbox/, rl/ and finetune/). The flat modules
+# of the bottom and top layers may import each other (one way: the circle check above). The actors' registry
+# (cocos.episodes.actors.ACTORS) names baselines as "module:factory" strings, loaded when asked for: not an import.
+LAYERS = [
+    ["cocos", "cocos.errors", "cocos.config"],  # the package, its one exception, the YAML loader and CHOICES
+    ["cocos.data", "cocos.sandbox"],  # problems, prompts, hub | running untrusted code
+    ["cocos.generation"],  # sampling, models, policy, backends, device
+    ["cocos.episodes"],  # records, actors, rollout, rewards
+    ["cocos.eval"],  # evaluate, metrics, runs, reports, claims
+    ["cocos.rl", "cocos.finetune"],  # the RL trainer | SFT and the TRL fine-tunes' settings
+    ["cocos.baselines"],  # Self-Refine, Self-Corrector, ReVISE: actors and their training
+    # entry points: the command, the demo, and the forwarding modules of documented `python -m` paths
+    ["cocos.cli", "cocos.demo", "cocos.models", "cocos.policy", "cocos.report_correction", "cocos.train"],
+]
+FLAT = {0, len(LAYERS) - 1}  # layers of single modules, not folders
+
+
+def unit_of(module: str) -> tuple[int, str]:
+    """(layer, the folder or flat module of LAYERS it belongs to)."""
+    for i, units in enumerate(LAYERS):
+        for u in units:
+            if module == u or (module.startswith(u + ".") and u != "cocos"):
+                return i, u
+    raise AssertionError(f"{module} is in no layer: add its folder to LAYERS in tests/test_imports.py")
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for source, targets in sorted(graph.items()):
+        (ls, us) = unit_of(source)
+        for target in sorted(targets):
+            lt, ut = unit_of(target)
+            if lt > ls or (lt == ls and ut != us and ls not in FLAT):
+                bad.append(f"{source} -> {target}")
+    return bad
+
+
+def test_no_module_imports_upward():
+    graph = import_graph()
+    assert "cocos.eval.evaluate" in graph["cocos.rl.trainer"]  # a downward edge, seen inside a function
+    bad = upward_imports(graph)
+    assert not bad, "imports against the layers (tests/test_imports.py, LAYERS): " + "; ".join(bad)
+
+
+def test_the_layer_check_finds_an_upward_import():
+    graph = {"cocos.data.prompts": {"cocos.rl.trainer"}, "cocos.rl.trainer": {"cocos.finetune.sft"},
+             "cocos.finetune.sft": set(), "cocos.cli": {"cocos.demo"}, "cocos.demo": {"cocos.errors"},
+             "cocos.errors": set()}
+    assert upward_imports(graph) == ["cocos.data.prompts -> cocos.rl.trainer", "cocos.rl.trainer -> cocos.finetune.sft"]
+
+
+def test_every_folder_is_a_package_and_the_kernel_source_ships():
+    # setuptools' packages.find takes only folders with an __init__.py; the engine's C++ source is package data
+    tomllib = pytest.importorskip("tomllib")
+    folders = {p.parent for p in (SRC / "cocos").rglob("*.py")}
+    assert [str(f) for f in sorted(folders) if not (f / "__init__.py").exists()] == []
+    data = tomllib.loads((SRC.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    shipped = {SRC.joinpath(*pkg.split(".")) / pattern for pkg, patterns in data.items() for pattern in patterns}
+    cpp = set((SRC / "cocos").rglob("*.cpp"))
+    assert cpp and all(any(f.match(str(pattern)) for pattern in shipped) for f in cpp), (cpp, shipped)
 
 
 # ---- the sandbox: its caller's side loads no model library, its worker process only the standard library ----

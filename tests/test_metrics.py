@@ -4,9 +4,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from cocos.metrics import compute_metrics, edit_similarity, pass_at_k, turn_pairs
-from cocos.problems import Problem
-from cocos.rollout import Trajectory, Turn
+from cocos.data.problems import Problem
+from cocos.episodes.records import Trajectory, Turn
+from cocos.eval.metrics import compute_metrics, edit_similarity, pass_at_k, turn_pairs
 
 
 def outcome(status, error_type=None, message=""):

@@ -1,14 +1,14 @@
-"""The objective math of cocos.train.objective on hand-computed tensors, and on a tiny Llama built from a config."""
+"""The objective math of cocos.rl.objective on hand-computed tensors, and on a tiny Llama built from a config."""
 
 import math
 
 import pytest
 import torch
 
-from cocos.rewards import accumulated_reward
-from cocos.train import objective
-from cocos.train.config import TrainConfig
-from cocos.train.objective import method_at
+from cocos.episodes.rewards import accumulated_reward
+from cocos.rl import objective
+from cocos.rl.config import TrainConfig
+from cocos.rl.objective import method_at
 
 
 # ---- accumulated reward -------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_rl import add_problems, tiny_model, tiny_tokenizer  # noqa: E402
 
-from cocos.train.objective import method_at  # noqa: E402
+from cocos.rl.objective import method_at  # noqa: E402
 
 TOL = 2e-4
 
@@ -34,9 +34,9 @@ def _random_tiny_model(tokenizer, seed=0):
 
 
 def _trainer(tmp_path, backend, temperature, make_model=_random_tiny_model):
-    from cocos.policy import Policy
-    from cocos.train.config import TrainConfig
-    from cocos.train.trainer import Trainer
+    from cocos.generation.policy import Policy
+    from cocos.rl.config import TrainConfig
+    from cocos.rl.trainer import Trainer
 
     tok = tiny_tokenizer()
     policy = Policy(make_model(tok), tok, backend=backend, rollout_dtype="float32" if backend == "engine" else "model")
@@ -70,7 +70,7 @@ def test_trainer_logprobs_equal_the_samplers_and_kl_starts_at_zero(tmp_path, bac
 
 def test_untempered_scoring_would_break_the_invariant(tmp_path):
     """The check above has teeth: the same samples scored at temperature 1 (today's bug) miss by far more."""
-    from cocos.train import objective
+    from cocos.rl import objective
 
     tr = _trainer(tmp_path, "engine", 0.9)
     trajs = tr.rollout(tr.problems, step=0)

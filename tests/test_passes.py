@@ -1,4 +1,4 @@
-"""The shared-prefix log-prob passes (cocos.train.passes) against the plain padded ones: the same log-probs, KL,
+"""The shared-prefix log-prob passes (cocos.rl.passes) against the plain padded ones: the same log-probs, KL,
 scores, advantages, loss and gradients, for T = 2 and T = 3, in both rollout modes, on real rollouts of a tiny
 Llama (tests/_tiny_rl.py) whose policy starts away from its reference (so the KL is not 0)."""
 
@@ -12,8 +12,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_rl import add_problems, tiny_model, tiny_tokenizer  # noqa: E402
 
-from cocos.train.config import TrainConfig  # noqa: E402
-from cocos.train.passes import common_prefix_length, sequence_logprobs  # noqa: E402
+from cocos.rl.config import TrainConfig  # noqa: E402
+from cocos.rl.passes import common_prefix_length, sequence_logprobs  # noqa: E402
 
 
 def test_common_prefix_stops_before_the_shortest_prompt():
@@ -41,8 +41,8 @@ def test_shared_prefix_logprobs_and_gradients_equal_the_padded_batch():
 
 @pytest.mark.parametrize("turns,mode", [(2, "trajectory"), (3, "trajectory"), (2, "last-turn"), (3, "last-turn")])
 def test_fast_path_gradients_equal_the_plain_path(tmp_path, turns, mode):
-    from cocos.policy import Policy
-    from cocos.train.trainer import Trainer
+    from cocos.generation.policy import Policy
+    from cocos.rl.trainer import Trainer
 
     tok = tiny_tokenizer()
     cfg = TrainConfig(model="tiny", k=3, turns=turns, mode=mode, problems_per_step=2, max_new_tokens=8, temperature=1.0,
@@ -76,8 +76,8 @@ def test_fast_path_gradients_equal_the_plain_path(tmp_path, turns, mode):
 def test_gradient_checkpointing_recomputes_the_layers_and_keeps_the_gradients(tmp_path, passes, lora):
     """Checkpointed layers (recomputed in the backward) give the gradients of the plain passes without checkpointing;
     in shared-prefix passes, the recomputed layers read the same prefix (a cache written twice would not)."""
-    from cocos.policy import Policy
-    from cocos.train.trainer import Trainer
+    from cocos.generation.policy import Policy
+    from cocos.rl.trainer import Trainer
 
     tok = tiny_tokenizer()
     extra = dict(lora=True, lora_r=4, lora_alpha=8) if lora else {}

@@ -1,4 +1,5 @@
-"""cocos.policy on tiny Llama models built from a config, with a BPE tokenizer trained here (no downloads)."""
+"""cocos.generation.policy on tiny Llama models built from a config, with a BPE tokenizer trained here (no
+downloads)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import pytest
 import torch
 
 from cocos.errors import UserError
-from cocos.generation import Generation, trim_completion
-from cocos.policy import Policy, load_policy
+from cocos.generation.policy import Policy, load_policy
+from cocos.generation.sampling import Generation, trim_completion
 
 CORPUS = [
     "def add(a, b):\n    return a + b\n[DONE]",
@@ -228,12 +229,12 @@ def test_auto_backend_uses_engine_only_when_it_supports_the_model(monkeypatch, p
             calls.append((prompts, sampling.max_new_tokens, sampling.stop, progress))
             return [Generation(text="x") for _ in prompts]
 
-    monkeypatch.setattr("cocos.backends.engine.Engine", FakeEngine)
-    monkeypatch.setattr("cocos.backends.engine.supports", lambda model: False)
+    monkeypatch.setattr("cocos.generation.backends.engine.Engine", FakeEngine)
+    monkeypatch.setattr("cocos.generation.backends.engine.supports", lambda model: False)
     assert Policy(policy.model, policy.tokenizer, backend="auto").backend == "hf"
     with pytest.raises(UserError, match="engine"):
         Policy(policy.model, policy.tokenizer, backend="engine")
-    monkeypatch.setattr("cocos.backends.engine.supports", lambda model: True)
+    monkeypatch.setattr("cocos.generation.backends.engine.supports", lambda model: True)
     p = Policy(policy.model, policy.tokenizer, backend="auto")
     assert p.backend == "engine"
     assert p.generate(["a", "b"], max_new_tokens=3, progress=True)[1].text == "x"

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
+from cocos.data.problems import DataNotFound, humaneval_split_stats, load_problems, split_check
 from cocos.errors import UserError
-from cocos.problems import DataNotFound, humaneval_split_stats, load_problems, split_check
 
 
 @pytest.fixture(autouse=True)
@@ -84,7 +84,7 @@ def _authors_humaneval_prompt(entry_point, test_list, previous=None):
 
 
 def test_humaneval_prompt_is_the_authors_with_every_test_shown():
-    from cocos.prompts import paper_prompt
+    from cocos.data.prompts import paper_prompt
 
     problems = {p.task_id: p for p in load_problems("humaneval")}
     p = problems["HumanEval/0"]

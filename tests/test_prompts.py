@@ -2,9 +2,8 @@
 
 import pytest
 
-from cocos.errors import UserError
-from cocos.problems import Problem, load_problems
-from cocos.prompts import (
+from cocos.data.problems import Problem, load_problems
+from cocos.data.prompts import (
     INSTRUCTION,
     PromptBuilder,
     chat_messages,
@@ -13,6 +12,7 @@ from cocos.prompts import (
     load_fewshot_examples,
     paper_prompt,
 )
+from cocos.errors import UserError
 
 TASK11 = (
     "You are an expert Python programmer, and here is your task: Write a python function to remove first and last "
@@ -142,7 +142,7 @@ def test_extract_code_truncated_answer_strict_runs_whole_lenient_keeps_parsing_p
 def test_truncated_answer_fails_under_strict_and_passes_under_lenient():
     """The rule reaches the executed code: the same cut-off answer, scored through the sandbox."""
     from cocos import sandbox
-    from cocos.rollout import score_responses
+    from cocos.episodes.rollout import score_responses
 
     p = Problem(task_id=1, text="Add one.", tests=["assert f(1) == 2", "assert f(2) == 3"])
     text = "def f(x):\n    return x + 1\n\n\ndef f(x):\n    return x +"  # budget ran out in a repeated copy

@@ -8,8 +8,9 @@ import pytest
 
 from cocos.cli import main
 from cocos.errors import UserError
-from cocos.report import build_report, pct, per_turn_series
-from cocos.runs import read_run
+from cocos.eval.report import build_report, pct
+from cocos.eval.report_plots import per_turn_series
+from cocos.eval.runs import read_run
 
 
 def _metrics(a1, a2, i2c, c2i, n=20, **extra):
@@ -157,8 +158,8 @@ def test_runs_table_names_the_extraction_rule(tmp_path):
 
 
 def test_turn_pair_tables_hold_only_runs_that_reached_the_later_turn(tmp_path):
-    from cocos.report import _group_title, delta_table
-    from cocos.runs import Run
+    from cocos.eval.report import _group_title, delta_table
+    from cocos.eval.runs import Run
 
     two = Run(label="two turns", path=tmp_path, kind="eval", metrics=_metrics(0.1, 0.1, 0.0, 0.0))
     five = Run(label="five turns", path=tmp_path, kind="eval", metrics={

@@ -3,7 +3,7 @@ boost data, the curriculum rules and the arms' monitors."""
 
 import json
 
-from cocos.report_correction import build
+from cocos.eval.report_correction import build
 
 
 def metrics(acc1, acc2, i2c, c2i, se_delta):

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from cocos.cli import main
-from cocos.report_paper import cell, proportion_se, standard_error
-from cocos.runs import read_run
+from cocos.eval.report_paper import cell, proportion_se, standard_error
+from cocos.eval.runs import read_run
 
 DATASETS = ("mbpp", "humaneval", "odex")
 
@@ -150,7 +150,7 @@ def test_runs_without_a_dataset_get_no_paper_table(tmp_path):
 
 def test_unit_preserve_with_no_test_passed_at_turn_1_reads_n_a(tmp_path):
     """metrics.json's 100% is a convention when nothing passed at turn 1: both tables say n/a, not a measurement."""
-    from cocos.report import unit_table
+    from cocos.eval.report import unit_table
 
     nothing = _eval(tmp_path, "nothing", "mbpp", [0.0, 0.0], 0.0, 0.0, n=4)
     m = json.loads((nothing / "metrics.json").read_text())

@@ -14,17 +14,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_rl import TESTS, save_tiny_model, tiny_model, tiny_tokenizer  # noqa: E402
 
-from cocos.baselines import make_actor  # noqa: E402
-from cocos.baselines.revise import (REFINE, REFINE_SUFFIX, Attempt, ReviseActor, add_refine_token,  # noqa: E402
-                                    attempts_from_trajectories, correct_pairs, refined, verify_context, verify_pairs)
+from cocos.baselines.revise.actor import (REFINE, REFINE_SUFFIX, Attempt, ReviseActor, add_refine_token,  # noqa: E402
+                                          attempts_from_trajectories, correct_pairs, refined, verify_context,
+                                          verify_pairs)
 from cocos.cli import main  # noqa: E402
+from cocos.data.problems import Problem  # noqa: E402
+from cocos.data.prompts import first_turn_prompt  # noqa: E402
+from cocos.episodes.actors import make_actor  # noqa: E402
+from cocos.episodes.records import RolloutSettings  # noqa: E402
+from cocos.episodes.rollout import run_episodes, score_responses  # noqa: E402
 from cocos.errors import UserError  # noqa: E402
-from cocos.generation import Generation  # noqa: E402
-from cocos.metrics import compute_metrics  # noqa: E402
-from cocos.policy import Policy  # noqa: E402
-from cocos.problems import Problem  # noqa: E402
-from cocos.prompts import first_turn_prompt  # noqa: E402
-from cocos.rollout import RolloutSettings, run_episodes, score_responses  # noqa: E402
+from cocos.eval.metrics import compute_metrics  # noqa: E402
+from cocos.generation.policy import Policy  # noqa: E402
+from cocos.generation.sampling import Generation  # noqa: E402
 
 RIGHT = "def add(a, b):\n    return a + b"
 MINUS = "def add(a, b):\n    return a - b"  # passes 1 of 3
@@ -166,7 +168,7 @@ def test_untrained_token_is_never_emitted_so_every_episode_stops_at_its_first_an
 
 
 def test_a_dpo_stage_on_verify_pairs_makes_the_model_refine(tmp_path):
-    from cocos.train.revise import ReviseConfig, make_dpo_trainer
+    from cocos.baselines.revise.train import ReviseConfig, make_dpo_trainer
 
     model, tok, token_id = _tiny_with_token()
     prompt = verify_context(A, [MINUS])

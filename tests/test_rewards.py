@@ -1,6 +1,6 @@
 import pytest
 
-from cocos.rewards import accumulated_reward, turn_reward
+from cocos.episodes.rewards import accumulated_reward, turn_reward
 
 
 def test_turn_reward_kinds():

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cocos.data.problems import load_problems
+from cocos.data.prompts import INSTRUCTION, paper_prompt
+from cocos.episodes.records import Trajectory
+from cocos.episodes.rollout import run_episodes, score_responses
 from cocos.errors import UserError
-from cocos.generation import Generation
-from cocos.policy import Policy
-from cocos.problems import load_problems
-from cocos.prompts import INSTRUCTION, paper_prompt
-from cocos.rollout import Trajectory, run_episodes, score_responses
+from cocos.generation.policy import Policy
+from cocos.generation.sampling import Generation
 
 CHAT = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
 

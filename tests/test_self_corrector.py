@@ -16,17 +16,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_rl import SNIPPETS, TESTS, save_tiny_model, tiny_model, tiny_tokenizer  # noqa: E402
 
-from cocos.baselines import make_actor  # noqa: E402
-from cocos.baselines.self_corrector import (Hypothesis, Pair, Pool, SelfCorrectorActor, corrector_prompt,  # noqa: E402
-                                            hypotheses_to_correct, pair_example, pair_weights, select_pairs,
-                                            value_improving_pairs)
+from cocos.baselines.self_corrector.actor import (Hypothesis, Pair, Pool, SelfCorrectorActor,  # noqa: E402
+                                                  corrector_prompt, hypotheses_to_correct, pair_example, pair_weights,
+                                                  select_pairs, value_improving_pairs)
+from cocos.baselines.self_corrector.train import SelfCorrectorConfig, explore, score_codes  # noqa: E402
 from cocos.cli import main  # noqa: E402
+from cocos.data.problems import Problem  # noqa: E402
+from cocos.data.prompts import paper_prompt  # noqa: E402
+from cocos.episodes.actors import make_actor  # noqa: E402
+from cocos.episodes.records import RolloutSettings  # noqa: E402
+from cocos.episodes.rollout import run_episodes, score_responses  # noqa: E402
 from cocos.errors import UserError  # noqa: E402
-from cocos.generation import Generation  # noqa: E402
-from cocos.problems import Problem  # noqa: E402
-from cocos.prompts import paper_prompt  # noqa: E402
-from cocos.rollout import RolloutSettings, run_episodes, score_responses  # noqa: E402
-from cocos.train.self_corrector import SelfCorrectorConfig, explore, score_codes  # noqa: E402
+from cocos.generation.sampling import Generation  # noqa: E402
 
 RIGHT = "def add(a, b):\n    return a + b"  # 3 of 3 tests
 MINUS = "def add(a, b):\n    return a - b"  # 1 of 3

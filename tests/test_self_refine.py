@@ -1,11 +1,12 @@
 """Self-Refine actor: turn 1 is the policy's own answer; turn t > 1 = a feedback generation, then a revision."""
 
-from cocos.baselines import make_actor
 from cocos.baselines.self_refine import END, FEEDBACK_INSTRUCTION, SelfRefineActor
-from cocos.generation import Generation, Sampling
-from cocos.problems import Problem
-from cocos.prompts import CORRECT, DONE, INSTRUCTION, extract_code, paper_prompt
-from cocos.rollout import RolloutSettings, Turn, run_episodes
+from cocos.data.problems import Problem
+from cocos.data.prompts import CORRECT, DONE, INSTRUCTION, extract_code, paper_prompt
+from cocos.episodes.actors import make_actor
+from cocos.episodes.records import RolloutSettings, Turn
+from cocos.episodes.rollout import run_episodes
+from cocos.generation.sampling import Generation, Sampling
 
 
 class Scripted:

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from cocos.data.prompts import CORRECT, DONE, INSTRUCTION, paper_prompt
 from cocos.errors import UserError
-from cocos.prompts import CORRECT, DONE, INSTRUCTION, paper_prompt
+from cocos.finetune.config import SFTRunConfig, load_sft_config
+from cocos.finetune.mutants import MUTATION_KINDS, mutate
+from cocos.finetune.sft import make_trainer, run_sft
+from cocos.finetune.sft_data import build_examples, find_wrong, kodcode_problem, kodcode_tests, verified_problems
 from cocos.sandbox import run_batch
-from cocos.train.mutants import MUTATION_KINDS, mutate
-from cocos.train.sft import SFTRunConfig, load_sft_config, make_trainer, run_sft
-from cocos.train.sft_data import build_examples, find_wrong, kodcode_problem, kodcode_tests, verified_problems
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -96,7 +97,7 @@ def test_pytest_file_becomes_standalone_cases_and_prompt_asserts():
 @pytest.mark.needs_data("kodcode")
 def test_kodcode_sample_rows_convert():
     cfg = SFTRunConfig()
-    from cocos.train.sft_data import load_kodcode_rows
+    from cocos.finetune.sft_data import load_kodcode_rows
 
     rows = load_kodcode_rows(cfg)  # offline in tests: the local sample in COCOS_DATA_DIR
     problems = [p for p in (kodcode_problem(r, cfg) for r in rows) if p is not None]
@@ -158,7 +159,7 @@ class ScriptedAnswers:
         self.answers, self.calls = answers, {}
 
     def generate(self, prompts, **sampling):
-        from cocos.generation import Generation
+        from cocos.generation.sampling import Generation
 
         out = []
         for prompt in prompts:
@@ -194,7 +195,7 @@ def test_own_wrong_answers_are_the_models_failing_samples(tmp_path):
     keeps = {e["task_id"]: e for e in build_examples(cfg, ScriptedAnswers(questions))[0] if e["kind"] == "turn2_keep"}
     assert set(keeps) == set(sol) and keeps["vowels"]["origin"] == "reference"
     assert all(keeps[q]["origin"] == "own" and keeps[q]["completion"] == f"{sol[q]}\n{DONE}" for q in set(sol) - {"vowels"})
-    from cocos.metrics import edit_similarity
+    from cocos.eval.metrics import edit_similarity
 
     shown = [fixes[q]["prompt"].split("[BEGIN]\n")[-1].split(f"\n{DONE}")[0] for q in sorted(fixes)]
     sims = [edit_similarity(code, sol[q]) for code, q in zip(shown, sorted(fixes))]
@@ -262,8 +263,8 @@ def test_loss_is_on_the_completion_only(tmp_path):
 
 @pytest.mark.needs_data("mbpp")
 def test_turn_sft_pairs_the_models_wrong_first_turns_with_the_reference(tmp_path):
-    from cocos.policy import load_policy
-    from cocos.problems import load_problems
+    from cocos.data.problems import load_problems
+    from cocos.generation.policy import load_policy
 
     policy = load_policy(str(_tiny_model_dir(tmp_path)), dtype="float32", backend="hf", verbose=False)
     cfg = SFTRunConfig(data="turn-sft", max_rows=3, max_new_tokens=8, progress=False)
@@ -279,7 +280,7 @@ def test_turn_sft_pairs_the_models_wrong_first_turns_with_the_reference(tmp_path
 
 def test_tiny_sft_run_saves_a_loadable_checkpoint(tmp_path):
     from cocos.cli import main
-    from cocos.policy import load_policy
+    from cocos.generation.policy import load_policy
     from safetensors.torch import load_file
 
     d = _tiny_model_dir(tmp_path)
@@ -308,8 +309,8 @@ def test_tiny_sft_run_saves_a_loadable_checkpoint(tmp_path):
 def test_autocast_setting_runs_the_fit_in_bf16_close_to_float32(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cocos.device import fast_bf16
-    from cocos.train.sft import trl_training_args
+    from cocos.finetune.config import trl_training_args
+    from cocos.generation.device import fast_bf16
 
     with pytest.raises(UserError, match="autocast: must be one of"):
         SFTRunConfig(autocast="fp16")

@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_rl import add_problems, tiny_model, tiny_tokenizer  # noqa: E402
 
 from cocos.errors import UserError  # noqa: E402
-from cocos.train.config import TrainConfig, load_config  # noqa: E402
-from cocos.train.objective import method_at  # noqa: E402
+from cocos.rl.config import TrainConfig, load_config  # noqa: E402
+from cocos.rl.objective import method_at  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,8 +24,8 @@ TINY = dict(model="tiny", k=2, turns=2, problems_per_step=2, max_new_tokens=8, t
 
 
 def make_trainer(out, resume=False, eval_problems=(), **over):
-    from cocos.policy import Policy
-    from cocos.train.trainer import Trainer
+    from cocos.generation.policy import Policy
+    from cocos.rl.trainer import Trainer
 
     tok = tiny_tokenizer()
     cfg = TrainConfig(**{**TINY, **over})
@@ -88,7 +88,7 @@ def test_last_turn_vs_trajectory_sampling(tmp_path):
 
 # ---- one update ---------------------------------------------------------------------------------
 def _logp(model, prompt, completion):
-    from cocos.train import objective
+    from cocos.rl import objective
 
     ids, attn, pos, cmask = objective.pad_sequences([prompt], [completion], 0)
     with torch.no_grad():
@@ -96,7 +96,7 @@ def _logp(model, prompt, completion):
 
 
 def test_one_step_moves_weights_toward_positive_advantage(tmp_path):
-    from cocos.rollout import Trajectory, Turn
+    from cocos.episodes.records import Trajectory, Turn
 
     tr = make_trainer(tmp_path / "r", lr=5e-3, beta=0.0, max_grad_norm=0.0, schedule="constant", warmup_steps=0)
     tok = tr.tokenizer
@@ -121,7 +121,7 @@ def test_one_step_moves_weights_toward_positive_advantage(tmp_path):
 def test_trainer_loss_counts_completion_tokens_only(tmp_path):
     """The trainer's gradient equals that of -(1/N) sum_i A_i * (log-probs of turn i's completion tokens),
     computed here the plain way (unpadded, explicit positions): prompt and padding tokens carry no loss."""
-    from cocos.rollout import Trajectory, Turn
+    from cocos.episodes.records import Trajectory, Turn
 
     tr = make_trainer(tmp_path / "m", beta=0.0, micro_batch=2)
     tok = tr.tokenizer
@@ -234,7 +234,7 @@ def test_lora_reference_is_adapters_off_and_checkpoint_has_merged_weights(tmp_pa
 
 
 def test_max_minutes_stops_after_the_step_that_crosses_it(tmp_path, monkeypatch):
-    import cocos.train.trainer as trainer_mod
+    import cocos.rl.trainer as trainer_mod
 
     clock = iter(range(0, 10_000, 40))  # every reading of the clock is 40 s later than the last
     monkeypatch.setattr(trainer_mod.time, "time", lambda: float(next(clock)))
@@ -250,7 +250,7 @@ def test_max_minutes_stops_after_the_step_that_crosses_it(tmp_path, monkeypatch)
 def test_skip_uniform_groups_drops_only_groups_without_reward_signal(tmp_path, passes, monkeypatch):
     """With skip_uniform_groups, a group whose k rewards are equal gets advantage 0 and no forward/backward;
     the gradient is that of the other groups alone, normalised by all trajectories as before."""
-    from cocos.rollout import Trajectory, Turn
+    from cocos.episodes.records import Trajectory, Turn
 
     def make(skip):
         tr = make_trainer(tmp_path / str(skip), beta=0.01, micro_batch=2, skip_uniform_groups=skip, logprob_passes=passes)
@@ -271,14 +271,14 @@ def test_skip_uniform_groups_drops_only_groups_without_reward_signal(tmp_path, p
     assert r_full["n_trained"] == 4 and r_full["advantages"][2] != 0.0  # KL differences give group 2 a tiny advantage
     skip, trajs2 = make(True)
     skip.model.load_state_dict(full.model.state_dict())
-    import cocos.train.passes as passes_mod
+    import cocos.rl.passes as passes_mod
 
     calls = []
     name = "grouped_passes" if passes == "shared-prefix" else "micro_batches"
     real = getattr(passes_mod, name)
     monkeypatch.setattr(passes_mod, name, lambda tr, seqs, *a: (calls.append(len(seqs)), real(tr, seqs, *a))[1])
     if passes == "shared-prefix":  # the trainer picks its pass functions from its own namespace
-        monkeypatch.setattr("cocos.train.trainer.grouped_passes", passes_mod.grouped_passes)
+        monkeypatch.setattr("cocos.rl.trainer.grouped_passes", passes_mod.grouped_passes)
     r_skip = skip.optimize(trajs2, step=0)
     # the passes see 2 trajectories x 2 turns (plain: twice, the no-grad pass and the gradient pass)
     assert r_skip["n_trained"] == 2 and calls == ([4] if passes == "shared-prefix" else [4, 4])
@@ -297,8 +297,8 @@ def test_skip_uniform_groups_drops_only_groups_without_reward_signal(tmp_path, p
 def test_curriculum_keeps_problems_with_a_reward_difference(tmp_path, monkeypatch):
     """curriculum_k: turn-1 samples of every training problem with the starting model; only problems whose
     samples earned different rewards are trained; the choice is saved and a resumed run reuses it."""
-    import cocos.rollout as rollout_mod
-    from cocos.rollout import Trajectory, Turn
+    import cocos.episodes.rollout as rollout_mod
+    from cocos.episodes.records import Trajectory, Turn
 
     calls = []
     table = {900: [0.0, 0.0, 0.0], 901: [0.0, 1 / 3, 0.0]}
@@ -367,7 +367,7 @@ def test_trainer_precision_is_its_own_after_a_bf16_fit_in_the_process(tmp_path):
 def test_a_step_that_trained_no_group_logs_no_kl():
     """skip_uniform_groups can leave a step with no trained group: its KL was not measured, so the log says null
     (the report skips it), not 0.0, which reads as "at the reference" and pulls sparse-reward KL curves to 0."""
-    from cocos.train.monitor import Watchdog, step_stats
+    from cocos.rl.monitor import Watchdog, step_stats
 
     def traj(kl):
         return {"rewards": [0.0, 0.0], "correct": [False, False], "lengths": [5, 5], "edit_sim": 1.0, "score": 0.0,
@@ -385,7 +385,7 @@ def test_a_step_that_trained_no_group_logs_no_kl():
 def test_correction_monitors_and_the_no_revision_signature():
     """The step's correction monitors from known trajectories (two groups of k=2), and the watchdog naming "no
     revision behaviour" once turn 2 has copied most wrong turn-1 answers for a whole window, not before."""
-    from cocos.train.monitor import Watchdog, correction_stats
+    from cocos.rl.monitor import Watchdog, correction_stats
 
     def traj(correct, rewards, sim):
         return {"correct": correct, "rewards": rewards, "edit_sim": sim}

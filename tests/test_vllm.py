@@ -103,7 +103,7 @@ def test_eval_vllm_gives_the_hf_answers(tmp_path):
 # ---- b. training: step 2 samples from the updated weights ---------------------------------------
 def test_train_step2_rollouts_come_from_the_updated_weights(tmp_path, monkeypatch):
     from cocos.cli import main
-    from cocos.backends.vllm import VLLMBackend
+    from cocos.generation.backends.vllm import VLLMBackend
 
     calls = []  # (weights when generate was called, prompts' Generations, temperature)
     original = VLLMBackend.generate
@@ -156,7 +156,7 @@ def test_train_step2_rollouts_come_from_the_updated_weights(tmp_path, monkeypatc
 @pytest.fixture(scope="module")
 def vllm_policy():
     """One vLLM engine for the invariant tests: an in-memory model (vLLM loads a saved copy)."""
-    from cocos.policy import Policy
+    from cocos.generation.policy import Policy
 
     tok = tiny_tokenizer()
     policy = Policy(_tiny_llama(tok, snippets=False), tok, backend="vllm")
@@ -169,8 +169,8 @@ def vllm_policy():
 def test_trainer_logprobs_equal_vllms(tmp_path, vllm_policy, temperature):
     from _tiny_rl import add_problems
 
-    from cocos.train.config import TrainConfig
-    from cocos.train.trainer import Trainer
+    from cocos.rl.config import TrainConfig
+    from cocos.rl.trainer import Trainer
 
     cfg = TrainConfig(model="tiny", k=3, turns=2, problems_per_step=2, max_new_tokens=24, temperature=temperature,
                       micro_batch=4, lr=1e-3, max_steps=1, eval_limit=0, autocast="none", timeout=5.0,
@@ -178,7 +178,7 @@ def test_trainer_logprobs_equal_vllms(tmp_path, vllm_policy, temperature):
     tr = Trainer(cfg, tmp_path / "run", progress=False, policy=vllm_policy, problems=add_problems(2))
     trajs = tr.rollout(tr.problems, step=0)
     res = tr.optimize(trajs, step=0)  # computes the loss' log-probs; no optimizer step: the weights stay
-    from cocos.train.objective import method_at
+    from cocos.rl.objective import method_at
 
     seqs = tr._sequences(trajs, method_at(tr.cfg, 0))
     assert sorted({s.turn for s in seqs}) == [0, 1] and len(res["sampled_vs_trained"]) == len(seqs) == 12
@@ -200,7 +200,7 @@ def test_trainer_logprobs_equal_vllms(tmp_path, vllm_policy, temperature):
 def test_greedy_logprobs_and_top_p(vllm_policy):
     """Greedy: log_softmax(logits) of the argmax tokens (HF generate's tokens). top_p < 1: vLLM takes its
     log-probs after the top-p filter, not the contract's pre-top-p value, so the backend returns None."""
-    from cocos.policy import Policy
+    from cocos.generation.policy import Policy
 
     hf = Policy(vllm_policy.model, vllm_policy.tokenizer, backend="hf")
     prompts = ["Write a function to add two numbers.", "[BEGIN]\n"]

@@ -14,19 +14,15 @@ from cocos.errors import UserError
 
 # ---- eval ---------------------------------------------------------------------------------------
 def add_eval_parser(sub):
-    from cocos.baselines import ACTORS
-    from cocos.generation import ROLLOUT_DTYPES
-    from cocos.policy import BACKENDS, DTYPES
-    from cocos.prompts import EXTRACTIONS, PROMPT_FORMATS
-    from cocos.rewards import REWARD_KINDS
-    from cocos.rollout import ROLLOUT_MODES
+    from cocos.config import CHOICES
+    from cocos.episodes.actors import ACTORS
 
     p = sub.add_parser(
         "eval",
         help="multi-turn self-correction evaluation",
         description="Run T-turn self-correction episodes with a model (or score saved answers with --samples) "
         "and write OUT/metrics.json, OUT/samples.jsonl, OUT/config.json. Options override --config; "
-        "defaults are cocos.evaluate.EvalConfig's.",
+        "defaults are cocos.eval.evaluate.EvalConfig's.",
         argument_default=argparse.SUPPRESS,  # only the options given override the config file and the defaults
     )
     p.add_argument("--config", help="YAML of EvalConfig fields (e.g. configs/self_refine.yaml)")
@@ -39,21 +35,21 @@ def add_eval_parser(sub):
     p.add_argument("--samples-per-problem", type=int, help="k samples per problem (pass@k; default 1)")
     p.add_argument("--temperature", type=float, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float)
-    p.add_argument("--rollout-mode", dest="mode", choices=ROLLOUT_MODES)
-    p.add_argument("--prompt-format", choices=PROMPT_FORMATS)
+    p.add_argument("--rollout-mode", dest="mode", choices=CHOICES["mode"])
+    p.add_argument("--prompt-format", choices=CHOICES["prompt_format"])
     p.add_argument("--actor", help=f"who writes each turn: {' | '.join(ACTORS)} (default policy) | module:factory")
     p.add_argument("--actor-arg", dest="actor_args", action="append", metavar="KEY=VALUE",
                    help="an option of the actor (repeatable), e.g. --actor-arg feedback_tokens=256")
     p.add_argument("--max-new-tokens", type=int, help="per turn (default 512)")
-    p.add_argument("--dtype", choices=DTYPES, help="weights' dtype (default auto)")
+    p.add_argument("--dtype", choices=CHOICES["policy_dtype"], help="weights' dtype (default auto)")
     p.add_argument("--batch-size", type=int, help="problems per generate call (default 16)")
-    p.add_argument("--backend", choices=BACKENDS, help="generation backend (default auto)")
-    p.add_argument("--rollout-dtype", choices=ROLLOUT_DTYPES,
+    p.add_argument("--backend", choices=CHOICES["backend"], help="generation backend (default auto)")
+    p.add_argument("--rollout-dtype", choices=CHOICES["rollout_dtype"],
                    help="engine dtype: model (default, matches HF generate) or bfloat16 (faster where the CPU has AMX)")
-    p.add_argument("--reward", choices=REWARD_KINDS)
+    p.add_argument("--reward", choices=CHOICES["reward"])
     p.add_argument("--timeout", type=float, help="seconds per test (default 3)")
     p.add_argument("--seed", type=int, help="default 0")
-    p.add_argument("--extraction", choices=EXTRACTIONS,
+    p.add_argument("--extraction", choices=CHOICES["extraction"],
                    help="an answer without [DONE]: strict (default, the paper's rule) runs it whole; "
                    "lenient runs its longest prefix that parses")
     p.add_argument("--samples", metavar="FILE", help='score saved answers: lines {"task_id": ..., "turns": [text, ...]}')
@@ -66,7 +62,7 @@ def cmd_eval(args) -> int:
     import time
 
     from cocos.config import apply_overrides, build_config, read_config_file
-    from cocos.evaluate import EvalConfig, run_eval
+    from cocos.eval.evaluate import EvalConfig, run_eval
 
     given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config")}
     values = read_config_file(getattr(args, "config", None), example="configs/self_refine.yaml")
@@ -108,14 +104,14 @@ def cmd_train(args) -> int:
         from pathlib import Path
 
         from cocos.config import dump_config
-        from cocos.train.config import load_config
+        from cocos.rl.config import load_config
 
         config = args.config
         if config is None and args.resume and (Path(args.out) / "config.yaml").exists():
             config = Path(args.out) / "config.yaml"
         print(dump_config(load_config(config, args.overrides, max_steps=args.max_steps)), end="")
         return 0
-    from cocos.train.trainer import run_train
+    from cocos.rl.trainer import run_train
 
     run_train(args.config, args.out, overrides=args.overrides, max_steps=args.max_steps, resume=args.resume,
               progress=not args.no_progress)
@@ -172,7 +168,8 @@ def add_sft_parser(sub):
 
 
 def cmd_sft(args) -> int:
-    from cocos.train.sft import load_sft_config, run_sft
+    from cocos.finetune.config import load_sft_config
+    from cocos.finetune.sft import run_sft
 
     cfg = load_sft_config(args.config, args.set)
     out = run_sft(cfg, args.out)
@@ -192,7 +189,7 @@ def add_self_corrector_parser(sub):
 
 
 def cmd_self_corrector(args) -> int:
-    from cocos.train.self_corrector import load_self_corrector_config, run_self_corrector
+    from cocos.baselines.self_corrector.train import load_self_corrector_config, run_self_corrector
 
     out = run_self_corrector(load_self_corrector_config(args.config, args.set), args.out)
     print(f"saved the generator to {out} and the corrector to {out}/corrector "
@@ -211,7 +208,7 @@ def add_revise_parser(sub):
 
 
 def cmd_revise(args) -> int:
-    from cocos.train.revise import load_revise_config, run_revise
+    from cocos.baselines.revise.train import load_revise_config, run_revise
 
     out = run_revise(load_revise_config(args.config, args.set), args.out)
     print(f"saved the ReVISE model to {out} (evaluate with: cocos eval --model {out} --actor revise)")
@@ -231,7 +228,7 @@ def add_report_parser(sub):
 
 
 def cmd_report(args) -> int:
-    from cocos.report import build_report
+    from cocos.eval.report import build_report
 
     path = build_report(args.runs, args.out, labels=args.label, title=args.title, budget=args.budget)
     print(f"wrote {path}")

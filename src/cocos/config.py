@@ -6,6 +6,9 @@
 Every value is converted to its field's declared type; an unknown field or a value of the wrong type raises
 one UserError naming the field, so the CLI prints one line. Used by `cocos train`, `cocos eval --config`,
 `cocos sft` and the demo.
+
+`CHOICES` is the one table of the fields that take one of a few values: the config dataclasses check their fields
+against it, the CLI offers its options' choices from it, and the code that acts on such a value reads it there.
 """
 
 from __future__ import annotations
@@ -16,6 +19,36 @@ from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 
 from cocos.errors import UserError
+
+# field -> its values (the first is not necessarily the default: each config sets its own)
+CHOICES = {
+    # how episodes are played (cocos.episodes.records.RolloutSettings, so EvalConfig and TrainConfig)
+    "mode": ("trajectory", "last-turn"),  # last-turn: turns 1..T-1 shared by the k samples of a problem
+    "prompt_format": ("paper", "chat"),  # cocos.data.prompts
+    # progressive: the paper's r_t = passed / K; binary: all K pass; count: the raw number passed, as the
+    # authors' public code rewards it (cocos/rewards.py `calcul_reward`): K times the progressive reward, so
+    # on MBPP (K = 3) it weighs 3x against the KL coefficient beta (cocos.episodes.rewards)
+    "reward": ("progressive", "binary", "count"),
+    "extraction": ("strict", "lenient"),  # what runs when an answer has no [DONE]; see cocos.data.prompts.extract_code
+    # generation (cocos.generation.policy.load_policy)
+    "backend": ("auto", "hf", "engine", "vllm"),
+    "policy_dtype": ("auto", "float32", "bfloat16", "float16"),  # the weights as loaded (`cocos eval --dtype`)
+    # the dtype rollouts sample in: "model" (the weights' own), "auto" (bfloat16 where it is fast), or a dtype
+    "rollout_dtype": ("model", "auto", "float32", "bfloat16"),
+    # training: RL (cocos.rl.config.TrainConfig) and TRL fine-tunes (cocos.finetune.config.FinetuneSettings)
+    "dtype": ("float32", "bfloat16", "auto"),  # weights and optimizer: the policy's dtypes less float16 (no loss scaling)
+    "autocast": ("auto", "bf16", "none"),
+    # RL only (TrainConfig)
+    "method": ("cocos", "score"),  # cocos.rl.objective.method_at
+    "advantage": ("rloo", "per-turn"),  # cocos.rl.objective.ADVANTAGES
+    "schedule": ("cosine", "linear", "constant"),
+    "kl_estimator": ("k1", "k3"),
+    "logprob_passes": ("shared-prefix", "plain"),
+    "curriculum_rule": ("variance", "partial"),
+    # SFT only (cocos.finetune.config.SFTRunConfig)
+    "wrong_answers": ("own", "mutants"),
+    "solution_field": ("solution", "r1_solution"),
+}
 
 
 # ---- values -> dataclass ----------------------------------------------------------------------------

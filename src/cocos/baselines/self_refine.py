@@ -16,10 +16,11 @@ rebuilt from the codes: the critique is not carried forward. Paper prompt format
 
 from __future__ import annotations
 
+from cocos.data.prompts import BEGIN, CORRECT, DONE, paper_prompt
+from cocos.episodes.actors import PolicyActor
+from cocos.episodes.records import Draft
 from cocos.errors import UserError
-from cocos.generation import Generation, Sampling
-from cocos.prompts import BEGIN, CORRECT, DONE, paper_prompt
-from cocos.rollout import Draft, PolicyActor
+from cocos.generation.sampling import Generation, Sampling
 
 END = "[END]"
 FEEDBACK_INSTRUCTION = (

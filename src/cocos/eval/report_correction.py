@@ -1,0 +1,194 @@
+"""The self-correction page: does a model rewrite at turn 2, and does the rewrite correct? (scripts/self_correction.sh)
+
+    python -m cocos.eval.report_correction OUT [--out PAGE_DIR] [--budget TEXT]
+
+OUT is the script's folder: boost_*/sft_stats.json (what each boost model learned from), curriculum/rule_signal.json,
+train/<arm>_s<seed>/log.jsonl (the correction monitors), eval/<model>/<dataset>/metrics.json (held-out, greedy). The
+page: the held-out table per dataset with standard errors, the goal check on MBPP (delta_i2c - delta_c2i >= 2
+points, acc@1 not below the new boost's), the boost data, the curriculum rules, and each arm's monitors with a plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from cocos.eval import runs
+from cocos.eval.report import markdown_table, pct
+
+DATASETS = ("mbpp", "humaneval", "odex")
+# (column, metric key, shown as a share with its standard error when there is one)
+COLUMNS = [("acc@1", "acc@1"), ("acc@2", "acc@2"), ("Δi→c", "delta_i2c(1,2)"), ("Δc→i", "delta_c2i(1,2)"),
+           ("Δ (i→c − c→i)", "delta(1,2)"), ("i→c hard-coded", "delta_i2c_hardcoded(1,2)"),
+           ("unit improve", "unit_improve(1,2)"), ("unit worsen", "unit_worsen(1,2)"),
+           ("unit preserve", "unit_preserve(1,2)"), ("edit sim, t1 wrong", "edit_sim_if_wrong(1,2)"),
+           ("edit sim, t1 right", "edit_sim_if_right(1,2)"), ("copies of wrong t1", "copy_if_wrong(1,2)")]
+MONITORS = ("reward@1", "reward@2", "copy_if_wrong", "delta_i2c", "delta_c2i", "edit_sim_if_wrong", "turn2_signal")
+GOAL_POINTS = 0.02
+
+
+def cell(metrics: dict, key: str) -> str:
+    value = metrics.get(key)
+    if value is None:
+        return "n/a" if key in metrics else "-"
+    se = metrics.get(f"se:{key}")
+    return pct(value) + (f" ± {100 * se:.1f}" if se else "")
+
+
+def models_of(out: Path) -> list[str]:
+    """The evaluated models: the boosts first, then the arms in name order."""
+    names = sorted(p.name for p in (out / "eval").iterdir() if p.is_dir()) if (out / "eval").is_dir() else []
+    return sorted(names, key=lambda n: (not n.startswith("boost_"), n != "boost_old", n))
+
+
+def held_out(out: Path) -> list[str]:
+    md = []
+    for ds in DATASETS:
+        rows = []
+        for name in models_of(out):
+            path = out / "eval" / name / ds / runs.METRICS
+            if path.exists():
+                m = json.loads(path.read_text())
+                rows.append([name, str(m.get("n_problems", "?"))] + [cell(m, key) for _, key in COLUMNS])
+        if rows:
+            md += [f"### {ds}", ""] + markdown_table(["model", "problems"] + [c for c, _ in COLUMNS], rows) + [""]
+    return md
+
+
+def goal(out: Path) -> list[str]:
+    """The goal on MBPP test: delta_i2c - delta_c2i >= 2 points (its standard error is delta(1,2)'s: per problem,
+    i2c - c2i is the change in correctness) with acc@1 not below the new boost's."""
+    path = lambda name: out / "eval" / name / "mbpp" / runs.METRICS  # noqa: E731
+    if not path("boost_new").exists():
+        return ["The new boost model has no MBPP evaluation yet: no goal check.", ""]
+    base = json.loads(path("boost_new").read_text())
+    if not {"acc@1", "delta(1,2)"} <= set(base):
+        return [f"{path('boost_new')} has no acc@1 / delta(1,2) (not a 2-turn evaluation): no goal check.", ""]
+    md = ["| model | Δi→c − Δc→i | SE | within 2 SE of 0? | acc@1 vs the new boost | goal met |", "|---|---:|---:|---|---|---|"]
+    for name in models_of(out):
+        if not path(name).exists():
+            continue
+        m = json.loads(path(name).read_text())
+        if not {"acc@1", "delta(1,2)"} <= set(m):
+            continue
+        d, se = m["delta(1,2)"], m.get("se:delta(1,2)", 0.0)
+        acc_ok = m["acc@1"] >= base["acc@1"] - 1e-12
+        met = d >= GOAL_POINTS and acc_ok
+        md.append(f"| {name} | {100 * d:+.1f} | {100 * se:.1f} | {'yes' if abs(d) <= 2 * se else 'no'} | "
+                  f"{100 * (m['acc@1'] - base['acc@1']):+.1f} | {'**yes**' if met else 'no'} |")
+    return md + [""]
+
+
+def boost_data(out: Path) -> list[str]:
+    rows = []
+    for name in ("boost_old", "boost_new"):
+        path = out / name / "sft_stats.json"
+        if not path.exists():
+            continue
+        s = json.loads(path.read_text())
+        origin = ", ".join(f"{k.removeprefix('turn2_')} {s[k]}" for k in s if k.startswith(("turn2_fix_", "turn2_keep_")))
+        sim = s.get("fix_similarity_mean")
+        rows.append([name, str(s.get("examples", "?")), json.dumps(s.get("problems_by_dataset", {})),
+                     str(s.get("turn2_fix", "?")), str(s.get("turn2_keep", "?")), origin or "mutants / reference",
+                     "-" if sim is None else f"{sim:.3f}"])
+    if not rows:
+        return []
+    return markdown_table(["boost", "examples", "problems", "turn-2 fix", "turn-2 keep", "previous answer from",
+                           "fix: similarity of shown code to target"], rows, numeric=False) + [""]
+
+
+def curriculum(out: Path) -> list[str]:
+    path = out / "curriculum" / "rule_signal.json"
+    if not path.exists():
+        return []
+    t = json.loads(path.read_text())
+    rows = [[rule, str(v["kept"]), pct(v["turn1_signal"]), pct(v["turn2_signal"]), pct(v["turn2_improves"])]
+            for rule, v in t.items()]
+    return markdown_table(["rule", "problems kept", "turn-1 rewards differ", "turn-2 rewards differ",
+                           "samples whose turn 2 beats turn 1"], rows) + [""]
+
+
+def arms(out: Path, page: Path) -> list[str]:
+    folders = sorted(p for p in (out / "train").iterdir() if (p / runs.LOG).exists()) if (out / "train").is_dir() else []
+    if not folders:
+        return []
+    logs = {p.name: runs.read_log(p / runs.LOG) for p in folders}
+    rows = []
+    for name, log in logs.items():
+        q = max(1, len(log) // 4)
+
+        def window(recs, key):
+            xs = [r[key] for r in recs if r.get(key) is not None]
+            return f"{sum(xs) / len(xs):.3f}" if xs else "n/a"
+
+        rows.append([name, str(len(log))] + [f"{window(log[:q], k)} → {window(log[-q:], k)}" for k in MONITORS])
+    md = ["Each cell: the mean over the first quarter of the steps → the last quarter.", ""]
+    md += markdown_table(["arm", "steps"] + list(MONITORS), rows) + [""]
+    if plot_monitors(logs, page / "monitors.png"):
+        md += ["![correction monitors](monitors.png)", ""]
+    return md
+
+
+def plot_monitors(logs: dict[str, list[dict]], path: Path, smooth: int = 10) -> bool:
+    from cocos.eval.report_paper import pyplot
+
+    keys = ("copy_if_wrong", "delta_i2c", "delta_c2i", "turn2_signal")
+    if not any(r.get(k) is not None for log in logs.values() for r in log for k in keys):
+        return False
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for name, log in logs.items():
+            pts = [(r["step"], r[key]) for r in log if r.get(key) is not None]
+            if pts:  # a running mean over `smooth` steps: one step holds 32 trajectories
+                xs = [s for s, _ in pts]
+                ys = [sum(v for _, v in pts[max(0, i - smooth + 1):i + 1]) / len(pts[max(0, i - smooth + 1):i + 1])
+                      for i in range(len(pts))]
+                ax.plot(xs, ys, label=name)
+        ax.set_title(f"{key} ({smooth}-step mean)")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def build(out: Path, page: Path, budget: str = "") -> Path:
+    page.mkdir(parents=True, exist_ok=True)
+    md = ["# Self-correction you can see: a boost model that rewrites, and CoCoS from it", ""]
+    if budget:
+        md += [f"Budget: {budget}", ""]
+    md += ["## Held-out evaluation (greedy, 2 turns, zero-shot)", "",
+           "Shares in %, ± one standard error over problems. Δ (i→c − c→i) is acc@2 − acc@1. \"i→c hard-coded\" counts "
+           "the fixes that return a value a test shown in the prompt expects (MBPP's prompt holds its tests). Edit "
+           "similarity is split by whether turn 1 was right; \"copies\" are turn-2 codes at least 95% similar to a "
+           "wrong turn 1.", ""]
+    md += held_out(out)
+    md += ["## The goal on MBPP test: Δi→c − Δc→i ≥ 2 points, acc@1 not below the new boost's", ""] + goal(out)
+    md += ["## What each boost model learned from", ""] + boost_data(out)
+    md += ["## Curriculum rules: how much turn-2 signal each selection leaves", "",
+           "The new boost's 4 two-turn samples (temperature 0.9) of every MBPP-train problem.", ""] + curriculum(out)
+    md += ["## Training monitors of each arm", ""] + arms(out, page)
+    path = page / "self_correction.md"
+    path.write_text("\n".join(md).rstrip() + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m cocos.eval.report_correction", description=__doc__.split("\n")[0])
+    ap.add_argument("out", type=Path, help="scripts/self_correction.sh's OUT folder")
+    ap.add_argument("--out", dest="page", type=Path, help="where the page goes (default OUT/page)")
+    ap.add_argument("--budget", default="", help="one line on the budget, printed at the top")
+    args = ap.parse_args(argv)
+    if not args.out.is_dir():
+        raise SystemExit(f"{args.out}: no such folder (scripts/self_correction.sh writes it)")
+    print(build(args.out, args.page or args.out / "page", args.budget))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
