@@ -6,18 +6,18 @@
 What it does (docs/credit.md has the two estimators):
 
 1. Samples G = --groups problems of the split (shuffled by --seed) and k trajectories of T = 2 turns each with the
-   policy (cocos.rollout.run_episodes: trajectory mode, temperature 0.9, the paper prompt format, --fewshot for a
+   policy (cocos.episodes.rollout.run_episodes: trajectory mode, temperature 0.9, the paper prompt format, --fewshot for a
    base model, progressive rewards from the sandbox). Sampling runs in the weights' own dtype (float32), so the
    samples come from exactly the policy whose gradient is taken.
 2. Keeps the groups whose k x T rewards are not all equal (the trainer's uniform-group test): in the others every
    advantage is 0 under both estimators apart from KL terms, and here the KL is 0 (next point). The count of dropped
    groups is printed.
-3. Advantages from the same rewards, per gamma in --gammas and per estimator, by cocos.train.objective.advantages
+3. Advantages from the same rewards, per gamma in --gammas and per estimator, by cocos.rl.objective.advantages
    with beta = 0.01 and the KL against a reference that is the same model: before any update the policy is its
    reference, so every KL_t is exactly 0 (turn_kl is passed as zeros; no reference pass is run). Under per-turn,
    turn 2's advantage is then gamma-free: G_2 = r_2 - r_1.
 4. Per sample i of a kept group, its turn-2 gradient v_i = grad sum_tokens log pi_T(y_i,2 | turn-2 prompt), with
-   pi_T = softmax(logits / 0.9) (objective.token_logprobs via cocos.train.passes.sequence_logprobs), flattened over
+   pi_T = softmax(logits / 0.9) (objective.token_logprobs via cocos.rl.passes.sequence_logprobs), flattened over
    the trainable parameters, float32, computed once and shared by every (estimator, gamma). A sample whose turn-2
    advantage is 0 under every estimator is not differentiated (it weighs nothing). Only the group's k vectors are
    held; the group's turn-2 component of each estimator is g = sum_i A_i,2 v_i / k.
@@ -132,8 +132,8 @@ def turn_gradient(model, params, prompt_ids, completion_ids, pad_id, out: torch.
                   sketch: CountSketch | None = None) -> int:
     """out <- grad of sum_tokens log pi_T(completion | prompt), flattened over `params` (or its count sketch);
     -> the completion's token count. pi_T is objective.token_logprobs' (through passes.sequence_logprobs)."""
-    from cocos.train.objective import masked_sum
-    from cocos.train.passes import sequence_logprobs
+    from cocos.rl.objective import masked_sum
+    from cocos.rl.passes import sequence_logprobs
 
     if not completion_ids:
         out.zero_()
@@ -158,8 +158,8 @@ def turn_gradient(model, params, prompt_ids, completion_ids, pad_id, out: torch.
 # ---- the measurement ------------------------------------------------------------------------------
 def turn2_advantages(rewards: torch.Tensor, k: int, gammas) -> dict:
     """rewards [N, 2] (N = P*k, grouped by problem) -> {(estimator, gamma): A_i,2 [N]} with beta = 0.01 and KL 0."""
-    from cocos.train.config import TrainConfig
-    from cocos.train.objective import advantages, method_at
+    from cocos.rl.config import TrainConfig
+    from cocos.rl.objective import advantages, method_at
 
     out = {}
     kl = torch.zeros_like(rewards)  # reference = the policy itself, before any update: KL_t = 0
@@ -176,7 +176,7 @@ def measure(policy, problems, *, k: int = 4, gammas=(0.5, 2.0), max_new_tokens: 
     """Roll out k trajectories of 2 turns per problem, then the turn-2 gradient statistics of both estimators at
     every gamma (see the module docstring). -> a dict: "rows" {(estimator, gamma): statistics}, "cos" {gamma: per-
     group cosines}, "budget" (counts and times)."""
-    from cocos.rollout import run_episodes
+    from cocos.episodes.rollout import run_episodes
 
     model = policy.model
     t0 = time.perf_counter()
@@ -313,8 +313,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     gammas = tuple(float(g) for g in args.gammas.split(","))
 
-    from cocos.policy import load_policy
-    from cocos.problems import load_problems
+    from cocos.generation.policy import load_policy
+    from cocos.data.problems import load_problems
 
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)

@@ -73,7 +73,7 @@ def test_turn2_advantages_by_hand(snr):
 
 def test_measure_tiny_model_finite(snr):
     """The whole measurement on the tiny model: finite statistics, both estimators, exact and count-sketched."""
-    from cocos.policy import Policy
+    from cocos.generation.policy import Policy
 
     tok = tiny_tokenizer()
     policy = Policy(tiny_model(tok), tok, backend="auto")
@@ -97,7 +97,7 @@ def test_measure_tiny_model_finite(snr):
 def test_turn_gradients_combine_to_the_loss_gradient(snr):
     """sum_i A_i v_i / k from turn_gradient's per-sample vectors is minus the gradient of the trainer's policy loss
     over the same k turn-2 sequences (objective.policy_loss over one padded batch, N = k)."""
-    from cocos.train import objective
+    from cocos.rl import objective
 
     tok = tiny_tokenizer()
     model = tiny_model(tok, snippet_bias=False)

@@ -90,7 +90,7 @@ LAYERS = [
     ["cocos.rl", "cocos.finetune"],  # the RL trainer | SFT and the TRL fine-tunes' settings
     ["cocos.baselines"],  # Self-Refine, Self-Corrector, ReVISE: actors and their training
     # entry points: the command, the demo, and the forwarding modules of documented `python -m` paths
-    ["cocos.cli", "cocos.demo", "cocos.models", "cocos.policy", "cocos.report_correction", "cocos.train"],
+    ["cocos.cli", "cocos.demo", "cocos.models", "cocos.policy"],
 ]
 FLAT = {0, len(LAYERS) - 1}  # layers of single modules, not folders
 
