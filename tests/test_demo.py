@@ -84,3 +84,21 @@ def test_time_plan_is_a_range_that_grows_with_the_work():
     assert he["step"][1] - step_hi == pytest.approx(3 * he["group"][1] - 2 * small["group"][1])
     # the default demo's plan holds the wall times measured on 2 idle cores (README: 3.3 and 4.5 min, MBPP)
     assert lo <= 3.3 * 60 and 4.5 * 60 <= hi <= 7.5 * 60
+
+
+def test_the_plan_counts_what_a_first_run_pays_once(tmp_path, monkeypatch):
+    """A first run on a machine fetches and converts the named model and builds the engine's kernel: the plan counts
+    both; a machine that has them counts neither, and the HF backend needs no kernel."""
+    import cocos.generation.backends.engine_ops as ops
+    from cocos.demo import FETCH_S, KERNEL_BUILD_S, one_time_costs
+
+    cfg = build_config(dict(DEMO_CONFIG, **MBPP_DATA, **DEMO_DEFAULTS), TrainConfig)
+    monkeypatch.setenv("COCOS_CACHE_DIR", str(tmp_path / "empty"))
+    monkeypatch.setattr(ops, "kernel_built", lambda: False)
+    assert one_time_costs(cfg) == {"fetching and converting smollm2-135m": FETCH_S,
+                                   "building the engine's attention kernel": KERNEL_BUILD_S}
+    monkeypatch.setattr(ops, "kernel_built", lambda: True)
+    assert list(one_time_costs(cfg)) == ["fetching and converting smollm2-135m"]
+    monkeypatch.setattr(ops, "kernel_built", lambda: False)
+    hf = build_config(dict(DEMO_CONFIG, **MBPP_DATA, **DEMO_DEFAULTS, backend="hf"), TrainConfig)
+    assert list(one_time_costs(hf)) == ["fetching and converting smollm2-135m"]

