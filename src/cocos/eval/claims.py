@@ -14,6 +14,7 @@ import math
 import shutil
 from pathlib import Path
 
+from cocos.eval.metrics import COPY_SIMILARITY  # a mean edit similarity at or above it: turn 2 copies turn 1
 from cocos.eval.claims_stats import RULE, Stat, claim_verdict, diff, mean_se, verdict
 from cocos.eval.report import markdown_table
 from cocos.eval.report_paper import pyplot
@@ -220,7 +221,6 @@ def compute(runs: dict) -> dict:
     return c
 
 
-COPY_SIMILARITY = 0.95  # mean edit similarity of the two turns' code at or above which turn 2 counts as a copy
 
 
 def copying(runs: dict) -> str:

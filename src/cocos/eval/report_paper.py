@@ -91,7 +91,8 @@ def table_run(runs: list):
 
 
 # ---- standard errors ------------------------------------------------------------------------------
-def _num(x) -> float | None:
+def number(x) -> float | None:
+    """A finite int or float as a float; None for anything else (a bool, None, NaN, a string)."""
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
 
 
@@ -128,7 +129,7 @@ def _samples_stats(run, a: int, b: int) -> tuple[int | None, float | None]:
 def standard_error(run, key: str) -> float | None:
     """The standard error of metrics[key] (module docstring), or None where it cannot be told."""
     m = run.metrics
-    p, n = _num(m.get(key)), m.get("n_problems")
+    p, n = number(m.get(key)), m.get("n_problems")
     if p is None or not isinstance(n, int) or n < 1:
         return None
     if _ACC.match(key):
@@ -140,7 +141,7 @@ def standard_error(run, key: str) -> float | None:
     if name in ("delta_i2c", "delta_c2i", "unit_improve", "unit_worsen"):
         return proportion_se(p, n)
     if name == "delta":
-        i2c, c2i = _num(m.get(f"delta_i2c({a},{b})")), _num(m.get(f"delta_c2i({a},{b})"))
+        i2c, c2i = number(m.get(f"delta_i2c({a},{b})")), number(m.get(f"delta_c2i({a},{b})"))
         return None if i2c is None or c2i is None else math.sqrt(max(i2c + c2i - p * p, 0.0) / n)
     if name == "unit_preserve":
         tests, _ = _samples_stats(run, a, b)
@@ -161,7 +162,7 @@ def nothing_to_preserve(run, a: int, b: int) -> bool:
 def cell(run, key: str) -> str:
     """'12.3 ± 4.5' (percentage points), '12.3 ± ?' without a standard error, '-' without the metric, 'n/a' for a
     unit preserve with nothing to preserve."""
-    if run is None or _num(run.metrics.get(key)) is None:
+    if run is None or number(run.metrics.get(key)) is None:
         return "-"
     pair = _PAIR.match(key)
     if pair and pair.group(1) == "unit_preserve" and nothing_to_preserve(run, int(pair.group(2)), int(pair.group(3))):

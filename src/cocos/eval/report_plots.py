@@ -5,26 +5,16 @@ numbers of a run folder they read.
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
-from cocos.eval.report_paper import pyplot
+from cocos.eval.report_paper import number, pyplot
 from cocos.eval.runs import Run
 
 _ACC_KEY = re.compile(r"^acc@(\d+)$")
 
 
 # ---- numbers ------------------------------------------------------------------------------------
-def number(x) -> float | None:
-    """A finite int or float as a float; None for anything else (a bool, None, NaN, a string)."""
-    if isinstance(x, bool) or x is None:
-        return None
-    if isinstance(x, (int, float)) and math.isfinite(x):
-        return float(x)
-    return None
-
-
 def turns_of(metrics: dict) -> list[int]:
     return sorted(int(m.group(1)) for k in metrics if (m := _ACC_KEY.match(k)))
 
