@@ -14,8 +14,8 @@ import math
 import shutil
 from pathlib import Path
 
-from cocos.eval.metrics import COPY_SIMILARITY  # a mean edit similarity at or above it: turn 2 copies turn 1
 from cocos.eval.claims_stats import RULE, Stat, claim_verdict, diff, mean_se, verdict
+from cocos.eval.metrics import COPY_SIMILARITY  # a mean edit similarity at or above it: turn 2 copies turn 1
 from cocos.eval.report import markdown_table
 from cocos.eval.report_paper import pyplot
 
