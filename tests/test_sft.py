@@ -339,3 +339,29 @@ def test_autocast_setting_runs_the_fit_in_bf16_close_to_float32(tmp_path):
     assert losses["bf16"] == pytest.approx(losses["none"], rel=2e-2)
     assert not torch.equal(weights["bf16"], weights["none"])
     assert torch.allclose(weights["bf16"], weights["none"], atol=2e-3)
+
+
+def test_a_resumed_fit_trains_on_the_examples_it_started_with(tmp_path, monkeypatch):
+    """resume=true with the run's examples.jsonl: no new examples are built (that samples the model), the saved ones
+    are trained on."""
+    import cocos.finetune.sft as sft_mod
+
+    d = _tiny_model_dir(tmp_path)
+    out = tmp_path / "boost"
+    out.mkdir()
+    saved = [{"prompt": "p1", "completion": "c1", "kind": "turn1", "task_id": "a"},
+             {"prompt": "p2", "completion": "c2", "kind": "turn2_fix", "task_id": "a"}]
+    (out / "examples.jsonl").write_text("".join(json.dumps(e) + "\n" for e in saved))
+    (out / "sft_stats.json").write_text(json.dumps({"examples": 2}))
+
+    def no_building(*args, **kwargs):
+        raise AssertionError("a resumed fit must not build its examples again")
+
+    trained = []
+    make = sft_mod.make_trainer
+    monkeypatch.setattr(sft_mod, "build_examples", no_building)
+    monkeypatch.setattr(sft_mod, "make_trainer", lambda model, tok, examples, *a, **k: trained.append(examples) or make(model, tok, examples, *a, **k))
+    cfg = SFTRunConfig(model=str(d), data=str(_rows_file(tmp_path)), resume=True, max_steps=1, batch_size=2,
+                       grad_accum=1, progress=False, mbpp_train=False)
+    run_sft(cfg, out)
+    assert trained == [saved] and (out / "model.safetensors").exists()

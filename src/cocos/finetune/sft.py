@@ -10,6 +10,7 @@ dataset, which masks the prompt tokens out of the loss (labels -100) and appends
 
 from __future__ import annotations
 
+import gc
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 from cocos.errors import UserError
 from cocos.finetune.config import SFTRunConfig, trl_training_args
 from cocos.finetune.sft_data import build_examples, drop_long, fits_within
+from cocos.generation.device import release_free_memory
 
 
 # ---- training -----------------------------------------------------------------------------------
@@ -78,18 +80,29 @@ def run_sft(cfg: SFTRunConfig, out_dir: str | Path) -> Path:
                          rollout_dtype=cfg.own_rollout_dtype if own else "model")
     model, tokenizer = policy.model, policy.tokenizer
 
-    examples, stats = build_examples(cfg, policy, fits_within(tokenizer, cfg.max_length))
-    examples, n_long = drop_long(examples, tokenizer, cfg.max_length)
-    stats["dropped_too_long"] = n_long
-    stats["examples"] = len(examples)
-    if not examples:
-        raise UserError(f"no training example fits max_length={cfg.max_length} tokens: raise max_length")
-    with open(out / "examples.jsonl", "w") as f:
-        for ex in examples:
-            f.write(json.dumps(ex) + "\n")
-    (out / "sft_stats.json").write_text(json.dumps(stats, indent=2))
-    if cfg.progress:
-        print("SFT examples:", json.dumps(stats))
+    if cfg.resume and (out / "examples.jsonl").exists() and (out / "sft_stats.json").exists():
+        # a resumed fit trains on the examples it started with (building them samples the model: minutes)
+        examples = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines() if line.strip()]
+        if cfg.progress:
+            print(f"SFT examples: the {len(examples)} of {out / 'examples.jsonl'} (resumed)")
+    else:
+        examples, stats = build_examples(cfg, policy, fits_within(tokenizer, cfg.max_length))
+        examples, n_long = drop_long(examples, tokenizer, cfg.max_length)
+        stats["dropped_too_long"] = n_long
+        stats["examples"] = len(examples)
+        if not examples:
+            raise UserError(f"no training example fits max_length={cfg.max_length} tokens: raise max_length")
+        with open(out / "examples.jsonl", "w") as f:
+            for ex in examples:
+                f.write(json.dumps(ex) + "\n")
+        (out / "sft_stats.json").write_text(json.dumps(stats, indent=2))
+        if cfg.progress:
+            print("SFT examples:", json.dumps(stats))
+    # the generation backend (the engine's bf16 weights and KV cache) is not needed to train: a boost fit that kept
+    # it held ~10 GB and was OOM-killed beside another
+    del policy
+    gc.collect()
+    release_free_memory()
 
     model.train()
     trainer = make_trainer(model, tokenizer, examples, cfg, out)

@@ -55,3 +55,15 @@ def name_deepspeed_accelerator(device) -> None:
 
     if torch.device(device).type == "cpu":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+def release_free_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc). Without it the log-prob passes' large, varying-shape
+    tensors leave a process holding 9-13 GB between steps where ~3 GB are live (measured with the default
+    model), and two runs side by side on a 24 GB machine were OOM-killed."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
