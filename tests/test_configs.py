@@ -80,3 +80,25 @@ def test_self_refine_config_holds_eval_options_only():
     assert cfg.actor == "self-refine" and cfg.limit is None and cfg.temperature == 0.0
     actor = make_actor(cfg.actor, policy=None, settings=cfg.rollout_settings(), options=cfg.actor_args)
     assert isinstance(actor, SelfRefineActor) and actor.feedback_tokens == 256
+
+
+def test_trained_baselines_share_the_rollout_record():
+    """configs/self_corrector.yaml and configs/revise.yaml keep their field names; the sampling fields are
+    RolloutSettings' (declared and checked there once), with the own answers' first-turn, paper-format values."""
+    import pytest
+
+    from cocos.baselines.revise.train import load_revise_config
+    from cocos.baselines.self_corrector.train import load_self_corrector_config
+    from cocos.episodes.records import RolloutSettings
+    from cocos.errors import UserError
+
+    for load, name in ((load_self_corrector_config, "self_corrector.yaml"), (load_revise_config, "revise.yaml")):
+        cfg = load(CONFIGS / name)
+        assert isinstance(cfg, RolloutSettings)
+        assert cfg.rollout_settings() == RolloutSettings(turns=1, temperature=0.9, max_new_tokens=512), name
+        with pytest.raises(UserError, match=r"timeout: must be above 0"):  # RolloutSettings' check
+            load(CONFIGS / name, ["timeout=0"])
+        with pytest.raises(UserError, match=r"prompt_format: .* stays 'paper'"):
+            load(CONFIGS / name, ["prompt_format=chat"])
+        with pytest.raises(UserError, match=r"samples: above 1 needs temperature"):
+            load(CONFIGS / name, ["temperature=0"])
