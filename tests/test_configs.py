@@ -25,7 +25,9 @@ def test_ablation_configs_change_one_thing_each():
         "cocos_last_turn.yaml": {"mode": "last-turn", "train_turns": "last"},
         "cocos_trajectory.yaml": {},
     }
-    named = {"cocos_gamma0.5.yaml": {"gamma": 0.5}, "cocos_trajectory.yaml": {"mode": "trajectory", "train_turns": "all"}}
+    # the two that equal the base name their swept value all the same
+    named = {"cocos_gamma0.5.yaml": {"gamma": 0.5},
+             "cocos_trajectory.yaml": {"mode": "trajectory", "train_turns": "all"}}
     for name, diff in expect.items():
         got = asdict(load_config(CONFIGS / name))
         assert {k: v for k, v in got.items() if base[k] != v} == diff, name
