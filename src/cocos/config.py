@@ -5,7 +5,10 @@
 
 Every value is converted to its field's declared type; an unknown field or a value of the wrong type raises
 one UserError naming the field, so the CLI prints one line. Used by `cocos train`, `cocos eval --config`,
-`cocos sft` and the demo.
+`cocos sft`, the trained baselines and the demo.
+
+A YAML file may be layered on another: `base: cocos_cpu.yaml` (relative to the file) reads that file first, then this
+one's values on top (configs/cocos_gamma0.yaml holds only what it changes).
 
 `CHOICES` is the one table of the fields that take one of a few values: the config dataclasses check their fields
 against it, the CLI offers its options' choices from it, and the code that acts on such a value reads it there.
@@ -13,6 +16,7 @@ against it, the CLI offers its options' choices from it, and the code that acts 
 
 from __future__ import annotations
 
+import os
 import types
 import typing
 from dataclasses import asdict, fields, is_dataclass
@@ -136,21 +140,40 @@ def build_config(values: dict, cls, *, what: str = "config field"):
 
 
 def read_config_file(path: str | Path | None, example: str = "configs/cocos_cpu.yaml") -> dict:
-    """A YAML mapping of field: value (empty without a path); a UserError when missing or malformed."""
-    import yaml
+    """A YAML mapping of field: value (empty without a path); a UserError when missing or malformed.
 
+    A file may start from another: `base: other.yaml` (a path relative to the file) reads that file first (itself
+    possibly layered), then this file's values on top. A cycle of bases is a UserError naming the files."""
     if path is None:
         return {}
-    p = Path(path)
+    return _read_layered(Path(path), (), example)
+
+
+def _read_layered(p: Path, chain: tuple[tuple[Path, str], ...], example: str) -> dict:
+    """One file's values over its base's (`base:` key, relative to the file). `chain`: (resolved path, name as
+    shown) of the files that led here, outermost first; a base is shown as its path joined to its naming file's."""
+    import yaml
+
+    label = f"--config {p}" if not chain else f"--config {chain[0][1]}: base {p} (named by {chain[-1][1]})"
     if not p.is_file():
-        raise UserError(f"--config {path}: no such file (see {example})")
+        raise UserError(f"{label}: no such file (see {example})")
     try:
         values = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
-        raise UserError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})")
+        raise UserError(f"{label}: not valid YAML ({str(e).splitlines()[0]})")
     if not isinstance(values, dict):
-        raise UserError(f"--config {path}: expected a mapping of field: value")
-    return values
+        raise UserError(f"{label}: expected a mapping of field: value")
+    if "base" not in values:
+        return values
+    base = values.pop("base")
+    if not isinstance(base, str) or not base:
+        raise UserError(f"{label}: base: expected the path of another config file, relative to this one (got {base!r})")
+    chain = chain + ((p.resolve(), str(p)),)
+    target = Path(os.path.normpath(p.parent / base))
+    if target.resolve() in [resolved for resolved, _ in chain]:
+        files = " -> ".join([name for _, name in chain] + [str(target)])
+        raise UserError(f"--config {chain[0][1]}: `base:` makes a cycle: {files}")
+    return {**_read_layered(target, chain, example), **values}
 
 
 def load_config_file(path, cls, overrides: list[str] | None = None, *, example: str, **extra):

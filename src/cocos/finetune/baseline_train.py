@@ -13,13 +13,22 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from cocos.config import CHOICES
+from cocos.episodes.records import RolloutSettings
 from cocos.errors import UserError
 from cocos.finetune.config import FinetuneSettings, SFTRunConfig
 
 
+# RolloutSettings' fields a baseline's own answers hold fixed: first answers, in the paper's prompt format (the
+# baselines' actors and pair builders write that format only); a config may name them only with these values
+OWN_ANSWERS_FIXED = {"turns": 1, "mode": "trajectory", "prompt_format": "paper"}
+
+
 @dataclass
-class BaselineTrainConfig(FinetuneSettings):
-    """Collecting the model's own answers, then fine-tuning (FinetuneSettings: epochs, lr, batch_size, ...)."""
+class BaselineTrainConfig(FinetuneSettings, RolloutSettings):
+    """Collecting the model's own answers, then fine-tuning. The sampling and scoring fields (temperature, top_p,
+    max_new_tokens, fewshot, reward, extraction, timeout) are cocos.episodes.records.RolloutSettings', checked there;
+    the optimisation fields (epochs, lr, batch_size, ...) FinetuneSettings'. The own answers are first turns in the
+    paper format: turns, mode and prompt_format stay as OWN_ANSWERS_FIXED says."""
 
     model: str = "smollm2-135m"  # the starting checkpoint (the paper applies the baselines to the boost model)
     # the model's own answers on the training problems
@@ -27,34 +36,32 @@ class BaselineTrainConfig(FinetuneSettings):
     split: str = "train"  # MBPP train: task ids 601-974
     limit: int | None = None  # first N training problems
     samples: int = 4  # answers per problem
-    temperature: float = 0.9
-    top_p: float = 1.0
-    max_new_tokens: int = 512
-    fewshot: bool = False
-    reward: str = "progressive"  # value of an answer: pass ratio (progressive), all pass (binary), tests passed (count)
-    extraction: str = "strict"
-    timeout: float = 3.0
     backend: str = "auto"  # generation backend (cocos.generation.policy)
     rollout_dtype: str = "auto"  # engine dtype for sampling; training stays in `dtype`
+    # RolloutSettings' defaults changed for sampling own answers (the rest keep theirs: top_p 1.0, 512 new tokens,
+    # zero-shot, progressive reward, strict extraction, 3 s per test)
+    turns: int = 1
+    temperature: float = 0.9
     # fine-tuning (TRL), per fit / stage: FinetuneSettings' fields, with smaller steps than `cocos sft`'s
     epochs: float = 1.0
     lr: float = 1e-5
 
     def __post_init__(self):
-        super().__post_init__()
-        for name in ("reward", "extraction", "rollout_dtype"):
-            choices = CHOICES[name]
-            if getattr(self, name) not in choices:
-                raise UserError(f"{name}: must be one of {', '.join(choices)} (got {getattr(self, name)!r})")
-        for name in ("samples", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name}: must be at least 1 (got {getattr(self, name)}): set it with --set {name}=...")
+        super().__post_init__()  # FinetuneSettings' checks
+        self.check_rollout()
+        for name, value in OWN_ANSWERS_FIXED.items():
+            if getattr(self, name) != value:
+                raise UserError(f"{name}: a baseline trains on its own first answers in the paper's prompt format, "
+                                f"so {name} stays {value!r} here (got {getattr(self, name)!r})")
+        if self.rollout_dtype not in CHOICES["rollout_dtype"]:
+            raise UserError(f"rollout_dtype: must be one of {', '.join(CHOICES['rollout_dtype'])} "
+                            f"(got {self.rollout_dtype!r})")
+        if self.samples < 1:
+            raise UserError(f"samples: must be at least 1 (got {self.samples}): set it with --set samples=...")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"limit: must be a positive number of problems or null (got {self.limit})")
         if self.samples > 1 and self.temperature <= 0:
             raise UserError("samples: above 1 needs temperature above 0 (greedy answers are all the same)")
-        if not 0 < self.top_p <= 1:
-            raise UserError(f"top_p: must be in (0, 1] (got {self.top_p})")
 
     def sft_config(self, **changes):
         """These optimisation settings as the SFT trainer's config (cocos.finetune.sft.make_trainer reads it)."""
@@ -74,10 +81,9 @@ def own_answers(policy, problems, cfg: BaselineTrainConfig, *, seed: int | None,
     """cfg.samples first-turn answers per problem from `policy`, run against the tests -> trajectories (1 turn)."""
     from cocos.episodes.rollout import run_episodes
 
-    return run_episodes(policy, problems, turns=1, samples_per_problem=cfg.samples,
-                        temperature=cfg.temperature if temperature is None else temperature, top_p=cfg.top_p,
-                        max_new_tokens=cfg.max_new_tokens, fewshot=cfg.fewshot, reward=cfg.reward,
-                        extraction=cfg.extraction, timeout=cfg.timeout, seed=seed, progress=cfg.progress)
+    changes = {} if temperature is None else {"temperature": temperature}
+    return run_episodes(policy, problems, cfg.rollout_settings(turns=1, **changes), samples_per_problem=cfg.samples,
+                        seed=seed, progress=cfg.progress)
 
 
 def start_run(out: str | Path, cfg, config_name: str) -> Path:
