@@ -373,7 +373,7 @@ def build(out: str | Path, seeds: list[int] | None = None, budget: str = "", pag
                      "held-out corrections, turn 1 → turn 2"),
     }
     files = {1: "claim1_rewards.png", 2: "claim2_unit.png", 3: "claim3_kl.png", 4: "claim4_deltas.png"}
-    md = ["# The paper's claims, checked on the default model (issue 17)", ""]
+    md = ["# The paper's claims, checked on the default model", ""]
     md += [f"Budget: {budget or 'not stated'}. Folder: `{out}`.", ""]
     if publish:
         md += [f"The numbers behind this page (each run's training log and config, each evaluation's metrics and "
