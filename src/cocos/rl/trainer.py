@@ -488,7 +488,7 @@ class Trainer:
             timing_all = gather_object([timing])
         else:
             timing_all = [timing]
-        stage = 1 if method_at(cfg, step).name == "score-I" else 2  # SCoRe's stage (2 for one-stage methods)
+        stage = method_at(cfg, step).stage  # SCoRe's 1 or 2; 2 for one-stage methods
         stats = {"step": self.step, "stage": stage, "turns": cfg.turns, "lr": self.scheduler.get_last_lr()[0],
                  "loss": sum(x["loss"] for x in timing_all), "grad_norm": grad_norm}
         stats.update(step_stats(local, timing_all, cfg.turns, time_step=time.perf_counter() - t0, k=cfg.k))
