@@ -112,7 +112,12 @@ class Trainer:
         self._load_models(policy)
         self.timed = TimedPolicy(self.policy)  # generation time of the current step (reset by train_step)
         if cfg.curriculum_k:
-            self.problems = curriculum.keep_problems(self, resume)
+            def turn1(problems, k, seed):  # the starting model's turn-1 samples
+                return self._episodes(self.policy, problems, turns=1, k=k, seed=seed,
+                                      progress=self.progress and self.is_main)
+
+            self.problems = curriculum.keep_problems(cfg, self.problems, self.out, turn1, resume=resume,
+                                                     is_main=self.is_main)
         self._build_optimizer()
         self._prepare()
         self.step = 0
