@@ -99,8 +99,10 @@ class Watchdog:
 
 
 # ---- step statistics (one log.jsonl line) -------------------------------------------------------
-def trajectory_stats(traj, out: dict, i: int) -> dict:
-    """What the step's statistics need of trajectory i (`out`: the step's merged `Trainer.optimize` results)."""
+def trajectory_stats(traj, score: float, advantage: float, kl: list[float] | None,
+                     turn_advantages: list[float | None]) -> dict:
+    """What the step's statistics need of one trajectory, with its score, advantage, per-turn KL (None: not
+    trained) and per-turn advantages (None on turns not trained) from its batch."""
     from cocos.eval.metrics import edit_similarity
 
     T = len(traj.turns)
@@ -109,10 +111,17 @@ def trajectory_stats(traj, out: dict, i: int) -> dict:
         "rewards": traj.rewards, "correct": [tr.all_passed for tr in traj.turns],
         "lengths": [len(tr.completion_ids) for tr in traj.turns],
         "edit_sim": edit_similarity(traj.turns[0].code, traj.turns[-1].code) if T > 1 else 1.0,
-        "score": out["scores"][i], "advantage": out["advantages"][i], "kl": out["kl"][i],
-        "trained": out["kl"][i] is not None,
-        "turn_advantages": out["turn_advantages"][i],  # None on turns not trained
+        "score": score, "advantage": advantage, "kl": kl,
+        "trained": kl is not None,
+        "turn_advantages": turn_advantages,  # None on turns not trained
     }
+
+
+def batch_trajectory_stats(batch) -> list[dict]:
+    """trajectory_stats of every trajectory of an updated batch (cocos.rl.batch.Batch), in its order."""
+    rows = zip(batch.trajectories, batch.scores().tolist(), batch.trajectory_advantages(), batch.kl(),
+               batch.turn_advantages())
+    return [trajectory_stats(traj, score, adv, kl, turn_adv) for traj, score, adv, kl, turn_adv in rows]
 
 
 def correction_stats(local: list[dict], T: int, k: int) -> dict:
@@ -181,3 +190,4 @@ def step_stats(local: list[dict], timing_all: list[dict], T: int, time_step: flo
     stats["tokens_per_s"] = stats["gen_tokens"] / gen if gen > 0 else 0.0
     stats["n_trajectories"] = len(local)
     return stats
+

@@ -39,7 +39,6 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 
@@ -47,21 +46,13 @@ from cocos.errors import UserError
 from cocos.eval import runs
 from cocos.eval.runs import checkpoint_steps
 from cocos.generation.device import bf16_autocast, name_deepspeed_accelerator, sdpa_without_cudnn
-from cocos.rl import checkpoint, curriculum, objective
+from cocos.rl import checkpoint, curriculum
+from cocos.rl.batch import Batch, Measured, make_batch, trained_sequences
 from cocos.rl.config import TrainConfig, save_config
-from cocos.rl.monitor import (TimedPolicy, Watchdog, mean, release_free_memory, step_stats, trajectory_stats,
+from cocos.rl.monitor import (TimedPolicy, Watchdog, batch_trajectory_stats, mean, release_free_memory, step_stats,
                               turn_advantage_stats)
-from cocos.rl.objective import Method, method_at
+from cocos.rl.objective import method_at
 from cocos.rl.passes import allow_checkpointing_with_prefix, grouped_passes, plain_passes
-
-
-class TrainedTurn(NamedTuple):
-    """One trained turn of one trajectory: the token ids the update scores and where its KL and advantage go."""
-    prompt_ids: list[int]
-    completion_ids: list[int]
-    traj: int  # index of its trajectory in the chunk
-    turn: int  # 0-based turn
-    sampler_logprobs: list[float] | None  # what the sampler assigned to completion_ids (None: backend didn't say)
 
 
 # ---- the trainer --------------------------------------------------------------------------------
@@ -330,67 +321,26 @@ class Trainer:
                 with torch.autocast(self.device.type, dtype=self.autocast_dtype):
                     yield
 
-    @staticmethod
-    def _sequences(trajectories, method: Method) -> list[TrainedTurn]:
-        """Every trained turn of every trajectory, as a record."""
-        seqs = []
-        for j, traj in enumerate(trajectories):
-            for t in method.trained_turns:
-                if t < traj.shared_prefix_turns:  # shared turns (last-turn mode) are not trained
-                    continue
-                turn = traj.turns[t]
-                if not turn.prompt_ids:
-                    raise UserError("rollout: turns carry no token ids; the policy backend must return prompt_ids/completion_ids")
-                seqs.append(TrainedTurn(turn.prompt_ids, turn.completion_ids, j, t, turn.logprobs))
-        return seqs
+    _sequences = staticmethod(trained_sequences)  # -> cocos.rl.batch.trained_sequences
 
-    def optimize(self, trajectories, step: int, *, n_traj_total: int | None = None, last_chunk: bool = True) -> dict:
-        """Backward the loss of one chunk of trajectories (grouped by problem, k each); no optimizer step.
+    def optimize(self, trajectories, step: int, *, n_traj_total: int | None = None, last_chunk: bool = True) -> Batch:
+        """Backward the loss of one chunk of trajectories (grouped by problem, k each); no optimizer step -> its
+        Batch (cocos.rl.batch), with the per-turn KL, the advantages, the loss and the entropy the passes measured.
 
         logprob_passes=shared-prefix: group by group, one policy pass with gradient (its detached log-probs give the
         KL) and one reference pass, each running the k samples' common prompt prefix once (cocos.rl.passes).
         plain: every trained sequence padded in micro-batches, three passes (reference, policy, policy with
         gradient). Same loss and gradients (tests/test_passes.py).
 
-        The advantages come from one function, objective.advantages (cfg.advantage), which the passes call and
-        whose numbers they return: the log reads what the loss used. "advantages" logs one value per trajectory
-        (rloo's own; per-turn: the mean over its trained turns), "turn_advantages" each trained turn's."""
-        cfg, k, method = self.cfg, self.cfg.k, method_at(self.cfg, step)
-        n = len(trajectories)
-        rewards = torch.tensor([traj.rewards for traj in trajectories], dtype=torch.float32)
-        if cfg.copy_penalty:  # before the uniform-group test: copies and rewrites of equal reward now differ
-            from cocos.eval.metrics import edit_similarity
-
-            sims = torch.tensor([edit_similarity(t.turns[0].code, t.turns[-1].code) for t in trajectories])
-            rewards = objective.with_copy_penalty(rewards, sims, cfg.copy_penalty)
-        # A group whose k samples earned identical rewards has no reward signal: its advantages are only
-        # the beta-weighted KL differences. skip_uniform_groups leaves such groups out of every forward and
-        # backward pass (advantage 0), most of the compute while rewards are sparse.
-        trained = torch.ones(n, dtype=torch.bool)
-        if cfg.skip_uniform_groups and not self.lockstep:
-            g = rewards.view(n // k, k, -1)
-            trained = (g != g[:, :1]).flatten(1).any(-1).repeat_interleave(k)
-        seqs = [s for s in self._sequences(trajectories, method) if trained[s.traj]]
-
-        def advantages(r, turn_kl):  # [m, T] of whole groups -> [m, T]
-            return objective.advantages(cfg.advantage, r, turn_kl, method, k)
-
+        The advantages come from one function, objective.advantages (cfg.advantage), which the passes call through
+        the batch's `advantages_of` and whose numbers they return: the log reads what the loss used."""
+        cfg = self.cfg
+        skip = cfg.skip_uniform_groups and not self.lockstep  # DeepSpeed trains every group (lockstep)
+        batch = make_batch(trajectories, method_at(cfg, step), advantage=cfg.advantage, k=cfg.k,
+                           copy_penalty=cfg.copy_penalty, skip_uniform_groups=skip)
         run = grouped_passes if cfg.logprob_passes == "shared-prefix" else plain_passes
-        turn_kl, entropy, recomputed, loss_total, adv = run(self, seqs, rewards, advantages, n_traj_total or n,
-                                                            last_chunk)
-        scores = objective.trajectory_scores(rewards, turn_kl, method)
-        adv = adv * trained.unsqueeze(-1)  # skipped groups: advantage 0 (they have no sequence, hence no loss)
-        turns = list(method.trained_turns)
-        per_traj = adv[:, turns[0]] if cfg.advantage == "rloo" else adv[:, turns].mean(-1)  # rloo: equal on every turn
-        turn_adv = [[row[t] if on and t in turns else None for t in range(cfg.turns)]
-                    for row, on in zip(adv.tolist(), trained.tolist())]
-        kl = [row if on else None for row, on in zip(turn_kl.tolist(), trained.tolist())]
-        gaps = [abs(a - b) for s, r in zip(seqs, recomputed) if s.sampler_logprobs is not None
-                for a, b in zip(s.sampler_logprobs, r)]
-        return {"loss": loss_total, "scores": scores.tolist(), "advantages": per_traj.tolist(),
-                "turn_advantages": turn_adv, "kl": kl, "entropy": entropy,
-                "n_tokens": sum(len(s.completion_ids) for s in seqs), "n_trained": int(trained.sum()),
-                "logprob_gaps": gaps, "sampled_vs_trained": [(s.sampler_logprobs, r) for s, r in zip(seqs, recomputed)]}
+        return batch.measured(Measured(*run(self, batch.seqs, batch.rewards, batch.advantages_of,
+                                            n_traj_total or len(trajectories), last_chunk)))
 
     @contextlib.contextmanager
     def _reference(self):
@@ -457,8 +407,7 @@ class Trainer:
         chunk = per_rank // cfg.grad_accum
         self.timed = TimedPolicy(self.policy)
         rollout_time = train_time = 0.0
-        trajs, out = [], {"loss": 0.0, "scores": [], "advantages": [], "turn_advantages": [], "kl": [], "entropy": [],
-                          "n_tokens": 0, "logprob_gaps": []}
+        batches: list[Batch] = []
         for c in range(cfg.grad_accum):
             probs = [self.problems[i] for i in mine[c * chunk:(c + 1) * chunk]]
             t = time.perf_counter()
@@ -468,23 +417,19 @@ class Trainer:
             t = time.perf_counter()
             self._phase(f"step {step + 1}: log-probs and update")
             with self._local_gradients():
-                res = self.optimize(got, step, n_traj_total=per_rank * cfg.k, last_chunk=c == cfg.grad_accum - 1)
+                batches.append(self.optimize(got, step, n_traj_total=per_rank * cfg.k,
+                                             last_chunk=c == cfg.grad_accum - 1))
             train_time += time.perf_counter() - t
-            trajs += got
-            for key in ("scores", "advantages", "turn_advantages", "kl", "logprob_gaps"):
-                out[key] += res[key]
-            out["loss"] += res["loss"]
-            out["entropy"].append(res["entropy"])
-            out["n_tokens"] += res["n_tokens"]
         t = time.perf_counter()
         grad_norm = self._sync_and_step()
         train_time += time.perf_counter() - t
         self.step += 1
 
-        local = [trajectory_stats(traj, out, i) for i, traj in enumerate(trajs)]
-        gaps = out["logprob_gaps"]
-        timing = {"gen": self.timed.gen_time, "rollout": rollout_time, "train": train_time, "tokens": self.timed.gen_tokens,
-                  "entropy": mean(out["entropy"]), "loss": out["loss"], "gap_sum": sum(gaps), "gap_n": len(gaps),
+        local = [row for b in batches for row in batch_trajectory_stats(b)]
+        gaps = [g for b in batches for g in b.logprob_gaps()]
+        timing = {"gen": self.timed.gen_time, "rollout": rollout_time, "train": train_time,
+                  "tokens": self.timed.gen_tokens, "entropy": mean(b.entropy for b in batches),
+                  "loss": sum(b.loss for b in batches), "gap_sum": sum(gaps), "gap_n": len(gaps),
                   "gap_max": max(gaps, default=0.0)}
         if self.world > 1:
             from accelerate.utils import gather_object
@@ -493,7 +438,7 @@ class Trainer:
             timing_all = gather_object([timing])
         else:
             timing_all = [timing]
-        stage = method_at(cfg, step).stage  # SCoRe's 1 or 2; 2 for one-stage methods
+        stage = batches[0].method.stage  # SCoRe's 1 or 2; 2 for one-stage methods
         stats = {"step": self.step, "stage": stage, "turns": cfg.turns, "lr": self.scheduler.get_last_lr()[0],
                  "loss": sum(x["loss"] for x in timing_all), "grad_norm": grad_norm}
         stats.update(step_stats(local, timing_all, cfg.turns, time_step=time.perf_counter() - t0, k=cfg.k))
