@@ -191,3 +191,23 @@ def step_stats(local: list[dict], timing_all: list[dict], T: int, time_step: flo
     stats["n_trajectories"] = len(local)
     return stats
 
+
+# ---- the console --------------------------------------------------------------------------------
+def progress_text(stats: dict) -> str:
+    """The progress bar's line of a step: rewards per turn, the correction monitors, KL, seconds per step."""
+    T = stats["turns"]
+    return (" ".join(f"r{t}={stats[f'reward@{t}']:.3f}" for t in range(1, T + 1)) + correction_text(stats)
+            + f" kl={kl_text(stats['kl'], 3)} {stats['time_step']:.0f}s/step")
+
+
+def correction_text(stats: dict) -> str:
+    """The console's correction monitors: wrong turn-1 answers copied, and the batch's i->c / c->i."""
+    if "delta_i2c" not in stats:
+        return ""
+    copy = stats["copy_if_wrong"]
+    return (f" copy={'n/a' if copy is None else f'{copy:.0%}'} i2c={stats['delta_i2c']:.3f}"
+            f" c2i={stats['delta_c2i']:.3f}")
+
+
+def kl_text(kl: float | None, digits: int) -> str:
+    return "n/a (no group trained)" if kl is None else f"{kl:.{digits}f}"
