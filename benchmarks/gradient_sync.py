@@ -4,8 +4,9 @@
 
 - before: the trainer as it was, one `accelerator.reduce(grad, "mean")` per parameter tensor (272 collectives for
   SmolLM2-135M);
-- after: the trainer's `_reduce_gradients`, one synced backward of a zero loss on a 1-token forward through the
-  DDP-prepared model, whose bucketed all-reduce averages the gradients the step accumulated under no_sync.
+- after: the trainer's `dist.reduce_gradients` (cocos.rl.distributed), one synced backward of a zero loss on a
+  1-token forward through the DDP-prepared model, whose bucketed all-reduce averages the gradients the step
+  accumulated under no_sync.
 
 Each rank starts from the same random gradients (seeded per rank) both ways; the script checks that both ways
 give the same averaged gradients and prints each way's best time and the ratio.
@@ -47,10 +48,10 @@ def main() -> None:
                 p.grad = tr.acc.reduce(g.clone(), reduction="mean")
 
         def after():
-            with tr._local_gradients():  # the step's backwards leave their gradients here
+            with tr.dist.local_gradients():  # the step's backwards leave their gradients here
                 for p, g in zip(params, grads):
                     p.grad = g.clone()
-            tr._reduce_gradients()
+            tr.dist.reduce_gradients()
 
         results = {}
         for name, way in (("before: one reduce per tensor", before), ("after: one synced backward", after)):

@@ -53,7 +53,7 @@ def update_phase(args) -> None:
             if autocast == "bf16" and not fast_bf16(tr.device):
                 continue
             tr.cfg = replace(cfg, logprob_passes=passes)
-            tr.autocast_dtype = torch.bfloat16 if autocast == "bf16" else None
+            tr.dist.autocast_dtype = torch.bfloat16 if autocast == "bf16" else None  # the passes' autocast
             times = []
             for _ in range(args.repeats):
                 tr.model.zero_grad(set_to_none=True)
@@ -105,10 +105,11 @@ def timed_forwards() -> dict:
 
 def print_token_counts(tr, trajs) -> None:
     """Tokens each way runs through the model for this step (what the timings should follow)."""
+    from cocos.rl.batch import trained_sequences
     from cocos.rl.objective import method_at
     from cocos.rl.passes import common_prefix_length
 
-    seqs = tr._sequences(trajs, method_at(tr.cfg, 0))
+    seqs = trained_sequences(trajs, method_at(tr.cfg, 0))
     mb = tr.cfg.micro_batch
     order = sorted(seqs, key=lambda s: len(s.prompt_ids) + len(s.completion_ids))
     padded = sum(len(order[i:i + mb]) * max(len(s.prompt_ids) + len(s.completion_ids) for s in order[i:i + mb])

@@ -10,37 +10,37 @@ from cocos.rl import curriculum
 from cocos.rl.config import TrainConfig
 
 
-def fake_trainer(out, **cfg):
+def fake_run(out, **cfg):
+    """keep_problems' arguments for a run of three problems whose sampling must not happen."""
     def no_sampling(*a, **k):
         raise AssertionError("curriculum_from must not sample")
 
     problems = [SimpleNamespace(task_id=t) for t in (601, 602, 603)]
-    return SimpleNamespace(cfg=TrainConfig(model="tiny", **cfg), out=out, problems=problems, is_main=True,
-                           progress=False, policy=None, _episodes=no_sampling)
+    return dict(cfg=TrainConfig(model="tiny", **cfg), problems=problems, out=out, sample=no_sampling, is_main=True)
 
 
 def test_curriculum_from_reuses_kept_ids(tmp_path, capsys):
     src = tmp_path / "shared" / "curriculum.json"
     src.parent.mkdir()
     src.write_text(json.dumps({"k": 4, "problems": 3, "kept": ["602", "603", "999"]}))
-    tr = fake_trainer(tmp_path / "run", curriculum_k=4, curriculum_from=str(src))
-    assert [p.task_id for p in curriculum.keep_problems(tr, resume=False)] == [602, 603]
+    run = fake_run(tmp_path / "run", curriculum_k=4, curriculum_from=str(src))
+    assert [p.task_id for p in curriculum.keep_problems(**run, resume=False)] == [602, 603]
     copied = json.loads((tmp_path / "run" / "curriculum.json").read_text())
     assert copied["kept"] == ["602", "603", "999"] and copied["from"] == str(src)
     assert "1 kept id(s)" in capsys.readouterr().out  # 999 is not a training problem of this run
     # a resumed run reads its own copy, even if the source has gone
     src.unlink()
-    assert [p.task_id for p in curriculum.keep_problems(tr, resume=True)] == [602, 603]
+    assert [p.task_id for p in curriculum.keep_problems(**run, resume=True)] == [602, 603]
 
 
 def test_curriculum_from_errors(tmp_path):
-    tr = fake_trainer(tmp_path / "run", curriculum_k=4, curriculum_from=str(tmp_path / "nope.json"))
+    run = fake_run(tmp_path / "run", curriculum_k=4, curriculum_from=str(tmp_path / "nope.json"))
     with pytest.raises(UserError, match="curriculum_from: .*does not exist"):
-        curriculum.keep_problems(tr, resume=False)
+        curriculum.keep_problems(**run, resume=False)
     (tmp_path / "bad.json").write_text("[1, 2]")
-    tr = fake_trainer(tmp_path / "run2", curriculum_k=4, curriculum_from=str(tmp_path / "bad.json"))
+    run = fake_run(tmp_path / "run2", curriculum_k=4, curriculum_from=str(tmp_path / "bad.json"))
     with pytest.raises(UserError, match="not a curriculum.json"):
-        curriculum.keep_problems(tr, resume=False)
+        curriculum.keep_problems(**run, resume=False)
     with pytest.raises(UserError, match="curriculum_from: .*curriculum_k"):
         TrainConfig(model="tiny", curriculum_from="x.json")
 

@@ -44,7 +44,7 @@ CHOICES = {
     "autocast": ("auto", "bf16", "none"),
     # RL only (TrainConfig)
     "method": ("cocos", "score"),  # cocos.rl.objective.method_at
-    "advantage": ("rloo", "per-turn"),  # cocos.rl.objective.ADVANTAGES
+    "advantage": ("rloo", "per-turn"),  # the built-in cocos.rl.objective.ADVANTAGES (TrainConfig takes any registered)
     "schedule": ("cosine", "linear", "constant"),
     "kl_estimator": ("k1", "k3"),
     "logprob_passes": ("shared-prefix", "plain"),

@@ -1,6 +1,7 @@
-"""Online RL: the objective (`objective`: CoCoS, SCoRe and the ablations as `Method` records), the log-prob passes
-(`passes`), the trainer loop (`trainer`, with `checkpoint`, `curriculum` and `monitor`: statistics and watchdog),
-and its config (`config`: TrainConfig).
+"""Online RL: the objective (`objective`: CoCoS, SCoRe and the ablations as `Method` records), the trainer loop
+(`trainer`) and its parts: the models (`models`: policy, reference, LoRA), the processes (`distributed`: accelerate,
+DeepSpeed), what a step carries (`batch`), the log-prob passes (`passes`), `checkpoint`, `curriculum` and `monitor`
+(statistics and watchdog); its config (`config`: TrainConfig).
 
 Import the submodules directly (`cocos.rl.trainer`, `cocos.rl.objective`, `cocos.rl.config`).
 """

@@ -20,29 +20,31 @@ from cocos.eval import runs
 from cocos.eval.runs import STATE_FILE, checkpoint_steps
 
 
-def save(trainer) -> Path:
-    """Checkpoint of `trainer` (a cocos.rl.trainer.Trainer) at its current step; old ones beyond
-    save_total_limit are removed. Every rank calls it (each saves its RNG state)."""
-    final = runs.checkpoint_dir(trainer.out, trainer.step)
-    tmp = final.parent / f".tmp-step_{trainer.step}"
-    weights = None if trainer.cfg.lora else trainer.acc.get_state_dict(trainer.model)  # every rank: ZeRO-3 gathers
-    if trainer.is_main:
+def save(out: Path, step: int, *, cfg, dist, models, optimizer, scheduler, data_order: dict,
+         watchdog_history: list) -> Path:
+    """Checkpoint of a run (folder `out`) at `step`; old ones beyond cfg.save_total_limit are removed. Every rank
+    calls it (each saves its RNG state).
+
+    dist: the run's processes (cocos.rl.distributed.Distributed); models: its Models (cocos.rl.models);
+    data_order: what the trainer says of its problems' order (seed, n_problems, problems_per_step, next_indices,
+    task_ids); watchdog_history: the watchdog's past step statistics (the last 4 windows are kept)."""
+    acc = dist.acc
+    final = runs.checkpoint_dir(out, step)
+    tmp = final.parent / f".tmp-step_{step}"
+    weights = None if cfg.lora else acc.get_state_dict(models.model)  # every rank: ZeRO-3 gathers
+    if dist.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        _save_model(trainer, tmp, weights)
-        trainer.tokenizer.save_pretrained(str(tmp))
-        in_engine = trainer.deepspeed
-        torch.save({"step": trainer.step, "optimizer": None if in_engine else trainer.optimizer.state_dict(),
-                    "scheduler": None if in_engine else trainer.scheduler.state_dict(),
-                    "data_order": {"seed": trainer.cfg.seed, "n_problems": len(trainer.problems),
-                                   "problems_per_step": trainer.cfg.problems_per_step,
-                                   "next_indices": trainer.step_indices(trainer.step),
-                                   "task_ids": [p.task_id for p in trainer.problems]},
-                    "watchdog": trainer.watchdog.history[-4 * trainer.cfg.watch_window:],
-                    "config": trainer.cfg.to_dict(), "world_size": trainer.world}, tmp / STATE_FILE)
-    trainer.acc.wait_for_everyone()
-    if trainer.deepspeed:
-        trainer.acc.save_state(str(tmp / ACCELERATE_STATE))  # every rank writes its shards
+        _save_model(models.unwrapped, tmp, weights, lora=cfg.lora)
+        models.tokenizer.save_pretrained(str(tmp))
+        in_engine = dist.deepspeed
+        torch.save({"step": step, "optimizer": None if in_engine else optimizer.state_dict(),
+                    "scheduler": None if in_engine else scheduler.state_dict(), "data_order": data_order,
+                    "watchdog": watchdog_history[-4 * cfg.watch_window:],
+                    "config": cfg.to_dict(), "world_size": dist.world}, tmp / STATE_FILE)
+    acc.wait_for_everyone()
+    if dist.deepspeed:
+        acc.save_state(str(tmp / ACCELERATE_STATE))  # every rank writes its shards
     rng = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -50,24 +52,23 @@ def save(trainer) -> Path:
         import numpy as np
 
         rng["numpy"] = np.random.get_state()
-    torch.save(rng, tmp / f"rng_rank{trainer.rank}.pt")
-    trainer.acc.wait_for_everyone()
-    if trainer.is_main:
+    torch.save(rng, tmp / f"rng_rank{dist.rank}.pt")
+    acc.wait_for_everyone()
+    if dist.is_main:
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)  # atomic: a reader sees no checkpoint or a whole one
-        for old in checkpoint_steps(trainer.out)[:-trainer.cfg.save_total_limit or None]:
-            shutil.rmtree(runs.checkpoint_dir(trainer.out, old), ignore_errors=True)
-    trainer.acc.wait_for_everyone()
+        for old in checkpoint_steps(out)[:-cfg.save_total_limit or None]:
+            shutil.rmtree(runs.checkpoint_dir(out, old), ignore_errors=True)
+    acc.wait_for_everyone()
     return final
 
 
 ACCELERATE_STATE = "accelerate_state"
 
 
-def _save_model(trainer, path: Path, weights) -> None:
-    model = trainer.unwrapped
-    if trainer.cfg.lora:
+def _save_model(model, path: Path, weights, *, lora: bool) -> None:
+    if lora:
         model.save_pretrained(str(path / "adapter"))
         merged = copy.deepcopy(model).merge_and_unload()  # plain weights for `cocos eval --model`
         merged.save_pretrained(str(path))
@@ -75,31 +76,31 @@ def _save_model(trainer, path: Path, weights) -> None:
         model.save_pretrained(str(path), state_dict=weights)
 
 
-def load(trainer, path: Path) -> None:
-    """Restore model, optimizer, scheduler, step, watchdog history and this rank's RNG from checkpoint `path`."""
+def load(path: Path, *, lora: bool, n_problems: int, dist, models, optimizer, scheduler) -> tuple[int, list]:
+    """Restore the model, optimizer, scheduler and this rank's RNG from checkpoint `path` -> (its step, the
+    watchdog's history). n_problems: how many training problems this run has (a checkpoint of another count is
+    refused)."""
     state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
-    if state["data_order"]["n_problems"] != len(trainer.problems):
+    if state["data_order"]["n_problems"] != n_problems:
         raise UserError(f"--resume: the checkpoint was trained on {state['data_order']['n_problems']} problems, "
-                        f"this config gives {len(trainer.problems)}; resume with the run's own config.yaml")
-    if trainer.cfg.lora:
+                        f"this config gives {n_problems}; resume with the run's own config.yaml")
+    if lora:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        set_peft_model_state_dict(trainer.unwrapped, load_file(str(path / "adapter" / "adapter_model.safetensors")))
-    elif trainer.deepspeed:
-        trainer.acc.load_state(str(path / ACCELERATE_STATE))  # weights, optimizer and scheduler of the engine
+        set_peft_model_state_dict(models.unwrapped, load_file(str(path / "adapter" / "adapter_model.safetensors")))
+    elif dist.deepspeed:
+        dist.acc.load_state(str(path / ACCELERATE_STATE))  # weights, optimizer and scheduler of the engine
     else:
         from transformers import AutoModelForCausalLM
 
-        saved = AutoModelForCausalLM.from_pretrained(str(path), dtype=next(trainer.model.parameters()).dtype)
-        trainer.unwrapped.load_state_dict(saved.state_dict())
+        saved = AutoModelForCausalLM.from_pretrained(str(path), dtype=next(models.model.parameters()).dtype)
+        models.unwrapped.load_state_dict(saved.state_dict())
         del saved
     if state["optimizer"] is not None:
-        trainer.optimizer.load_state_dict(state["optimizer"])
-        trainer.scheduler.load_state_dict(state["scheduler"])
-    trainer.step = state["step"]
-    trainer.watchdog.history = list(state.get("watchdog", []))
-    rng_file = path / f"rng_rank{trainer.rank}.pt"
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    rng_file = path / f"rng_rank{dist.rank}.pt"
     if rng_file.exists():
         rng = torch.load(rng_file, map_location="cpu", weights_only=False)
         random.setstate(rng["python"])
@@ -110,6 +111,7 @@ def load(trainer, path: Path) -> None:
             import numpy as np
 
             np.random.set_state(rng["numpy"])
-    if hasattr(trainer.policy, "sync_weights"):
-        with trainer._whole_weights():
-            trainer.policy.sync_weights()
+    if hasattr(models.policy, "sync_weights"):
+        with dist.whole_weights():
+            models.policy.sync_weights()
+    return state["step"], list(state.get("watchdog", []))

@@ -21,6 +21,17 @@ TRAIN_CHOICES = ("method", "advantage", "schedule", "dtype", "autocast", "backen
                  "logprob_passes", "curriculum_rule")
 
 
+def train_choices(name: str, value=None) -> tuple:
+    """The values field `name` may take: its CHOICES row; for `advantage`, every name registered in
+    cocos.rl.objective.ADVANTAGES (CHOICES lists the built-in ones), so that a function registered there is
+    accepted. The registry is read only for a value outside CHOICES (it imports torch)."""
+    if name == "advantage" and value not in CHOICES[name]:
+        from cocos.rl.objective import ADVANTAGES
+
+        return tuple(ADVANTAGES)
+    return CHOICES[name]
+
+
 @dataclass
 class TrainConfig(RolloutSettings):
     """The rollout fields (turns, mode, temperature, top_p, max_new_tokens, prompt_format, fewshot, reward, timeout,
@@ -59,7 +70,7 @@ class TrainConfig(RolloutSettings):
     k: int = 2  # samples (trajectories) per problem, RLOO group size
     # the advantage of each trained turn (cocos.rl.objective.ADVANTAGES, docs/credit.md): rloo = the trajectory's
     # score minus the mean of the other k-1 (DESIGN.md), on every turn; per-turn = the same with turn t's
-    # return-to-go (its and later turns' reward terms and KL) in place of the score
+    # return-to-go (its and later turns' reward terms and KL) in place of the score; or any name registered there
     advantage: str = "rloo"
     train_turns: str = "all"  # which turns carry gradient: all | last | comma list of 1-based turns ("2" or "1,2")
 
@@ -125,7 +136,7 @@ class TrainConfig(RolloutSettings):
     def validate(self) -> None:
         self.check_rollout()
         for name in TRAIN_CHOICES:
-            choices = CHOICES[name]
+            choices = train_choices(name, getattr(self, name))
             if getattr(self, name) not in choices:
                 raise UserError(f"{name}: must be one of {', '.join(choices)} (got {getattr(self, name)!r})")
         positive = ("k", "problems_per_step", "grad_accum", "micro_batch", "lora_r")

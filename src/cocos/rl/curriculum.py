@@ -21,43 +21,46 @@ RULES = {
 }
 
 
-def keep_problems(trainer, resume: bool) -> list:
+def keep_problems(cfg, problems: list, out: Path, sample, *, resume: bool, is_main: bool = True) -> list:
     """Keep the training problems on which the starting model's turn-1 samples earned different rewards.
 
     A problem whose k samples all earn the same reward (usually all 0 for a small model) gives RLOO no
     signal: with skip_uniform_groups it costs a rollout and trains nothing. The choice is made once, with
-    the model the run starts from, and saved, so a resumed run trains on the same problems.
+    the model the run starts from, and saved (OUT/curriculum.json), so a resumed run trains on the same problems.
+
+    cfg: the TrainConfig (curriculum_k, curriculum_rule, curriculum_from, seed); `sample(problems, k, seed)`: k
+    one-turn trajectories per problem from the starting model (the trainer's episodes); is_main: this process
+    writes the file and prints.
     """
-    cfg, path = trainer.cfg, trainer.out / "curriculum.json"
+    path = out / "curriculum.json"
     if resume and path.exists():
         kept = json.loads(path.read_text())["kept"]
     elif cfg.curriculum_from:
-        kept = reuse(trainer, Path(cfg.curriculum_from), path)
+        kept = reuse(problems, Path(cfg.curriculum_from), path, is_main=is_main)
     else:
-        trajs = trainer._episodes(trainer.policy, trainer.problems, turns=1, k=cfg.curriculum_k, seed=cfg.seed,
-                                  progress=trainer.progress and trainer.is_main)
+        trajs = sample(problems, cfg.curriculum_k, cfg.seed)
         rewards: dict = {}
         for t in trajs:
             rewards.setdefault(str(t.task_id), []).append(round(t.rewards[0], 4))
         kept = [tid for tid, r in rewards.items() if RULES[cfg.curriculum_rule](r)]
-        if trainer.is_main:
-            trainer.out.mkdir(parents=True, exist_ok=True)
+        if is_main:
+            out.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps({"k": cfg.curriculum_k, "rule": cfg.curriculum_rule, "problems": len(rewards),
                                         "kept": kept, "turn1_rewards": rewards}, indent=1))
     if not kept:
-        if trainer.is_main:
+        if is_main:
             print(f"cocos: curriculum: no training problem passed the {cfg.curriculum_rule} rule over {cfg.curriculum_k} "
                   "samples; training on all of them")
-        return trainer.problems
-    if trainer.is_main:
-        print(f"cocos: curriculum: {len(kept)} of {len(trainer.problems)} training problems passed the "
+        return problems
+    if is_main:
+        print(f"cocos: curriculum: {len(kept)} of {len(problems)} training problems passed the "
               f"{cfg.curriculum_rule} rule over {cfg.curriculum_k} turn-1 samples; training on those ({path})")
     keep = set(kept)
-    return [p for p in trainer.problems if str(p.task_id) in keep]
+    return [p for p in problems if str(p.task_id) in keep]
 
 
-def reuse(trainer, source: Path, path: Path) -> list:
-    """The kept ids of a curriculum.json written by another run (`curriculum_from`), copied to this run's folder."""
+def reuse(problems: list, source: Path, path: Path, *, is_main: bool = True) -> list:
+    """The kept ids of a curriculum.json written by another run (`curriculum_from`), copied to this run's `path`."""
     try:
         data = json.loads(source.read_text())
         kept = [str(t) for t in data["kept"]]
@@ -65,13 +68,13 @@ def reuse(trainer, source: Path, path: Path) -> list:
         raise UserError(f"curriculum_from: {source} does not exist (a run with curriculum_k > 0 writes OUT/curriculum.json)")
     except (json.JSONDecodeError, KeyError, TypeError):
         raise UserError(f"curriculum_from: {source} is not a curriculum.json (a JSON object with a 'kept' list of task ids)")
-    ids = {str(p.task_id) for p in trainer.problems}
+    ids = {str(p.task_id) for p in problems}
     missing = [t for t in kept if t not in ids]
-    if missing and trainer.is_main:
+    if missing and is_main:
         print(f"cocos: curriculum: {len(missing)} kept id(s) of {source} are not among this run's training problems "
               f"(e.g. {missing[0]}); they are left out")
-    if trainer.is_main:
-        trainer.out.mkdir(parents=True, exist_ok=True)
+    if is_main:
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({**data, "from": str(source)}, indent=1))
     return kept
 

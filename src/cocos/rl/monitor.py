@@ -99,8 +99,10 @@ class Watchdog:
 
 
 # ---- step statistics (one log.jsonl line) -------------------------------------------------------
-def trajectory_stats(traj, out: dict, i: int) -> dict:
-    """What the step's statistics need of trajectory i (`out`: the step's merged `Trainer.optimize` results)."""
+def trajectory_stats(traj, score: float, advantage: float, kl: list[float] | None,
+                     turn_advantages: list[float | None]) -> dict:
+    """What the step's statistics need of one trajectory, with its score, advantage, per-turn KL (None: not
+    trained) and per-turn advantages (None on turns not trained) from its batch."""
     from cocos.eval.metrics import edit_similarity
 
     T = len(traj.turns)
@@ -109,10 +111,17 @@ def trajectory_stats(traj, out: dict, i: int) -> dict:
         "rewards": traj.rewards, "correct": [tr.all_passed for tr in traj.turns],
         "lengths": [len(tr.completion_ids) for tr in traj.turns],
         "edit_sim": edit_similarity(traj.turns[0].code, traj.turns[-1].code) if T > 1 else 1.0,
-        "score": out["scores"][i], "advantage": out["advantages"][i], "kl": out["kl"][i],
-        "trained": out["kl"][i] is not None,
-        "turn_advantages": out["turn_advantages"][i],  # None on turns not trained
+        "score": score, "advantage": advantage, "kl": kl,
+        "trained": kl is not None,
+        "turn_advantages": turn_advantages,  # None on turns not trained
     }
+
+
+def batch_trajectory_stats(batch) -> list[dict]:
+    """trajectory_stats of every trajectory of an updated batch (cocos.rl.batch.Batch), in its order."""
+    rows = zip(batch.trajectories, batch.scores().tolist(), batch.trajectory_advantages(), batch.kl(),
+               batch.turn_advantages())
+    return [trajectory_stats(traj, score, adv, kl, turn_adv) for traj, score, adv, kl, turn_adv in rows]
 
 
 def correction_stats(local: list[dict], T: int, k: int) -> dict:
@@ -181,3 +190,24 @@ def step_stats(local: list[dict], timing_all: list[dict], T: int, time_step: flo
     stats["tokens_per_s"] = stats["gen_tokens"] / gen if gen > 0 else 0.0
     stats["n_trajectories"] = len(local)
     return stats
+
+
+# ---- the console --------------------------------------------------------------------------------
+def progress_text(stats: dict) -> str:
+    """The progress bar's line of a step: rewards per turn, the correction monitors, KL, seconds per step."""
+    T = stats["turns"]
+    return (" ".join(f"r{t}={stats[f'reward@{t}']:.3f}" for t in range(1, T + 1)) + correction_text(stats)
+            + f" kl={kl_text(stats['kl'], 3)} {stats['time_step']:.0f}s/step")
+
+
+def correction_text(stats: dict) -> str:
+    """The console's correction monitors: wrong turn-1 answers copied, and the batch's i->c / c->i."""
+    if "delta_i2c" not in stats:
+        return ""
+    copy = stats["copy_if_wrong"]
+    return (f" copy={'n/a' if copy is None else f'{copy:.0%}'} i2c={stats['delta_i2c']:.3f}"
+            f" c2i={stats['delta_c2i']:.3f}")
+
+
+def kl_text(kl: float | None, digits: int) -> str:
+    return "n/a (no group trained)" if kl is None else f"{kl:.{digits}f}"

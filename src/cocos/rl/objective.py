@@ -25,8 +25,8 @@ in expectation, only noise; the leave-one-out baseline does not depend on sample
 same expectation, the policy gradient of E[S] with the scores as rewards. per-turn equals rloo at T = 1, on turn 1
 (G_1 = S), and, in last-turn mode (turns 1..T-1 shared within a group), on the trained last turn.
 
-A method is a record (`Method`): its reward terms, its KL coefficient per turn and the turns it trains. `method_at`
-gives the record of a config at a step:
+A method is a record (`Method`): its reward terms, its KL coefficient per turn, the turns it trains and its stage
+(SCoRe's 1 or 2, as the log calls it). `method_at` gives the record of a config at a step:
     CoCoS     R = gamma^(T-1) r_1 + sum_{t>=2} gamma^(T-t) (r_t - r_{t-1})  (cocos.episodes.rewards), beta on every turn
               c_1 = gamma^(T-1) r_1, c_t = gamma^(T-t) (r_t - r_{t-1})
     SCoRe I   R = r_T, beta_1 on turns 1..T-1 and beta on turn T            (Kumar et al. 2024, the baseline)
@@ -57,6 +57,7 @@ class Method:
     reward_terms: Callable[[torch.Tensor], torch.Tensor]
     kl_coefs: tuple[float, ...]  # per turn
     trained_turns: tuple[int, ...]  # 0-based turns whose tokens carry gradient
+    stage: int = 2  # what the log calls the step's stage: SCoRe's 1 or 2; 2 for one-stage methods
 
 
 def method_at(cfg, step: int) -> Method:
@@ -70,10 +71,10 @@ def method_at(cfg, step: int) -> Method:
     all_turns = tuple(range(T)) if cfg.mode == "trajectory" else trained
     if step < cfg.score_stage1_steps:
         return Method("score-I", lambda r: r[..., -1], last_turn_terms, (cfg.score_beta1,) * (T - 1) + (cfg.beta,),
-                      all_turns)
+                      all_turns, stage=1)
     alpha = cfg.score_alpha
     return Method("score-II", lambda r: r.sum(-1) + alpha * (r[..., -1] - r[..., 0]),
-                  lambda r: score_bonus_terms(r, alpha), (cfg.beta,) * T, all_turns)
+                  lambda r: score_bonus_terms(r, alpha), (cfg.beta,) * T, all_turns, stage=2)
 
 
 def last_turn_terms(rewards: torch.Tensor) -> torch.Tensor:

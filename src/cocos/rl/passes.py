@@ -3,9 +3,11 @@ token under the policy and the reference -> per-turn KL, advantages, and the bac
 (cocos.rl.objective holds the math; the trainer calls `plain_passes` or `grouped_passes`).
 
 The passes take the advantages as a function, `advantages(rewards [m, T], turn_kl [m, T]) -> [m, T]` for m
-trajectories in whole groups of k (the trainer's: objective.advantages with the config's advantage and the step's
-method), since the KL they need is what the passes measure. Each trained sequence, turn t of trajectory i, is
-weighted by A[i, t]; the passes return A, so that the trainer logs the numbers the loss used.
+trajectories in whole groups of k (the batch's `advantages_of`: objective.advantages with the config's advantage
+and the step's method), since the KL they need is what the passes measure. Each trained sequence, turn t of
+trajectory i, is weighted by A[i, t]; the passes return A (in `Measured`, cocos.rl.batch), so that the log reads
+the numbers the loss used. They take no trainer: a `PassSetup` (the models, the processes' autocast and backward,
+plain values of the config) and the batch's sequences and rewards.
 
 Two ways, same numbers (tests/test_passes.py holds their log-probs and gradients equal):
 
@@ -21,17 +23,20 @@ Two ways, same numbers (tests/test_passes.py holds their log-probs and gradients
 The prefix stops at least one token before the shortest prompt: the last prompt token's logits predict the first
 completion token, so it belongs to the suffix.
 
-Under gradient checkpointing (the trainer's `gradient_checkpointing`), the prefix runs unchecked (it writes its
-cache, once) and the suffix's layers recompute against a read-only copy of it (`prefix_cache`).
+Under gradient checkpointing (the config's `gradient_checkpointing`, cocos.rl.models), the prefix runs unchecked (it
+writes its cache, once) and the suffix's layers recompute against a read-only copy of it (`prefix_cache`).
 """
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from cocos.rl import objective
+from cocos.rl.batch import Measured
 from cocos.rl.objective import pad_sequences, token_logprobs
 
 
@@ -112,34 +117,52 @@ def allow_checkpointing_with_prefix(model) -> bool:
     return True
 
 
-# ---- the trainer's passes ----------------------------------------------------------------------
-def micro_batches(trainer, seqs):
+# ---- the step's passes ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PassSetup:
+    """What the passes run with: the models (`model`, the trained policy as accelerate wrapped it, and `reference()`,
+    cocos.rl.models.Models), the processes' `autocast()` and `backward(loss, last=)` (cocos.rl.distributed), and
+    plain values of the run's config."""
+    models: Any
+    dist: Any
+    pad_id: int
+    device: Any
+    temperature: float  # the sampling temperature: every log-prob is taken under softmax(logits / temperature)
+    micro_batch: int  # sequences per padded batch (plain passes)
+    kl_estimator: str  # k1 | k3 (objective.token_kl)
+    k: int  # samples per problem: the trajectories come in groups of k
+    turns: int
+
+
+def micro_batches(setup: PassSetup, seqs):
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i].prompt_ids) + len(seqs[i].completion_ids))  # less padding
-    mb = trainer.cfg.micro_batch
+    mb = setup.micro_batch
     for s in range(0, len(order), mb):
         idx = order[s:s + mb]
-        batch = objective.pad_sequences([seqs[i].prompt_ids for i in idx], [seqs[i].completion_ids for i in idx], trainer.pad_id)
-        yield idx, tuple(x.to(trainer.device) for x in batch)
+        batch = objective.pad_sequences([seqs[i].prompt_ids for i in idx], [seqs[i].completion_ids for i in idx],
+                                        setup.pad_id)
+        yield idx, tuple(x.to(setup.device) for x in batch)
+
 
 @torch.no_grad()
-def kl_and_entropy(trainer, seqs, n_traj: int):
+def kl_and_entropy(setup: PassSetup, seqs, n_traj: int):
     """Per-turn KL [n_traj, T] (summed over each turn's generated tokens), mean entropy, and the trainer's
     log-prob of each sequence's completion tokens (one list per entry of `seqs`, compared with the sampler's).
 
     All under the sampling temperature (objective.token_logprobs), so the KL is the one between the tempered
     policy and the tempered reference, and the trainer's log-probs are the sampler's up to numerics.
     """
-    kl = torch.zeros(n_traj, trainer.cfg.turns)
+    kl = torch.zeros(n_traj, setup.turns)
     ent_sum, ent_n = 0.0, 0.0
-    temperature = trainer.cfg.temperature
+    temperature, model = setup.temperature, setup.models.model
     recomputed: list[list[float] | None] = [None] * len(seqs)
-    for idx, (ids, attn, pos, cmask) in micro_batches(trainer, seqs):
+    for idx, (ids, attn, pos, cmask) in micro_batches(setup, seqs):
         C = cmask.shape[1]
-        with trainer._autocast():
-            logp, ent = objective.token_logprobs(trainer.model, ids, attn, pos, C, temperature=temperature, with_entropy=True)
-            with trainer._reference() as ref:
+        with setup.dist.autocast():
+            logp, ent = objective.token_logprobs(model, ids, attn, pos, C, temperature=temperature, with_entropy=True)
+            with setup.models.reference() as ref:
                 ref_logp, _ = objective.token_logprobs(ref, ids, attn, pos, C, temperature=temperature)
-        e_sum, e_n = _record_batch(seqs, idx, logp, ref_logp, ent, cmask, trainer.cfg.kl_estimator, kl, recomputed)
+        e_sum, e_n = _record_batch(seqs, idx, logp, ref_logp, ent, cmask, setup.kl_estimator, kl, recomputed)
         ent_sum += e_sum
         ent_n += e_n
     return kl, (ent_sum / ent_n if ent_n else 0.0), recomputed
@@ -162,30 +185,30 @@ def seq_advantages(adv: torch.Tensor, seqs, idx, first_traj: int = 0) -> torch.T
     return adv[[seqs[i].traj - first_traj for i in idx], [seqs[i].turn for i in idx]]
 
 
-def plain_passes(trainer, seqs, rewards, advantages, n_traj: int, last_chunk: bool = True):
+def plain_passes(setup: PassSetup, seqs, rewards, advantages, n_traj: int, last_chunk: bool = True) -> Measured:
     """Reference and policy without gradient over every sequence (the KL, hence the advantages), then the policy
-    with gradient in micro-batches, one backward each. -> (turn_kl, entropy, recomputed, loss, advantages [n, T])."""
-    turn_kl, entropy, recomputed = kl_and_entropy(trainer, seqs, rewards.shape[0])
+    with gradient in micro-batches, one backward each."""
+    turn_kl, entropy, recomputed = kl_and_entropy(setup, seqs, rewards.shape[0])
     adv = advantages(rewards, turn_kl)
     loss_total = 0.0
-    for idx, (ids, attn, pos, cmask) in micro_batches(trainer, seqs):
-        a = seq_advantages(adv, seqs, idx).to(trainer.device)
-        with trainer._autocast():
-            logp, _ = objective.token_logprobs(trainer.model, ids, attn, pos, cmask.shape[1], temperature=trainer.cfg.temperature)
+    for idx, (ids, attn, pos, cmask) in micro_batches(setup, seqs):
+        a = seq_advantages(adv, seqs, idx).to(setup.device)
+        with setup.dist.autocast():
+            logp, _ = objective.token_logprobs(setup.models.model, ids, attn, pos, cmask.shape[1],
+                                               temperature=setup.temperature)
         loss = objective.policy_loss(logp, cmask, a, n_traj=n_traj)
-        trainer.backward(loss)
+        setup.dist.backward(loss)
         loss_total += float(loss.detach())
-    return turn_kl, entropy, recomputed, loss_total, adv
+    return Measured(turn_kl, entropy, recomputed, loss_total, adv)
 
 
-def grouped_passes(trainer, seqs, rewards, advantages, n_traj: int, last_chunk: bool = True):
+def grouped_passes(setup: PassSetup, seqs, rewards, advantages, n_traj: int, last_chunk: bool = True) -> Measured:
     """Per group of k trajectories: policy log-probs with gradient and reference log-probs of every trained turn
     (one batch per turn, its common prompt prefix once), then the group's advantages and one backward (the step's
-    last when it is the last group of the last chunk). -> (turn_kl, entropy, recomputed, loss, advantages [n, T]:
-    0 for groups without a trained sequence)."""
-    cfg, k = trainer.cfg, trainer.cfg.k
-    turn_kl = torch.zeros(rewards.shape[0], cfg.turns)
-    adv = torch.zeros(rewards.shape[0], cfg.turns)
+    last when it is the last group of the last chunk). Advantages 0 for groups without a trained sequence."""
+    k, dist, model = setup.k, setup.dist, setup.models.model
+    turn_kl = torch.zeros(rewards.shape[0], setup.turns)
+    adv = torch.zeros(rewards.shape[0], setup.turns)
     recomputed: list[list[float] | None] = [None] * len(seqs)
     ent_sum = ent_n = loss_total = 0.0
     groups: dict[int, dict[int, list[int]]] = {}  # group -> turn -> indices into seqs
@@ -196,21 +219,21 @@ def grouped_passes(trainer, seqs, rewards, advantages, n_traj: int, last_chunk: 
         held = []  # (indices, log-probs with gradient, mask) of each turn's batch
         for idx in turns.values():
             prompts, comps = [seqs[i].prompt_ids for i in idx], [seqs[i].completion_ids for i in idx]
-            with trainer._autocast():
-                logp, ent, cmask = sequence_logprobs(trainer.model, prompts, comps, trainer.pad_id, trainer.device,
-                                                     temperature=cfg.temperature, with_entropy=True)
-                with torch.no_grad(), trainer._reference() as ref:
-                    ref_logp, _, _ = sequence_logprobs(ref, prompts, comps, trainer.pad_id, trainer.device,
-                                                       temperature=cfg.temperature)
-            e_sum, e_n = _record_batch(seqs, idx, logp, ref_logp, ent, cmask, cfg.kl_estimator, turn_kl, recomputed)
+            with dist.autocast():
+                logp, ent, cmask = sequence_logprobs(model, prompts, comps, setup.pad_id, setup.device,
+                                                     temperature=setup.temperature, with_entropy=True)
+                with torch.no_grad(), setup.models.reference() as ref:
+                    ref_logp, _, _ = sequence_logprobs(ref, prompts, comps, setup.pad_id, setup.device,
+                                                       temperature=setup.temperature)
+            e_sum, e_n = _record_batch(seqs, idx, logp, ref_logp, ent, cmask, setup.kl_estimator, turn_kl, recomputed)
             ent_sum += e_sum
             ent_n += e_n
             held.append((idx, logp, cmask))
         group = slice(g * k, (g + 1) * k)
         adv[group] = advantages(rewards[group], turn_kl[group])  # the group's KL is complete: its advantages
-        group_adv = adv[group].to(trainer.device)
+        group_adv = adv[group].to(setup.device)
         loss = sum(objective.policy_loss(logp, cmask, seq_advantages(group_adv, seqs, idx, g * k), n_traj=n_traj)
                    for idx, logp, cmask in held)
-        trainer.backward(loss, last=last_chunk and g == last_group)
+        dist.backward(loss, last=last_chunk and g == last_group)
         loss_total += float(loss.detach())
-    return turn_kl, (ent_sum / ent_n if ent_n else 0.0), recomputed, loss_total, adv
+    return Measured(turn_kl, (ent_sum / ent_n if ent_n else 0.0), recomputed, loss_total, adv)
