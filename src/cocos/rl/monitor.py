@@ -19,18 +19,6 @@ from dataclasses import dataclass, field
 from cocos.eval.metrics import COPY_SIMILARITY
 
 
-def release_free_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc). Without it the log-prob passes' large, varying-shape
-    tensors leave a process holding 9-13 GB between steps where ~3 GB are live (measured with the default
-    model), and two runs side by side on a 24 GB machine were OOM-killed."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def mean(xs) -> float:
     xs = list(xs)
     return float(sum(xs) / len(xs)) if xs else 0.0

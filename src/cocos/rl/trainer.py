@@ -41,13 +41,14 @@ import torch
 from cocos.errors import UserError
 from cocos.eval import runs
 from cocos.eval.runs import checkpoint_steps
+from cocos.generation.device import release_free_memory
 from cocos.rl import checkpoint, curriculum
 from cocos.rl.batch import Batch, make_batch, trained_sequences
 from cocos.rl.config import TrainConfig, save_config
 from cocos.rl.distributed import Distributed, make_accelerator
 from cocos.rl.models import load_models
-from cocos.rl.monitor import (TimedPolicy, Watchdog, batch_trajectory_stats, kl_text, mean, progress_text,
-                              release_free_memory, step_stats, turn_advantage_stats)
+from cocos.rl.monitor import (TimedPolicy, Watchdog, batch_trajectory_stats, kl_text, mean, progress_text, step_stats,
+                              turn_advantage_stats)
 from cocos.rl.objective import method_at
 from cocos.rl.passes import PassSetup, grouped_passes, plain_passes
 
