@@ -11,7 +11,7 @@ from cocos.episodes.records import Trajectory
 from cocos.episodes.rollout import run_episodes, score_responses
 from cocos.errors import UserError
 from cocos.generation.policy import Policy
-from cocos.generation.sampling import Generation
+from cocos.generation.sampling import Generation, repeat_each
 
 CHAT = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
 
@@ -108,10 +108,11 @@ class Scripted:
     def __init__(self, answers):
         self.answers, self.calls = answers, []
 
-    def generate(self, prompts, *, max_new_tokens, temperature, top_p, seed, stop):
-        self.calls.append((len(prompts), seed, stop))
+    def generate(self, prompts, sampling, n=1):
+        self.calls.append((len(prompts), sampling.seed, sampling.stop))
         turn = prompts[0].count("[CORRECT]")
-        return [Generation(text=next(a[turn] for k, a in self.answers.items() if k in p), completion_ids=[1]) for p in prompts]
+        return [Generation(text=next(a[turn] for k, a in self.answers.items() if k in p), completion_ids=[1])
+                for p in repeat_each(prompts, n)]
 
 
 def test_rewards_prompts_and_batching_with_scripted_answers(problems):

@@ -62,15 +62,11 @@ class SelfRefineActor:
         fb_prompts = [feedback_prompt(p, c) for p, c in zip(problems, codes)]
         fb = Sampling(max_new_tokens=min(self.feedback_tokens, sampling.max_new_tokens), temperature=sampling.temperature,
                       top_p=sampling.top_p, seed=sampling.seed, stop=(END, DONE))
-        feedback = [_clean_feedback(g.text) for g in self._generate(fb_prompts, fb)]
+        feedback = [_clean_feedback(g.text) for g in self.policy.generate(fb_prompts, fb)]
         bridges = [f"{text}\n{END}{REFINE_INSTRUCTION}" for text in feedback]
-        revisions = self._generate([fp + b for fp, b in zip(fb_prompts, bridges)], sampling)
+        revisions = self.policy.generate([fp + b for fp, b in zip(fb_prompts, bridges)], sampling)
         return [
             Draft(paper_prompt(p, c), Generation(text=b + g.text, prompt_ids=g.prompt_ids, completion_ids=g.completion_ids,
                                                  finish_reason=g.finish_reason))
             for p, c, b, g in zip(problems, codes, bridges, revisions)
         ]
-
-    def _generate(self, prompts: list[str], s: Sampling) -> list[Generation]:
-        return self.policy.generate(prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
-                                    seed=s.seed, stop=s.stop)

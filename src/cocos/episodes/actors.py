@@ -2,7 +2,7 @@
 
 A turn actor writes turn t of a batch of episodes: `actor.write(problems, histories, sampling) -> list[Draft]`,
 where histories[i] holds the earlier `Turn`s of episode i (so t = len(histories[i]) + 1) and `sampling` is the
-turn's `cocos.generation.sampling.Sampling`. The plain policy is one actor (`PolicyActor`: the prompt format's
+turn's `cocos.generation.sampling.Sampling` (passed on whole to `policy.generate`). The plain policy is one actor (`PolicyActor`: the prompt format's
 prompt, one generate call); a baseline that changes who writes a turn or how is another (`cocos.baselines`).
 
     actor = make_actor("self-refine", policy, settings, {"feedback_tokens": 256})
@@ -40,8 +40,7 @@ class PolicyActor:
 
     def write(self, problems, histories, sampling: Sampling) -> list[Draft]:
         prompts = [self.prompts(p, [h.code for h in hist]) for p, hist in zip(problems, histories)]
-        gens = self.policy.generate(prompts, max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
-                                    top_p=sampling.top_p, seed=sampling.seed, stop=sampling.stop)
+        gens = self.policy.generate(prompts, sampling)
         return [Draft(prompt, g) for prompt, g in zip(prompts, gens)]
 
 

@@ -135,10 +135,7 @@ class ReviseActor:
         return g.text.startswith(REFINE)
 
     def _generate(self, prompts: list[str], s: Sampling) -> list[Generation]:
-        if not prompts:
-            return []
-        return self.policy.generate(prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
-                                    seed=s.seed, stop=s.stop)
+        return self.policy.generate(prompts, s) if prompts else []
 
 
 # ---- training data ------------------------------------------------------------------------------

@@ -77,8 +77,7 @@ class SelfCorrectorActor:
         if not histories[0]:  # turn 1: the generator
             return self.first.write(problems, histories, sampling)
         prompts = [corrector_prompt(p, hist[-1].code) for p, hist in zip(problems, histories)]
-        gens = self.corrector.generate(prompts, max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
-                                       top_p=sampling.top_p, seed=sampling.seed, stop=sampling.stop)
+        gens = self.corrector.generate(prompts, sampling)
         return [Draft(prompt, g) for prompt, g in zip(prompts, gens)]
 
 

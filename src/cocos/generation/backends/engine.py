@@ -197,22 +197,17 @@ class Engine(ModelRunner, Backend):
         return self._stop_masks[stop]
 
     # ---------------------------------------------------------------- the scheduler
-    def generate(self, prompts: list[str], sampling: Sampling, *, batch_size: int = 16, progress: bool = False,
-                 n: int = 1) -> list[Generation]:
+    def generate(self, prompts: list[str], sampling: Sampling, n: int = 1, *, batch_size: int = 16,
+                 progress: bool = False) -> list[Generation]:
         """Sample `n` completions per prompt: len(prompts) * n Generations, grouped by prompt, in order.
         `batch_size` is not used: up to `max_batch` sequences decode together, joining as others finish."""
-        max_new_tokens, temperature, top_p, seed, stop = (sampling.max_new_tokens, sampling.temperature,
-                                                          sampling.top_p, sampling.seed, sampling.stop)
         if isinstance(prompts, str):
             raise UserError("prompts: pass a list of strings, not one string")
-        if temperature < 0:
-            raise UserError(f"temperature: must be >= 0 (0 is greedy), got {temperature}")
-        if not 0 < top_p <= 1:
-            raise UserError(f"top_p: must be in (0, 1], got {top_p}")
-        if n < 1 or max_new_tokens < 0:
-            raise UserError("n and max_new_tokens: n must be >= 1 and max_new_tokens >= 0")
+        if n < 1:
+            raise UserError(f"n: must be >= 1, got {n}")
+        s = sampling  # checked when it was made
         with torch.inference_mode():
-            return self._generate(prompts, max_new_tokens, temperature, top_p, seed, stop, progress, n)
+            return self._generate(prompts, s.max_new_tokens, s.temperature, s.top_p, s.seed, s.stop, progress, n)
 
     def _generate(self, prompts, max_new_tokens, temperature, top_p, seed, stop, progress, n):
         self._sync()
