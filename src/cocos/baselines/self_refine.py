@@ -20,7 +20,7 @@ from cocos.data.prompts import BEGIN, CORRECT, DONE, paper_prompt
 from cocos.episodes.actors import PolicyActor
 from cocos.episodes.records import Draft
 from cocos.errors import UserError
-from cocos.generation.sampling import Generation, Sampling
+from cocos.generation.sampling import Generation, Sampling, repeat_each
 
 END = "[END]"
 FEEDBACK_INSTRUCTION = (
@@ -55,9 +55,10 @@ class SelfRefineActor:
         self.policy, self.feedback_tokens = policy, int(feedback_tokens)
         self.first = PolicyActor(policy, settings)
 
-    def write(self, problems, histories, sampling: Sampling) -> list[Draft]:
+    def write(self, problems, histories, sampling: Sampling, n: int = 1) -> list[Draft]:
         if not histories[0]:  # turn 1: the policy's own answer
-            return self.first.write(problems, histories, sampling)
+            return self.first.write(problems, histories, sampling, n=n)
+        problems, histories = repeat_each(problems, n), repeat_each(histories, n)  # each sample its own critique
         codes = [[h.code for h in hist] for hist in histories]
         fb_prompts = [feedback_prompt(p, c) for p, c in zip(problems, codes)]
         fb = Sampling(max_new_tokens=min(self.feedback_tokens, sampling.max_new_tokens), temperature=sampling.temperature,
