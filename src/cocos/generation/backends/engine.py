@@ -53,7 +53,7 @@ import torch
 
 from cocos.errors import UserError
 from cocos.generation.backends import Backend, engine_ops
-from cocos.generation.backends.engine_ops import MASKED, sample_tokens, sampled_logprobs
+from cocos.generation.backends.engine_ops import sample_tokens, sampled_logprobs
 from cocos.generation.backends.engine_runner import ModelRunner
 from cocos.generation.sampling import Generation, Sampling, encode_prompts, eos_ids, stop_end
 
@@ -400,30 +400,3 @@ class Engine(ModelRunner, Backend):
             gens.append(Generation(text=text, prompt_ids=list(req_ids[r]), completion_ids=out[r],
                                    finish_reason=reasons[r], logprobs=out_lp[r]))
         return gens
-
-    def _layout(self, row_group, pool, Lp):
-        """Index tensors for the current batch composition (rebuilt only when rows join or leave)."""
-        P = len(pool)
-        members = [[] for _ in range(P)]
-        flat = []
-        for b, g in enumerate(row_group):
-            flat.append(g.entry)
-            members[g.entry].append(b)
-        G = max(len(m) for m in members) if members else 1
-        G = max(G, 1)
-        grp = torch.zeros(P, G, dtype=torch.long)
-        slot_of = {}
-        for e, m in enumerate(members):
-            for i, b in enumerate(m):
-                grp[e, i] = b
-                slot_of[b] = e * G + i
-        flat = torch.tensor([slot_of[b] for b in range(len(row_group))], dtype=torch.long)
-        pre_len_rows = torch.tensor([len(g.ids) for g in row_group], dtype=torch.long)
-        # for the kernel: rows grouped by entry (CSR) and each entry's prompt length
-        ent_ptr = torch.tensor([0] + [len(m) for m in members], dtype=torch.long).cumsum(0)
-        ent_rows = torch.tensor([b for m in members for b in m], dtype=torch.long)
-        entry_len = torch.tensor([len(g.ids) for g in pool], dtype=torch.long)
-        pre_mask = torch.zeros(len(row_group), 1, 1, Lp, dtype=torch.float32)
-        pre_mask.masked_fill_(torch.arange(Lp)[None, None, None, :] >= pre_len_rows[:, None, None, None], MASKED)
-        return dict(grp=grp, flat=flat, pre_mask=pre_mask, pre_len=pre_len_rows, ent_ptr=ent_ptr, ent_rows=ent_rows,
-                    entry_len=entry_len)
