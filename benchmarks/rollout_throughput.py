@@ -8,8 +8,9 @@ Case 1 ("greedy"): the first `--prompts` MBPP test problems in the paper's promp
 [DONE], `--max-new-tokens` each, HF generate in one batch of all prompts (the policy's HF backend) vs the engine.
 Also checks greedy equality: engine float32 vs HF float32, engine bfloat16 vs HF bfloat16, sequence by sequence.
 Case 2 ("k samples"): `--k-prompts` problems with the 3-shot prefix, k samples each at temperature 0.9 (the
-paper's RL sampling), HF generate on the k copies of each prompt in one batch vs the engine (which prefills each
-prompt once, shares its KV cache among the k samples, and reuses the few-shot prefix across prompts).
+paper's RL sampling), one generate call with n=k per backend: HF generate on the k copies of each prompt in one
+batch vs the engine (which prefills each prompt once, shares its KV cache among the k samples, and reuses the
+few-shot prefix across prompts) vs vLLM (SamplingParams.n = k).
 
 Tokens/s counts generated tokens up to and including each sequence's stop (padding after a stop is not counted).
 Ratios within one run are what count: other processes share this machine.
@@ -114,7 +115,7 @@ def main():
 
     warm = [paper_prompt(problems[0])] * 2
     for gen in (hf32.generate, hf16.generate, *(v.generate for _, v in vllms)):
-        gen(warm, max_new_tokens=4)
+        gen(warm, Sampling(max_new_tokens=4))
     for _, eng in engines:
         eng.generate(warm, Sampling(max_new_tokens=4))
 
@@ -131,10 +132,10 @@ def main():
         prompts = [paper_prompt(p) for p in problems[: args.prompts]]
         B = len(prompts)
         print(f"\ncase 1: {B} MBPP prompts (paper format), greedy, {N} new tokens, stop [DONE]; HF batch {B}")
-        h32, n, dt = timed(lambda: hf32.generate(prompts, max_new_tokens=N, batch_size=B))
+        h32, n, dt = timed(lambda: hf32.generate(prompts, Sampling(max_new_tokens=N), batch_size=B))
         base32 = n / dt
         report("greedy", "HF generate float32", n, dt, base32, None)
-        h16, n, dt = timed(lambda: hf16.generate(prompts, max_new_tokens=N, batch_size=B))
+        h16, n, dt = timed(lambda: hf16.generate(prompts, Sampling(max_new_tokens=N), batch_size=B))
         base16 = n / dt
         report("greedy", "HF generate bfloat16", n, dt, base32, base16)
         outs = {}
@@ -142,7 +143,7 @@ def main():
             outs[name], n, dt = timed(lambda: eng.generate(prompts, Sampling(max_new_tokens=N)))
             report("greedy", name, n, dt, base32, base16)
         for name, pol in vllms:
-            outs[name], n, dt = timed(lambda: pol.generate(prompts, max_new_tokens=N))
+            outs[name], n, dt = timed(lambda: pol.generate(prompts, Sampling(max_new_tokens=N)))
             report("greedy", name, n, dt, base32, base16)
         for name, gens in outs.items():
             eq, firsts = same(gens, h32 if "float32" in name else h16)
@@ -158,18 +159,17 @@ def main():
     if args.only in (None, "k"):
         shots = fewshot_prefix(load_fewshot_examples())
         prompts = [paper_prompt(p, fewshot=shots) for p in problems[: args.k_prompts]]
-        dup = [p for p in prompts for _ in range(args.k)]
-        B = len(dup)
+        B = len(prompts) * args.k
         lens = [len(policy.encode_prompt(p)) for p in prompts]
         print(f"\ncase 2: {len(prompts)} MBPP prompts with the 3-shot prefix ({min(lens)}-{max(lens)} tokens) x "
               f"k={args.k} samples, temperature {args.temperature}, {N} new tokens; HF batch {B}")
         kw = dict(max_new_tokens=N, temperature=args.temperature, top_p=1.0, seed=0)
         base32 = None
         if not args.skip_hf_fp32_k:
-            _, n, dt = timed(lambda: hf32.generate(dup, batch_size=B, **kw))
+            _, n, dt = timed(lambda: hf32.generate(prompts, Sampling(**kw), n=args.k, batch_size=B))
             base32 = n / dt
             report("k", "HF generate float32", n, dt, base32, None)
-        _, n, dt = timed(lambda: hf16.generate(dup, batch_size=B, **kw))
+        _, n, dt = timed(lambda: hf16.generate(prompts, Sampling(**kw), n=args.k, batch_size=B))
         base16 = n / dt
         report("k", "HF generate bfloat16", n, dt, base32, base16)
         for name, eng in engines:
@@ -179,8 +179,8 @@ def main():
             print(f"    prefill: {s['prefills']} prompts, {s['prefill_tokens']} tokens computed, "
                   f"{s['cached_tokens']} reused from a shared prefix; {s['steps']} decode steps, "
                   f"up to {s['max_rows']} rows")
-        for name, pol in vllms:  # the k copies of each prompt, one seed each; prefix caching shares their prompt
-            _, n, dt = timed(lambda: pol.generate(dup, **kw))
+        for name, pol in vllms:  # n=k: one request per prompt, its k samples share the prompt's KV blocks
+            _, n, dt = timed(lambda: pol.generate(prompts, Sampling(**kw), n=args.k))
             report("k", name, n, dt, base32, base16)
 
     for name, pol in vllms:

@@ -8,7 +8,7 @@ import torch
 
 from cocos.errors import UserError
 from cocos.generation.policy import Policy, load_policy
-from cocos.generation.sampling import Generation, trim_completion
+from cocos.generation.sampling import Generation, Sampling, trim_completion
 
 CORPUS = [
     "def add(a, b):\n    return a + b\n[DONE]",
@@ -81,9 +81,9 @@ def chain_policy(tokenizer, chain: list[int]) -> Policy:
 
 
 def test_batched_generation_returns_input_order_and_matches_unbatched_greedy(policy):
-    batched = policy.generate(PROMPTS, max_new_tokens=8, batch_size=2, stop=())
+    batched = policy.generate(PROMPTS, Sampling(max_new_tokens=8, stop=()), batch_size=2)
     assert [g.prompt_ids for g in batched] == [policy.tokenizer(p).input_ids for p in PROMPTS]
-    alone = [policy.generate([p], max_new_tokens=8, stop=())[0] for p in PROMPTS]
+    alone = [policy.generate([p], Sampling(max_new_tokens=8, stop=()))[0] for p in PROMPTS]
     assert [g.completion_ids for g in batched] == [g.completion_ids for g in alone]
     assert [g.text for g in batched] == [g.text for g in alone]
     for g in batched:
@@ -95,8 +95,8 @@ def test_batched_generation_returns_input_order_and_matches_unbatched_greedy(pol
 
 
 def test_greedy_is_deterministic_and_equals_argmax_decoding(policy):
-    a = policy.generate(PROMPTS, max_new_tokens=6, stop=())
-    b = policy.generate(PROMPTS[::-1], max_new_tokens=6, stop=(), batch_size=3)[::-1]
+    a = policy.generate(PROMPTS, Sampling(max_new_tokens=6, stop=()))
+    b = policy.generate(PROMPTS[::-1], Sampling(max_new_tokens=6, stop=()), batch_size=3)[::-1]
     assert [g.completion_ids for g in a] == [g.completion_ids for g in b]
     # Reference: plain argmax decoding with full forward passes, no cache, no padding.
     ids = list(a[1].prompt_ids)
@@ -109,18 +109,18 @@ def test_greedy_is_deterministic_and_equals_argmax_decoding(policy):
 def test_seed_reproduces_samples_and_different_seeds_differ(policy):
     kw = dict(max_new_tokens=10, temperature=1.0, top_p=0.95, stop=())
     prompts = PROMPTS[:3] * 2
-    s1 = policy.generate(prompts, seed=123, **kw)
-    s2 = policy.generate(prompts, seed=123, **kw)
-    s3 = policy.generate(prompts, seed=7, **kw)
+    s1 = policy.generate(prompts, Sampling(seed=123, **kw))
+    s2 = policy.generate(prompts, Sampling(seed=123, **kw))
+    s3 = policy.generate(prompts, Sampling(seed=7, **kw))
     assert [g.completion_ids for g in s1] == [g.completion_ids for g in s2]
     assert [g.completion_ids for g in s1] != [g.completion_ids for g in s3]
-    greedy = policy.generate(prompts, max_new_tokens=10, stop=())
+    greedy = policy.generate(prompts, Sampling(max_new_tokens=10, stop=()))
     assert [g.completion_ids for g in s1] != [g.completion_ids for g in greedy]
     # The seed is used on a forked RNG: the caller's global stream is untouched.
     torch.manual_seed(5)
     expected = torch.rand(3)
     torch.manual_seed(5)
-    policy.generate(prompts[:1], seed=1, **kw)
+    policy.generate(prompts[:1], Sampling(seed=1, **kw))
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -131,7 +131,7 @@ def test_generation_stops_at_stop_string_and_trims(tokenizer):
     policy = chain_policy(tokenizer, [p_ids[-1], *t_ids])
     steps = []
     hook = policy.model.register_forward_hook(lambda *a: steps.append(1))
-    g = policy.generate([prompt], max_new_tokens=40)[0]
+    g = policy.generate([prompt], Sampling(max_new_tokens=40))[0]
     hook.remove()
     assert len(steps) == len(g.completion_ids)  # generation itself halted at the stop string
     assert g.finish_reason == "stop"
@@ -140,10 +140,10 @@ def test_generation_stops_at_stop_string_and_trims(tokenizer):
     assert g.completion_ids == t_ids[: len(g.completion_ids)]
     assert "[DONE]" not in tokenizer.decode(g.completion_ids[:-1])  # nothing sampled after the stop token
     # Without the stop string the model runs on through the text and stops at the token budget.
-    g2 = policy.generate([prompt], max_new_tokens=len(t_ids), stop=())[0]
+    g2 = policy.generate([prompt], Sampling(max_new_tokens=len(t_ids), stop=()))[0]
     assert g2.text == target and g2.completion_ids == t_ids and g2.finish_reason == "length"
     # A batch where one row stops early: the other row is not cut, and padding never leaks in.
-    both = policy.generate([prompt, "assert"], max_new_tokens=len(t_ids) + 2, batch_size=2)
+    both = policy.generate([prompt, "assert"], Sampling(max_new_tokens=len(t_ids) + 2), batch_size=2)
     assert both[0].text == g.text and both[0].completion_ids == g.completion_ids
 
 
@@ -151,7 +151,7 @@ def test_eos_ends_a_generation(tokenizer):
     prompt = "assert"
     body = tokenizer(" add(1, 2) == 3\n").input_ids
     policy = chain_policy(tokenizer, [tokenizer(prompt).input_ids[-1], *body, tokenizer.eos_token_id])
-    g = policy.generate([prompt], max_new_tokens=30)[0]
+    g = policy.generate([prompt], Sampling(max_new_tokens=30))[0]
     assert g.finish_reason == "eos"
     assert g.completion_ids == body + [tokenizer.eos_token_id]
     assert g.text == " add(1, 2) == 3\n"
@@ -174,15 +174,15 @@ def test_trim_completion_on_token_ids(tokenizer):
 def test_generate_restores_training_mode_and_uses_live_weights(tokenizer):
     policy = Policy(tiny_llama(tokenizer, seed=1), tokenizer, backend="hf")
     policy.model.train()
-    before = policy.generate(PROMPTS[:2], max_new_tokens=5, stop=())
+    before = policy.generate(PROMPTS[:2], Sampling(max_new_tokens=5, stop=()))
     assert policy.model.training
     with torch.no_grad():  # what an optimiser step does: change the live weights in place
         for p in policy.model.parameters():
             p.add_(torch.randn_like(p) * 0.5)
-    after = policy.generate(PROMPTS[:2], max_new_tokens=5, stop=())
+    after = policy.generate(PROMPTS[:2], Sampling(max_new_tokens=5, stop=()))
     assert [g.completion_ids for g in before] != [g.completion_ids for g in after]
     policy.model.eval()
-    policy.generate(PROMPTS[:1], max_new_tokens=2)
+    policy.generate(PROMPTS[:1], Sampling(max_new_tokens=2))
     assert not policy.model.training
 
 
@@ -191,11 +191,12 @@ def test_local_checkpoint_loads(tmp_path, policy):
     policy.tokenizer.save_pretrained(tmp_path)
     loaded = load_policy(str(tmp_path), dtype="float32", backend="hf", verbose=False)
     assert loaded.backend == "hf" and "local checkpoint" in loaded.describe()
-    assert [g.completion_ids for g in loaded.generate(PROMPTS, max_new_tokens=6, stop=())] == [
-        g.completion_ids for g in policy.generate(PROMPTS, max_new_tokens=6, stop=())
+    assert [g.completion_ids for g in loaded.generate(PROMPTS, Sampling(max_new_tokens=6, stop=()))] == [
+        g.completion_ids for g in policy.generate(PROMPTS, Sampling(max_new_tokens=6, stop=()))
     ]
     bf16 = load_policy(str(tmp_path), dtype="bfloat16", backend="hf", verbose=False)
-    assert bf16.dtype == torch.bfloat16 and len(bf16.generate(PROMPTS[:1], max_new_tokens=3)[0].completion_ids) >= 1
+    assert bf16.dtype == torch.bfloat16
+    assert len(bf16.generate(PROMPTS[:1], Sampling(max_new_tokens=3))[0].completion_ids) >= 1
 
 
 def test_user_errors(tmp_path):
@@ -211,11 +212,42 @@ def test_user_errors(tmp_path):
 
 def test_bad_generate_arguments(policy):
     with pytest.raises(UserError, match="empty prompt"):
-        policy.generate(["def f():", ""], max_new_tokens=2)
+        policy.generate(["def f():", ""], Sampling(max_new_tokens=2))
     with pytest.raises(UserError, match="list of strings"):
-        policy.generate("def f():", max_new_tokens=2)
+        policy.generate("def f():", Sampling(max_new_tokens=2))
     with pytest.raises(UserError, match="top_p"):
-        policy.generate(["def f():"], temperature=1.0, top_p=0.0)
+        policy.generate(["def f():"], Sampling(temperature=1.0, top_p=0.0))
+
+
+def test_sampling_checks_itself_and_keywords_are_a_convenience(policy):
+    with pytest.raises(UserError, match="temperature"):
+        Sampling(temperature=-0.5)
+    with pytest.raises(UserError, match="top_p"):
+        Sampling(top_p=1.5)
+    with pytest.raises(UserError, match="max_new_tokens"):
+        Sampling(max_new_tokens=0)
+    assert Sampling(stop=["", "[DONE]"]).stop == ("[DONE]",)
+    record = policy.generate(PROMPTS[:2], Sampling(max_new_tokens=5, stop=()))
+    keywords = policy.generate(PROMPTS[:2], max_new_tokens=5, stop=())  # the same record, made by generate
+    assert [g.completion_ids for g in keywords] == [g.completion_ids for g in record]
+    with pytest.raises(UserError, match="not both"):
+        policy.generate(PROMPTS[:1], Sampling(), max_new_tokens=5)
+    with pytest.raises(UserError, match="n=0"):
+        policy.generate(PROMPTS[:1], Sampling(), n=0)
+
+
+@pytest.mark.parametrize("backend", ["hf", "engine"])
+def test_n_samples_equal_n_copies_of_each_prompt(policy, backend):
+    """n samples per prompt: the Generations (ids, log-probs), in the order, that n copies of each prompt give."""
+    p = Policy(policy.model, policy.tokenizer, backend=backend)
+    assert p.backend == backend
+    s = Sampling(max_new_tokens=8, temperature=1.0, seed=3, stop=())
+    got = p.generate(PROMPTS[:3], s, n=3)
+    copies = p.generate([x for x in PROMPTS[:3] for _ in range(3)], s)
+    assert [(g.prompt_ids, g.completion_ids, g.logprobs) for g in got] == \
+        [(g.prompt_ids, g.completion_ids, g.logprobs) for g in copies]
+    assert [g.prompt_ids for g in got[:3]] == [policy.tokenizer(PROMPTS[0]).input_ids] * 3
+    assert len({tuple(g.completion_ids) for g in got[:3]}) > 1  # the n samples of a prompt are different draws
 
 
 def test_auto_backend_uses_engine_only_when_it_supports_the_model(monkeypatch, policy):
@@ -225,7 +257,7 @@ def test_auto_backend_uses_engine_only_when_it_supports_the_model(monkeypatch, p
         def __init__(self, model, tokenizer, dtype=None):
             self.model = model
 
-        def generate(self, prompts, sampling, *, batch_size, progress):
+        def generate(self, prompts, sampling, n=1, *, batch_size, progress):
             calls.append((prompts, sampling.max_new_tokens, sampling.stop, progress))
             return [Generation(text="x") for _ in prompts]
 
@@ -237,6 +269,6 @@ def test_auto_backend_uses_engine_only_when_it_supports_the_model(monkeypatch, p
     monkeypatch.setattr("cocos.generation.backends.engine.supports", lambda model: True)
     p = Policy(policy.model, policy.tokenizer, backend="auto")
     assert p.backend == "engine"
-    assert p.generate(["a", "b"], max_new_tokens=3, progress=True)[1].text == "x"
+    assert p.generate(["a", "b"], Sampling(max_new_tokens=3), progress=True)[1].text == "x"
     assert calls == [(["a", "b"], 3, ("[DONE]",), True)]
     assert Policy(policy.model, policy.tokenizer, backend="hf").backend == "hf"

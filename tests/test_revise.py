@@ -4,6 +4,7 @@ moves the verdict, and `cocos revise` -> `cocos eval --actor revise` on a tiny m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ from cocos.episodes.rollout import run_episodes, score_responses  # noqa: E402
 from cocos.errors import UserError  # noqa: E402
 from cocos.eval.metrics import compute_metrics  # noqa: E402
 from cocos.generation.policy import Policy  # noqa: E402
-from cocos.generation.sampling import Generation  # noqa: E402
+from cocos.generation.sampling import Generation, repeat_each  # noqa: E402
 
 RIGHT = "def add(a, b):\n    return a + b"
 MINUS = "def add(a, b):\n    return a - b"  # passes 1 of 3
@@ -94,10 +95,11 @@ class Scripted:
         self.token_id = token_id
         self.tokenizer = type("Tok", (), {"get_vocab": lambda _self: {REFINE: token_id}})()
 
-    def generate(self, prompts, **kw):
+    def generate(self, prompts, sampling, n=1):
+        kw = dataclasses.asdict(sampling)
         self.calls.append((list(prompts), kw))
         out = []
-        for p in prompts:
+        for p in repeat_each(prompts, n):
             if kw["max_new_tokens"] == 1:  # the verdict
                 first = p.count("[DONE]") == 1
                 out.append(Generation(text=REFINE if first else "", completion_ids=[self.token_id if first else 0]))

@@ -7,11 +7,11 @@ import torch
 
 from cocos.data.problems import load_problems
 from cocos.data.prompts import INSTRUCTION, paper_prompt
-from cocos.episodes.records import Trajectory
+from cocos.episodes.records import Draft, Trajectory
 from cocos.episodes.rollout import run_episodes, score_responses
 from cocos.errors import UserError
 from cocos.generation.policy import Policy
-from cocos.generation.sampling import Generation
+from cocos.generation.sampling import Generation, repeat_each
 
 CHAT = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
 
@@ -108,10 +108,11 @@ class Scripted:
     def __init__(self, answers):
         self.answers, self.calls = answers, []
 
-    def generate(self, prompts, *, max_new_tokens, temperature, top_p, seed, stop):
-        self.calls.append((len(prompts), seed, stop))
+    def generate(self, prompts, sampling, n=1):
+        self.calls.append((len(prompts), sampling.seed, sampling.stop))
         turn = prompts[0].count("[CORRECT]")
-        return [Generation(text=next(a[turn] for k, a in self.answers.items() if k in p), completion_ids=[1]) for p in prompts]
+        return [Generation(text=next(a[turn] for k, a in self.answers.items() if k in p), completion_ids=[1])
+                for p in repeat_each(prompts, n)]
 
 
 def test_rewards_prompts_and_batching_with_scripted_answers(problems):
@@ -131,6 +132,39 @@ def test_rewards_prompts_and_batching_with_scripted_answers(problems):
     assert [t.turns[1].prompt for t in again] == [t.turns[1].prompt for t in trajs]
     binary = run_episodes(policy, problems, turns=1, reward="binary", progress=False)
     assert [t.rewards for t in binary] == [[0.0], [1.0]]
+
+
+def test_k_samples_are_asked_for_once_per_problem_where_they_share_a_history(problems):
+    calls = []
+
+    class Counting:
+        tokenizer = None
+
+        def generate(self, prompts, sampling, n=1):
+            calls.append((len(prompts), n))
+            return [Generation(text="x = 1\n[DONE]", completion_ids=[1]) for _ in repeat_each(prompts, n)]
+
+    trajs = run_episodes(Counting(), problems, turns=3, samples_per_problem=3, progress=False)
+    assert calls == [(2, 3), (6, 1), (6, 1)]  # trajectory mode: turn 1 once per problem, then once per sample
+    assert [(t.task_id, t.sample_index) for t in trajs] == [(11, 0), (11, 1), (11, 2), (12, 0), (12, 1), (12, 2)]
+    calls.clear()
+    trajs = run_episodes(Counting(), problems, turns=3, samples_per_problem=3, mode="last-turn", progress=False)
+    assert calls == [(2, 1), (2, 1), (2, 3)]  # last-turn mode: only the last turn has k samples
+    assert [len(t.turns) for t in trajs] == [3] * 6
+
+
+def test_an_actor_without_n_gets_each_episode_k_times(problems):
+    class Plain:  # an outside actor written before `n`: write(problems, histories, sampling)
+        def __init__(self):
+            self.sizes = []
+
+        def write(self, problems, histories, sampling):
+            self.sizes.append(len(problems))
+            return [Draft("prompt", Generation(text="x = 1\n[DONE]")) for _ in problems]
+
+    actor = Plain()
+    trajs = run_episodes(actor, problems, turns=2, samples_per_problem=3, progress=False)
+    assert actor.sizes == [6, 6] and [t.sample_index for t in trajs] == [0, 1, 2] * 2
 
 
 def test_bad_arguments(problems):

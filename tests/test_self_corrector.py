@@ -27,7 +27,7 @@ from cocos.episodes.actors import make_actor  # noqa: E402
 from cocos.episodes.records import RolloutSettings  # noqa: E402
 from cocos.episodes.rollout import run_episodes, score_responses  # noqa: E402
 from cocos.errors import UserError  # noqa: E402
-from cocos.generation.sampling import Generation  # noqa: E402
+from cocos.generation.sampling import Generation, repeat_each  # noqa: E402
 
 RIGHT = "def add(a, b):\n    return a + b"  # 3 of 3 tests
 MINUS = "def add(a, b):\n    return a - b"  # 1 of 3
@@ -84,7 +84,7 @@ def test_exploration_adds_corrections_and_counts_improvements():
         def __init__(self):
             self.prompts = []
 
-        def generate(self, prompts, **kw):
+        def generate(self, prompts, sampling, n=1):
             self.prompts += prompts
             return [Generation(text=f"{ONLY_B}\n[DONE]") for _ in prompts]
 
@@ -112,9 +112,9 @@ class Scripted:
     def __init__(self, code, path=""):
         self.code, self.path, self.calls, self.tokenizer = code, path, [], None
 
-    def generate(self, prompts, **kw):
+    def generate(self, prompts, sampling, n=1):
         self.calls.append(list(prompts))
-        return [Generation(text=f"{self.code}\n[DONE]") for _ in prompts]
+        return [Generation(text=f"{self.code}\n[DONE]") for _ in repeat_each(prompts, n)]
 
 
 def test_actor_uses_the_generator_for_turn_one_and_the_corrector_after():

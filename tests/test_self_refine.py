@@ -1,12 +1,14 @@
 """Self-Refine actor: turn 1 is the policy's own answer; turn t > 1 = a feedback generation, then a revision."""
 
+import dataclasses
+
 from cocos.baselines.self_refine import END, FEEDBACK_INSTRUCTION, SelfRefineActor
 from cocos.data.problems import Problem
 from cocos.data.prompts import CORRECT, DONE, INSTRUCTION, extract_code, paper_prompt
 from cocos.episodes.actors import make_actor
 from cocos.episodes.records import RolloutSettings, Turn
 from cocos.episodes.rollout import run_episodes
-from cocos.generation.sampling import Generation, Sampling
+from cocos.generation.sampling import Generation, Sampling, repeat_each
 
 
 class Scripted:
@@ -17,10 +19,10 @@ class Scripted:
     def __init__(self):
         self.calls = []
 
-    def generate(self, prompts, **kw):
-        self.calls.append((list(prompts), kw))
+    def generate(self, prompts, sampling, n=1):
+        self.calls.append((list(prompts), dataclasses.asdict(sampling)))
         out = []
-        for p in prompts:
+        for p in repeat_each(prompts, n):
             if p.endswith("[FEEDBACK]\n"):
                 out.append(Generation(text="The loop stops one early [CORRECT] so the sum is short.\n[END]", completion_ids=[1]))
             elif p.endswith(f"{CORRECT}\n"):

@@ -158,11 +158,11 @@ class ScriptedAnswers:
     def __init__(self, answers: dict[str, list[str]]):
         self.answers, self.calls = answers, {}
 
-    def generate(self, prompts, **sampling):
-        from cocos.generation.sampling import Generation
+    def generate(self, prompts, sampling, n=1):
+        from cocos.generation.sampling import Generation, repeat_each
 
         out = []
-        for prompt in prompts:
+        for prompt in repeat_each(prompts, n):
             question = next(q for q in self.answers if q in prompt)
             i = self.calls.get(question, 0)
             self.calls[question] = i + 1
@@ -281,6 +281,7 @@ def test_turn_sft_pairs_the_models_wrong_first_turns_with_the_reference(tmp_path
 def test_tiny_sft_run_saves_a_loadable_checkpoint(tmp_path):
     from cocos.cli import main
     from cocos.generation.policy import load_policy
+    from cocos.generation.sampling import Sampling
     from safetensors.torch import load_file
 
     d = _tiny_model_dir(tmp_path)
@@ -300,7 +301,7 @@ def test_tiny_sft_run_saves_a_loadable_checkpoint(tmp_path):
     kinds = [json.loads(line)["kind"] for line in (out / "examples.jsonl").read_text().splitlines()]
     assert kinds.count("turn1") == len(ROWS) == sum(k.startswith("turn2") for k in kinds)
     policy = load_policy(str(out), dtype="float32", backend="hf", verbose=False)
-    g = policy.generate([paper_prompt(kodcode_problem(ROWS[0], SFTRunConfig()))], max_new_tokens=5)
+    g = policy.generate([paper_prompt(kodcode_problem(ROWS[0], SFTRunConfig()))], Sampling(max_new_tokens=5))
     assert len(g) == 1 and len(g[0].completion_ids) >= 1
     with pytest.raises(UserError, match="already holds"):
         run_sft(SFTRunConfig(model=str(d)), out)

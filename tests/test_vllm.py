@@ -201,13 +201,15 @@ def test_greedy_logprobs_and_top_p(vllm_policy):
     """Greedy: log_softmax(logits) of the argmax tokens (HF generate's tokens). top_p < 1: vLLM takes its
     log-probs after the top-p filter, not the contract's pre-top-p value, so the backend returns None."""
     from cocos.generation.policy import Policy
+    from cocos.generation.sampling import Sampling
 
     hf = Policy(vllm_policy.model, vllm_policy.tokenizer, backend="hf")
     prompts = ["Write a function to add two numbers.", "[BEGIN]\n"]
-    v = vllm_policy.generate(prompts, max_new_tokens=16)
-    h = hf.generate(prompts, max_new_tokens=16)
+    v = vllm_policy.generate(prompts, Sampling(max_new_tokens=16))
+    h = hf.generate(prompts, Sampling(max_new_tokens=16))
     for a, b in zip(v, h):
         assert a.completion_ids == b.completion_ids and a.text == b.text and a.finish_reason == b.finish_reason
         ref = _hf_logprobs(vllm_policy.model, a.prompt_ids, a.completion_ids, 0.0)
         assert max(abs(x - y) for x, y in zip(a.logprobs, ref)) < TOL
-    assert all(g.logprobs is None for g in vllm_policy.generate(prompts, max_new_tokens=4, temperature=1.0, top_p=0.9))
+    sampled = vllm_policy.generate(prompts, Sampling(max_new_tokens=4, temperature=1.0, top_p=0.9))
+    assert all(g.logprobs is None for g in sampled)

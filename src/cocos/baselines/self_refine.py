@@ -20,7 +20,7 @@ from cocos.data.prompts import BEGIN, CORRECT, DONE, paper_prompt
 from cocos.episodes.actors import PolicyActor
 from cocos.episodes.records import Draft
 from cocos.errors import UserError
-from cocos.generation.sampling import Generation, Sampling
+from cocos.generation.sampling import Generation, Sampling, repeat_each
 
 END = "[END]"
 FEEDBACK_INSTRUCTION = (
@@ -55,22 +55,19 @@ class SelfRefineActor:
         self.policy, self.feedback_tokens = policy, int(feedback_tokens)
         self.first = PolicyActor(policy, settings)
 
-    def write(self, problems, histories, sampling: Sampling) -> list[Draft]:
+    def write(self, problems, histories, sampling: Sampling, n: int = 1) -> list[Draft]:
         if not histories[0]:  # turn 1: the policy's own answer
-            return self.first.write(problems, histories, sampling)
+            return self.first.write(problems, histories, sampling, n=n)
+        problems, histories = repeat_each(problems, n), repeat_each(histories, n)  # each sample its own critique
         codes = [[h.code for h in hist] for hist in histories]
         fb_prompts = [feedback_prompt(p, c) for p, c in zip(problems, codes)]
         fb = Sampling(max_new_tokens=min(self.feedback_tokens, sampling.max_new_tokens), temperature=sampling.temperature,
                       top_p=sampling.top_p, seed=sampling.seed, stop=(END, DONE))
-        feedback = [_clean_feedback(g.text) for g in self._generate(fb_prompts, fb)]
+        feedback = [_clean_feedback(g.text) for g in self.policy.generate(fb_prompts, fb)]
         bridges = [f"{text}\n{END}{REFINE_INSTRUCTION}" for text in feedback]
-        revisions = self._generate([fp + b for fp, b in zip(fb_prompts, bridges)], sampling)
+        revisions = self.policy.generate([fp + b for fp, b in zip(fb_prompts, bridges)], sampling)
         return [
             Draft(paper_prompt(p, c), Generation(text=b + g.text, prompt_ids=g.prompt_ids, completion_ids=g.completion_ids,
                                                  finish_reason=g.finish_reason))
             for p, c, b, g in zip(problems, codes, bridges, revisions)
         ]
-
-    def _generate(self, prompts: list[str], s: Sampling) -> list[Generation]:
-        return self.policy.generate(prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
-                                    seed=s.seed, stop=s.stop)

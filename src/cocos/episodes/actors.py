@@ -1,14 +1,18 @@
 """Turn actors: who writes each turn of an episode, and the registry of actors by name.
 
-A turn actor writes turn t of a batch of episodes: `actor.write(problems, histories, sampling) -> list[Draft]`,
-where histories[i] holds the earlier `Turn`s of episode i (so t = len(histories[i]) + 1) and `sampling` is the
-turn's `cocos.generation.sampling.Sampling`. The plain policy is one actor (`PolicyActor`: the prompt format's
-prompt, one generate call); a baseline that changes who writes a turn or how is another (`cocos.baselines`).
+A turn actor writes turn t of a batch of episodes: `actor.write(problems, histories, sampling, n=1) -> list[Draft]`,
+where histories[i] holds the earlier `Turn`s of episode i (so t = len(histories[i]) + 1), `sampling` is the
+turn's `cocos.generation.sampling.Sampling` (passed on whole to `policy.generate`), and `n` asks for n samples of
+each episode's turn: len(problems) * n drafts, the n of an episode together (the rollout asks where the k samples
+of a problem share their history: turn 1 of trajectory mode, the last turn of last-turn mode). `n` is optional:
+an actor whose `write` has no `n` parameter gets each episode n times over instead. The plain policy is one actor
+(`PolicyActor`: the prompt format's prompt, one generate call); a baseline that changes who writes a turn or how is
+another (`cocos.baselines`).
 
     actor = make_actor("self-refine", policy, settings, {"feedback_tokens": 256})
 
 `ACTORS` maps a name to "module:factory"; a factory is called as factory(policy, settings, **options) and returns an
-object with `write(problems, histories, sampling) -> list[Draft]`. A name not in the registry may be a
+object with `write(problems, histories, sampling[, n]) -> list[Draft]`. A name not in the registry may be a
 "module:factory" path itself, so a baseline kept outside the package runs through `cocos eval --actor` unchanged.
 The factories are loaded by name when asked for: this module imports no baseline. Adding a baseline: one module
 (cocos.baselines), one entry here, one config (configs/).
@@ -17,17 +21,27 @@ The factories are loaded by name when asked for: this module imports no baseline
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Protocol
 
 from cocos.data.problems import Problem
 from cocos.data.prompts import PromptBuilder
 from cocos.episodes.records import Draft, RolloutSettings, Turn
 from cocos.errors import UserError
-from cocos.generation.sampling import Sampling
+from cocos.generation.sampling import Sampling, repeat_each
 
 
 class Actor(Protocol):
-    def write(self, problems: list[Problem], histories: list[list[Turn]], sampling: Sampling) -> list[Draft]: ...
+    def write(self, problems: list[Problem], histories: list[list[Turn]], sampling: Sampling,
+              n: int = 1) -> list[Draft]: ...
+
+
+def takes_n(actor) -> bool:
+    """Whether the actor's `write` samples n drafts per episode itself (has an `n` parameter)."""
+    try:
+        return "n" in inspect.signature(actor.write).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class PolicyActor:
@@ -38,11 +52,10 @@ class PolicyActor:
         self.prompts = PromptBuilder(settings.prompt_format, tokenizer=getattr(policy, "tokenizer", None),
                                      fewshot=settings.fewshot)
 
-    def write(self, problems, histories, sampling: Sampling) -> list[Draft]:
+    def write(self, problems, histories, sampling: Sampling, n: int = 1) -> list[Draft]:
         prompts = [self.prompts(p, [h.code for h in hist]) for p, hist in zip(problems, histories)]
-        gens = self.policy.generate(prompts, max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
-                                    top_p=sampling.top_p, seed=sampling.seed, stop=sampling.stop)
-        return [Draft(prompt, g) for prompt, g in zip(prompts, gens)]
+        gens = self.policy.generate(prompts, sampling, n=n)
+        return [Draft(prompt, g) for prompt, g in zip(repeat_each(prompts, n), gens)]
 
 
 # ---- actors by name -----------------------------------------------------------------------------

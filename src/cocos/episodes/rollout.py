@@ -15,6 +15,9 @@ Modes (DESIGN.md):
 - "trajectory": each of the k samples of a problem has its own turns 1..T.
 - "last-turn": turns 1..T-1 are generated once per problem and shared by its k samples (the same Turn
   objects appear in the k trajectories; `shared_prefix_turns` = T-1), only turn T is sampled k times.
+Where the k samples of a problem share their history (turn 1 of trajectory mode, turn T of last-turn mode) the
+write call asks the actor for k samples of each problem (`n`): the policy's backend prefills the prompt once for
+them. An actor that cannot sample n (cocos.episodes.actors.takes_n) gets each problem k times, as before.
 
 Seeds: turn t's write call gets `seed + t - 1` (None stays None), so turns do not repeat each other's
 random draws. `score_responses` builds the same records from saved answers, without a model.
@@ -28,11 +31,11 @@ from tqdm.auto import tqdm
 
 from cocos.data.problems import Problem
 from cocos.data.prompts import DONE, extract_code, paper_prompt
-from cocos.episodes.actors import PolicyActor
+from cocos.episodes.actors import PolicyActor, takes_n
 from cocos.episodes.records import Draft, RolloutSettings, Trajectory, Turn
 from cocos.episodes.rewards import turn_reward
 from cocos.errors import UserError
-from cocos.generation.sampling import Generation, Sampling
+from cocos.generation.sampling import Generation, Sampling, repeat_each
 
 
 # ---- episodes -----------------------------------------------------------------------------------
@@ -57,6 +60,15 @@ def _finish_turns(problems, drafts: list[Draft], reward: str, timeout: float, ex
     return turns
 
 
+def _write(actor, problems: list[Problem], histories: list[list[Turn]], sampling: Sampling, n: int) -> list[Draft]:
+    """n drafts per episode, the n of an episode together: the actor samples them itself where it can."""
+    if n == 1:
+        return actor.write(problems, histories, sampling)
+    if takes_n(actor):
+        return actor.write(problems, histories, sampling, n=n)
+    return actor.write(repeat_each(problems, n), repeat_each(histories, n), sampling)
+
+
 def run_episodes(
     actor,
     problems: Sequence[Problem],
@@ -76,22 +88,24 @@ def run_episodes(
     k, turns = samples_per_problem, settings.turns
     bar = tqdm(total=2 * turns, desc="episodes", unit="step", disable=not progress, leave=False)
 
-    def play(t: int, items: list[tuple[Problem, list[Turn]]]) -> list[Turn]:
-        """Turn t for every (problem, earlier turns) item: one write call, one sandbox call."""
+    def play(t: int, items: list[tuple[Problem, list[Turn]]], n: int = 1) -> list[Turn]:
+        """Turn t, n samples of every (problem, earlier turns) item: one write call, one sandbox call.
+        -> len(items) * n turns, the n of an item together."""
         batch = [p for p, _ in items]
-        bar.set_postfix_str(f"turn {t}: generating {len(batch)}")
+        bar.set_postfix_str(f"turn {t}: generating {len(batch) * n}")
         sampling = Sampling(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                             top_p=settings.top_p, seed=None if seed is None else seed + t - 1, stop=(DONE,))
-        drafts = actor.write(batch, [hist for _, hist in items], sampling)
+        drafts = _write(actor, batch, [hist for _, hist in items], sampling, n)
         bar.update(1)
         bar.set_postfix_str(f"turn {t}: running tests")
-        done = _finish_turns(batch, drafts, settings.reward, settings.timeout, settings.extraction)
+        done = _finish_turns(repeat_each(batch, n), drafts, settings.reward, settings.timeout, settings.extraction)
         bar.update(1)
         return done
 
     if settings.mode == "trajectory":
-        items = [(p, []) for p in problems for _ in range(k)]
-        for t in range(1, turns + 1):
+        first = play(1, [(p, []) for p in problems], n=k)
+        items = [(p, [turn]) for p, turn in zip(repeat_each(problems, k), first)]
+        for t in range(2, turns + 1):
             for (_, hist), turn in zip(items, play(t, items)):
                 hist.append(turn)
         out = [
@@ -103,11 +117,10 @@ def run_episodes(
         for t in range(1, turns):
             for (_, hist), turn in zip(shared, play(t, shared)):
                 hist.append(turn)
-        final = [(p, hist) for p, hist in shared for _ in range(k)]
-        last = play(turns, final)
+        last = play(turns, shared, n=k)
         out = [
             Trajectory(task_id=p.task_id, turns=list(hist) + [last[i]], sample_index=i % k, shared_prefix_turns=turns - 1)
-            for i, (p, hist) in enumerate(final)
+            for i, (p, hist) in enumerate(repeat_each(shared, k))
         ]
     bar.close()
     return out

@@ -6,16 +6,20 @@ Contract shared by rollout, eval and the trainer:
                          backend="auto"|"hf"|"engine"|"vllm", rollout_dtype="model"|"auto"|"bfloat16"|"float32")
     policy.model      # the live torch module (the trainer optimises exactly this object)
     policy.tokenizer  # HF tokenizer
-    policy.generate(prompts: list[str], *, max_new_tokens=512, temperature=0.0, top_p=1.0,
-                    seed: int | None = None, stop: tuple[str, ...] = ("[DONE]",)) -> list[Generation]
+    policy.generate(prompts: list[str], sampling: Sampling, n: int = 1) -> list[Generation]
+        # Sampling(max_new_tokens=512, temperature=0.0, top_p=1.0, seed=None, stop=("[DONE]",))
+        # len(prompts) * n Generations: the n samples of a prompt together, in input order
 
 Prompts are final strings (any chat template is already applied by `cocos.data.prompts`). temperature 0 is
 greedy. Generation stops at the first stop string or EOS; the stop string is kept in `text`
-(`cocos.generation.sampling` has the record and the rules every backend follows).
+(`cocos.generation.sampling` has the `Sampling` record, checked when it is made, and the rules every backend
+follows). Each backend samples the n of a prompt itself (the engine prefills the prompt once for them).
 
 - Named models (`cocos.generation.models`) are fetched and converted on first use.
 - `generate` extras: `batch_size=16` (HF: prompts are sorted by length into batches, results come back
   in input order) and `progress=False`.
+- A convenience for scripts and the command line, not used inside the package: without a record, the sampling
+  fields as keywords make one, `policy.generate(prompts, max_new_tokens=64)` (= `Sampling(max_new_tokens=64)`).
 - Backends (`cocos.generation.backends`): "auto" is the CPU rollout engine where it can serve the model, else HF
   generate.
 - `python -m cocos.generation.policy generate PROMPT` tries a model from the command line.
@@ -187,27 +191,20 @@ class Policy:
         """Push the live weights into a backend that keeps its own copy (vLLM); a no-op otherwise."""
         self._backend_impl.sync_weights()
 
-    def generate(
-        self,
-        prompts: list[str],
-        *,
-        max_new_tokens: int = 512,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        seed: int | None = None,
-        stop: tuple[str, ...] = ("[DONE]",),
-        batch_size: int = 16,
-        progress: bool = False,
-    ) -> list[Generation]:
+    def generate(self, prompts: list[str], sampling: Sampling | None = None, n: int = 1, *, batch_size: int = 16,
+                 progress: bool = False, **sampling_fields) -> list[Generation]:
+        """`n` samples of each prompt under `sampling` (module docstring; keywords instead of the record: the
+        convenience form)."""
         if isinstance(prompts, str):
             raise UserError("prompts must be a list of strings, not one string")
-        if temperature < 0 or not 0 < top_p <= 1 or max_new_tokens < 1 or batch_size < 1:
-            raise UserError(
-                f"bad sampling settings: temperature={temperature} (>= 0), top_p={top_p} (in (0, 1]), "
-                f"max_new_tokens={max_new_tokens} (>= 1), batch_size={batch_size} (>= 1)"
-            )
-        sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=stop)
-        return self._backend_impl.generate(list(prompts), sampling, batch_size=batch_size, progress=progress)
+        if sampling is None:
+            sampling = Sampling(**sampling_fields)
+        elif sampling_fields:
+            raise UserError(f"generate: pass the sampling settings as a Sampling record or as keywords, not both "
+                            f"(got a record and {', '.join(sampling_fields)})")
+        if n < 1 or batch_size < 1:
+            raise UserError(f"bad generate arguments: n={n} (>= 1), batch_size={batch_size} (>= 1)")
+        return self._backend_impl.generate(list(prompts), sampling, n=n, batch_size=batch_size, progress=progress)
 
     def encode_prompt(self, prompt: str) -> list[int]:
         """Prompt -> ids as every backend feeds them (cocos.generation.sampling.encode_prompt)."""
@@ -230,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         policy = load_policy(args.model, dtype=args.dtype, backend=args.backend)
         t0 = time.time()
-        g = policy.generate([args.prompt.encode().decode("unicode_escape")], max_new_tokens=args.max_new_tokens)[0]
+        prompt = args.prompt.encode().decode("unicode_escape")
+        g = policy.generate([prompt], Sampling(max_new_tokens=args.max_new_tokens))[0]
         print(g.text)
         _log(f"{len(g.completion_ids)} tokens in {time.time() - t0:.1f} s, finish: {g.finish_reason}")
         return 0

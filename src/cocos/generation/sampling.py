@@ -4,6 +4,8 @@ prompt ids (BOS), EOS ids and stop strings, so that every backend encodes, stops
 - `completion_ids` are exactly the sampled tokens up to and including the token that completed the first stop
   string (or the EOS token); `text` is their decoding (special tokens skipped), cut right after the stop string.
 - Sampling uses top-k off (only temperature and top-p); temperature 0 is greedy.
+- `n` samples of each prompt: a generate call returns len(prompts) * n Generations, the n of a prompt together, in
+  the prompts' order (`repeat_each` lays out anything else per prompt the same way).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ class Generation:
 
 @dataclass(frozen=True)
 class Sampling:
-    """The sampling settings every backend takes. Empty stop strings are dropped."""
+    """The sampling settings every backend takes, checked here once (a UserError names the field); it travels whole
+    from the rollout to the backend. Empty stop strings are dropped."""
 
     max_new_tokens: int = 512
     temperature: float = 0.0  # 0: greedy
@@ -37,6 +40,17 @@ class Sampling:
 
     def __post_init__(self):
         object.__setattr__(self, "stop", tuple(s for s in (self.stop or ()) if s))
+        if self.temperature < 0:
+            raise UserError(f"temperature: must be >= 0 (0 is greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"top_p: must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise UserError(f"max_new_tokens: must be >= 1, got {self.max_new_tokens}")
+
+
+def repeat_each(items, n: int) -> list:
+    """Each item n times in a row: [a, b] -> [a, a, b, b] for n=2 (the layout of n samples per prompt)."""
+    return [x for x in items for _ in range(n)]
 
 
 def encode_prompt(tokenizer, prompt: str) -> list[int]:

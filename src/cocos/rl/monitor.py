@@ -41,9 +41,9 @@ class TimedPolicy:
     def __getattr__(self, name):
         return getattr(self._policy, name)
 
-    def generate(self, prompts, **kw):
+    def generate(self, prompts, *args, **kw):
         t = time.perf_counter()
-        out = self._policy.generate(prompts, **kw)
+        out = self._policy.generate(prompts, *args, **kw)
         self.gen_time += time.perf_counter() - t
         self.gen_tokens += sum(len(g.completion_ids) for g in out)
         return out

@@ -37,7 +37,7 @@ from cocos.data.prompts import DONE, first_turn_prompt
 from cocos.episodes.actors import PolicyActor
 from cocos.episodes.records import Draft
 from cocos.errors import UserError
-from cocos.generation.sampling import Generation, Sampling
+from cocos.generation.sampling import Generation, Sampling, repeat_each
 
 REFINE = "[REFINE]"
 REFINE_SUFFIX = f"{REFINE}\n"  # what the model's context gets after the token: the new answer starts on a new line
@@ -111,9 +111,10 @@ class ReviseActor:
         """Whether the episode's sequence has ended: its last turn was left unrefined."""
         return len(history) >= 2 and not history[-1].prompt.endswith(REFINE_SUFFIX)
 
-    def write(self, problems, histories, sampling: Sampling) -> list[Draft]:
+    def write(self, problems, histories, sampling: Sampling, n: int = 1) -> list[Draft]:
         if not histories[0]:  # turn 1: the policy's own answer
-            return self.first.write(problems, histories, sampling)
+            return self.first.write(problems, histories, sampling, n=n)
+        problems, histories = repeat_each(problems, n), repeat_each(histories, n)  # each sample its own verdict
         live = [i for i, hist in enumerate(histories) if not self.ended(hist)]
         # an ended episode's context stays the one its last verdict was given on
         contexts = [hist[-1].prompt if self.ended(hist) else verify_context(p, [h.code for h in hist])
@@ -135,10 +136,7 @@ class ReviseActor:
         return g.text.startswith(REFINE)
 
     def _generate(self, prompts: list[str], s: Sampling) -> list[Generation]:
-        if not prompts:
-            return []
-        return self.policy.generate(prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
-                                    seed=s.seed, stop=s.stop)
+        return self.policy.generate(prompts, s) if prompts else []
 
 
 # ---- training data ------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from cocos.episodes.actors import PolicyActor
 from cocos.episodes.records import Draft
 from cocos.errors import UserError
 from cocos.eval.metrics import edit_similarity
-from cocos.generation.sampling import Sampling
+from cocos.generation.sampling import Sampling, repeat_each
 
 CORRECTOR_DIR = "corrector"  # inside a Self-Corrector run folder (the folder itself is the generator)
 
@@ -73,13 +73,12 @@ class SelfCorrectorActor:
                                     rollout_dtype=corrector_rollout_dtype)
         self.corrector = corrector
 
-    def write(self, problems, histories, sampling: Sampling) -> list[Draft]:
+    def write(self, problems, histories, sampling: Sampling, n: int = 1) -> list[Draft]:
         if not histories[0]:  # turn 1: the generator
-            return self.first.write(problems, histories, sampling)
+            return self.first.write(problems, histories, sampling, n=n)
         prompts = [corrector_prompt(p, hist[-1].code) for p, hist in zip(problems, histories)]
-        gens = self.corrector.generate(prompts, max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
-                                       top_p=sampling.top_p, seed=sampling.seed, stop=sampling.stop)
-        return [Draft(prompt, g) for prompt, g in zip(prompts, gens)]
+        gens = self.corrector.generate(prompts, sampling, n=n)
+        return [Draft(prompt, g) for prompt, g in zip(repeat_each(prompts, n), gens)]
 
 
 # ---- the data pool and its pairs ----------------------------------------------------------------

@@ -31,6 +31,7 @@ from cocos.baselines.self_corrector.actor import (CORRECTOR_DIR, Hypothesis, Poo
 from cocos.errors import UserError
 from cocos.finetune.baseline_train import (BaselineTrainConfig, drop_long, load_baseline_config, own_answers, start_run,
                                            write_jsonl)
+from cocos.generation.sampling import Sampling
 
 
 @dataclass
@@ -76,8 +77,8 @@ def explore(corrector, pool: Pool, problems: list, cfg: SelfCorrectorConfig, rnd
     by_id = {p.task_id: p for p in problems}
     drafts = hypotheses_to_correct(pool, list(by_id), cfg.corrections_per_problem, rng)
     gens = corrector.generate([corrector_prompt(by_id[h.task_id], h.code) for h in drafts],
-                              max_new_tokens=cfg.max_new_tokens, temperature=cfg.explore_temperature, top_p=cfg.top_p,
-                              seed=cfg.seed + 1000 * rnd)
+                              Sampling(max_new_tokens=cfg.max_new_tokens, temperature=cfg.explore_temperature,
+                                       top_p=cfg.top_p, seed=cfg.seed + 1000 * rnd))
     from cocos.data.prompts import extract_code
 
     scored = score_codes([(by_id[h.task_id], extract_code(g.text, cfg.extraction)) for h, g in zip(drafts, gens)], cfg,

@@ -9,9 +9,11 @@ from cocos.generation.sampling import Generation, Sampling
 class Backend:
     """The interface the policy drives."""
 
-    def generate(self, prompts: list[str], sampling: Sampling, *, batch_size: int = 16,
+    def generate(self, prompts: list[str], sampling: Sampling, n: int = 1, *, batch_size: int = 16,
                  progress: bool = False) -> list[Generation]:
-        """One Generation per prompt, in input order (see cocos.generation.sampling for what its fields hold)."""
+        """`n` samples of each prompt: len(prompts) * n Generations, the n of a prompt together, in input order (see
+        cocos.generation.sampling for what their fields hold). `sampling` checked itself when it was made; the
+        policy checks the rest (prompts a list, n and batch_size >= 1)."""
         raise NotImplementedError
 
     def sync_weights(self) -> None:

@@ -7,8 +7,13 @@
         gens = engine.generate(prompts, Sampling(max_new_tokens=512, temperature=0.9, seed=0), n=4)
 
 `generate` returns one `cocos.generation.sampling.Generation` per (prompt, sample), grouped by prompt, in input order.
-Identical prompts (or `n` > 1) are prefilled once and share one KV cache entry. This module holds the scheduler
-and the KV cache; engine_runner.py the weights and forward passes, engine_ops.py the ops and the C++ kernel.
+A prompt's n samples (and those of any repeat of the prompt) are prefilled once and share one KV cache entry.
+
+Structure (after nano-vllm's scheduler / cache / runner / sampler): `Engine.generate` turns the prompts into
+`Sequence` records and loops: the scheduler (engine_sched.py) admits prompts into prefix pool entries and their
+sequences into rows, the runner (engine_runner.py: weights, prefill, decode step) computes, the sampler
+(engine_sampler.py) picks each token and says when a sequence ends; engine_cache.py holds the KV tensors,
+engine_ops.py the ops and the C++ kernel.
 
 How it is fast (HF `generate` pads a fixed batch to its longest sequence and recomputes every prompt):
 - continuous batching: up to `max_batch` sequences decode together; one that hits a stop string, EOS or its
@@ -46,20 +51,20 @@ layers, sliding-window attention, dynamic RoPE, non-CPU devices.
 
 from __future__ import annotations
 
-import os
-from collections import deque
-
 import torch
 
 from cocos.errors import UserError
 from cocos.generation.backends import Backend, engine_ops
-from cocos.generation.backends.engine_ops import MASKED, sample_tokens, sampled_logprobs
+from cocos.generation.backends.engine_cache import KVCache, KVShape, plan
 from cocos.generation.backends.engine_runner import ModelRunner
-from cocos.generation.sampling import Generation, Sampling, encode_prompts, eos_ids, stop_end
+from cocos.generation.backends.engine_sampler import Sampler, stop_token_mask
+from cocos.generation.backends.engine_sched import Prefill, PromptGroup, Scheduler, make_sequences
+from cocos.generation.sampling import Generation, Sampling, encode_prompts, eos_ids
 
 _ARCHS = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"}
 _STATIC_ROPE = {"default", "linear", "llama3", "yarn"}
 _OWN_CHUNK = 64  # the own KV cache grows by this many tokens at a time
+_Group = PromptGroup  # the name tests/test_engine.py builds decode layouts with
 
 
 def supports(model) -> bool:
@@ -87,18 +92,6 @@ def supports(model) -> bool:
         return all(type(lin) is torch.nn.Linear for lin in linears)
     except (AttributeError, StopIteration):
         return False
-
-
-
-class _Group:
-    """One distinct prompt and the requests (samples) that use it."""
-
-    def __init__(self, ids):
-        self.ids = ids
-        self.reqs = deque()
-        self.entry = -1  # prefix pool entry while prefilled
-        self.active = 0  # rows decoding now
-        self.logits = None  # last-position logits, kept until every request has been admitted
 
 
 class Engine(ModelRunner, Backend):
@@ -142,293 +135,109 @@ class Engine(ModelRunner, Backend):
         self.eos = set(eos_ids(model, tokenizer))
         self._sig = None
         self._w = None
-        self._cache = None  # (key, k_pre, v_pre, k_own, v_own)
+        self._kv = KVShape(self.n_layers, self.n_kv, self.head_dim, self.dtype)
+        self._pool_kv = None  # (key, k_pre, v_pre): the prefix pool, kept for the next call
         self._stop_masks = {}
         self.stats = {}  # counters of the last generate(): prefills, prefill_tokens, cached_tokens, steps, max_rows
 
-    # ---------------------------------------------------------------- KV cache
-    # Layout: K stored transposed ([layers, n, kv heads, head_dim, length]) and V as [.., length, head_dim]:
-    # scores are then q @ K and outputs p @ V without a transpose, and the kernel's inner loops run along
-    # contiguous positions (K) and dimensions (V). The torch path reads the whole allocated length (masked),
-    # so its batched matmuls get whole tensors (a strided slice would be copied first); the own cache therefore
-    # grows in chunks of _OWN_CHUNK tokens instead of being max_new_tokens long. The kernel reads true lengths.
-    def _zeros_kv(self, n, length):
-        # zeros: masked positions must not hold NaN (0 * NaN would leak through p @ V)
-        k = torch.zeros(self.n_layers, n, self.n_kv, self.head_dim, length, dtype=self.dtype)
-        v = torch.zeros(self.n_layers, n, self.n_kv, length, self.head_dim, dtype=self.dtype)
-        return k, v
-
-    def _alloc_pool(self, entries, pre_len):
+    def _pool(self, entries: int, pre_len: int):
+        """The prefix pool's K and V, kept across generate calls while its size is the one asked for."""
         key = (entries, pre_len, self.dtype)
-        if self._cache is None or self._cache[0] != key:
-            self._cache = None
-            self._cache = (key, *self._zeros_kv(entries, pre_len))
-        return self._cache[1:]
+        if self._pool_kv is None or self._pool_kv[0] != key:
+            self._pool_kv = None  # free the old pool before allocating the new one
+            self._pool_kv = (key, *self._kv.zeros(entries, pre_len))
+        return self._pool_kv[1:]
 
-    def _grow_own(self, k_own, v_own, length):
-        k, v = self._zeros_kv(k_own.shape[1], length)
-        old = k_own.shape[-1]
-        k[..., :old] = k_own
-        v[..., :old, :] = v_own
-        return k, v
+    def _stop_mask(self, stop: tuple[str, ...]) -> torch.Tensor | None:
+        if stop and stop not in self._stop_masks:
+            self._stop_masks[stop] = stop_token_mask(self.tokenizer, self.vocab, stop)
+        return self._stop_masks.get(stop)
 
-    def _plan(self, n_req, n_groups, max_prompt, max_new):
-        """Slots S, pool entries P and their lengths, within the KV memory budget."""
-        per_tok = self.n_layers * 2 * self.n_kv * self.head_dim * torch.finfo(self.dtype).bits // 8
-        pre_len = -(-max_prompt // 32) * 32  # multiples of 32: the kernel reads whole blocks of 32 positions
-        own_len = -(-max(1, max_new) // 32) * 32
-        slots = min(self.max_batch, n_req)
-        while slots > 1 and slots * own_len * per_tok + pre_len * per_tok > self.kv_budget:
-            slots //= 2
-        entries = min(slots, n_groups, max(1, (self.kv_budget - slots * own_len * per_tok) // (pre_len * per_tok)))
-        return slots, entries, pre_len, own_len
-
-    # ---------------------------------------------------------------- stop strings
-    def _stop_mask(self, stop):
-        """Tokens whose text contains the last character of a stop string: only they can complete one."""
-        if stop not in self._stop_masks:
-            lasts = {s[-1] for s in stop}
-            if all(ch.isascii() for ch in lasts):
-                pieces = self.tokenizer.batch_decode([[i] for i in range(self.vocab)])
-                mask = torch.tensor([any(ch in p for ch in lasts) for p in pieces])
-            else:
-                mask = torch.ones(self.vocab, dtype=torch.bool)
-            self._stop_masks[stop] = mask
-        return self._stop_masks[stop]
-
-    # ---------------------------------------------------------------- the scheduler
-    def generate(self, prompts: list[str], sampling: Sampling, *, batch_size: int = 16, progress: bool = False,
-                 n: int = 1) -> list[Generation]:
+    # ---------------------------------------------------------------- generate: scheduler, runner, sampler
+    def generate(self, prompts: list[str], sampling: Sampling, n: int = 1, *, batch_size: int = 16,
+                 progress: bool = False) -> list[Generation]:
         """Sample `n` completions per prompt: len(prompts) * n Generations, grouped by prompt, in order.
         `batch_size` is not used: up to `max_batch` sequences decode together, joining as others finish."""
-        max_new_tokens, temperature, top_p, seed, stop = (sampling.max_new_tokens, sampling.temperature,
-                                                          sampling.top_p, sampling.seed, sampling.stop)
         if isinstance(prompts, str):
             raise UserError("prompts: pass a list of strings, not one string")
-        if temperature < 0:
-            raise UserError(f"temperature: must be >= 0 (0 is greedy), got {temperature}")
-        if not 0 < top_p <= 1:
-            raise UserError(f"top_p: must be in (0, 1], got {top_p}")
-        if n < 1 or max_new_tokens < 0:
-            raise UserError("n and max_new_tokens: n must be >= 1 and max_new_tokens >= 0")
+        if n < 1:
+            raise UserError(f"n: must be >= 1, got {n}")
         with torch.inference_mode():
-            return self._generate(prompts, max_new_tokens, temperature, top_p, seed, stop, progress, n)
+            return self._generate(list(prompts), sampling, n, progress)
 
-    def _generate(self, prompts, max_new_tokens, temperature, top_p, seed, stop, progress, n):
+    def _generate(self, prompts: list[str], sampling: Sampling, n: int, progress: bool) -> list[Generation]:
         self._sync()
-        tok = self.tokenizer
-        stats = self.stats = dict(prefills=0, prefill_tokens=0, cached_tokens=0, steps=0, max_rows=0)
-        # requests r = i * n + j; identical prompts share one group (one prefill, one KV entry)
+        self.stats = dict(prefills=0, prefill_tokens=0, cached_tokens=0, steps=0, max_rows=0)
         distinct = list(dict.fromkeys(prompts))
-        encoded = dict(zip(distinct, encode_prompts(tok, distinct)))
-        groups, req_group, req_ids = {}, [], []
-        for prompt in prompts:
-            g = groups.get(prompt)
-            if g is None:
-                g = groups[prompt] = _Group(encoded[prompt])
-            for _ in range(n):
-                g.reqs.append(len(req_group))
-                req_group.append(g)
-                req_ids.append(g.ids)
-        N = len(req_group)
-        out = [[] for _ in range(N)]
-        out_lp = [[] for _ in range(N)]  # the sampler's log-prob of each token (Generation.logprobs)
-        reasons = ["length"] * N
-        if N == 0 or max_new_tokens == 0:
-            return [Generation(text="", prompt_ids=list(req_ids[r]), completion_ids=[], finish_reason="length",
-                               logprobs=[]) for r in range(N)]
-
-        slots, entries, pre_len, own_len = self._plan(N, len(groups), max(len(g.ids) for g in groups.values()),
-                                                      max_new_tokens)
-        k_pre, v_pre = self._alloc_pool(entries, pre_len)
-        k_own, v_own = self._zeros_kv(slots, min(_OWN_CHUNK, own_len))
-        # per-request uniforms: sample j of request r uses u[r, j] whatever the batching (seeded => reproducible)
-        u = torch.zeros(N, max_new_tokens)
-        if temperature > 0:
-            base = int(torch.randint(0, 2**62, ()).item()) if seed is None else int(seed)
-            for r in range(N):
-                gen = torch.Generator().manual_seed((base * 6364136223846793005 + r * 1442695040888963407 + 1) % 2**63)
-                u[r] = torch.rand(max_new_tokens, generator=gen)
-        stop_mask = self._stop_mask(stop) if stop else None
-        window = max((len(s.encode()) for s in stop), default=0) + 2
-
-        waiting = deque(groups.values())
-        pool = []  # pool entry index -> group
-        rows = []  # row -> request
-        row_group = []
-        own = torch.zeros(0, dtype=torch.long)  # own-cache length per row
-        nxt = torch.zeros(0, dtype=torch.long)  # next input token per row
-        st = None
+        seqs, groups = make_sequences(prompts, dict(zip(distinct, encode_prompts(self.tokenizer, distinct))), n)
+        if not seqs:
+            return []
+        slots, entries, pre_len, own_len = plan(self._kv, self.kv_budget, self.max_batch, len(seqs), len(groups),
+                                                max(len(g.ids) for g in groups), sampling.max_new_tokens)
+        cache = KVCache(self._kv, self._pool(entries, pre_len), slots, own_len, _OWN_CHUNK)
+        sampler = Sampler(sampling, len(seqs), self.tokenizer, self.eos, self._stop_mask(sampling.stop), self._kernel)
+        sched = Scheduler(groups, cache, slots, entries, self.min_shared_prefix)
         bar = None
         if progress:
             from tqdm.auto import tqdm
-            bar = tqdm(total=N, desc="generate", unit="seq")
 
-        def finished(r, t, lp):
-            """Append token t (sampled with log-prob lp) to request r; return True when r is done."""
-            ids = out[r]
-            ids.append(t)
-            out_lp[r].append(lp)
-            if t in self.eos:
-                reasons[r] = "eos"
-                return True
-            if stop_mask is not None and stop_mask[t]:
-                tail = tok.decode(ids[-window:], skip_special_tokens=True, clean_up_tokenization_spaces=False)
-                if any(s in tail for s in stop):
-                    reasons[r] = "stop"
-                    return True
-            return len(ids) >= max_new_tokens
-
-        def release(g):
-            e, last = g.entry, len(pool) - 1
-            if e != last:  # keep live entries in 0..P-1: move the last one into the hole
-                moved = pool[last]
-                n_tok = len(moved.ids)
-                k_pre[:, e, ..., :n_tok] = k_pre[:, last, ..., :n_tok]
-                v_pre[:, e, :, :n_tok] = v_pre[:, last, :, :n_tok]
-                moved.entry, pool[e] = e, moved
-            pool.pop()
-            g.entry = -1
-
-        def prefill(pending):
-            """Prefill the pending (group, cached) pairs in one batch; each group keeps its last logits."""
-            if pending:
-                logits = self._prefill([(g.ids, g.entry, c) for g, c in pending], k_pre, v_pre)
-                for (g, cached), lg in zip(pending, logits):
-                    g.logits = lg
-                    stats["prefills"] += 1
-                    stats["prefill_tokens"] += len(g.ids) - cached
-                    stats["cached_tokens"] += cached
-                pending.clear()
-
-        while waiting or rows:
-            changed = False
-            # admit: waiting prompts into free pool entries (prefilled together), their samples into free rows
-            new_rows, new_toks = [], []
-            admitted, pending, free = [], [], slots - len(rows)
-            while waiting and free > 0:
-                g = waiting[0]
-                if g.entry < 0:
-                    if len(pool) >= entries:
-                        break
-                    best, cached = None, 0
-                    for other in pool:  # longest prompt prefix already in the pool
-                        c = len(os.path.commonprefix([other.ids, g.ids]))
-                        if c > cached:
-                            best, cached = other, c
-                    cached = min(cached, len(g.ids) - 1)
-                    if cached < self.min_shared_prefix:
-                        cached = 0
-                    if cached and any(best is p for p, _ in pending) or sum(len(p.ids) for p, _ in pending) >= 512:
-                        prefill(pending)  # the prefix to share must be computed first; or the batch is large
-                    g.entry = len(pool)
-                    pool.append(g)
-                    if cached:
-                        k_pre[:, g.entry, ..., :cached] = k_pre[:, best.entry, ..., :cached]
-                        v_pre[:, g.entry, :, :cached] = v_pre[:, best.entry, :, :cached]
-                    pending.append((g, cached))
-                take = min(len(g.reqs), free)
-                free -= take
-                admitted.append((g, [g.reqs.popleft() for _ in range(take)]))
-                if not g.reqs:
-                    waiting.popleft()
-            prefill(pending)
-            for g, reqs in admitted:
-                lg = g.logits.expand(len(reqs), -1)
-                first = sample_tokens(lg, u[reqs, 0], temperature, top_p)
-                first_lp = sampled_logprobs(lg, first, temperature).tolist()
-                for r, t, lp in zip(reqs, first.tolist(), first_lp):
-                    if finished(r, t, lp):
-                        if bar is not None:
-                            bar.update(1)
-                    else:
-                        new_rows.append(r)
-                        new_toks.append(t)
-                        g.active += 1
-                if not g.reqs:
-                    g.logits = None
-                    if g.active == 0:
-                        release(g)
-            if new_rows:
-                rows += new_rows
-                row_group += [req_group[r] for r in new_rows]
-                own = torch.cat([own, torch.zeros(len(new_rows), dtype=torch.long)])
-                nxt = torch.cat([nxt, torch.tensor(new_toks, dtype=torch.long)])
-                changed = True
-            if not rows:
-                continue
-            if changed or st is None:
-                st = self._layout(row_group, pool, k_pre.shape[-1])
-            B = len(rows)
-            stats["steps"] += 1
-            stats["max_rows"] = max(stats["max_rows"], B)
-            pos = st["pre_len"] + own
-            need = int(own.max()) + 1
-            if need > k_own.shape[-1]:
-                k_own, v_own = self._grow_own(k_own, v_own, min(own_len, k_own.shape[-1] + _OWN_CHUNK))
-            logits = self._decode(nxt, pos, own, st, k_pre, v_pre, k_own, v_own)
-            own += 1
-            us = u[rows, own.clamp(max=max_new_tokens - 1)] if temperature > 0 else u[:B, 0]
-            if temperature == 0 and self._kernel is not None:
-                new = self._kernel.argmax_rows(logits)  # = logits.argmax(-1), several times faster
-            else:
-                new = sample_tokens(logits, us, temperature, top_p)
-            nxt = new
-            new_lp = sampled_logprobs(logits, new, temperature).tolist()
-            done = [b for b, (r, t, lp) in enumerate(zip(rows, new.tolist(), new_lp)) if finished(r, t, lp)]
-            if done:
-                for b in reversed(done):  # drop finished rows: the last row moves into the hole
-                    g, last = row_group[b], len(rows) - 1
-                    if b != last:
-                        n_tok = int(own[last])
-                        k_own[:, b, ..., :n_tok] = k_own[:, last, ..., :n_tok]
-                        v_own[:, b, :, :n_tok] = v_own[:, last, :, :n_tok]
-                        rows[b], row_group[b] = rows[last], row_group[last]
-                        own[b], nxt[b] = own[last], nxt[last]
-                    rows.pop()
-                    row_group.pop()
-                    own, nxt = own[:last], nxt[:last]
-                    g.active -= 1
-                    if g.active == 0 and not g.reqs:
-                        release(g)
-                    if bar is not None:
-                        bar.update(1)
-                st = None
+            bar = tqdm(total=len(seqs), desc="generate", unit="seq")
+        while sched.busy:
+            done = self._admit(sched, sampler)
+            if sched.running:
+                done += self._step(sched, sampler)
+            if bar is not None and done:
+                bar.update(done)
         if bar is not None:
             bar.close()
+        return [sampler.generation(s) for s in seqs]
 
-        gens = []
-        for r in range(N):
-            text = tok.decode(out[r], skip_special_tokens=True, clean_up_tokenization_spaces=False)
-            if reasons[r] == "stop":
-                text = text[: stop_end(text, stop)]
-            gens.append(Generation(text=text, prompt_ids=list(req_ids[r]), completion_ids=out[r],
-                                   finish_reason=reasons[r], logprobs=out_lp[r]))
-        return gens
+    def _admit(self, sched: Scheduler, sampler: Sampler) -> int:
+        """Admit what fits, prefill it, draw the admitted sequences' first tokens. -> how many ended there."""
+        admission = sched.admit()
+        for batch in admission.batches:
+            self._run_prefill(batch, sched.cache)
+        ended, joining, first_tokens = 0, [], []
+        for g, seqs in admission.admitted:
+            for seq, t, lp in zip(seqs, *sampler.first(g.logits, seqs)):
+                if sampler.append(seq, t, lp):
+                    ended += 1
+                else:
+                    joining.append(seq)
+                    first_tokens.append(t)
+                    g.active += 1
+            sched.admitted(g)
+        sched.join(joining, first_tokens)
+        return ended
 
-    def _layout(self, row_group, pool, Lp):
-        """Index tensors for the current batch composition (rebuilt only when rows join or leave)."""
-        P = len(pool)
-        members = [[] for _ in range(P)]
-        flat = []
-        for b, g in enumerate(row_group):
-            flat.append(g.entry)
-            members[g.entry].append(b)
-        G = max(len(m) for m in members) if members else 1
-        G = max(G, 1)
-        grp = torch.zeros(P, G, dtype=torch.long)
-        slot_of = {}
-        for e, m in enumerate(members):
-            for i, b in enumerate(m):
-                grp[e, i] = b
-                slot_of[b] = e * G + i
-        flat = torch.tensor([slot_of[b] for b in range(len(row_group))], dtype=torch.long)
-        pre_len_rows = torch.tensor([len(g.ids) for g in row_group], dtype=torch.long)
-        # for the kernel: rows grouped by entry (CSR) and each entry's prompt length
-        ent_ptr = torch.tensor([0] + [len(m) for m in members], dtype=torch.long).cumsum(0)
-        ent_rows = torch.tensor([b for m in members for b in m], dtype=torch.long)
-        entry_len = torch.tensor([len(g.ids) for g in pool], dtype=torch.long)
-        pre_mask = torch.zeros(len(row_group), 1, 1, Lp, dtype=torch.float32)
-        pre_mask.masked_fill_(torch.arange(Lp)[None, None, None, :] >= pre_len_rows[:, None, None, None], MASKED)
-        return dict(grp=grp, flat=flat, pre_mask=pre_mask, pre_len=pre_len_rows, ent_ptr=ent_ptr, ent_rows=ent_rows,
-                    entry_len=entry_len)
+    def _run_prefill(self, batch: list[Prefill], cache: KVCache) -> None:
+        """Prefill one batch of prompts into their pool entries (after copying any shared prefix); each group keeps
+        its last-position logits for its sequences' first tokens."""
+        for p in batch:
+            if p.cached:
+                cache.copy_entry(p.source.entry, p.group.entry, p.cached)
+        logits = self._prefill([(p.group.ids, p.group.entry, p.cached) for p in batch], cache.k_pre, cache.v_pre)
+        for p, lg in zip(batch, logits):
+            p.group.logits = lg
+            self.stats["prefills"] += 1
+            self.stats["prefill_tokens"] += len(p.group.ids) - p.cached
+            self.stats["cached_tokens"] += p.cached
+
+    def _step(self, sched: Scheduler, sampler: Sampler) -> int:
+        """One decode step of every running sequence. -> how many ended."""
+        cache, seqs, own = sched.cache, sched.running, sched.own
+        if sched.layout is None:
+            sched.layout = self._layout([s.group for s in seqs], sched.pool, cache.pre_len)
+        st = sched.layout
+        self.stats["steps"] += 1
+        self.stats["max_rows"] = max(self.stats["max_rows"], len(seqs))
+        cache.reserve(int(own.max()) + 1)
+        logits = self._decode(sched.nxt, st["pre_len"] + own, own, st, cache.k_pre, cache.v_pre, cache.k_own,
+                              cache.v_own)
+        own += 1
+        tokens, logprobs = sampler.step(logits, seqs, own)
+        sched.nxt = tokens
+        ended = [b for b, (seq, t, lp) in enumerate(zip(seqs, tokens.tolist(), logprobs)) if sampler.append(seq, t, lp)]
+        if ended:
+            sched.finish(ended)
+        return len(ended)

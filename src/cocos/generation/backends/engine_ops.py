@@ -43,8 +43,9 @@ def pack(proj):
     return (torch.ops.mkldnn._reorder_linear_weight(w, 32), b)
 
 
-def sample_tokens(logits: torch.Tensor, u: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-    """One token per row of fp32 `logits` [R, V]; `u` [R] are uniforms in [0, 1) (inverse-CDF sampling).
+def sample_tokens(logits: torch.Tensor, u: torch.Tensor | None, temperature: float, top_p: float) -> torch.Tensor:
+    """One token per row of fp32 `logits` [R, V]; `u` [R] are uniforms in [0, 1) (inverse-CDF sampling; None when
+    greedy).
 
     temperature 0 is greedy (argmax, ties to the lowest id, like HF). Otherwise softmax(logits / temperature)
     restricted to the top-p nucleus (the smallest set of most likely tokens whose mass reaches top_p, same rule

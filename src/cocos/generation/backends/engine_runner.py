@@ -3,7 +3,9 @@ fused and oneDNN-packed copies kept in step with the model) and its forward pass
 with the kernel or torch ops).
 
 `ModelRunner` is a mixin of `Engine`, whose __init__ sets what it reads: model, dtype, fuse, _kernel, the model's
-dimensions (n_layers, head_dim, n_heads, n_kv, rep, eps) and _sig / _w (None until the first _sync).
+dimensions (n_layers, head_dim, n_heads, n_kv, rep, eps) and _sig / _w (None until the first _sync). The engine's
+scheduler decides what runs; the runner computes it: `_prefill` (prompts into pool entries -> last logits),
+`_layout` (a batch composition -> the decode step's index tensors), `_decode` (one step for every row -> logits).
 """
 
 from __future__ import annotations
@@ -88,6 +90,32 @@ class ModelRunner:
         freqs = pos[:, None].float() * self._w["inv_freq"]
         emb = torch.cat((freqs, freqs), -1)
         return ((emb.cos() * self._w["rope_scale"]).to(self.dtype), (emb.sin() * self._w["rope_scale"]).to(self.dtype))
+
+    # ---------------------------------------------------------------- the decode step's inputs
+    def _layout(self, row_group, pool, Lp):
+        """Index tensors for a batch composition (rebuilt only when rows join or leave): row_group[b] is the prompt
+        group of row b, pool[e] the group in prefix pool entry e, Lp the pool's allocated length."""
+        P = len(pool)
+        members = [[] for _ in range(P)]
+        for b, g in enumerate(row_group):
+            members[g.entry].append(b)
+        G = max(max((len(m) for m in members), default=1), 1)
+        grp = torch.zeros(P, G, dtype=torch.long)
+        slot_of = {}
+        for e, m in enumerate(members):
+            for i, b in enumerate(m):
+                grp[e, i] = b
+                slot_of[b] = e * G + i
+        flat = torch.tensor([slot_of[b] for b in range(len(row_group))], dtype=torch.long)
+        pre_len_rows = torch.tensor([len(g.ids) for g in row_group], dtype=torch.long)
+        # for the kernel: rows grouped by entry (CSR) and each entry's prompt length
+        ent_ptr = torch.tensor([0] + [len(m) for m in members], dtype=torch.long).cumsum(0)
+        ent_rows = torch.tensor([b for m in members for b in m], dtype=torch.long)
+        entry_len = torch.tensor([len(g.ids) for g in pool], dtype=torch.long)
+        pre_mask = torch.zeros(len(row_group), 1, 1, Lp, dtype=torch.float32)
+        pre_mask.masked_fill_(torch.arange(Lp)[None, None, None, :] >= pre_len_rows[:, None, None, None], MASKED)
+        return dict(grp=grp, flat=flat, pre_mask=pre_mask, pre_len=pre_len_rows, ent_ptr=ent_ptr, ent_rows=ent_rows,
+                    entry_len=entry_len)
 
     # ---------------------------------------------------------------- forward passes
     @torch.inference_mode()

@@ -1,5 +1,7 @@
 """The HF backend: transformers' `generate`, in batches of prompts sorted by length (results in input order).
 
+`n` samples of a prompt are n copies of it in the batches (not `num_return_sequences`): a batch then holds
+`batch_size` sequences whatever n is, and the seeded draws are those of the same prompts repeated.
 A seed makes samples reproducible for the same prompts and batch size, without touching the caller's global RNG.
 """
 
@@ -7,7 +9,7 @@ from __future__ import annotations
 
 from cocos.generation.backends import Backend
 from cocos.generation.device import sdpa_without_cudnn
-from cocos.generation.sampling import Generation, Sampling, encode_prompts, eos_ids, trim_completion
+from cocos.generation.sampling import Generation, Sampling, encode_prompts, eos_ids, repeat_each, trim_completion
 
 
 def _stop_criteria(tokenizer, stop, prompt_len: int):
@@ -66,7 +68,7 @@ class HFBackend(Backend):
     def __init__(self, model, tokenizer):
         self.model, self.tokenizer = model, tokenizer
 
-    def generate(self, prompts: list[str], sampling: Sampling, *, batch_size: int = 16,
+    def generate(self, prompts: list[str], sampling: Sampling, n: int = 1, *, batch_size: int = 16,
                  progress: bool = False) -> list[Generation]:
         import torch
         from tqdm.auto import tqdm
@@ -77,9 +79,9 @@ class HFBackend(Backend):
         model, tok = self.model, self.tokenizer
         eos = eos_ids(model, tok)
         pad = tok.pad_token_id if tok.pad_token_id is not None else (eos[0] if eos else 0)
-        encoded = encode_prompts(tok, prompts)
+        encoded = repeat_each(encode_prompts(tok, prompts), n)  # one row per sample
         # Longest first: similar lengths share a batch (less padding) and memory peaks show up early.
-        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         sample_kw = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else {}
         sample_kw.setdefault("do_sample", False)
         # A clean generation config: nothing from the checkpoint's generation_config.json (which may set
@@ -88,10 +90,10 @@ class HFBackend(Backend):
             max_new_tokens=max_new_tokens, eos_token_id=eos or None, pad_token_id=pad,
             bos_token_id=tok.bos_token_id, use_cache=True, **sample_kw,
         )  # fmt: skip
-        results: list[Generation | None] = [None] * len(prompts)
+        results: list[Generation | None] = [None] * len(encoded)
         was_training, saved_config = model.training, model.generation_config
         device = next(model.parameters()).device
-        bar = tqdm(total=len(prompts), desc="generating", unit="seq", disable=not progress)
+        bar = tqdm(total=len(encoded), desc="generating", unit="seq", disable=not progress)
         # fork_rng: seeding does not disturb the caller's global RNG stream.
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad(), \
                 sdpa_without_cudnn(device):
@@ -115,8 +117,8 @@ class HFBackend(Backend):
                     logprobs = recorder.finish(out)
                     for row, i in enumerate(batch):
                         text, ids, reason = trim_completion(tok, out[row, width:].tolist(), stop, eos)
-                        results[i] = Generation(text=text, prompt_ids=encoded[i], completion_ids=ids, finish_reason=reason,
-                                                logprobs=logprobs[row][: len(ids)])
+                        results[i] = Generation(text=text, prompt_ids=list(encoded[i]), completion_ids=ids,
+                                                finish_reason=reason, logprobs=logprobs[row][: len(ids)])
                     bar.update(len(batch))
             finally:
                 model.generation_config = saved_config

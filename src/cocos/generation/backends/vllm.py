@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cocos.errors import UserError
 from cocos.generation.backends import Backend
-from cocos.generation.sampling import Generation, Sampling, encode_prompts, eos_ids, trim_completion
+from cocos.generation.sampling import Generation, Sampling, encode_prompts, eos_ids, repeat_each, trim_completion
 
 
 def _vllm_cpu_env() -> None:
@@ -109,31 +109,35 @@ class VLLMBackend(Backend):
         self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
         self.sync_seconds.append(time.perf_counter() - t)
 
-    def generate(self, prompts: list[str], sampling: Sampling, *, batch_size: int = 16,
+    def generate(self, prompts: list[str], sampling: Sampling, n: int = 1, *, batch_size: int = 16,
                  progress: bool = False) -> list[Generation]:
-        max_new_tokens, temperature, top_p, seed, stop = (sampling.max_new_tokens, sampling.temperature,
-                                                          sampling.top_p, sampling.seed, sampling.stop)
+        """`n` samples of a prompt: one request with SamplingParams.n = n (vLLM fans it out into n sequences that
+        share the prompt's KV blocks); greedy, where vLLM refuses n > 1, n copies of the prompt. Seeds: sample j of
+        prompt i gets seed + i * n + j (vLLM seeds child j of a request seeded s with s + j), as the copies did."""
         tok = self.tokenizer
         eos = eos_ids(self.model, tok)
-        want_logprobs = top_p >= 1.0
+        want_logprobs = sampling.top_p >= 1.0
+        encoded = encode_prompts(tok, prompts)
+        per_request = n
+        if sampling.temperature == 0 and n > 1:
+            encoded, per_request = repeat_each(encoded, n), 1
         params = [
             self._vllm.SamplingParams(
-                max_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                seed=None if seed is None else seed + i,  # one seed per prompt: the k copies of a prompt differ
-                stop=list(stop), include_stop_str_in_output=True, stop_token_ids=eos,
+                n=per_request, max_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
+                top_p=sampling.top_p, seed=None if sampling.seed is None else sampling.seed + i * per_request,
+                stop=list(sampling.stop), include_stop_str_in_output=True, stop_token_ids=eos,
                 logprobs=0 if want_logprobs else None,  # 0: the sampled token's own log-prob only
             )  # fmt: skip
-            for i in range(len(prompts))
+            for i in range(len(encoded))
         ]
-        encoded = encode_prompts(tok, prompts)
         outs = self.llm.generate([{"prompt_token_ids": ids} for ids in encoded], params, use_tqdm=False)
         gens = []
         for ids, o in zip(encoded, outs):
-            out = o.outputs[0]
-            text, comp, reason = trim_completion(tok, list(out.token_ids), stop, eos)
-            logprobs = [out.logprobs[j][t].logprob for j, t in enumerate(comp)] if want_logprobs else None
-            gens.append(Generation(text=text, prompt_ids=ids, completion_ids=comp, finish_reason=reason,
-                                   logprobs=logprobs))
+            for out in sorted(o.outputs, key=lambda c: c.index):  # the n samples in order
+                text, comp, reason = trim_completion(tok, list(out.token_ids), sampling.stop, eos)
+                logprobs = [out.logprobs[j][t].logprob for j, t in enumerate(comp)] if want_logprobs else None
+                gens.append(Generation(text=text, prompt_ids=list(ids), completion_ids=comp, finish_reason=reason,
+                                       logprobs=logprobs))
         return gens
 
     def close(self) -> None:
