@@ -25,17 +25,10 @@ def accumulated_reward(rewards, gamma: float = 0.5):
     (a tensor [..., T] -> [...]; the trainer's scores). T = 2 gives gamma*r_1 + r_2 - r_1; gamma = 1 gives r_T;
     T = 1 gives r_1.
     """
-    batched = hasattr(rewards, "shape")
-    T = rewards.shape[-1] if batched else len(rewards)
-    if T == 0:
-        raise ValueError("accumulated_reward needs at least one turn")
-
-    def r(t):
-        return rewards[..., t] if batched else rewards[t]
-
-    total = gamma ** (T - 1) * r(0)
-    for t in range(1, T):  # 0-based t is the paper's turn t+1
-        total = total + gamma ** (T - 1 - t) * (r(t) - r(t - 1))
+    terms = _terms(rewards, gamma, "accumulated_reward")
+    total = terms[0]
+    for term in terms[1:]:  # left to right, as the formula reads (the trainer's scores depend on the order)
+        total = total + term
     return total
 
 
@@ -47,18 +40,22 @@ def accumulated_reward_terms(rewards, gamma: float = 0.5):
     c_t is what turn t adds to R: it depends only on turns 1..t (per-turn credit, cocos.rl.objective).
     `rewards`: a sequence [T] -> a list, or a tensor [..., T] -> a tensor of the same shape.
     """
-    batched = hasattr(rewards, "shape")
-    T = rewards.shape[-1] if batched else len(rewards)
-    if T == 0:
-        raise ValueError("accumulated_reward_terms needs at least one turn")
-
-    def r(t):
-        return rewards[..., t] if batched else rewards[t]
-
-    # the same products as accumulated_reward, so that their sum is R term by term
-    terms = [gamma ** (T - 1) * r(0)] + [gamma ** (T - 1 - t) * (r(t) - r(t - 1)) for t in range(1, T)]
-    if not batched:
+    terms = _terms(rewards, gamma, "accumulated_reward_terms")
+    if not hasattr(rewards, "shape"):
         return terms
     import torch
 
     return torch.stack(terms, dim=-1)
+
+
+def _terms(rewards, gamma: float, caller: str) -> list:
+    """[c_1, ..., c_T] as a list (floats, or tensors [...] for a tensor [..., T])."""
+    batched = hasattr(rewards, "shape")
+    T = rewards.shape[-1] if batched else len(rewards)
+    if T == 0:
+        raise ValueError(f"{caller} needs at least one turn")
+
+    def r(t):
+        return rewards[..., t] if batched else rewards[t]
+
+    return [gamma ** (T - 1) * r(0)] + [gamma ** (T - 1 - t) * (r(t) - r(t - 1)) for t in range(1, T)]
