@@ -1,4 +1,4 @@
-"""Rollout engine (issue 6): exactness against HF generate, continuous batching, stops, seeds, prefix sharing,
+"""Rollout engine: exactness against HF generate, continuous batching, stops, seeds, prefix sharing,
 live weights. Tiny Llama built from a config and a byte-level BPE tokenizer trained here (no downloads)."""
 
 import pytest

@@ -1,5 +1,5 @@
 """cocos.sandbox: normal cases, bad input, isolation settings and the worker pool's life (the hostile
-programs, one per guarantee of issue 2, are in test_sandbox_hostile.py)."""
+programs, one per guarantee the sandbox makes, are in test_sandbox_hostile.py)."""
 
 import secrets
 import subprocess

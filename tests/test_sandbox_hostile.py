@@ -1,4 +1,4 @@
-"""cocos.sandbox against hostile programs: one per guarantee of issue 2 (time limits, resource bombs,
+"""cocos.sandbox against hostile programs: one per guarantee it makes (time limits, resource bombs,
 isolation, and verdict authority: nothing the program does turns a test into "passed")."""
 
 import os

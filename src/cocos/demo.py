@@ -97,7 +97,7 @@ SEC_START = 15.0  # load the model, the data and the sandbox; save the checkpoin
 ANSWER_SHARE = (0.6, 0.9)
 # Share of sample groups whose k rewards differ, the only ones trained under skip_uniform_groups: the plan's high
 # end, per training dataset, about the highest mean over a demo's 5 steps measured. MBPP: 0 to 3 of 8 per step,
-# ~2 on average in issue 15's run (inferred from its step times). HumanEval halves (chat, zero-shot; HumanEval's many split
+# ~2 on average in an earlier demo's run (inferred from its step times). HumanEval halves (chat, zero-shot; HumanEval's many split
 # asserts give partial rewards): 3, 5, 2, 1, 2 of 8 in one demo (2.6 on average) and 3 in another step.
 TRAINED_SHARE_HIGH = {"mbpp": 2 / 8, "humaneval": 3 / 8}
 TRAINED_SHARE_HIGH_OTHER = 3 / 8

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One small CoCoS run at temperature 0.9, before and after the on-policy fix (issue 12, point 1), same
+# One small CoCoS run at temperature 0.9, before and after the on-policy fix, same
 # config and seed. "before" is commit 5081892 (log-probs under softmax(logits)); "after" is this checkout
 # (softmax(logits / 0.9)). Extraction is lenient in both (the old code's rule), so the temperature fix is
 # the only difference. Run from the repository root with the venv active:

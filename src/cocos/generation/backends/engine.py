@@ -1,4 +1,4 @@
-"""Rollout engine: fast batched sampling for Llama-architecture models on CPU (issue 6).
+"""Rollout engine: fast batched sampling for Llama-architecture models on CPU.
 
     from cocos.generation.backends.engine import Engine, supports
     from cocos.generation.sampling import Sampling
