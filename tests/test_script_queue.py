@@ -122,3 +122,29 @@ def test_self_correction_queue_runs_each_job_once_in_order(tmp_path):
         assert order.index(str(out / "curriculum" / "samples")) < order.index(str(out / "train" / arm))
         assert order.index(str(out / "train" / arm)) < order.index(str(out / "eval" / arm / "odex"))
     assert (out / "curriculum" / "curriculum.json").exists() and (out / "page" / "self_correction.md").exists()
+
+
+def test_credit_queue_runs_each_job_once_and_evaluates_trained_models(tmp_path):
+    boost = tmp_path / "boost"
+    boost.mkdir()
+    (boost / "model.safetensors").touch()
+    (tmp_path / "curriculum.json").write_text("{}")
+    env = _env(tmp_path, MODEL=str(boost), CURRICULUM=str(tmp_path / "curriculum.json"), SLOW_AT="t3_rloo_s0")
+    for res in _two_invocations("credit.sh", env):
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    calls = _calls(tmp_path)
+    outs = Counter(out for _, _, out in calls)
+    # gamma 2: 2 estimators x 2 seeds (tiny); 3 turns: 2 estimators; held-out: the start and the two 3-turn models
+    assert len(outs) == 4 + 2 + 3 and set(outs.values()) == {1}, outs
+    assert len({pid for pid, _, _ in calls}) == 2
+    out, order = tmp_path / "out", [o for _, _, o in calls]
+    for est in ("rloo", "per_turn"):
+        assert order.index(str(out / "train" / f"t3_{est}_s0")) < order.index(str(out / "eval" / f"t3_{est}_s0"))
+    assert (out / "page" / "credit_training.md").exists()
+
+
+def test_credit_refuses_a_missing_model(tmp_path):
+    env = _env(tmp_path, MODEL=str(tmp_path / "nowhere"))
+    res = subprocess.run(["bash", str(ROOT / "scripts" / "credit.sh")], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 2 and "MODEL=" in res.stderr and "holds no model" in res.stderr
