@@ -69,8 +69,8 @@ def update_phase(args) -> None:
                                        for p in tr.model.parameters()]
             rows[passes, autocast] = min(times)
             print(f"  logprob_passes={passes:13s} autocast={autocast:4s}: {min(times):6.1f} s (best of {len(times)}; "
-                  f"loss {res['loss']:+.6f}, {res['n_trained']} of {len(trajs)} trajectories trained, "
-                  f"{res['n_tokens']} trained tokens)", flush=True)
+                  f"loss {res.loss:+.6f}, {res.n_trained} of {len(trajs)} trajectories trained, "
+                  f"{res.n_tokens} trained tokens)", flush=True)
         base = rows[("plain", own)]
         print(f"before = logprob_passes=plain, autocast={own} (the config's): {base:.1f} s")
         for key, sec in rows.items():

@@ -92,7 +92,7 @@ def record(problems, step, chunk=0):  # 2 processes: sample, and keep what each 
 def replay(problems, step, chunk=0):  # 1 process: the same global batch, rank 0's groups then rank 1's
     return [t for r in (0, 1) for t in torch.load(out / f"trajs_step{{step}}_rank{{r}}.pt", weights_only=False)]
 def weights():
-    with tr._whole_weights():  # ZeRO-3 holds a shard per rank
+    with tr.dist.whole_weights():  # ZeRO-3 holds a shard per rank
         return {{n: p.detach().float().clone() for n, p in tr.unwrapped.named_parameters()}}
 tr.rollout = record if mode == "two" else replay
 before = weights()
@@ -186,7 +186,7 @@ tok = tiny_tokenizer()
 tr = Trainer(cfg, out / "run", resume=resume, progress=False, policy=Policy(tiny_model(tok), tok, backend="hf"),
              problems=add_problems(2), eval_problems=[])
 def weights():
-    with tr._whole_weights():
+    with tr.dist.whole_weights():
         return {{n: p.detach().float().clone() for n, p in tr.unwrapped.named_parameters()}}
 start = {{"step": tr.step, "weights": weights(), "lr": tr.scheduler.get_last_lr()[0]}}
 for _ in range(1 if resume else 2):

@@ -22,6 +22,7 @@ from cocos.config import CHOICES  # noqa: E402
 from cocos.episodes.rewards import accumulated_reward, accumulated_reward_terms  # noqa: E402
 from cocos.errors import UserError  # noqa: E402
 from cocos.rl import objective  # noqa: E402
+from cocos.rl.batch import Batch, trained_sequences  # noqa: E402
 from cocos.rl.config import TrainConfig, load_config  # noqa: E402
 from cocos.rl.objective import ADVANTAGES, method_at, per_turn_advantages, rloo_turn_advantages  # noqa: E402
 
@@ -279,21 +280,21 @@ def test_per_turn_through_both_passes(tmp_path, turns, mode):
         res = tr.optimize(trajs, step=0)
         out[adv, passes] = res, [p.grad.clone() for p in tr.model.parameters()]
     (plain, g_plain), (fast, g_fast) = out["per-turn", "plain"], out["per-turn", "shared-prefix"]
-    for key in ("scores", "advantages", "loss"):
-        assert fast[key] == pytest.approx(plain[key], abs=1e-5), key
-    for a, b in zip(fast["turn_advantages"], plain["turn_advantages"], strict=True):
+    for view in (lambda b: b.scores().tolist(), Batch.trajectory_advantages, lambda b: b.loss):
+        assert view(fast) == pytest.approx(view(plain), abs=1e-5)
+    for a, b in zip(fast.turn_advantages(), plain.turn_advantages(), strict=True):
         assert [x is None for x in a] == [x is None for x in b] and [x for x in a if x is not None] == \
             pytest.approx([x for x in b if x is not None], abs=1e-5)
     assert all(torch.allclose(x, y, atol=1e-6, rtol=1e-4) for x, y in zip(g_fast, g_plain))
     assert any(x.abs().max() > 0 for x in g_plain)
 
     # the loss is -(1/N) sum over trained sequences of A[traj, turn] * their log-probs
-    seqs = tr._sequences(trajs, method_at(tr.cfg, 0))
-    turn_adv = plain["turn_advantages"]
-    expected = -sum(turn_adv[s.traj][s.turn] * sum(lp) for s, (_, lp) in zip(seqs, plain["sampled_vs_trained"]))
-    assert plain["loss"] == pytest.approx(expected / len(trajs), abs=1e-5)
+    seqs = trained_sequences(trajs, method_at(tr.cfg, 0))
+    turn_adv = plain.turn_advantages()
+    expected = -sum(turn_adv[s.traj][s.turn] * sum(lp) for s, (_, lp) in zip(seqs, plain.sampled_vs_trained()))
+    assert plain.loss == pytest.approx(expected / len(trajs), abs=1e-5)
     trained = [t for t in range(turns) if turn_adv[0][t] is not None]
-    for row, a in zip(turn_adv, plain["advantages"]):  # logged per trajectory: the mean over its trained turns
+    for row, a in zip(turn_adv, plain.trajectory_advantages()):  # logged per trajectory: the mean over its trained turns
         assert a == pytest.approx(sum(row[t] for t in trained) / len(trained), abs=1e-6)
 
     rloo, g_rloo = out["rloo", "shared-prefix"]
@@ -302,7 +303,7 @@ def test_per_turn_through_both_passes(tmp_path, turns, mode):
         assert all(torch.allclose(x, y, atol=1e-6, rtol=1e-4) for x, y in zip(g_fast, g_rloo))
     else:  # turn 1 is rloo's; later turns get their own credit
         assert trained == list(range(turns))
-        assert [row[0] for row in turn_adv] == pytest.approx([row[0] for row in rloo["turn_advantages"]], abs=1e-6)
+        assert [row[0] for row in turn_adv] == pytest.approx([row[0] for row in rloo.turn_advantages()], abs=1e-6)
         assert any(abs(row[t] - row[0]) > 1e-3 for row in turn_adv for t in range(1, turns))
 
 

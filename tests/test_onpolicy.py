@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_rl import add_problems, tiny_model, tiny_tokenizer  # noqa: E402
 
 from cocos.rl.objective import method_at  # noqa: E402
+from cocos.rl.batch import trained_sequences  # noqa: E402
 
 TOL = 2e-4
 
@@ -54,8 +55,8 @@ def test_trainer_logprobs_equal_the_samplers_and_kl_starts_at_zero(tmp_path, bac
     trajs = tr.rollout(tr.problems, step=0)
     assert len(trajs) == 6
     res = tr.optimize(trajs, step=0)
-    pairs = res["sampled_vs_trained"]
-    seqs = tr._sequences(trajs, method_at(tr.cfg, 0))
+    pairs = res.sampled_vs_trained()
+    seqs = trained_sequences(trajs, method_at(tr.cfg, 0))
     assert sorted({s.turn for s in seqs}) == [0, 1] and len(pairs) == len(seqs) == 12  # turns 1 and 2
     n_tokens = 0
     for (sampled, trained), s in zip(pairs, seqs):
@@ -65,7 +66,7 @@ def test_trainer_logprobs_equal_the_samplers_and_kl_starts_at_zero(tmp_path, bac
         n_tokens += len(sampled)
     assert n_tokens > 100
     # step 1, before any update: the policy is the reference, so KL is exactly 0 for every trajectory and turn
-    assert all(row == [0.0, 0.0] for row in res["kl"])
+    assert all(row == [0.0, 0.0] for row in res.kl())
 
 
 def test_untempered_scoring_would_break_the_invariant(tmp_path):
@@ -74,7 +75,7 @@ def test_untempered_scoring_would_break_the_invariant(tmp_path):
 
     tr = _trainer(tmp_path, "engine", 0.9)
     trajs = tr.rollout(tr.problems, step=0)
-    seq = tr._sequences(trajs, method_at(tr.cfg, 0))[0]
+    seq = trained_sequences(trajs, method_at(tr.cfg, 0))[0]
     ids, attn, pos, cmask = objective.pad_sequences([seq.prompt_ids], [seq.completion_ids], tr.pad_id)
     with torch.no_grad():
         wrong, _ = objective.token_logprobs(tr.model, ids, attn, pos, cmask.shape[1], temperature=1.0)

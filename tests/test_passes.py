@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _tiny_rl import add_problems, tiny_model, tiny_tokenizer  # noqa: E402
 
 from cocos.rl.config import TrainConfig  # noqa: E402
+from cocos.rl.batch import Batch  # noqa: E402
 from cocos.rl.passes import common_prefix_length, sequence_logprobs  # noqa: E402
 
 
@@ -63,10 +64,10 @@ def test_fast_path_gradients_equal_the_plain_path(tmp_path, turns, mode):
         res = tr.optimize(trajs, step=0)
         out[passes] = res, [p.grad.clone() for p in tr.model.parameters()]
     (plain, g_plain), (fast, g_fast) = out["plain"], out["shared-prefix"]
-    assert any(abs(x) > 1e-4 for row in plain["kl"] for x in row)
-    for key in ("scores", "advantages", "loss"):
-        assert fast[key] == pytest.approx(plain[key], abs=1e-5), key
-    for (_, a), (_, b) in zip(fast["sampled_vs_trained"], plain["sampled_vs_trained"], strict=True):
+    assert any(abs(x) > 1e-4 for row in plain.kl() for x in row)
+    for view in (lambda b: b.scores().tolist(), Batch.trajectory_advantages, lambda b: b.loss):
+        assert view(fast) == pytest.approx(view(plain), abs=1e-5)
+    for (_, a), (_, b) in zip(fast.sampled_vs_trained(), plain.sampled_vs_trained(), strict=True):
         assert a == pytest.approx(b, abs=1e-5)  # the trainer's log-prob of every trained token
     assert all(torch.allclose(x, y, atol=1e-6, rtol=1e-4) for x, y in zip(g_fast, g_plain))
     assert any(x.abs().max() > 0 for x in g_plain)
@@ -112,6 +113,6 @@ def test_gradient_checkpointing_recomputes_the_layers_and_keeps_the_gradients(tm
         assert n_c > n_p  # the checkpointed backward ran layer 0 again for each policy pass with gradient
     else:  # two passes instead of three, and the policy's recomputed in the backward
         assert n_c > 2 * n_p / 3
-    assert res_c["loss"] == pytest.approx(res_p["loss"], abs=1e-5)
+    assert res_c.loss == pytest.approx(res_p.loss, abs=1e-5)
     assert len(g_c) == len(g_p) > 0 and any(x.abs().max() > 0 for x in g_p)
     assert all(torch.allclose(x, y, atol=1e-6, rtol=1e-4) for x, y in zip(g_c, g_p))

@@ -105,8 +105,8 @@ def test_sign_advantage_weighs_the_loss(tmp_path, toys, passes):
     assert toys == ([(1, 2, 2)] * 2 if passes == "shared-prefix" else [(2, 2, 2)])  # per group, or the whole chunk
     rloo = objective.advantages("rloo", res.rewards, res.turn_kl, res.method, k=2)
     assert torch.equal(res.advantages, torch.sign(rloo))  # what the loss weighed, from the batch record
-    assert set(res["advantages"]) <= {-1.0, 0.0, 1.0} and any(a != 0 for a in res["advantages"])
+    assert set(res.trajectory_advantages()) <= {-1.0, 0.0, 1.0} and any(a != 0 for a in res.trajectory_advantages())
     # the loss: -(1/N) sum over trained turns of A[traj, turn] * sum of the trainer's log-probs of its tokens
-    pairs = zip(res.seqs, res["sampled_vs_trained"])
+    pairs = zip(res.seqs, res.sampled_vs_trained())
     hand = -sum(res.advantages[s.traj, s.turn].item() * sum(lp) for s, (_, lp) in pairs)
-    assert res["loss"] == pytest.approx(hand / len(trajs), abs=1e-5)
+    assert res.loss == pytest.approx(hand / len(trajs), abs=1e-5)

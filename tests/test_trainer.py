@@ -15,6 +15,7 @@ from _tiny_rl import add_problems, tiny_model, tiny_tokenizer  # noqa: E402
 from cocos.errors import UserError  # noqa: E402
 from cocos.rl.config import TrainConfig, load_config  # noqa: E402
 from cocos.rl.objective import method_at  # noqa: E402
+from cocos.rl.batch import trained_sequences  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,14 +76,14 @@ def test_last_turn_vs_trajectory_sampling(tmp_path):
     for g in range(2):  # the 3 samples of a problem share one turn 1; only their last turns are trained
         group = trajs[3 * g:3 * g + 3]
         assert all(t.turns[0] is group[0].turns[0] and t.shared_prefix_turns == 1 for t in group)
-    seqs = tr._sequences(trajs, method_at(tr.cfg, 0))
+    seqs = trained_sequences(trajs, method_at(tr.cfg, 0))
     assert len(seqs) == 6 and {s.turn for s in seqs} == {1}
 
     tr2 = make_trainer(tmp_path / "b", mode="trajectory", k=3)
     trajs2 = tr2.rollout(tr2.problems, step=0)
     assert all(t.shared_prefix_turns == 0 for t in trajs2)
     assert len({id(t.turns[0]) for t in trajs2}) == 6
-    seqs2 = tr2._sequences(trajs2, method_at(tr2.cfg, 0))
+    seqs2 = trained_sequences(trajs2, method_at(tr2.cfg, 0))
     assert len(seqs2) == 12 and {s.turn for s in seqs2} == {0, 1}
 
 
@@ -111,8 +112,8 @@ def test_one_step_moves_weights_toward_positive_advantage(tmp_path):
     before = {n: p.detach().clone() for n, p in tr.model.named_parameters()}
     lp_good, lp_bad = _logp(tr.model, prompt, good), _logp(tr.model, prompt, bad)
     res = tr.optimize([traj(good, 1.0, 0), traj(bad, 0.0, 1)], step=0)
-    assert res["advantages"] == pytest.approx([0.5, -0.5])  # r1 = r2 = r: R = 0.5 r + r - r = 0.5 r
-    tr._sync_and_step()
+    assert res.trajectory_advantages() == pytest.approx([0.5, -0.5])  # r1 = r2 = r: R = 0.5 r + r - r = 0.5 r
+    tr.sync_and_step()
     assert any(not torch.equal(before[n], p) for n, p in tr.model.named_parameters())
     assert _logp(tr.model, prompt, good) > lp_good + 0.01
     assert _logp(tr.model, prompt, bad) < lp_bad - 0.01
@@ -134,11 +135,11 @@ def test_trainer_loss_counts_completion_tokens_only(tmp_path):
                                                    (1 / 3, 0.0, [snip[2]], [snip[1], snip[1], snip[2]])])]
     res = tr.optimize(trajs, step=0)
     # R = 0.5 r1 + r2 - r1: 1.0 and -1/6 -> advantages +-(1 + 1/6)
-    assert res["advantages"] == pytest.approx([7 / 6, -7 / 6])
+    assert res.trajectory_advantages() == pytest.approx([7 / 6, -7 / 6])
     got = {n: p.grad.clone() for n, p in tr.model.named_parameters()}
     tr.model.zero_grad()
     loss = 0.0
-    for traj, a in zip(trajs, res["advantages"]):
+    for traj, a in zip(trajs, res.trajectory_advantages()):
         for turn in traj.turns:
             ids = torch.tensor([turn.prompt_ids + turn.completion_ids])
             logits = tr.model(input_ids=ids).logits[0, :-1]
@@ -268,7 +269,7 @@ def test_skip_uniform_groups_drops_only_groups_without_reward_signal(tmp_path, p
     full, trajs = make(False)
     full.model.load_state_dict({n: v + 0.01 * torch.randn_like(v) for n, v in full.model.state_dict().items()})
     r_full = full.optimize(trajs, step=0)
-    assert r_full["n_trained"] == 4 and r_full["advantages"][2] != 0.0  # KL differences give group 2 a tiny advantage
+    assert r_full.n_trained == 4 and r_full.trajectory_advantages()[2] != 0.0  # KL differences give group 2 a tiny advantage
     skip, trajs2 = make(True)
     skip.model.load_state_dict(full.model.state_dict())
     import cocos.rl.passes as passes_mod
@@ -281,15 +282,15 @@ def test_skip_uniform_groups_drops_only_groups_without_reward_signal(tmp_path, p
         monkeypatch.setattr("cocos.rl.trainer.grouped_passes", passes_mod.grouped_passes)
     r_skip = skip.optimize(trajs2, step=0)
     # the passes see 2 trajectories x 2 turns (plain: twice, the no-grad pass and the gradient pass)
-    assert r_skip["n_trained"] == 2 and calls == ([4] if passes == "shared-prefix" else [4, 4])
-    assert r_skip["advantages"][2:] == [0.0, 0.0] and r_skip["kl"][2:] == [None, None]
-    assert r_skip["advantages"][:2] == pytest.approx(r_full["advantages"][:2])
+    assert r_skip.n_trained == 2 and calls == ([4] if passes == "shared-prefix" else [4, 4])
+    assert r_skip.trajectory_advantages()[2:] == [0.0, 0.0] and r_skip.kl()[2:] == [None, None]
+    assert r_skip.trajectory_advantages()[:2] == pytest.approx(r_full.trajectory_advantages()[:2])
     # the gradient equals the full one minus group 2's contribution (recomputed with its advantages)
     g_skip = {n: p.grad.clone() for n, p in skip.model.named_parameters()}
     full.model.zero_grad()
     only_two = [trajs[0], trajs[1]]
     full_two = full.optimize(only_two, step=0, n_traj_total=4)
-    assert full_two["advantages"] == pytest.approx(r_full["advantages"][:2])
+    assert full_two.trajectory_advantages() == pytest.approx(r_full.trajectory_advantages()[:2])
     for n, p in full.model.named_parameters():
         assert torch.allclose(g_skip[n], p.grad, atol=1e-6, rtol=1e-4), n
 

@@ -179,11 +179,12 @@ def test_trainer_logprobs_equal_vllms(tmp_path, vllm_policy, temperature):
     trajs = tr.rollout(tr.problems, step=0)
     res = tr.optimize(trajs, step=0)  # computes the loss' log-probs; no optimizer step: the weights stay
     from cocos.rl.objective import method_at
+    from cocos.rl.batch import trained_sequences
 
-    seqs = tr._sequences(trajs, method_at(tr.cfg, 0))
-    assert sorted({s.turn for s in seqs}) == [0, 1] and len(res["sampled_vs_trained"]) == len(seqs) == 12
+    seqs = trained_sequences(trajs, method_at(tr.cfg, 0))
+    assert sorted({s.turn for s in seqs}) == [0, 1] and len(res.sampled_vs_trained()) == len(seqs) == 12
     n_tokens, worst = 0, 0.0
-    for (sampled, trained), s in zip(res["sampled_vs_trained"], seqs):
+    for (sampled, trained), s in zip(res.sampled_vs_trained(), seqs):
         assert sampled is not None and len(sampled) == len(trained) == len(s.completion_ids) > 0
         gap = max(abs(a - b) for a, b in zip(sampled, trained))
         assert gap < TOL, f"turn {s.turn + 1}: vLLM vs trainer log-prob differ by {gap:.2e}"

@@ -118,16 +118,6 @@ class Batch:
     def n_trained(self) -> int:
         return int(self.trained.sum())
 
-    def __getitem__(self, name: str):
-        """The numbers by name, as `Trainer.optimize` once returned them in a dict (tests and benchmarks read
-        result["advantages"], ...): loss, entropy, n_tokens, n_trained, and the lists above."""
-        if name in ("loss", "entropy", "n_tokens", "n_trained"):
-            return getattr(self, name)
-        views = {"scores": lambda: self.scores().tolist(), "advantages": self.trajectory_advantages,
-                 "turn_advantages": self.turn_advantages, "kl": self.kl, "logprob_gaps": self.logprob_gaps,
-                 "sampled_vs_trained": self.sampled_vs_trained}
-        return views[name]()
-
 
 def make_batch(trajectories, method: Method, *, advantage: str, k: int, copy_penalty: float = 0.0,
                skip_uniform_groups: bool = False) -> Batch:

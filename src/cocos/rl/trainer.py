@@ -43,7 +43,7 @@ from cocos.eval import runs
 from cocos.eval.runs import checkpoint_steps
 from cocos.generation.device import release_free_memory
 from cocos.rl import checkpoint, curriculum
-from cocos.rl.batch import Batch, make_batch, trained_sequences
+from cocos.rl.batch import Batch, make_batch
 from cocos.rl.config import TrainConfig, save_config
 from cocos.rl.distributed import Distributed, make_accelerator
 from cocos.rl.models import load_models
@@ -348,13 +348,6 @@ class Trainer:
         if self.wandb is not None:
             self.wandb.finish()
         return result
-
-    # ---- the names tests and benchmarks call (kept from before the split into rl/ modules) -------
-    _sequences = staticmethod(trained_sequences)  # -> cocos.rl.batch.trained_sequences
-    _sync_and_step = sync_and_step
-
-    def _whole_weights(self):
-        return self.dist.whole_weights()
 
 
 # ---- setup --------------------------------------------------------------------------------------
