@@ -20,6 +20,8 @@
 #               traj_g0.5   the paper's trajectory mode, gamma 0.5
 #               copy_pen    (our extension) traj_g0.5 with a copy penalty on wrong turn-1 answers (copy_penalty 0.5):
 #                           the arm to add if both arms above still copy wrong answers at the halfway point
+#               last_turn_copy_pen  (our extension) last_turn with the same copy penalty: the fast arm (turn 1
+#                           shared, ~16 s a step) that copied more as it trained, penalised for it
 #               per_turn    traj_g0.5 with per-turn credit (advantage=per-turn, docs/credit.md)
 #   self_corrector  Self-Corrector with boost_new as its generator (configs/self_corrector.yaml, the comparison's small
 #               budget): the one baseline that rewrote at turn 2 before (edit similarity 53-78%)
@@ -84,8 +86,9 @@ arm_sets() {  # the --set values of an arm beyond the budget's
     last_turn) echo "mode=last-turn train_turns=last" ;;
     traj_g0.5) echo "mode=trajectory gamma=0.5" ;;
     copy_pen) echo "mode=trajectory gamma=0.5 copy_penalty=0.5" ;;
+    last_turn_copy_pen) echo "mode=last-turn train_turns=last copy_penalty=0.5" ;;
     per_turn) echo "mode=trajectory gamma=0.5 advantage=per-turn" ;;
-    *) echo "unknown arm $1 (last_turn, traj_g0.5, copy_pen, per_turn)" >&2; exit 2 ;;
+    *) echo "unknown arm $1 (last_turn, traj_g0.5, copy_pen, last_turn_copy_pen, per_turn)" >&2; exit 2 ;;
   esac
 }
 model_of() {  # the checkpoint folder an evaluation reads
