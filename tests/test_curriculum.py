@@ -22,12 +22,14 @@ def fake_run(out, **cfg):
 def test_curriculum_from_reuses_kept_ids(tmp_path, capsys):
     src = tmp_path / "shared" / "curriculum.json"
     src.parent.mkdir()
-    src.write_text(json.dumps({"k": 4, "problems": 3, "kept": ["602", "603", "999"]}))
+    src.write_text(json.dumps({"k": 4, "rule": "partial", "problems": 3, "kept": ["602", "603", "999"]}))
     run = fake_run(tmp_path / "run", curriculum_k=4, curriculum_from=str(src))
     assert [p.task_id for p in curriculum.keep_problems(**run, resume=False)] == [602, 603]
     copied = json.loads((tmp_path / "run" / "curriculum.json").read_text())
     assert copied["kept"] == ["602", "603", "999"] and copied["from"] == str(src)
-    assert "1 kept id(s)" in capsys.readouterr().out  # 999 is not a training problem of this run
+    printed = capsys.readouterr().out
+    assert "1 kept id(s)" in printed  # 999 is not a training problem of this run
+    assert "passed the partial rule over 4" in printed  # the file's rule, not the config's default (variance)
     # a resumed run reads its own copy, even if the source has gone
     src.unlink()
     assert [p.task_id for p in curriculum.keep_problems(**run, resume=True)] == [602, 603]

@@ -33,6 +33,7 @@ def keep_problems(cfg, problems: list, out: Path, sample, *, resume: bool, is_ma
     writes the file and prints.
     """
     path = out / "curriculum.json"
+    rule, k = cfg.curriculum_rule, cfg.curriculum_k
     if resume and path.exists():
         kept = json.loads(path.read_text())["kept"]
     elif cfg.curriculum_from:
@@ -53,8 +54,11 @@ def keep_problems(cfg, problems: list, out: Path, sample, *, resume: bool, is_ma
                   "samples; training on all of them")
         return problems
     if is_main:
+        if path.exists():  # a copied or resumed file says the rule it was chosen by (older files: the config's)
+            data = json.loads(path.read_text())
+            rule, k = data.get("rule", rule), data.get("k", k)
         print(f"cocos: curriculum: {len(kept)} of {len(problems)} training problems passed the "
-              f"{cfg.curriculum_rule} rule over {cfg.curriculum_k} turn-1 samples; training on those ({path})")
+              f"{rule} rule over {k} turn-1 samples; training on those ({path})")
     keep = set(kept)
     return [p for p in problems if str(p.task_id) in keep]
 
