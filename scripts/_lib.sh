@@ -1,4 +1,4 @@
-# Helpers shared by scripts/paper_comparison.sh and scripts/claims.sh (sourced, not run).
+# Helpers shared by the study scripts (paper_comparison, claims, self_correction, credit; sourced, not run).
 # The caller sets DRY_RUN, LOG, NICE, SITTING_MINUTES and STARTED (date +%s) before calling them.
 
 show() {  # the command as a shell would read it back (words with spaces or symbols in single quotes)
@@ -57,4 +57,13 @@ next_pass() {  # after a pass: 0 = pass again (after a wait when this pass ran n
   echo "# waiting for ${#WAITING[@]} step(s) another invocation runs or makes the inputs of (${WAITING[0]}, ...):" \
        "next look in ${QUEUE_POLL:-120} s"
   sleep "${QUEUE_POLL:-120}"
+}
+
+need_cocos() {  # the project's .venv when `cocos` is not on PATH; a clear refusal when neither has it
+  if ! command -v cocos >/dev/null && [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
+  command -v cocos >/dev/null || { echo "cocos is not installed: pip install -e . (or activate the venv)" >&2; exit 2; }
+}
+run_env() {  # the environment every step runs in: offline data and Hub, one thread per process unless set
+  export COCOS_DATA_DIR="${COCOS_DATA_DIR:-$(cd .. && pwd)/shared/data}"
+  export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 }

@@ -48,8 +48,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v cocos >/dev/null && [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
-command -v cocos >/dev/null || { echo "cocos is not installed: pip install -e . (or activate the venv)" >&2; exit 2; }
+source scripts/_lib.sh  # show, run, sitting_over, has_model, need_cocos, run_env; the queue: claim, release, ...
+need_cocos
 
 # The published pages' boost data (one-line mutants of the reference, half of the second turns keep the reference;
 # KodCode only): configs/boost_sft.yaml now samples the model's own wrong answers and adds MBPP train.
@@ -79,8 +79,7 @@ NICE="${NICE:-nice -n 15}"
 CURRICULUM_SEED="${CURRICULUM_SEED:-0}"
 SAVE_EVERY=$(( STEPS >= 20 ? 10 : 0 ))  # a crash loses at most 10 steps; max_minutes stops checkpoint anyway
 SCORE_STAGE1=$(( STEPS / 3 > 0 ? STEPS / 3 : 1 ))  # configs/score.yaml: stage I 10 of 30 steps
-export COCOS_DATA_DIR="${COCOS_DATA_DIR:-$(cd .. && pwd)/shared/data}"
-export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+run_env
 STARTED=$(date +%s)
 LOG="$OUT/commands.log"
 if [ "$DRY_RUN" != 1 ]; then mkdir -p "$OUT"; fi
@@ -137,7 +136,6 @@ echo "# runs: curriculum once (k=$CURRICULUM_K, seed $CURRICULUM_SEED); ${#RUNS[
 echo "# estimated time of one core (on a busy 2-core CPU): ~$(hm $est_all) in all; ~$(hm $est_left) left (finished" \
      "jobs and checkpointed steps are skipped; two invocations share it)"
 
-source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"  # show, run, sitting_over, has_model; the queue: claim, release, ...
 
 # Steps 0 and 1 are shared by every seed: a second invocation beside this one (other SEEDS) waits here for them
 LOCKS="$OUT/locks"  # the locks of the setup, the queue and the report (scripts/_lib.sh)

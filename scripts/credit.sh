@@ -18,8 +18,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v cocos >/dev/null && [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
-command -v cocos >/dev/null || { echo "cocos is not installed: pip install -e . (or activate the venv)" >&2; exit 2; }
+source scripts/_lib.sh  # show, run, sitting_over, has_model, need_cocos, run_env; the queue: claim, release, ...
+need_cocos
 
 BUDGET="${BUDGET:-cpu}"
 case "$BUDGET" in
@@ -37,11 +37,9 @@ CURRICULUM="${CURRICULUM:-$(dirname "$MODEL")/curriculum/curriculum.json}"
 DRY_RUN="${DRY_RUN:-0}"
 SITTING_MINUTES="${SITTING_MINUTES:-0}"
 NICE="${NICE:-nice -n 15}"
-export COCOS_DATA_DIR="${COCOS_DATA_DIR:-$(cd .. && pwd)/shared/data}"
-export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+run_env
 STARTED=$(date +%s)
 LOG="$OUT/commands.log"
-source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"  # show, run, sitting_over, has_model; the queue: claim, release, ...
 if [ "$DRY_RUN" != 1 ]; then
   has_model "$MODEL" || { echo "MODEL=$MODEL holds no model: run scripts/self_correction.sh first (its boost_new)," \
                                "or set MODEL to a checkpoint folder" >&2; exit 2; }

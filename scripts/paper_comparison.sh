@@ -74,8 +74,8 @@ for arg in "$@"; do
   esac
 done
 
-if ! command -v cocos >/dev/null && [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
-command -v cocos >/dev/null || { echo "cocos is not installed: pip install -e . (or activate the venv)" >&2; exit 2; }
+source scripts/_lib.sh  # show, run, sitting_over, has_model, need_cocos, run_env; the queue: claim, release, ...
+need_cocos
 
 # The published pages' boost data (one-line mutants of the reference, half of the second turns keep the reference;
 # KodCode only): configs/boost_sft.yaml now samples the model's own wrong answers and adds MBPP train.
@@ -146,7 +146,6 @@ LOG="$OUT/commands.log"
 if [ "$DRY_RUN" != 1 ]; then mkdir -p "$OUT"; fi
 SITTING_MINUTES="${SITTING_MINUTES:-0}"
 STARTED=$(date +%s)
-source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"  # show, run, minutes_left, sitting_over, has_model
 
 # RL rows: name, label, own overrides (after the base config, the budget's RL_SET and RL_EXTRA)
 SCORE_STAGE1=$((RL_STEPS / 2))

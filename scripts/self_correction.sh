@@ -34,8 +34,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v cocos >/dev/null && [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
-command -v cocos >/dev/null || { echo "cocos is not installed: pip install -e . (or activate the venv)" >&2; exit 2; }
+source scripts/_lib.sh  # show, run, sitting_over, has_model, need_cocos, run_env; the queue: claim, release, ...
+need_cocos
 
 BUDGET="${BUDGET:-cpu}"
 case "$BUDGET" in
@@ -69,12 +69,10 @@ CURRICULUM_RULE="${CURRICULUM_RULE:-partial}"
 DRY_RUN="${DRY_RUN:-0}"
 SITTING_MINUTES="${SITTING_MINUTES:-0}"
 NICE="${NICE:-nice -n 15}"
-export COCOS_DATA_DIR="${COCOS_DATA_DIR:-$(cd .. && pwd)/shared/data}"
-export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+run_env
 STARTED=$(date +%s)
 LOG="$OUT/commands.log"
 if [ "$DRY_RUN" != 1 ]; then mkdir -p "$OUT"; fi
-source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"  # show, run, sitting_over, has_model; the queue: claim, release, ...
 LOCKS="$OUT/locks"
 read -r -a SEED_LIST <<<"$SEEDS"
 read -r -a ARM_LIST <<<"$ARMS"

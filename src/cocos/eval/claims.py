@@ -17,7 +17,7 @@ from pathlib import Path
 from cocos.eval.claims_stats import RULE, Stat, claim_verdict, diff, mean_se, verdict
 from cocos.eval.metrics import COPY_SIMILARITY  # a mean edit similarity at or above it: turn 2 copies turn 1
 from cocos.eval.report import markdown_table
-from cocos.eval.report_paper import pyplot
+from cocos.eval.report_paper import pyplot, save_figure
 
 # run name -> label; g0.5 is CoCoS as the paper runs it (progressive reward, gamma 0.5): the "progressive" and the
 # "CoCoS" arm of claims 2-4 is that same run
@@ -311,9 +311,7 @@ def plot_bars(rows: list[list], label_cols: int, metric_names: list[str], path: 
     ax.axhline(0, color="black", lw=0.6)
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return True
 
 

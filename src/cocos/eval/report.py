@@ -15,13 +15,14 @@ cocos.eval.report_plots.
 
 from __future__ import annotations
 
+import argparse
 import re
 from dataclasses import replace
 from pathlib import Path
 
 from cocos.errors import UserError
 from cocos.eval.report_paper import (acc_by_turn_section, dataset_key, dataset_order, dataset_title, n_turns,
-                                     nothing_to_preserve, paper_tables, pyplot)
+                                     nothing_to_preserve, paper_tables)
 from cocos.eval.report_plots import (number, plot_accuracy, plot_curves, plot_deltas, plot_eval_lengths, plot_scalars,
                                      plot_unit, turns_of)
 from cocos.eval.runs import Run, read_run
@@ -61,6 +62,20 @@ def _describe_train(run: Run) -> str:
 
 
 # ---- the report ---------------------------------------------------------------------------------
+def page_main(argv: list[str] | None, prog: str, doc: str, script: str, build) -> int:
+    """The command line of a study's page (`python -m cocos.eval.report_correction OUT`, ...): `build(out, page,
+    budget)` writes it from the folder `script` filled and returns its path."""
+    ap = argparse.ArgumentParser(prog=f"python -m {prog}", description=doc.split("\n")[0])
+    ap.add_argument("out", type=Path, help=f"{script}'s OUT folder")
+    ap.add_argument("--out", dest="page", type=Path, help="where the page goes (default OUT/page)")
+    ap.add_argument("--budget", default="", help="one line on the budget, printed at the top")
+    args = ap.parse_args(argv)
+    if not args.out.is_dir():
+        raise SystemExit(f"{args.out}: no such folder ({script} writes it)")
+    print(build(args.out, args.page or args.out / "page", args.budget))
+    return 0
+
+
 def markdown_table(header: list[str], rows: list[list[str]], numeric: bool = True) -> list[str]:
     """A Markdown table's lines: the header, its alignment row (numeric: the columns after the first right-aligned),
     one line per row of cells (strings). The report's tables and the claims page's (cocos.eval.claims)."""

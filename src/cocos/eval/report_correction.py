@@ -10,12 +10,11 @@ points, acc@1 not below the new boost's), the boost data, the curriculum rules, 
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 from cocos.eval import runs
-from cocos.eval.report import markdown_table, pct
+from cocos.eval.report import markdown_table, page_main, pct
 
 DATASETS = ("mbpp", "humaneval", "odex")
 # (column, metric key, shown as a share with its standard error when there is one)
@@ -131,7 +130,7 @@ def arms(out: Path, page: Path) -> list[str]:
 
 
 def plot_monitors(logs: dict[str, list[dict]], path: Path, smooth: int = 10) -> bool:
-    from cocos.eval.report_paper import pyplot
+    from cocos.eval.report_paper import pyplot, save_figure
 
     keys = ("copy_if_wrong", "delta_i2c", "delta_c2i", "turn2_signal")
     if not any(r.get(k) is not None for log in logs.values() for r in log for k in keys):
@@ -150,10 +149,7 @@ def plot_monitors(logs: dict[str, list[dict]], path: Path, smooth: int = 10) -> 
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return True
 
 
@@ -179,15 +175,7 @@ def build(out: Path, page: Path, budget: str = "") -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m cocos.eval.report_correction", description=__doc__.split("\n")[0])
-    ap.add_argument("out", type=Path, help="scripts/self_correction.sh's OUT folder")
-    ap.add_argument("--out", dest="page", type=Path, help="where the page goes (default OUT/page)")
-    ap.add_argument("--budget", default="", help="one line on the budget, printed at the top")
-    args = ap.parse_args(argv)
-    if not args.out.is_dir():
-        raise SystemExit(f"{args.out}: no such folder (scripts/self_correction.sh writes it)")
-    print(build(args.out, args.page or args.out / "page", args.budget))
-    return 0
+    return page_main(argv, "cocos.eval.report_correction", __doc__, "scripts/self_correction.sh", build)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,13 @@ OUT/eval/<model>/metrics.json. Writes credit_training.md with a table per experi
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
 from pathlib import Path
 
-from cocos.eval.report import markdown_table, pct
-from cocos.eval.report_paper import number, pyplot
+from cocos.eval.report import markdown_table, page_main, pct
+from cocos.eval.report_paper import number, pyplot, save_figure
 
 _RUN = re.compile(r"^(?P<exp>[a-z0-9]+)_(?P<est>[a-z_]+)_s(?P<seed>\d+)$")
 ESTIMATORS = ("rloo", "per_turn")
@@ -142,10 +141,7 @@ def plot_runs(by_est: dict[str, dict[int, list[dict]]], keys: list[str], path: P
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return True
 
 
@@ -174,15 +170,7 @@ def build(out: Path, page: Path, budget: str = "") -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m cocos.eval.report_credit", description=__doc__.split("\n")[0])
-    ap.add_argument("out", type=Path, help="scripts/credit.sh's OUT folder")
-    ap.add_argument("--out", dest="page", type=Path, help="where the page goes (default OUT/page)")
-    ap.add_argument("--budget", default="", help="one line on the budget, printed at the top")
-    args = ap.parse_args(argv)
-    if not args.out.is_dir():
-        raise SystemExit(f"{args.out}: no such folder (scripts/credit.sh writes it)")
-    print(build(args.out, args.page or args.out / "page", args.budget))
-    return 0
+    return page_main(argv, "cocos.eval.report_credit", __doc__, "scripts/credit.sh", build)
 
 
 if __name__ == "__main__":

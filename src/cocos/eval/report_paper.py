@@ -47,6 +47,14 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path: Path, dpi: int = 120) -> None:
+    """Lay the figure out, write it to `path` (making its folder) and close it."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+
+
 # ---- which run is which ---------------------------------------------------------------------------
 def dataset_key(run) -> str | None:
     """An evaluation run's dataset ("mbpp", "humaneval", ...; a split other than test is added), None otherwise."""
@@ -244,9 +252,7 @@ def plot_acc_by_turn(runs, path: Path) -> bool:
         ax.set_xticks(range(1, max(n_turns(r.metrics) for r in data[ds].values()) + 1))
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 

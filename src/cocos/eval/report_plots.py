@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cocos.eval.report_paper import number, pyplot
+from cocos.eval.report_paper import number, pyplot, save_figure
 from cocos.eval.runs import Run
 
 _ACC_KEY = re.compile(r"^acc@(\d+)$")
@@ -72,9 +72,7 @@ def _bar_chart(runs: list[Run], series: dict, ylabel: str, title: str, path: Pat
     if zero_line:
         ax.axhline(0, color="black", lw=0.8)
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_accuracy(runs: list[Run], path: Path) -> bool:
@@ -131,9 +129,7 @@ def plot_curves(runs: list[Run], stem: str, ylabel: str, title: str, path: Path)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
@@ -167,9 +163,7 @@ def plot_scalars(runs: list[Run], path: Path) -> bool:
         ax.grid(alpha=0.3)
     if axes[0][-1].get_legend_handles_labels()[0]:
         axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
@@ -184,7 +178,5 @@ def plot_eval_lengths(runs: list[Run], path: Path) -> tuple[bool, str]:
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(lens) + 2), 4))
     _bar_groups(ax, list(lens), {f"turn {t}": [lens[k].get(t) for k in lens] for t in turns}, f"mean response length ({unit})", percent=False)
     ax.set_title("Response length at each turn (evaluation)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return True, unit
