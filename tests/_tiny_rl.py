@@ -72,3 +72,26 @@ def add_problems(n=2):
 
     return [Problem(task_id=900 + i, text="Write a function to add two numbers.", tests=list(TESTS), dataset="tiny")
             for i in range(n)]
+
+
+def perturbed_trainer(out: Path, **cfg):
+    """A Trainer on the tiny model whose logits depend on the context (no snippet bias, so a wrong position, mask or
+    advantage on a sequence shows in the gradient), moved a little away from its reference so that every sequence has
+    a KL. cfg: TrainConfig fields over a 2-problem, k = 3, 8-token step."""
+    import torch
+
+    from cocos.generation.policy import Policy
+    from cocos.rl.config import TrainConfig
+    from cocos.rl.trainer import Trainer
+
+    tok = tiny_tokenizer()
+    cfg = TrainConfig(**{**dict(model="tiny", k=3, turns=2, problems_per_step=2, max_new_tokens=8, temperature=1.0,
+                                micro_batch=2, max_steps=1, eval_limit=0, autocast="none", tensorboard=False,
+                                timeout=5.0, beta=0.05), **cfg})
+    policy = Policy(tiny_model(tok, snippet_bias=False), tok, backend="auto")
+    tr = Trainer(cfg, out, progress=False, policy=policy, problems=add_problems(2))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in tr.model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    return tr

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _tiny_rl import add_problems, tiny_model, tiny_tokenizer  # noqa: E402
+from _tiny_rl import perturbed_trainer  # noqa: E402
 
 from cocos.config import CHOICES  # noqa: E402
 from cocos.episodes.rewards import accumulated_reward, accumulated_reward_terms  # noqa: E402
@@ -246,21 +246,7 @@ def test_config_names_the_advantage_field():
 
 # ---- through the trainer ----------------------------------------------------------------------------
 def _trainer(tmp_path, **over):
-    from cocos.generation.policy import Policy
-    from cocos.rl.trainer import Trainer
-
-    tok = tiny_tokenizer()
-    cfg = TrainConfig(**{**dict(model="tiny", k=3, turns=2, problems_per_step=2, max_new_tokens=8, temperature=1.0,
-                                micro_batch=2, max_steps=1, eval_limit=0, autocast="none", tensorboard=False,
-                                timeout=5.0, beta=0.05, advantage="per-turn"), **over})
-    # no snippet bias: the logits depend on the context, so a wrong advantage on a sequence shows in the gradient
-    policy = Policy(tiny_model(tok, snippet_bias=False), tok, backend="auto")
-    tr = Trainer(cfg, tmp_path / "run", progress=False, policy=policy, problems=add_problems(2))
-    torch.manual_seed(1)
-    with torch.no_grad():  # away from the reference: every sequence has a KL
-        for p in tr.model.parameters():
-            p.add_(0.02 * torch.randn_like(p))
-    return tr
+    return perturbed_trainer(tmp_path / "run", **{"advantage": "per-turn", **over})
 
 
 @pytest.mark.parametrize("turns,mode", [(3, "trajectory"), (2, "last-turn")])

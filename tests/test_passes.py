@@ -10,7 +10,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _tiny_rl import add_problems, tiny_model, tiny_tokenizer  # noqa: E402
+from _tiny_rl import add_problems, perturbed_trainer, tiny_model, tiny_tokenizer  # noqa: E402
 
 from cocos.rl.config import TrainConfig  # noqa: E402
 from cocos.rl.batch import Batch  # noqa: E402
@@ -42,20 +42,8 @@ def test_shared_prefix_logprobs_and_gradients_equal_the_padded_batch():
 
 @pytest.mark.parametrize("turns,mode", [(2, "trajectory"), (3, "trajectory"), (2, "last-turn"), (3, "last-turn")])
 def test_fast_path_gradients_equal_the_plain_path(tmp_path, turns, mode):
-    from cocos.generation.policy import Policy
-    from cocos.rl.trainer import Trainer
-
-    tok = tiny_tokenizer()
-    cfg = TrainConfig(model="tiny", k=3, turns=turns, mode=mode, problems_per_step=2, max_new_tokens=8, temperature=1.0,
-                      micro_batch=2, max_steps=1, eval_limit=0, autocast="none", tensorboard=False, timeout=5.0,
-                      beta=0.05, logprob_passes="plain")
-    # no snippet bias: the logits depend on the context, so a wrong position or mask shows
-    policy = Policy(tiny_model(tok, snippet_bias=False), tok, backend="auto")
-    tr = Trainer(cfg, tmp_path / "run", progress=False, policy=policy, problems=add_problems(2))
-    torch.manual_seed(1)
-    with torch.no_grad():  # away from the reference: every sequence has a KL
-        for p in tr.model.parameters():
-            p.add_(0.02 * torch.randn_like(p))
+    tr = perturbed_trainer(tmp_path / "run", turns=turns, mode=mode, logprob_passes="plain")
+    cfg = tr.cfg
     trajs = tr.rollout(tr.problems, step=0)
     out = {}
     for passes in ("plain", "shared-prefix"):
