@@ -41,3 +41,16 @@ def test_page_from_a_run_folder(tmp_path):
     assert "| partial | 7 | 50.0 | 75.0 | 10.0 |" in page
     assert "| traj_s0 | 8 | 0.100 → 0.100 | 0.200 → 0.200 | 0.850 → 0.250 |" in page  # quarters: steps 1-2, 7-8
     assert (tmp_path / "page" / "monitors.png").exists()
+
+
+def test_matched_windows_compare_arms_over_the_same_steps():
+    from cocos.eval.report_correction import matched_windows
+
+    long = [{"step": s, "copy_if_wrong": 0.2 if s <= 4 else 0.6} for s in range(1, 9)]
+    short = [{"step": s, "copy_if_wrong": 0.1 * s} for s in range(1, 4)]
+    md = "\n".join(matched_windows({"long": long, "short": short}, width=4, keys=("copy_if_wrong",)))
+    assert "| arm | steps 1-4 | steps 5-8 |" in md
+    assert "| long | 0.200 ± 0.000 | 0.600 ± 0.000 |" in md
+    # the short arm's 3 steps: mean 0.2, SE sqrt(0.01 / 3); counted as fewer than the window; nothing after
+    assert "| short | 0.200 ± 0.058 (3 steps) | - |" in md
+    assert matched_windows({"only": long}) == []  # one arm: nothing to match

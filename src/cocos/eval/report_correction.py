@@ -124,8 +124,37 @@ def arms(out: Path, page: Path) -> list[str]:
         rows.append([name, str(len(log))] + [f"{window(log[:q], k)} → {window(log[-q:], k)}" for k in MONITORS])
     md = ["Each cell: the mean over the first quarter of the steps → the last quarter.", ""]
     md += markdown_table(["arm", "steps"] + list(MONITORS), rows) + [""]
+    md += matched_windows(logs)
     if plot_monitors(logs, page / "monitors.png"):
         md += ["![correction monitors](monitors.png)", ""]
+    return md
+
+
+def matched_windows(logs: dict[str, list[dict]], width: int = 50,
+                    keys: tuple[str, ...] = ("copy_if_wrong", "edit_sim_if_wrong", "delta_i2c", "delta_c2i")) -> list[str]:
+    """The monitors over the same steps for every arm (steps 1-50, 51-100, ...): arms of different lengths compare
+    where they overlap. Each cell: the mean of the per-step values ± its standard error over the steps."""
+    last = max((r["step"] for log in logs.values() for r in log), default=0)
+    windows = [(a, min(a + width - 1, last)) for a in range(1, last + 1, width)]
+    if len(logs) < 2 or not windows:
+        return []
+    md = [f"The same monitors over the same steps ({width}-step windows), mean ± SE over the window's steps (a count "
+          "where an arm has fewer steps in the window):", ""]
+    for key in keys:
+        rows = []
+        for name, log in logs.items():
+            cells = []
+            for a, b in windows:
+                xs = [r[key] for r in log if a <= r["step"] <= b and r.get(key) is not None]
+                if len(xs) < 2:
+                    cells.append("-")
+                    continue
+                m = sum(xs) / len(xs)
+                se = (sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) ** 0.5
+                short = "" if len(xs) == b - a + 1 else f" ({len(xs)} steps)"  # a shorter arm: fewer steps here
+                cells.append(f"{m:.3f} ± {se:.3f}{short}")
+            rows.append([name] + cells)
+        md += [f"**{key}**", ""] + markdown_table(["arm"] + [f"steps {a}-{b}" for a, b in windows], rows) + [""]
     return md
 
 
