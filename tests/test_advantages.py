@@ -293,14 +293,15 @@ def test_per_turn_through_both_passes(tmp_path, turns, mode):
         assert any(abs(row[t] - row[0]) > 1e-3 for row in turn_adv for t in range(1, turns))
 
 
-def test_per_turn_step_logs_the_turn_advantages(tmp_path):
+def test_step_logs_the_turn_advantages(tmp_path):
     from dataclasses import replace
 
     tr = _trainer(tmp_path, turns=2)
     stats = tr.train_step()
     assert stats["adv_rms@1"] > 0 and stats["adv_rms@2"] > 0 and stats["adv_rms@1"] != stats["adv_rms@2"]
-    tr.cfg = replace(tr.cfg, advantage="rloo")  # rloo: one advantage per trajectory, no per-turn lines
-    assert "adv_rms@1" not in tr.train_step()
+    tr.cfg = replace(tr.cfg, advantage="rloo")  # rloo: every trained turn carries its trajectory's advantage
+    stats = tr.train_step()
+    assert stats["adv_rms@1"] > 0 and stats["adv_rms@1"] == pytest.approx(stats["adv_rms@2"], abs=1e-7)
 
 
 def test_copy_penalty_lowers_R_by_exactly_the_penalty_on_wrong_first_answers():

@@ -7,9 +7,18 @@ import math
 from cocos.eval import report_credit
 
 
-def _log(path, rows):
+def _log(path, rows, rollouts=()):
     path.mkdir(parents=True)
     (path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (path / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rollouts))
+
+
+def _cells(text, first):
+    """The named row of the page's first table, as {column header: cell}."""
+    lines = text.splitlines()
+    head = next(line for line in lines if line.startswith("| estimator"))
+    row = next(line for line in lines if line.startswith(f"| {first} "))
+    return dict(zip([c.strip() for c in head.strip("|").split("|")], [c.strip() for c in row.strip("|").split("|")]))
 
 
 def _steps(r1, r2, grad, n=3):
@@ -18,7 +27,12 @@ def _steps(r1, r2, grad, n=3):
 
 
 def test_gamma2_table_is_the_mean_over_seeds_with_its_standard_error(tmp_path):
-    _log(tmp_path / "train" / "g2_rloo_s0", _steps(0.2, 0.1, 1.0))
+    # rollouts: a regression (r2 < r1) with A > 0, a fix with A < 0, a fix with A > 0; an untrained group (None)
+    rollouts = [{"rewards": [1.0, 0.0], "turn_advantages": [0.3, 0.3]},
+                {"rewards": [0.0, 1.0], "turn_advantages": [-0.4, -0.4]},
+                {"rewards": [0.0, 1.0], "turn_advantages": [0.0, 0.0]},
+                {"rewards": [0.0, 0.0], "turn_advantages": None}]
+    _log(tmp_path / "train" / "g2_rloo_s0", _steps(0.2, 0.1, 1.0), rollouts)
     _log(tmp_path / "train" / "g2_rloo_s1", _steps(0.4, 0.5, 3.0))
     _log(tmp_path / "train" / "g2_per_turn_s0", _steps(0.3, 0.3, 2.0))
     _log(tmp_path / "train" / "unrelated", _steps(0.9, 0.9, 9.0))  # not an experiment's name: left out
@@ -27,14 +41,17 @@ def test_gamma2_table_is_the_mean_over_seeds_with_its_standard_error(tmp_path):
 
     page = report_credit.build(tmp_path, tmp_path / "page", budget="test")
     text = page.read_text()
-    rloo = next(line for line in text.splitlines() if line.startswith("| rloo"))
-    cells = [c.strip() for c in rloo.strip("|").split("|")]
+    rloo = _cells(text, "rloo")
     # r1 over seeds: 0.2 and 0.4 -> 0.300 ± 0.100; max grad norm: 3 and 5 -> 4.000 ± 1.000
-    assert cells[3] == "0.300 ± 0.100" and cells[-2] == "4.000 ± 1.000"
+    assert rloo["r1"] == "0.300 ± 0.100" and rloo["max grad norm"] == "4.000 ± 1.000"
     # r2: seed means 0.13 and 0.53 -> 0.330 ± 0.200; the last turn's trend: the last step minus the first (0.06)
-    assert cells[4] == "0.330 ± 0.200" and cells[6] == "0.060 ± 0.000"
-    per_turn = next(line for line in text.splitlines() if line.startswith("| per-turn"))
-    assert "±" not in per_turn.split("|")[4]  # one seed: no standard error
+    assert rloo["r2"] == "0.330 ± 0.200" and rloo["r2: last third − first"] == "0.060 ± 0.000"
+    # seed 0's rollouts alone (seed 1 has none): RMS sqrt((0.09 + 0.16 + 0) / 3); 1 of 1 regression rewarded,
+    # 1 of 2 fixes penalised
+    assert rloo["turn-2 advantage RMS"] == f"{math.sqrt(0.25 / 3):.3f}"
+    assert rloo["turn-2 regressions with A > 0"] == "1.000" and rloo["turn-2 fixes with A < 0"] == "0.500"
+    per_turn = _cells(text, "per-turn")
+    assert "±" not in per_turn["r1"] and per_turn["turn-2 advantage RMS"] == "-"  # one seed, no rollouts
     assert (tmp_path / "page" / "gamma2.png").stat().st_size > 0
     assert not (tmp_path / "page" / "turns3.png").exists() and "(no training log yet)" in text
 

@@ -22,14 +22,35 @@ ESTIMATORS = ("rloo", "per_turn")
 
 
 def read_logs(out: Path) -> dict[str, dict[str, dict[int, list[dict]]]]:
-    """{experiment: {estimator: {seed: log records}}} from OUT/train/*/log.jsonl (runs without a log are left out)."""
+    """{experiment: {estimator: {seed: log records}}} from OUT/train/*/log.jsonl (runs without a log are left out).
+    Each run's first record carries its folder name ("run") so that its rollouts can be found."""
     runs: dict[str, dict[str, dict[int, list[dict]]]] = {}
     for log in sorted((out / "train").glob("*/log.jsonl")):
         m = _RUN.match(log.parent.name)
         recs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         if m and recs:
+            recs[0] = {**recs[0], "run": log.parent.name}
             runs.setdefault(m["exp"], {}).setdefault(m["est"], {})[int(m["seed"])] = recs
     return runs
+
+
+def read_rollouts(out: Path, name: str) -> list[dict]:
+    """OUT/train/<name>/rollouts.jsonl: one record per trajectory per step (rewards, turn_advantages)."""
+    path = out / "train" / name / "rollouts.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def turn_credit(rollouts: list[dict], turns: int) -> dict[str, float | None]:
+    """What the last turn's tokens were told, over the trained trajectories: the RMS of its advantage, and how often
+    a regression (r_T < r_{T-1}) got a positive advantage and a fix (r_T > r_{T-1}) a negative one."""
+    t = turns - 1
+    trained = [r for r in rollouts if r.get("turn_advantages") and r["turn_advantages"][t] is not None]
+    adv = [r["turn_advantages"][t] for r in trained]
+    worse = [r["turn_advantages"][t] for r in trained if r["rewards"][t] < r["rewards"][t - 1]]
+    better = [r["turn_advantages"][t] for r in trained if r["rewards"][t] > r["rewards"][t - 1]]
+    return {"adv_rms_last": math.sqrt(sum(a * a for a in adv) / len(adv)) if adv else None,
+            "regressions_rewarded": sum(a > 0 for a in worse) / len(worse) if worse else None,
+            "fixes_penalised": sum(a < 0 for a in better) / len(better) if better else None}
 
 
 def mean_se(xs: list[float]) -> tuple[float | None, float | None]:
@@ -69,6 +90,7 @@ def run_summary(log: list[dict], turns: int) -> dict[str, float | None]:
     out["gain"] = None if out["reward@1"] is None else out[f"reward@{turns}"] - out["reward@1"]
     out["trend"] = None if first is None or last is None else last - first
     out["i2c"], out["c2i"] = avg(log, "delta_i2c"), avg(log, "delta_c2i")
+    out["grad_mean"] = avg(log, "grad_norm")
     out["grad_max"] = max(values(log, "grad_norm"), default=None)
     kls = values(log, "kl")
     out["kl_last"] = kls[-1] if kls else None
@@ -77,16 +99,21 @@ def run_summary(log: list[dict], turns: int) -> dict[str, float | None]:
     return out
 
 
-def training_table(by_est: dict[str, dict[int, list[dict]]], turns: int) -> list[str]:
-    cols = [f"reward@{t}" for t in range(1, turns + 1)] + ["gain", "trend", "i2c", "c2i", "grad_max", "kl_last"]
+def training_table(by_est: dict[str, dict[int, list[dict]]], turns: int, out: Path | None = None) -> list[str]:
+    cols = [f"reward@{t}" for t in range(1, turns + 1)] + ["gain", "trend", "i2c", "c2i", "grad_mean", "grad_max",
+                                                           "kl_last", "adv_rms_last", "regressions_rewarded",
+                                                           "fixes_penalised"]
     head = ["estimator", "seeds", "steps"] + [f"r{t}" for t in range(1, turns + 1)] + [
-        f"r{turns} − r1", f"r{turns}: last third − first", "Δi→c (batch)", "Δc→i (batch)", "max grad norm", "KL at end"]
+        f"r{turns} − r1", f"r{turns}: last third − first", "Δi→c (batch)", "Δc→i (batch)", "mean grad norm",
+        "max grad norm", "KL at end", f"turn-{turns} advantage RMS", f"turn-{turns} regressions with A > 0",
+        f"turn-{turns} fixes with A < 0"]
     rows = []
     for est in ESTIMATORS:
         seeds = by_est.get(est, {})
         if not seeds:
             continue
-        sums = [run_summary(log, turns) for log in seeds.values()]
+        sums = [{**run_summary(log, turns), **turn_credit(read_rollouts(out, log[0].get("run", "")) if out else [],
+                                                          turns)} for log in seeds.values()]
         steps = "/".join(str(len(log)) for log in seeds.values())
         row = [est.replace("_", "-"), " ".join(map(str, seeds)), steps]
         for c in cols:
@@ -155,10 +182,10 @@ def build(out: Path, page: Path, budget: str = "") -> Path:
            "problems), then the mean over seeds ± its standard error over seeds. \"last third − first\" is the change "
            "of the last turn's reward from the first third of the steps to the last; a collapse shows there, and in "
            "the gradient norm and the KL.", ""]
-    md += ["## gamma = 2, two turns", ""] + training_table(runs.get("g2", {}), 2) + [""]
+    md += ["## gamma = 2, two turns", ""] + training_table(runs.get("g2", {}), 2, out) + [""]
     if plot_runs(runs.get("g2", {}), ["reward@1", "reward@2", "grad_norm", "kl"], page / "gamma2.png"):
         md += ["![gamma 2: rewards, gradient norm and KL per step](gamma2.png)", ""]
-    md += ["## Three turns, gamma = 0.5", ""] + training_table(runs.get("t3", {}), 3) + [""]
+    md += ["## Three turns, gamma = 0.5", ""] + training_table(runs.get("t3", {}), 3, out) + [""]
     if plot_runs(runs.get("t3", {}), ["reward@1", "reward@2", "reward@3", "kl"], page / "turns3.png"):
         md += ["![three turns: rewards per turn and KL per step](turns3.png)", ""]
     md += ["### Held-out: greedy, three turns, MBPP test", "",

@@ -231,8 +231,7 @@ class Trainer:
                  "lr": self.scheduler.get_last_lr()[0], "loss": sum(x["loss"] for x in timing_all),
                  "grad_norm": grad_norm}
         stats.update(step_stats(local, timing_all, cfg.turns, time_step=time.perf_counter() - started, k=cfg.k))
-        if cfg.advantage == "per-turn":  # under rloo every turn has its trajectory's advantage: nothing to add
-            stats.update(turn_advantage_stats(local, cfg.turns))
+        stats.update(turn_advantage_stats(local, cfg.turns))  # rloo: each trained turn has its trajectory's
         stats["warnings"] = self.watchdog.check(stats)
         self._last_trajectories = local
         return stats
