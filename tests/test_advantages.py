@@ -299,6 +299,8 @@ def test_step_logs_the_turn_advantages(tmp_path):
     tr = _trainer(tmp_path, turns=2)
     stats = tr.train_step()
     assert stats["adv_rms@1"] > 0 and stats["adv_rms@2"] > 0 and stats["adv_rms@1"] != stats["adv_rms@2"]
+    # the monitors see each problem's shown tests: measured (0: the tiny model's snippets never return a literal)
+    assert stats["hardcoded@1"] == 0.0 and stats["hardcoded@2"] == 0.0
     tr.cfg = replace(tr.cfg, advantage="rloo")  # rloo: every trained turn carries its trajectory's advantage
     stats = tr.train_step()
     assert stats["adv_rms@1"] > 0 and stats["adv_rms@1"] == pytest.approx(stats["adv_rms@2"], abs=1e-7)

@@ -70,6 +70,8 @@ def test_split_edit_similarity_copies_standard_errors_and_hardcoded_fixes():
     assert max(wrong_sims[0], wrong_sims[2]) < 0.95 and wrong_sims[1] == 1.0
     assert m["copy_if_wrong(1,2)"] == pytest.approx(1 / 3)  # only problem 3 copies
     assert m["delta_i2c(1,2)"] == 0.5 and m["delta_i2c_hardcoded(1,2)"] == 0.25  # `return 9`, not `return y`
+    # answers that echo a shown expected value, per turn: only problem 2's turn 2 (`return 9`; True is left out)
+    assert m["hardcoded@1"] == 0.0 and m["hardcoded@2"] == 0.25 and m["se:hardcoded@2"] == pytest.approx(0.25)
     # acc@1 per problem: 1, 0, 0, 0 -> mean 1/4, sample sd sqrt(1/4), se = sd / 2
     assert m["se:acc@1"] == pytest.approx(((0.75 ** 2 + 3 * 0.25 ** 2) / 3) ** 0.5 / 2)
     # delta per problem: -1, +1, 0, +1 -> mean 1/4

@@ -410,3 +410,11 @@ def test_correction_monitors_and_the_no_revision_signature():
     said = [dog.check(step(i, copy)) for i, copy in enumerate([0.95, None, 0.95, 0.95, 0.95], 1)]
     named = [any("no revision behaviour" in w for w in ws) for ws in said]
     assert named == [False, False, False, False, True]  # a step with no wrong turn 1 breaks the window
+
+    def echo(i, share):
+        return {**step(i, 0.5), "hardcoded@2": share}
+
+    dog = Watchdog(window=3)
+    said = [dog.check(echo(i, share)) for i, share in enumerate([0.3, 0.1, 0.3, 0.25, 0.4], 1)]
+    named = [any("reward hacking: " in w and "shown in the prompt" in w for w in ws) for ws in said]
+    assert named == [False, False, False, False, True]  # three steps in a row at 20% or more

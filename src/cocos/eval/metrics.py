@@ -3,7 +3,9 @@
     compute_metrics(trajectories, problems) -> dict of flat keys
 
 A problem is correct at turn t when all its tests pass. Keys (all shares in [0, 1]):
-- "acc@t" for every turn t; "tests_passed@t": mean share of tests passed (the progressive reward).
+- "acc@t" for every turn t; "tests_passed@t": mean share of tests passed (the progressive reward);
+  "hardcoded@t": share of answers that return, as a literal, a value a test shown in the prompt expects (the
+  prompt holds the tests, so a model can earn partial reward by echoing one: a reward hack to watch).
 - for every consecutive pair (t, t+1) and for (1, T): "delta(t1,t2)" = acc@t2 - acc@t1,
   "delta_i2c(t1,t2)" (incorrect at t1, correct at t2), "delta_c2i(t1,t2)", "unit_improve(t1,t2)" (share
   of problems whose passed-test count rose from t1 to t2), "unit_worsen(t1,t2)" (share whose count fell;
@@ -16,7 +18,7 @@ A problem is correct at turn t when all its tests pass. Keys (all shares in [0, 
   t2 code is at least COPY_SIMILARITY similar: no attempt to correct), "delta_i2c_hardcoded(t1,t2)" (share of all
   problems whose i->c fix returns a literal that a test shown in the prompt expects: the prompt holds the tests, so
   such a "fix" may only echo an answer; counted within delta_i2c, not removed from it).
-- "se:<key>" for acc@t, tests_passed@t, delta, delta_i2c, delta_c2i, unit_improve and unit_worsen: the standard
+- "se:<key>" for acc@t, hardcoded@t, tests_passed@t, delta, delta_i2c, delta_c2i, unit_improve and unit_worsen: the standard
   error of the mean over problems (sample standard deviation / sqrt(n)); for delta, of the per-problem change.
 - "n_problems" (problems the metrics average over), "n_samples" (trajectories in them).
 - with several samples per problem: "pass@k@turnt" (the unbiased estimator of Chen et al. 2021,
@@ -202,6 +204,9 @@ def compute_metrics(trajectories: Sequence, problems: Sequence) -> dict:
 
     for t in range(1, T + 1):
         m[f"acc@{t}"] = per_problem(lambda tr: float(tr.turns[t - 1].all_passed), se=f"acc@{t}")
+    for t in range(1, T + 1):  # answers that return what a shown test expects: the prompt holds the tests
+        m[f"hardcoded@{t}"] = per_problem(lambda tr: float(returns_shown_value(tr.turns[t - 1].code, by_id[tr.task_id])),
+                                          se=f"hardcoded@{t}")
     for t in range(1, T + 1):
         m[f"tests_passed@{t}"] = per_problem(
             lambda tr: tr.turns[t - 1].n_passed / len(tr.turns[t - 1].outcomes) if tr.turns[t - 1].outcomes else 0.0,

@@ -22,8 +22,10 @@ COLUMNS = [("acc@1", "acc@1"), ("acc@2", "acc@2"), ("Δi→c", "delta_i2c(1,2)")
            ("Δ (i→c − c→i)", "delta(1,2)"), ("i→c hard-coded", "delta_i2c_hardcoded(1,2)"),
            ("unit improve", "unit_improve(1,2)"), ("unit worsen", "unit_worsen(1,2)"),
            ("unit preserve", "unit_preserve(1,2)"), ("edit sim, t1 wrong", "edit_sim_if_wrong(1,2)"),
-           ("edit sim, t1 right", "edit_sim_if_right(1,2)"), ("copies of wrong t1", "copy_if_wrong(1,2)")]
-MONITORS = ("reward@1", "reward@2", "copy_if_wrong", "delta_i2c", "delta_c2i", "edit_sim_if_wrong", "turn2_signal")
+           ("edit sim, t1 right", "edit_sim_if_right(1,2)"), ("copies of wrong t1", "copy_if_wrong(1,2)"),
+           ("echo a shown test t1", "hardcoded@1"), ("echo a shown test t2", "hardcoded@2")]
+MONITORS = ("reward@1", "reward@2", "copy_if_wrong", "delta_i2c", "delta_c2i", "edit_sim_if_wrong", "turn2_signal",
+            "hardcoded@2")
 GOAL_POINTS = 0.02
 
 

@@ -112,8 +112,9 @@ def append_log(run: Path, stats: dict) -> None:
 
 def append_rollouts(run: Path, step: int, trajectories: list[dict]) -> None:
     """One line per trajectory of the step (ROLLOUTS): its problem, sample, per-turn rewards, edit similarity of turn 1
-    and turn T, and advantage: what the step's correction monitors were computed from."""
-    keys = ("task_id", "sample", "rewards", "edit_sim", "advantage", "turn_advantages")
+    and turn T, advantage, and which turns echo a shown test's expected value: what the step's correction monitors were
+    computed from."""
+    keys = ("task_id", "sample", "rewards", "edit_sim", "advantage", "turn_advantages", "hardcoded")
     with open(Path(run) / ROLLOUTS, "a", encoding="utf-8") as f:
         for d in trajectories:
             f.write(json.dumps({"step": step, **{k: d[k] for k in keys if k in d}}) + "\n")

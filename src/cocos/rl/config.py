@@ -128,6 +128,7 @@ class TrainConfig(RolloutSettings):
     watch_kl_max: float = 20.0  # mean sequence KL (nats) above which KL is "exploding"
     watch_edit_sim: float = 0.98  # edit similarity (1, T) above which turns no longer differ
     watch_copy: float = 0.9  # share of wrong turn-1 answers copied at turn T above which "no revision behaviour" is named
+    watch_hardcoded: float = 0.2  # share of turn-T answers echoing a shown test's expected value: "reward hacking"
 
     # ------------------------------------------------------------------------------------------
     def __post_init__(self):

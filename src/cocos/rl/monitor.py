@@ -56,6 +56,7 @@ class Watchdog:
     kl_max: float = 20.0
     edit_sim_max: float = 0.98
     copy_max: float = 0.9  # share of wrong turn-1 answers copied at turn T above which "no revision" is named
+    hardcoded_max: float = 0.2  # share of turn-T answers returning a shown test's expected value: a reward hack
     history: list[dict] = field(default_factory=list)
 
     def check(self, stats: dict) -> list[str]:
@@ -78,6 +79,11 @@ class Watchdog:
             out.append(f"no revision behaviour (the paper's failure signature): turn {T} copies {mean(copies):.0%} of "
                        f"the wrong turn-1 answers (edit similarity >= {COPY_SIMILARITY}) over the last {w} steps, so it "
                        "cannot correct them")
+        echoes = [s.get(f"hardcoded@{T}") for s in h[-w:]]
+        if len(h) >= w and all(e is not None and e >= self.hardcoded_max for e in echoes):
+            out.append(f"reward hacking: {mean(echoes):.0%} of the turn-{T} answers return a value that a test shown in "
+                       f"the prompt expects, over the last {w} steps (a hard-coded literal earns that test's share of "
+                       "the progressive reward)")
         if len(h) >= 2 * w:
             first = mean(s["reward_mean"] for s in h[:w])
             last = mean(s["reward_mean"] for s in h[-w:])
@@ -88,13 +94,15 @@ class Watchdog:
 
 # ---- step statistics (one log.jsonl line) -------------------------------------------------------
 def trajectory_stats(traj, score: float, advantage: float, kl: list[float] | None,
-                     turn_advantages: list[float | None]) -> dict:
+                     turn_advantages: list[float | None], problem=None) -> dict:
     """What the step's statistics need of one trajectory, with its score, advantage, per-turn KL (None: not
-    trained) and per-turn advantages (None on turns not trained) from its batch."""
-    from cocos.eval.metrics import edit_similarity
+    trained) and per-turn advantages (None on turns not trained) from its batch; `problem` (its shown tests) says
+    which turns return a value a shown test expects."""
+    from cocos.eval.metrics import edit_similarity, returns_shown_value
 
     T = len(traj.turns)
     return {
+        "hardcoded": [problem is not None and returns_shown_value(tr.code, problem) for tr in traj.turns],
         "task_id": traj.task_id, "sample": traj.sample_index,
         "rewards": traj.rewards, "correct": [tr.all_passed for tr in traj.turns],
         "lengths": [len(tr.completion_ids) for tr in traj.turns],
@@ -105,11 +113,14 @@ def trajectory_stats(traj, score: float, advantage: float, kl: list[float] | Non
     }
 
 
-def batch_trajectory_stats(batch) -> list[dict]:
-    """trajectory_stats of every trajectory of an updated batch (cocos.rl.batch.Batch), in its order."""
+def batch_trajectory_stats(batch, problems: dict | None = None) -> list[dict]:
+    """trajectory_stats of every trajectory of an updated batch (cocos.rl.batch.Batch), in its order; `problems`
+    maps task ids to their problems."""
     rows = zip(batch.trajectories, batch.scores().tolist(), batch.trajectory_advantages(), batch.kl(),
                batch.turn_advantages())
-    return [trajectory_stats(traj, score, adv, kl, turn_adv) for traj, score, adv, kl, turn_adv in rows]
+    problems = problems or {}
+    return [trajectory_stats(traj, score, adv, kl, turn_adv, problems.get(traj.task_id))
+            for traj, score, adv, kl, turn_adv in rows]
 
 
 def correction_stats(local: list[dict], T: int, k: int) -> dict:
@@ -148,6 +159,8 @@ def step_stats(local: list[dict], timing_all: list[dict], T: int, time_step: flo
         stats[f"reward@{t + 1}"] = mean(d["rewards"][t] for d in local)
         stats[f"acc@{t + 1}"] = mean(float(d["correct"][t]) for d in local)
         stats[f"length@{t + 1}"] = mean(d["lengths"][t] for d in local)
+        stats[f"hardcoded@{t + 1}"] = mean(float(d["hardcoded"][t]) for d in local if "hardcoded" in d) \
+            if any("hardcoded" in d for d in local) else None
     stats["reward_mean"] = mean(mean(d["rewards"]) for d in local)
     stats["score"] = mean(d["score"] for d in local)
     if T > 1:

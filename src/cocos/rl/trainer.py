@@ -75,7 +75,8 @@ class Trainer:
         optimizer, scheduler = build_optimizer(cfg, self.models.model)
         self.models, self.optimizer, self.scheduler = self.dist.prepare(cfg, self.models, optimizer, scheduler)
         self.step = 0
-        self.watchdog = Watchdog(cfg.watch_window, cfg.watch_kl_max, cfg.watch_edit_sim, cfg.watch_copy)
+        self.watchdog = Watchdog(cfg.watch_window, cfg.watch_kl_max, cfg.watch_edit_sim, cfg.watch_copy,
+                                 cfg.watch_hardcoded)
         if resume:
             self.step, self.watchdog.history = checkpoint.load(
                 runs.checkpoint_dir(self.out, existing[-1]), lora=cfg.lora, n_problems=len(self.problems),
@@ -220,7 +221,7 @@ class Trainer:
                  started: float) -> dict:
         """The log line of the step just taken (self.step: its 1-based number), over every rank's batches."""
         cfg = self.cfg
-        local = [row for b in batches for row in batch_trajectory_stats(b)]
+        local = [row for b in batches for row in batch_trajectory_stats(b, self.problems_by_id)]
         gaps = [g for b in batches for g in b.logprob_gaps()]
         timing = {"gen": self.timed.gen_time, "rollout": rollout_time, "train": train_time,
                   "tokens": self.timed.gen_tokens, "entropy": mean(b.entropy for b in batches),
@@ -235,6 +236,11 @@ class Trainer:
         stats["warnings"] = self.watchdog.check(stats)
         self._last_trajectories = local
         return stats
+
+    @property
+    def problems_by_id(self) -> dict:
+        """The training problems by task id: the monitors read their shown tests."""
+        return {p.task_id: p for p in self.problems}
 
     # ---- evaluation -----------------------------------------------------------------------------
     def evaluate(self, step: int) -> dict | None:
