@@ -66,8 +66,10 @@ def test_held_out_table_reads_each_turn_with_its_standard_error(tmp_path):
     assert row[:5] == ["base", "100", "10.0 ± 3.0", "12.0", "13.0"] and row[5:7] == ["2.0", "0.0"]
 
 
-def test_mean_se():
-    assert report_credit.mean_se([]) == (None, None)
-    assert report_credit.mean_se([2.0]) == (2.0, None)
-    m, se = report_credit.mean_se([1.0, 2.0, 3.0])
-    assert m == 2.0 and math.isclose(se, 1 / math.sqrt(3))
+def test_mean_se():  # the page's means over seeds: cocos.eval.claims_stats.mean_se
+    from cocos.eval.claims_stats import mean_se
+
+    assert mean_se([]).mean is None and mean_se([]).se is None
+    assert mean_se([2.0]).mean == 2.0 and mean_se([2.0]).se is None
+    stat = mean_se([1.0, 2.0, 3.0])
+    assert stat.mean == 2.0 and math.isclose(stat.se, 1 / math.sqrt(3))

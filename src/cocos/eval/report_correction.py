@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from cocos.eval import runs
+from cocos.eval.claims_stats import mean_se
 from cocos.eval.report import markdown_table, page_main, pct
 
 DATASETS = ("mbpp", "humaneval", "odex")
@@ -147,14 +148,12 @@ def matched_windows(logs: dict[str, list[dict]], width: int = 50,
         for name, log in logs.items():
             cells = []
             for a, b in windows:
-                xs = [r[key] for r in log if a <= r["step"] <= b and r.get(key) is not None]
-                if len(xs) < 2:
+                stat = mean_se(r.get(key) for r in log if a <= r["step"] <= b)
+                if stat.se is None:  # fewer than 2 steps
                     cells.append("-")
                     continue
-                m = sum(xs) / len(xs)
-                se = (sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) ** 0.5
-                short = "" if len(xs) == b - a + 1 else f" ({len(xs)} steps)"  # a shorter arm: fewer steps here
-                cells.append(f"{m:.3f} ± {se:.3f}{short}")
+                short = "" if stat.n == b - a + 1 else f" ({stat.n} steps)"  # a shorter arm: fewer steps here
+                cells.append(f"{stat.mean:.3f} ± {stat.se:.3f}{short}")
             rows.append([name] + cells)
         md += [f"**{key}**", ""] + markdown_table(["arm"] + [f"steps {a}-{b}" for a, b in windows], rows) + [""]
     return md

@@ -14,6 +14,7 @@ import math
 import re
 from pathlib import Path
 
+from cocos.eval.claims_stats import Stat, mean_se
 from cocos.eval.report import markdown_table, page_main, pct
 from cocos.eval.report_paper import number, pyplot, save_figure
 
@@ -22,14 +23,12 @@ ESTIMATORS = ("rloo", "per_turn")
 
 
 def read_logs(out: Path) -> dict[str, dict[str, dict[int, list[dict]]]]:
-    """{experiment: {estimator: {seed: log records}}} from OUT/train/*/log.jsonl (runs without a log are left out).
-    Each run's first record carries its folder name ("run") so that its rollouts can be found."""
+    """{experiment: {estimator: {seed: log records}}} from OUT/train/*/log.jsonl (runs without a log are left out)."""
     runs: dict[str, dict[str, dict[int, list[dict]]]] = {}
     for log in sorted((out / "train").glob("*/log.jsonl")):
         m = _RUN.match(log.parent.name)
         recs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         if m and recs:
-            recs[0] = {**recs[0], "run": log.parent.name}
             runs.setdefault(m["exp"], {}).setdefault(m["est"], {})[int(m["seed"])] = recs
     return runs
 
@@ -53,21 +52,11 @@ def turn_credit(rollouts: list[dict], turns: int) -> dict[str, float | None]:
             "fixes_penalised": sum(a < 0 for a in better) / len(better) if better else None}
 
 
-def mean_se(xs: list[float]) -> tuple[float | None, float | None]:
-    """The mean and its standard error (None with fewer than two values)."""
-    if not xs:
-        return None, None
-    m = sum(xs) / len(xs)
-    if len(xs) < 2:
-        return m, None
-    var = sum((x - m) ** 2 for x in xs) / (len(xs) - 1)
-    return m, math.sqrt(var / len(xs))
-
-
-def fmt(m: float | None, se: float | None, digits: int = 3) -> str:
-    if m is None:
+def fmt(stat: Stat, digits: int = 3) -> str:
+    """A mean over seeds and its SE (none with one seed); '-' without a value."""
+    if stat.mean is None:
         return "-"
-    return f"{m:.{digits}f}" + ("" if se is None else f" ± {se:.{digits}f}")
+    return f"{stat.mean:.{digits}f}" + ("" if stat.se is None else f" ± {stat.se:.{digits}f}")
 
 
 def values(log: list[dict], key: str) -> list[float]:
@@ -94,12 +83,11 @@ def run_summary(log: list[dict], turns: int) -> dict[str, float | None]:
     out["grad_max"] = max(values(log, "grad_norm"), default=None)
     kls = values(log, "kl")
     out["kl_last"] = kls[-1] if kls else None
-    for t in range(1, turns + 1):
-        out[f"adv_rms@{t}"] = avg(log, f"adv_rms@{t}")
     return out
 
 
-def training_table(by_est: dict[str, dict[int, list[dict]]], turns: int, out: Path | None = None) -> list[str]:
+def training_table(exp: str, by_est: dict[str, dict[int, list[dict]]], turns: int, out: Path | None = None) -> list[str]:
+    """One row per estimator of experiment `exp` (the runs OUT/train/<exp>_<estimator>_s<seed>)."""
     cols = [f"reward@{t}" for t in range(1, turns + 1)] + ["gain", "trend", "i2c", "c2i", "grad_mean", "grad_max",
                                                            "kl_last", "adv_rms_last", "regressions_rewarded",
                                                            "fixes_penalised"]
@@ -112,12 +100,12 @@ def training_table(by_est: dict[str, dict[int, list[dict]]], turns: int, out: Pa
         seeds = by_est.get(est, {})
         if not seeds:
             continue
-        sums = [{**run_summary(log, turns), **turn_credit(read_rollouts(out, log[0].get("run", "")) if out else [],
-                                                          turns)} for log in seeds.values()]
+        sums = [{**run_summary(log, turns), **turn_credit(read_rollouts(out, f"{exp}_{est}_s{seed}") if out else [],
+                                                          turns)} for seed, log in seeds.items()]
         steps = "/".join(str(len(log)) for log in seeds.values())
         row = [est.replace("_", "-"), " ".join(map(str, seeds)), steps]
         for c in cols:
-            row.append(fmt(*mean_se([s[c] for s in sums if s[c] is not None])))
+            row.append(fmt(mean_se(s[c] for s in sums)))
         rows.append(row)
     return markdown_table(head, rows) if rows else ["(no training log yet)"]
 
@@ -156,11 +144,10 @@ def plot_runs(by_est: dict[str, dict[int, list[dict]]], keys: list[str], path: P
                 continue
             ms, lo, hi = [], [], []
             for s in steps:
-                m, se = mean_se([v for log in logs for r in log if r["step"] == s
-                                 and (v := number(r.get(key))) is not None])
-                ms.append(m)
-                lo.append(m - (se or 0.0))
-                hi.append(m + (se or 0.0))
+                stat = mean_se(number(r.get(key)) for log in logs for r in log if r["step"] == s)
+                ms.append(stat.mean)
+                lo.append(stat.mean - (stat.se or 0.0))
+                hi.append(stat.mean + (stat.se or 0.0))
             ax.plot(steps, ms, color=color, label=f"{est.replace('_', '-')} ({len(logs)} seed(s))")
             if len(logs) > 1:
                 ax.fill_between(steps, lo, hi, color=color, alpha=0.2)
@@ -182,10 +169,10 @@ def build(out: Path, page: Path, budget: str = "") -> Path:
            "problems), then the mean over seeds ± its standard error over seeds. \"last third − first\" is the change "
            "of the last turn's reward from the first third of the steps to the last; a collapse shows there, and in "
            "the gradient norm and the KL.", ""]
-    md += ["## gamma = 2, two turns", ""] + training_table(runs.get("g2", {}), 2, out) + [""]
+    md += ["## gamma = 2, two turns", ""] + training_table("g2", runs.get("g2", {}), 2, out) + [""]
     if plot_runs(runs.get("g2", {}), ["reward@1", "reward@2", "grad_norm", "kl"], page / "gamma2.png"):
         md += ["![gamma 2: rewards, gradient norm and KL per step](gamma2.png)", ""]
-    md += ["## Three turns, gamma = 0.5", ""] + training_table(runs.get("t3", {}), 3, out) + [""]
+    md += ["## Three turns, gamma = 0.5", ""] + training_table("t3", runs.get("t3", {}), 3, out) + [""]
     if plot_runs(runs.get("t3", {}), ["reward@1", "reward@2", "reward@3", "kl"], page / "turns3.png"):
         md += ["![three turns: rewards per turn and KL per step](turns3.png)", ""]
     md += ["### Held-out: greedy, three turns, MBPP test", "",

@@ -33,38 +33,39 @@ def keep_problems(cfg, problems: list, out: Path, sample, *, resume: bool, is_ma
     writes the file and prints.
     """
     path = out / "curriculum.json"
-    rule, k = cfg.curriculum_rule, cfg.curriculum_k
     if resume and path.exists():
-        kept = json.loads(path.read_text())["kept"]
+        data = json.loads(path.read_text())
+        kept = data["kept"]
     elif cfg.curriculum_from:
-        kept = reuse(problems, Path(cfg.curriculum_from), path, is_main=is_main)
+        kept, data = reuse(problems, Path(cfg.curriculum_from), path, is_main=is_main)
     else:
         trajs = sample(problems, cfg.curriculum_k, cfg.seed)
         rewards: dict = {}
         for t in trajs:
             rewards.setdefault(str(t.task_id), []).append(round(t.rewards[0], 4))
         kept = [tid for tid, r in rewards.items() if RULES[cfg.curriculum_rule](r)]
+        data = {"k": cfg.curriculum_k, "rule": cfg.curriculum_rule, "problems": len(rewards), "kept": kept,
+                "turn1_rewards": rewards}
         if is_main:
             out.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"k": cfg.curriculum_k, "rule": cfg.curriculum_rule, "problems": len(rewards),
-                                        "kept": kept, "turn1_rewards": rewards}, indent=1))
+            path.write_text(json.dumps(data, indent=1))
+    # the rule the file was chosen by (a copied or resumed one may differ from this config's; older files: the config's)
+    rule, k = data.get("rule", cfg.curriculum_rule), data.get("k", cfg.curriculum_k)
     if not kept:
         if is_main:
-            print(f"cocos: curriculum: no training problem passed the {cfg.curriculum_rule} rule over {cfg.curriculum_k} "
-                  "samples; training on all of them")
+            print(f"cocos: curriculum: no training problem passed the {rule} rule over {k} samples; training on all "
+                  "of them")
         return problems
     if is_main:
-        if path.exists():  # a copied or resumed file says the rule it was chosen by (older files: the config's)
-            data = json.loads(path.read_text())
-            rule, k = data.get("rule", rule), data.get("k", k)
         print(f"cocos: curriculum: {len(kept)} of {len(problems)} training problems passed the "
               f"{rule} rule over {k} turn-1 samples; training on those ({path})")
     keep = set(kept)
     return [p for p in problems if str(p.task_id) in keep]
 
 
-def reuse(problems: list, source: Path, path: Path, *, is_main: bool = True) -> list:
-    """The kept ids of a curriculum.json written by another run (`curriculum_from`), copied to this run's `path`."""
+def reuse(problems: list, source: Path, path: Path, *, is_main: bool = True) -> tuple[list, dict]:
+    """The kept ids of a curriculum.json written by another run (`curriculum_from`), copied to this run's `path`,
+    and the file's record."""
     try:
         data = json.loads(source.read_text())
         kept = [str(t) for t in data["kept"]]
@@ -80,7 +81,7 @@ def reuse(problems: list, source: Path, path: Path, *, is_main: bool = True) -> 
     if is_main:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({**data, "from": str(source)}, indent=1))
-    return kept
+    return kept, data
 
 
 # ---- choosing a rule: which selection leaves turn 2 more to learn -----------------------------------------------

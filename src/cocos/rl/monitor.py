@@ -102,7 +102,8 @@ def trajectory_stats(traj, score: float, advantage: float, kl: list[float] | Non
 
     T = len(traj.turns)
     return {
-        "hardcoded": [problem is not None and returns_shown_value(tr.code, problem) for tr in traj.turns],
+        # None without the problem: not measured (0 would say "measured, none")
+        "hardcoded": None if problem is None else [returns_shown_value(tr.code, problem) for tr in traj.turns],
         "task_id": traj.task_id, "sample": traj.sample_index,
         "rewards": traj.rewards, "correct": [tr.all_passed for tr in traj.turns],
         "lengths": [len(tr.completion_ids) for tr in traj.turns],
@@ -159,8 +160,8 @@ def step_stats(local: list[dict], timing_all: list[dict], T: int, time_step: flo
         stats[f"reward@{t + 1}"] = mean(d["rewards"][t] for d in local)
         stats[f"acc@{t + 1}"] = mean(float(d["correct"][t]) for d in local)
         stats[f"length@{t + 1}"] = mean(d["lengths"][t] for d in local)
-        stats[f"hardcoded@{t + 1}"] = mean(float(d["hardcoded"][t]) for d in local if "hardcoded" in d) \
-            if any("hardcoded" in d for d in local) else None
+        echoes = [float(d["hardcoded"][t]) for d in local if d.get("hardcoded") is not None]
+        stats[f"hardcoded@{t + 1}"] = mean(echoes) if echoes else None
     stats["reward_mean"] = mean(mean(d["rewards"]) for d in local)
     stats["score"] = mean(d["score"] for d in local)
     if T > 1:

@@ -232,7 +232,7 @@ class Trainer:
                  "lr": self.scheduler.get_last_lr()[0], "loss": sum(x["loss"] for x in timing_all),
                  "grad_norm": grad_norm}
         stats.update(step_stats(local, timing_all, cfg.turns, time_step=time.perf_counter() - started, k=cfg.k))
-        stats.update(turn_advantage_stats(local, cfg.turns))  # rloo: each trained turn has its trajectory's
+        stats.update(turn_advantage_stats(local, cfg.turns))  # under rloo equal on every trained turn
         stats["warnings"] = self.watchdog.check(stats)
         self._last_trajectories = local
         return stats
