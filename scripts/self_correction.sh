@@ -23,6 +23,9 @@
 #               last_turn_copy_pen  (our extension) last_turn with the same copy penalty: the fast arm (turn 1
 #                           shared, ~16 s a step) that copied more as it trained, penalised for it
 #               per_turn    traj_g0.5 with per-turn credit (advantage=per-turn, docs/credit.md)
+#               last_turn_binary  last_turn with the binary reward (all tests pass): the progressive reward paid the
+#                           last_turn arm 1/3 for `return <literal>` echoing one shown test, and it learned that
+#               last_turn_binary_copy_pen  (our extension) last_turn_binary with the copy penalty
 #   self_corrector  Self-Corrector with boost_new as its generator (configs/self_corrector.yaml, the comparison's small
 #               budget): the one baseline that rewrote at turn 2 before (edit similarity 53-78%)
 #   eval MODEL DATASET: greedy, 2 turns, zero-shot, EVAL_TOKENS per turn, every problem of MBPP test / HumanEval /
@@ -86,7 +89,10 @@ arm_sets() {  # the --set values of an arm beyond the budget's
     copy_pen) echo "mode=trajectory gamma=0.5 copy_penalty=0.5" ;;
     last_turn_copy_pen) echo "mode=last-turn train_turns=last copy_penalty=0.5" ;;
     per_turn) echo "mode=trajectory gamma=0.5 advantage=per-turn" ;;
-    *) echo "unknown arm $1 (last_turn, traj_g0.5, copy_pen, last_turn_copy_pen, per_turn)" >&2; exit 2 ;;
+    last_turn_binary) echo "mode=last-turn train_turns=last reward=binary" ;;
+    last_turn_binary_copy_pen) echo "mode=last-turn train_turns=last reward=binary copy_penalty=0.5" ;;
+    *) echo "unknown arm $1 (last_turn, traj_g0.5, copy_pen, last_turn_copy_pen, per_turn, last_turn_binary," \
+            "last_turn_binary_copy_pen)" >&2; exit 2 ;;
   esac
 }
 model_of() {  # the checkpoint folder an evaluation reads
@@ -95,9 +101,11 @@ model_of() {  # the checkpoint folder an evaluation reads
 
 JOBS=(boost_new boost_old "eval boost_new mbpp" "eval boost_old mbpp" curriculum)
 for seed in "${SEED_LIST[@]}"; do for arm in "${ARM_LIST[@]}"; do JOBS+=("train ${arm}_s$seed"); done; done
+# each arm's MBPP evaluation as soon as it is trained: the number the goal is stated on
+for seed in "${SEED_LIST[@]}"; do for arm in "${ARM_LIST[@]}"; do JOBS+=("eval ${arm}_s$seed mbpp"); done; done
 for ds in humaneval odex; do JOBS+=("eval boost_new $ds" "eval boost_old $ds"); done
 JOBS+=(self_corrector); for ds in "${DATASETS[@]}"; do JOBS+=("eval self_corrector $ds"); done
-for seed in "${SEED_LIST[@]}"; do for arm in "${ARM_LIST[@]}"; do for ds in "${DATASETS[@]}"; do
+for seed in "${SEED_LIST[@]}"; do for arm in "${ARM_LIST[@]}"; do for ds in humaneval odex; do
   JOBS+=("eval ${arm}_s$seed $ds"); done; done; done
 
 job_done() {  # job_done KIND [NAME [DATASET]]
