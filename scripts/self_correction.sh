@@ -13,6 +13,8 @@
 #               own wrong answers (sampled 4x at 0.9, failing in the sandbox), the rest keep its own right ones
 #   boost_old   the same problems and budget with the earlier data: one-line mutants of the reference, half of the
 #               second turns keep the reference itself (what every earlier page's boost model learned from)
+#   reachable   boost_new's pass@8 on MBPP test (8 turn-1 samples at 0.9) against its greedy acc@1, and how many
+#               greedy-wrong problems some sample solves: how much a turn 2 could fix at this size
 #   curriculum  boost_new samples 4 two-turn episodes per MBPP-train problem at 0.9; curriculum.json keeps the
 #               problems that CURRICULUM_RULE keeps, rule_signal.json says how much turn-2 signal each rule leaves
 #   train ARM seed, from boost_new, zero-shot, on the curriculum, STEPS steps of configs/cocos_cpu.yaml's budget:
@@ -99,7 +101,7 @@ model_of() {  # the checkpoint folder an evaluation reads
   case "$1" in boost_*|self_corrector) echo "$OUT/$1" ;; *) echo "$OUT/train/$1/checkpoints/step_$STEPS" ;; esac
 }
 
-JOBS=(boost_new boost_old "eval boost_new mbpp" "eval boost_old mbpp" curriculum)
+JOBS=(boost_new boost_old "eval boost_new mbpp" "eval boost_old mbpp" curriculum reachable)
 for seed in "${SEED_LIST[@]}"; do for arm in "${ARM_LIST[@]}"; do JOBS+=("train ${arm}_s$seed"); done; done
 # each arm's MBPP evaluation as soon as it is trained: the number the goal is stated on
 for seed in "${SEED_LIST[@]}"; do for arm in "${ARM_LIST[@]}"; do JOBS+=("eval ${arm}_s$seed mbpp"); done; done
@@ -112,6 +114,7 @@ job_done() {  # job_done KIND [NAME [DATASET]]
   case "$1" in
     boost_*) has_model "$OUT/$1" ;;
     curriculum) [ -f "$OUT/curriculum/curriculum.json" ] ;;
+    reachable) [ -f "$OUT/reachable/boost_new_mbpp/metrics.json" ] ;;
     self_corrector) has_model "$OUT/self_corrector/corrector" ;;
     train) [ -f "$OUT/train/$2/FINISHED" ] ;;
     eval) [ -f "$OUT/eval/$2/$3/metrics.json" ] ;;
@@ -119,7 +122,7 @@ job_done() {  # job_done KIND [NAME [DATASET]]
 }
 job_ready() {  # whether a job's inputs exist
   case "$1" in
-    curriculum) job_done boost_new ;;
+    curriculum|reachable) job_done boost_new ;;
     train) job_done curriculum ;;
     self_corrector) job_done boost_new ;;
     eval) case "$2" in boost_*|self_corrector) job_done "$2" ;; *) job_done train "$2" ;; esac ;;
@@ -139,6 +142,11 @@ curriculum_job() {
     --temperature 0.9 --rollout-dtype auto "${CUR_SET[@]}" --out "$OUT/curriculum/samples"
   run python -m cocos.rl.curriculum "$OUT/curriculum/samples/samples.jsonl" --rule "$CURRICULUM_RULE" \
     --out "$OUT/curriculum/curriculum.json"
+}
+
+reachable_job() {  # pass@k at temperature 0.9 against greedy acc@1: is a fix within the model's reach at all?
+  run cocos eval --model "$OUT/boost_new" --dataset mbpp --split test "${LIMIT[@]}" --turns 1 --samples-per-problem 8 \
+    --temperature 0.9 --max-new-tokens "$EVAL_TOKENS" --rollout-dtype auto --out "$OUT/reachable/boost_new_mbpp"
 }
 
 STOPPED=0
@@ -203,7 +211,7 @@ if [ -n "${PUBLISH:-}" ]; then  # the page and the numbers behind it (no checkpo
   if [ "$DRY_RUN" != 1 ]; then
     (cd "$OUT" && find . \( -path ./locks -o -name checkpoints -o -name tensorboard \) -prune -o -type f \
       \( -name metrics.json -o -name config.json -o -name config.yaml -o -name log.jsonl -o -name sft_stats.json \
-         -o -name sft_config.yaml -o -name curriculum.json -o -name rule_signal.json \) -print) |
+         -o -name sft_config.yaml -o -name curriculum.json -o -name rule_signal.json -o -name headroom.json \) -print) |
       while read -r f; do mkdir -p "$PUBLISH/runs/$(dirname "$f")"; cp "$OUT/$f" "$PUBLISH/runs/$f"; done
   fi
 fi

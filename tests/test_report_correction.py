@@ -54,3 +54,30 @@ def test_matched_windows_compare_arms_over_the_same_steps():
     # the short arm's 3 steps: mean 0.2, SE sqrt(0.01 / 3); counted as fewer than the window; nothing after
     assert "| short | 0.200 ± 0.058 (3 steps) | - |" in md
     assert matched_windows({"only": long}) == []  # one arm: nothing to match
+
+
+def test_reachable_counts_greedy_wrong_problems_that_a_sample_solves(tmp_path):
+    from cocos.eval.report_correction import reachable
+
+    out = tmp_path / "out"
+
+    def samples(path, firsts):  # firsts: (task_id, passed) with 2 tests each
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps({"task_id": t, "turns": [{"passed": p, "total": 2}]}) + "\n"
+                                for t, p in firsts))
+
+    greedy, sampled = out / "eval/boost_new/mbpp", out / "reachable/boost_new_mbpp"
+    write(greedy / "metrics.json", {"acc@1": 1 / 3, "se:acc@1": 0.27})
+    samples(greedy / "samples.jsonl", [(1, 2), (2, 1), (3, 0)])  # greedy: 1 right, 2 and 3 wrong
+    write(sampled / "metrics.json", {"pass@1@turn1": 0.25, "pass@2@turn1": 0.5, "n_samples": 6, "n_problems": 3})
+    # task 2 solved by one of its two samples, task 3 by none; task 1's samples fail (greedy-right: not headroom)
+    samples(sampled / "samples.jsonl", [(1, 0), (1, 1), (2, 0), (2, 2), (3, 1), (3, 0)])
+    md = "\n".join(reachable(out))
+    assert "| pass@1 | pass@2 |" in md and "| 25.0 | 50.0 |" in md and "acc@1 33.3 ± 27.0" in md
+    assert "1 of the 2 problems that greedy turn 1 gets wrong are solved" in md and "(33.3% of all" in md
+    # published without samples: the count comes from headroom.json
+    (sampled / "samples.jsonl").unlink()
+    assert "\n".join(reachable(out)) == md
+    (sampled / "headroom.json").unlink()
+    assert "problems that greedy turn 1 gets wrong" not in "\n".join(reachable(out))
+    assert reachable(tmp_path / "empty") == []

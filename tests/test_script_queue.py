@@ -112,15 +112,18 @@ def test_self_correction_queue_runs_each_job_once_in_order(tmp_path):
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     calls = _calls(tmp_path)
     outs = Counter(out for _, _, out in calls)
-    # 2 boosts, the curriculum's samples, 2 arms, Self-Corrector, and 3 datasets x (2 boosts + 2 arms + Self-Corrector)
-    assert len(outs) == 2 + 1 + 2 + 1 + 15 and set(outs.values()) == {1}, outs
+    # 2 boosts, the curriculum's samples, pass@8, 2 arms, Self-Corrector, 3 datasets x (2 boosts + 2 arms + Self-Corrector)
+    assert len(outs) == 2 + 1 + 1 + 2 + 1 + 15 and set(outs.values()) == {1}, outs
     assert len({pid for pid, _, _ in calls}) == 2
     out, order = tmp_path / "out", [o for _, _, o in calls]
     assert order.index(str(out / "boost_old")) < order.index(str(out / "eval" / "boost_old" / "mbpp"))
     assert order.index(str(out / "boost_new")) < order.index(str(out / "curriculum" / "samples"))
     for arm in ("last_turn_s0", "traj_g0.5_s0"):
         assert order.index(str(out / "curriculum" / "samples")) < order.index(str(out / "train" / arm))
-        assert order.index(str(out / "train" / arm)) < order.index(str(out / "eval" / arm / "odex"))
+        assert order.index(str(out / "train" / arm)) < order.index(str(out / "eval" / arm / "mbpp"))
+        # an arm's MBPP number (the goal's) comes before its other datasets
+        assert order.index(str(out / "eval" / arm / "mbpp")) < order.index(str(out / "eval" / arm / "humaneval"))
+    assert order.index(str(out / "boost_new")) < order.index(str(out / "reachable" / "boost_new_mbpp"))
     assert (out / "curriculum" / "curriculum.json").exists() and (out / "page" / "self_correction.md").exists()
 
 

@@ -82,6 +82,42 @@ def goal(out: Path) -> list[str]:
     return md + [""]
 
 
+def solved(samples_path: Path) -> dict:
+    """task id -> how many of its samples' first turns pass every test."""
+    counts: dict = {}
+    for r in runs.read_jsonl(samples_path):
+        first = r["turns"][0]
+        counts[r["task_id"]] = counts.get(r["task_id"], 0) + (first["passed"] == first["total"])
+    return counts
+
+
+def reachable(out: Path) -> list[str]:
+    """Is correction within the model's reach? The new boost's pass@k at temperature 0.9 (reachable/boost_new_mbpp,
+    k samples of turn 1 per problem) against its greedy acc@1, and how many greedy-wrong problems some sample solves:
+    the most a turn 2 that samples like turn 1 could fix. headroom.json keeps that count where the samples are not
+    published."""
+    folder, greedy = out / "reachable" / "boost_new_mbpp", out / "eval" / "boost_new" / "mbpp"
+    if not (folder / runs.METRICS).exists() or not (greedy / runs.METRICS).exists():
+        return []
+    m, g = json.loads((folder / runs.METRICS).read_text()), json.loads((greedy / runs.METRICS).read_text())
+    keys = sorted((k for k in m if k.startswith("pass@") and k.endswith("@turn1")), key=lambda k: int(k.split("@")[1]))
+    headroom = folder / "headroom.json"
+    if (folder / runs.SAMPLES).exists() and (greedy / runs.SAMPLES).exists():
+        sampled, right = solved(folder / runs.SAMPLES), solved(greedy / runs.SAMPLES)
+        wrong = [t for t, c in right.items() if not c]
+        headroom.write_text(json.dumps({"greedy_wrong": len(wrong), "greedy_wrong_solved_by_a_sample":
+                                        sum(sampled.get(t, 0) > 0 for t in wrong), "problems": len(right)}, indent=1))
+    md = [f"The new boost, {m.get('n_samples', '?')} samples of turn 1 at temperature 0.9 over "
+          f"{m.get('n_problems', '?')} MBPP-test problems, against its greedy acc@1 {cell(g, 'acc@1')}:", "",
+          *markdown_table([k.removesuffix("@turn1") for k in keys], [[pct(m[k]) for k in keys]]), ""]
+    h = json.loads(headroom.read_text()) if headroom.exists() else {}
+    if h.get("problems"):
+        md += [f"{h['greedy_wrong_solved_by_a_sample']} of the {h['greedy_wrong']} problems that greedy turn 1 gets "
+               f"wrong are solved by at least one sample ({pct(h['greedy_wrong_solved_by_a_sample'] / h['problems'])}% "
+               "of all problems): the headroom a turn 2 has at this size.", ""]
+    return md
+
+
 def boost_data(out: Path) -> list[str]:
     rows = []
     for name in ("boost_old", "boost_new"):
@@ -195,6 +231,7 @@ def build(out: Path, page: Path, budget: str = "") -> Path:
            "wrong turn 1.", ""]
     md += held_out(out)
     md += ["## The goal on MBPP test: Δi→c − Δc→i ≥ 2 points, acc@1 not below the new boost's", ""] + goal(out)
+    md += ["## Is correction within reach at 135M? pass@k against acc@1", ""] + reachable(out)
     md += ["## What each boost model learned from", ""] + boost_data(out)
     md += ["## Curriculum rules: how much turn-2 signal each selection leaves", "",
            "The new boost's 4 two-turn samples (temperature 0.9) of every MBPP-train problem.", ""] + curriculum(out)
