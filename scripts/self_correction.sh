@@ -16,7 +16,8 @@
 #   reachable   boost_new's pass@8 on MBPP test (8 turn-1 samples at 0.9) against its greedy acc@1, and how many
 #               greedy-wrong problems some sample solves: how much a turn 2 could fix at this size
 #   curriculum  boost_new samples 4 two-turn episodes per MBPP-train problem at 0.9; curriculum.json keeps the
-#               problems that CURRICULUM_RULE keeps, rule_signal.json says how much turn-2 signal each rule leaves
+#               problems that CURRICULUM_RULE keeps, rule_signal.json says how much turn-2 signal each rule leaves;
+#               curriculum_binary/ the same under the binary reward (the variance rule: some sample solves it)
 #   train ARM seed, from boost_new, zero-shot, on the curriculum, STEPS steps of configs/cocos_cpu.yaml's budget:
 #               last_turn   the authors' mode: turn 1 shared, k turn-2 samples, only turn 2 trained
 #               traj_g0.5   the paper's trajectory mode, gamma 0.5
@@ -142,6 +143,9 @@ curriculum_job() {
     --temperature 0.9 --rollout-dtype auto "${CUR_SET[@]}" --out "$OUT/curriculum/samples"
   run python -m cocos.rl.curriculum "$OUT/curriculum/samples/samples.jsonl" --rule "$CURRICULUM_RULE" \
     --out "$OUT/curriculum/curriculum.json"
+  # the same samples scored by the binary reward (all tests pass): what the binary arms' groups can learn from
+  run python -m cocos.rl.curriculum "$OUT/curriculum/samples/samples.jsonl" --rule variance --reward binary \
+    --out "$OUT/curriculum_binary/curriculum.json"
 }
 
 reachable_job() {  # pass@k at temperature 0.9 against greedy acc@1: is a fix within the model's reach at all?

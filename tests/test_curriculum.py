@@ -78,3 +78,18 @@ def test_rule_signal_and_a_curriculum_from_two_turn_samples():
     assert t["partial"]["turn2_improves"] == 0.25 and t["all"]["turn2_signal"] == pytest.approx(2 / 3)
     cur = curriculum.curriculum_from_samples(samples, "partial")
     assert cur["kept"] == ["1", "2"] and cur["k"] == 2 and cur["rule"] == "partial" and cur["problems"] == 3
+
+
+def test_rule_signal_rescored_under_the_binary_reward():
+    def sample(tid, p1, p2):  # tests passed of 3 at turn 1 and turn 2, recorded with progressive rewards
+        return {"task_id": tid, "turns": [{"reward": p1 / 3, "passed": p1, "total": 3},
+                                          {"reward": p2 / 3, "passed": p2, "total": 3}]}
+
+    samples = [sample(1, 1, 3), sample(1, 1, 1),  # progressive: partial, turn 2 differs; binary: turn 1 all 0
+               sample(2, 3, 3), sample(2, 0, 2)]  # both: turn 1 differs; binary turn 2: 1 vs 0
+    binary = curriculum.rule_signal(samples, "binary")
+    assert binary["partial"]["kept"] == 1 and curriculum.rule_signal(samples)["partial"]["kept"] == 2
+    assert binary["all"]["turn2_signal"] == 1.0 and binary["all"]["turn2_improves"] == 0.25
+    cur = curriculum.curriculum_from_samples(samples, "variance", "binary")
+    assert cur["kept"] == ["2"] and cur["reward"] == "binary" and cur["turn1_rewards"]["1"] == [0.0, 0.0]
+    assert "reward" not in curriculum.curriculum_from_samples(samples, "variance")

@@ -38,7 +38,7 @@ def test_page_from_a_run_folder(tmp_path):
     assert goal["low_s0"].endswith("| no |") and "| -2.0 |" in goal["low_s0"]
     assert "| boost_new | +0.0 | 0.4 | yes |" in page  # +0 within 2 SE of 0
     assert "fix_own 3, fix_mutant 1, keep_own 1" in page and "0.610" in page
-    assert "| partial | 7 | 50.0 | 75.0 | 10.0 |" in page
+    assert "| partial | progressive | 7 | 50.0 | 75.0 | 10.0 |" in page
     assert "| traj_s0 | 8 | 0.100 → 0.100 | 0.200 → 0.200 | 0.850 → 0.250 |" in page  # quarters: steps 1-2, 7-8
     assert (tmp_path / "page" / "monitors.png").exists()
 

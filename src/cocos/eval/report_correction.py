@@ -137,13 +137,17 @@ def boost_data(out: Path) -> list[str]:
 
 
 def curriculum(out: Path) -> list[str]:
-    path = out / "curriculum" / "rule_signal.json"
-    if not path.exists():
+    """Each rule's kept problems and turn-2 signal, under the progressive reward (curriculum/) and, where the script
+    scored the same samples so, the binary reward (curriculum_binary/)."""
+    rows = []
+    for folder, reward in (("curriculum", "progressive"), ("curriculum_binary", "binary")):
+        path = out / folder / "rule_signal.json"
+        if path.exists():
+            rows += [[rule, reward, str(v["kept"]), pct(v["turn1_signal"]), pct(v["turn2_signal"]),
+                      pct(v["turn2_improves"])] for rule, v in json.loads(path.read_text()).items()]
+    if not rows:
         return []
-    t = json.loads(path.read_text())
-    rows = [[rule, str(v["kept"]), pct(v["turn1_signal"]), pct(v["turn2_signal"]), pct(v["turn2_improves"])]
-            for rule, v in t.items()]
-    return markdown_table(["rule", "problems kept", "turn-1 rewards differ", "turn-2 rewards differ",
+    return markdown_table(["rule", "reward", "problems kept", "turn-1 rewards differ", "turn-2 rewards differ",
                            "samples whose turn 2 beats turn 1"], rows) + [""]
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cocos.config import CHOICES
+from cocos.episodes.rewards import turn_reward
 from cocos.errors import UserError
 
 
@@ -85,9 +87,16 @@ def reuse(problems: list, source: Path, path: Path, *, is_main: bool = True) -> 
 
 
 # ---- choosing a rule: which selection leaves turn 2 more to learn -----------------------------------------------
-def rule_signal(samples: list[dict]) -> dict:
+def turn_rewards(sample: dict, reward: str | None) -> list[float]:
+    """A sample's per-turn rewards: as recorded (reward None), or rescored from its tests passed by a reward kind
+    (a run with reward=binary keeps the problems that rule leaves under binary rewards)."""
+    return [t["reward"] if reward is None else turn_reward(t["passed"], t["total"], reward) for t in sample["turns"]]
+
+
+def rule_signal(samples: list[dict], reward: str | None = None) -> dict:
     """For each rule, from k two-turn samples per problem (`cocos eval --samples-per-problem k --temperature 0.9
-    --turns 2`'s samples.jsonl records), the problems it keeps and how much signal turn 2 has on them.
+    --turns 2`'s samples.jsonl records), the problems it keeps and how much signal turn 2 has on them, under the
+    recorded rewards or those of `reward` (a kind of cocos.episodes.rewards.turn_reward).
 
     -> {rule: {"kept", "turn1_signal", "turn2_signal", "turn2_improves"}} with rule in RULES and "all": the share of
     kept problems whose k turn-1 (turn-2) rewards differ, and the share of their samples whose turn-2 reward is above
@@ -95,7 +104,7 @@ def rule_signal(samples: list[dict]) -> dict:
     """
     groups: dict[str, list[list[float]]] = {}
     for s in samples:
-        groups.setdefault(str(s["task_id"]), []).append([t["reward"] for t in s["turns"]])
+        groups.setdefault(str(s["task_id"]), []).append(turn_rewards(s, reward))
     out = {}
     for rule, keep in {"all": lambda r: True, **RULES}.items():
         kept = [g for g in groups.values() if keep([r[0] for r in g])]
@@ -109,14 +118,16 @@ def rule_signal(samples: list[dict]) -> dict:
     return out
 
 
-def curriculum_from_samples(samples: list[dict], rule: str) -> dict:
-    """A curriculum.json (for `curriculum_from`) from two-turn samples: the problems whose turn-1 rewards pass `rule`."""
+def curriculum_from_samples(samples: list[dict], rule: str, reward: str | None = None) -> dict:
+    """A curriculum.json (for `curriculum_from`) from two-turn samples: the problems whose turn-1 rewards (as
+    recorded, or under `reward`) pass `rule`."""
     rewards: dict[str, list[float]] = {}
     for s in samples:
-        rewards.setdefault(str(s["task_id"]), []).append(round(s["turns"][0]["reward"], 4))
+        rewards.setdefault(str(s["task_id"]), []).append(round(turn_rewards(s, reward)[0], 4))
     kept = [tid for tid, r in rewards.items() if RULES[rule](r)]
     k = max((len(r) for r in rewards.values()), default=0)
-    return {"k": k, "rule": rule, "problems": len(rewards), "kept": kept, "turn1_rewards": rewards}
+    return {"k": k, "rule": rule, "problems": len(rewards), "kept": kept, "turn1_rewards": rewards,
+            **({"reward": reward} if reward else {})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,16 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m cocos.rl.curriculum", description=main.__doc__)
     ap.add_argument("samples", type=Path)
     ap.add_argument("--rule", choices=sorted(RULES), default="partial")
+    ap.add_argument("--reward", choices=CHOICES["reward"], default=None,
+                    help="rescore the samples' turns by this reward kind (default: the rewards they were sampled with)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     if not args.samples.is_file():
         raise SystemExit(f"{args.samples}: no such samples file (cocos eval writes OUT/samples.jsonl)")
     samples = read_jsonl(args.samples)
-    table = rule_signal(samples)
+    table = rule_signal(samples, args.reward)
     print(json.dumps(table, indent=1))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(curriculum_from_samples(samples, args.rule), indent=1))
+        args.out.write_text(json.dumps(curriculum_from_samples(samples, args.rule, args.reward), indent=1))
         (args.out.parent / "rule_signal.json").write_text(json.dumps(table, indent=1))
     return 0
 
