@@ -31,6 +31,7 @@
 #               last_turn_binary_copy_pen  (our extension) last_turn_binary with the copy penalty
 #   self_corrector  Self-Corrector with boost_new as its generator (configs/self_corrector.yaml, the comparison's small
 #               budget): the one baseline that rewrote at turn 2 before (edit similarity 53-78%)
+#   sampled MODEL mbpp: 4 two-turn samples per MBPP-test problem at temperature 0.9, the training batches' decoding
 #   eval MODEL DATASET: greedy, 2 turns, zero-shot, EVAL_TOKENS per turn, every problem of MBPP test / HumanEval /
 #               ODEX (N_EVAL caps them for a dry run of the plumbing)
 #
@@ -106,6 +107,9 @@ JOBS=(boost_new boost_old "eval boost_new mbpp" "eval boost_old mbpp" curriculum
 for seed in "${SEED_LIST[@]}"; do for arm in "${ARM_LIST[@]}"; do JOBS+=("train ${arm}_s$seed"); done; done
 # each arm's MBPP evaluation as soon as it is trained: the number the goal is stated on
 for seed in "${SEED_LIST[@]}"; do for arm in "${ARM_LIST[@]}"; do JOBS+=("eval ${arm}_s$seed mbpp"); done; done
+# and at the training temperature: does what the monitors show on training problems hold on held-out ones?
+JOBS+=("sampled boost_new mbpp")
+for seed in "${SEED_LIST[@]}"; do for arm in "${ARM_LIST[@]}"; do JOBS+=("sampled ${arm}_s$seed mbpp"); done; done
 for ds in humaneval odex; do JOBS+=("eval boost_new $ds" "eval boost_old $ds"); done
 JOBS+=(self_corrector); for ds in "${DATASETS[@]}"; do JOBS+=("eval self_corrector $ds"); done
 for seed in "${SEED_LIST[@]}"; do for arm in "${ARM_LIST[@]}"; do for ds in humaneval odex; do
@@ -118,7 +122,7 @@ job_done() {  # job_done KIND [NAME [DATASET]]
     reachable) [ -f "$OUT/reachable/boost_new_mbpp/metrics.json" ] ;;
     self_corrector) has_model "$OUT/self_corrector/corrector" ;;
     train) [ -f "$OUT/train/$2/FINISHED" ] ;;
-    eval) [ -f "$OUT/eval/$2/$3/metrics.json" ] ;;
+    eval|sampled) [ -f "$OUT/$1/$2/$3/metrics.json" ] ;;
   esac
 }
 job_ready() {  # whether a job's inputs exist
@@ -126,7 +130,7 @@ job_ready() {  # whether a job's inputs exist
     curriculum|reachable) job_done boost_new ;;
     train) job_done curriculum ;;
     self_corrector) job_done boost_new ;;
-    eval) case "$2" in boost_*|self_corrector) job_done "$2" ;; *) job_done train "$2" ;; esac ;;
+    eval|sampled) case "$2" in boost_*|self_corrector) job_done "$2" ;; *) job_done train "$2" ;; esac ;;
     *) return 0 ;;
   esac
 }
@@ -181,6 +185,11 @@ eval_job() {  # eval_job MODEL DATASET
   local actor=(); [ "$1" = self_corrector ] && actor=(--actor self-corrector --actor-arg corrector_rollout_dtype=auto)
   run cocos eval --model "$(model_of "$1")" --dataset "$2" --split test "${LIMIT[@]}" --turns 2 --temperature 0 \
     --max-new-tokens "$EVAL_TOKENS" --rollout-dtype auto "${actor[@]}" --out "$OUT/eval/$1/$2"
+}
+
+sampled_job() {  # sampled_job MODEL DATASET: 4 two-turn samples per problem at the training temperature
+  run cocos eval --model "$(model_of "$1")" --dataset "$2" --split test "${LIMIT[@]}" --turns 2 --samples-per-problem 4 \
+    --temperature 0.9 --max-new-tokens "$EVAL_TOKENS" --rollout-dtype auto --out "$OUT/sampled/$1/$2"
 }
 
 echo "# self-correction: BUDGET=$BUDGET SEEDS='$SEEDS' STEPS=$STEPS ARMS='$ARMS' rule=$CURRICULUM_RULE OUT=$OUT"

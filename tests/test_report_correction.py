@@ -31,8 +31,12 @@ def test_page_from_a_run_folder(tmp_path):
     log.parent.mkdir(parents=True)
     log.write_text("".join(json.dumps({"step": s, "reward@1": 0.1, "reward@2": 0.2, "copy_if_wrong": 1.0 - s / 10,
                                        "delta_i2c": 0.0, "delta_c2i": 0.0, "turn2_signal": 0.5}) + "\n" for s in range(1, 9)))
+    assert "sampling temperature" not in build(out, tmp_path / "page", budget="tiny").read_text()
+    write(out / "sampled/traj_s0/mbpp/metrics.json", metrics(0.05, 0.07, 0.04, 0.02, 0.01))
     page = build(out, tmp_path / "page", budget="tiny").read_text()
     assert "| traj_s0 | 500 | 11.0 ± 1.0 | 14.0 |" in page
+    sampled = page.split("## Held out at the sampling temperature")[1].split("## Is correction")[0]
+    assert "| traj_s0 | 500 | 5.0 ± 1.0 | 7.0 |" in sampled and "boost_new" not in sampled
     goal = {line.split(" | ")[0].strip("| "): line for line in page.splitlines() if line.startswith("| ") and "+" in line}
     assert goal["traj_s0"].endswith("| **yes** |") and "+3.0 | 0.8 | no |" in goal["traj_s0"]
     assert goal["low_s0"].endswith("| no |") and "| -2.0 |" in goal["low_s0"]

@@ -38,18 +38,19 @@ def cell(metrics: dict, key: str) -> str:
     return pct(value) + (f" ± {100 * se:.1f}" if se else "")
 
 
-def models_of(out: Path) -> list[str]:
-    """The evaluated models: the boosts first, then the arms in name order."""
-    names = sorted(p.name for p in (out / "eval").iterdir() if p.is_dir()) if (out / "eval").is_dir() else []
+def models_of(out: Path, folder: str = "eval") -> list[str]:
+    """The evaluated models (OUT/<folder>/<model>): the boosts first, then the arms in name order."""
+    names = sorted(p.name for p in (out / folder).iterdir() if p.is_dir()) if (out / folder).is_dir() else []
     return sorted(names, key=lambda n: (not n.startswith("boost_"), n != "boost_old", n))
 
 
-def held_out(out: Path) -> list[str]:
+def held_out(out: Path, folder: str = "eval") -> list[str]:
+    """A table per dataset of OUT/<folder>/<model>/<dataset>/metrics.json: eval (greedy) or sampled (temperature)."""
     md = []
     for ds in DATASETS:
         rows = []
-        for name in models_of(out):
-            path = out / "eval" / name / ds / runs.METRICS
+        for name in models_of(out, folder):
+            path = out / folder / name / ds / runs.METRICS
             if path.exists():
                 m = json.loads(path.read_text())
                 rows.append([name, str(m.get("n_problems", "?"))] + [cell(m, key) for _, key in COLUMNS])
@@ -235,6 +236,12 @@ def build(out: Path, page: Path, budget: str = "") -> Path:
            "wrong turn 1.", ""]
     md += held_out(out)
     md += ["## The goal on MBPP test: Δi→c − Δc→i ≥ 2 points, acc@1 not below the new boost's", ""] + goal(out)
+    if models_of(out, "sampled"):
+        md += ["## Held out at the sampling temperature (the training batches' decoding)", "",
+               "The same problems, 2 turns, several samples per problem at temperature 0.9 (OUT/sampled): whether "
+               "what the monitors show in training (on the curriculum's problems) holds on held-out problems when "
+               "turn 2 is sampled as in training rather than decoded greedily. Standard errors over problems.", ""]
+        md += held_out(out, "sampled")
     md += ["## Is correction within reach at 135M? pass@k against acc@1", ""] + reachable(out)
     md += ["## What each boost model learned from", ""] + boost_data(out)
     md += ["## Curriculum rules: how much turn-2 signal each selection leaves", "",
