@@ -30,7 +30,7 @@
 #                           last_turn arm 1/3 for `return <literal>` echoing one shown test, and it learned that
 #               last_turn_binary_copy_pen  (our extension) last_turn_binary with the copy penalty
 #               last_turn_binary_all  last_turn_binary on all 374 MBPP-train problems (no curriculum: the 129 kept
-#                           ones are seen ~19 times in 300 steps), greedy 2-turn MBPP validation every 50 steps
+#                           ones are seen ~19 times in 300 steps), greedy 2-turn MBPP validation at step 0 and every 50 steps
 #   self_corrector  Self-Corrector with boost_new as its generator (configs/self_corrector.yaml, the comparison's small
 #               budget): the one baseline that rewrote at turn 2 before (edit similarity 53-78%)
 #   sampled MODEL mbpp: 4 two-turn samples per MBPP-test problem at temperature 0.9, the training batches' decoding
@@ -98,7 +98,7 @@ arm_sets() {  # the --set values of an arm beyond the budget's
     last_turn_binary) echo "mode=last-turn train_turns=last reward=binary" ;;
     last_turn_binary_copy_pen) echo "mode=last-turn train_turns=last reward=binary copy_penalty=0.5" ;;
     last_turn_binary_all) echo "mode=last-turn train_turns=last reward=binary curriculum_k=0 curriculum_from=\"\"" \
-                               "eval_limit=90 eval_every=50" ;;
+                               "eval_limit=90 eval_every=50 eval_at_start=true" ;;
     *) echo "unknown arm $1 (last_turn, traj_g0.5, copy_pen, last_turn_copy_pen, per_turn, last_turn_binary," \
             "last_turn_binary_copy_pen, last_turn_binary_all)" >&2; exit 2 ;;
   esac
