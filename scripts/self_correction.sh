@@ -31,6 +31,11 @@
 #               last_turn_binary_copy_pen  (our extension) last_turn_binary with the copy penalty
 #               last_turn_binary_all  last_turn_binary on all 374 MBPP-train problems (no curriculum: the 129 kept
 #                           ones are seen ~19 times in 300 steps), greedy 2-turn MBPP validation at step 0 and every 50 steps
+#               per_turn_binary  trajectory mode (gamma 0.5, both turns trained) with per-turn credit and the binary
+#                           reward: turn 2's tokens are scored by r2 - r1 alone (a fix +1, a break -1), not by the whole
+#                           episode; the same validation checks
+#   validation  boost_new greedy, 2 turns, on the 90 MBPP-validation problems at the training token budget: the start
+#               that the in-run checks (eval_every) compare against
 #   self_corrector  Self-Corrector with boost_new as its generator (configs/self_corrector.yaml, the comparison's small
 #               budget): the one baseline that rewrote at turn 2 before (edit similarity 53-78%)
 #   sampled MODEL mbpp: 4 two-turn samples per MBPP-test problem at temperature 0.9, the training batches' decoding
@@ -50,7 +55,7 @@ BUDGET="${BUDGET:-cpu}"
 case "$BUDGET" in
   tiny)
     : "${SEEDS:=0}" "${STEPS:=2}" "${N_EVAL:=3}"
-    EVAL_TOKENS=48; SAVE_EVERY=1
+    EVAL_TOKENS=48; SAVE_EVERY=1; TRAIN_TOKENS=48
     SFT_SET=(--set max_rows=8 --set max_steps=2 --set batch_size=2 --set grad_accum=1 --set max_length=512
              --set mbpp_train=false --set own_samples=2 --set own_max_new_tokens=48)
     CUR_SET=(--limit 8 --max-new-tokens 48)
@@ -60,7 +65,7 @@ case "$BUDGET" in
     ;;
   cpu)
     : "${SEEDS:=0}" "${STEPS:=300}" "${N_EVAL:=}"
-    EVAL_TOKENS=256; SAVE_EVERY=10
+    EVAL_TOKENS=256; SAVE_EVERY=10; TRAIN_TOKENS=192  # configs/cocos_cpu.yaml's max_new_tokens
     # one epoch at 512 tokens: ~1 h of one core per boost model (measured, 116 steps of 8 examples at ~30 s)
     SFT_SET=(--set max_length=512 --set epochs=1 --set batch_size=4 --set grad_accum=2)
     CUR_SET=(--max-new-tokens 192)
@@ -98,16 +103,18 @@ arm_sets() {  # the --set values of an arm beyond the budget's
     last_turn_binary) echo "mode=last-turn train_turns=last reward=binary" ;;
     last_turn_binary_copy_pen) echo "mode=last-turn train_turns=last reward=binary copy_penalty=0.5" ;;
     last_turn_binary_all) echo "mode=last-turn train_turns=last reward=binary curriculum_k=0 curriculum_from=\"\"" \
-                               "eval_limit=90 eval_every=50 eval_at_start=true" ;;
+                               "eval_limit=${N_EVAL:-90} eval_every=50 eval_at_start=true" ;;
+    per_turn_binary) echo "mode=trajectory gamma=0.5 advantage=per-turn reward=binary eval_limit=${N_EVAL:-90} eval_every=50" \
+                          "eval_at_start=true" ;;
     *) echo "unknown arm $1 (last_turn, traj_g0.5, copy_pen, last_turn_copy_pen, per_turn, last_turn_binary," \
-            "last_turn_binary_copy_pen, last_turn_binary_all)" >&2; exit 2 ;;
+            "last_turn_binary_copy_pen, last_turn_binary_all, per_turn_binary)" >&2; exit 2 ;;
   esac
 }
 model_of() {  # the checkpoint folder an evaluation reads
   case "$1" in boost_*|self_corrector) echo "$OUT/$1" ;; *) echo "$OUT/train/$1/checkpoints/step_$STEPS" ;; esac
 }
 
-JOBS=(boost_new boost_old "eval boost_new mbpp" "eval boost_old mbpp" curriculum reachable)
+JOBS=(boost_new boost_old "eval boost_new mbpp" "eval boost_old mbpp" curriculum reachable validation)
 for seed in "${SEED_LIST[@]}"; do for arm in "${ARM_LIST[@]}"; do JOBS+=("train ${arm}_s$seed"); done; done
 # each arm's MBPP evaluation as soon as it is trained: the number the goal is stated on
 for seed in "${SEED_LIST[@]}"; do for arm in "${ARM_LIST[@]}"; do JOBS+=("eval ${arm}_s$seed mbpp"); done; done
@@ -124,6 +131,7 @@ job_done() {  # job_done KIND [NAME [DATASET]]
     boost_*) has_model "$OUT/$1" ;;
     curriculum) [ -f "$OUT/curriculum/curriculum.json" ] ;;
     reachable) [ -f "$OUT/reachable/boost_new_mbpp/metrics.json" ] ;;
+    validation) [ -f "$OUT/eval_validation/boost_new/metrics.json" ] ;;
     self_corrector) has_model "$OUT/self_corrector/corrector" ;;
     train) [ -f "$OUT/train/$2/FINISHED" ] ;;
     eval|sampled) [ -f "$OUT/$1/$2/$3/metrics.json" ] ;;
@@ -131,7 +139,7 @@ job_done() {  # job_done KIND [NAME [DATASET]]
 }
 job_ready() {  # whether a job's inputs exist
   case "$1" in
-    curriculum|reachable) job_done boost_new ;;
+    curriculum|reachable|validation) job_done boost_new ;;
     train) job_done curriculum ;;
     self_corrector) job_done boost_new ;;
     eval|sampled) case "$2" in boost_*|self_corrector) job_done "$2" ;; *) job_done train "$2" ;; esac ;;
@@ -159,6 +167,11 @@ curriculum_job() {
 reachable_job() {  # pass@k at temperature 0.9 against greedy acc@1: is a fix within the model's reach at all?
   run cocos eval --model "$OUT/boost_new" --dataset mbpp --split test "${LIMIT[@]}" --turns 1 --samples-per-problem 8 \
     --temperature 0.9 --max-new-tokens "$EVAL_TOKENS" --rollout-dtype auto --out "$OUT/reachable/boost_new_mbpp"
+}
+
+validation_job() {  # the in-run checks' reference: the same split, problems, turns and tokens (the trainer's eval)
+  run cocos eval --model "$OUT/boost_new" --dataset mbpp --split validation "${LIMIT[@]}" --turns 2 --temperature 0 \
+    --max-new-tokens "$TRAIN_TOKENS" --rollout-dtype auto --out "$OUT/eval_validation/boost_new"
 }
 
 STOPPED=0

@@ -85,3 +85,21 @@ def test_reachable_counts_greedy_wrong_problems_that_a_sample_solves(tmp_path):
     (sampled / "headroom.json").unlink()
     assert "problems that greedy turn 1 gets wrong" not in "\n".join(reachable(out))
     assert reachable(tmp_path / "empty") == []
+
+
+def test_validation_checks_sit_beside_the_start_in_step_order(tmp_path):
+    from cocos.eval.report_correction import validation_checks
+
+    out = tmp_path / "out"
+    assert validation_checks(out) == []  # no checks: no section
+    write(out / "eval_validation/boost_new/metrics.json", metrics(0.05, 0.05, 0.0, 0.0, 0.0))
+    assert validation_checks(out) == []  # the start alone is no comparison
+    for step, acc in ((100, 0.08), (50, 0.06), (0, 0.05)):
+        write(out / f"train/arm_s0/eval/step_{step}/metrics.json", metrics(acc, acc + 0.01, 0.01, 0.0, 0.01))
+    (out / "train/arm_s0/eval/step_140").mkdir()  # a check cut off by the stop: no metrics, no row
+    rows = [line for line in validation_checks(out) if line.startswith("| boost_new") or line.startswith("| arm_s0")]
+    assert rows[0].startswith("| boost_new (start) | - | 500 | 5.0 ± 1.0 | 5.0 |")
+    assert [r.split(" | ")[1] for r in rows[1:]] == ["0", "50", "100"]  # numeric order, not "100" < "50"
+    assert rows[-1].startswith("| arm_s0 | 100 | 500 | 8.0 ± 1.0 | 9.0 | 1.0 ± 1.0 |")
+    page = build(out, tmp_path / "page").read_text()
+    assert "## Held-out checks during training" in page and "| arm_s0 | 50 |" in page

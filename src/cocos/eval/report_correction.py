@@ -3,7 +3,8 @@
     python -m cocos.eval.report_correction OUT [--out PAGE_DIR] [--budget TEXT]
 
 OUT is the script's folder: boost_*/sft_stats.json (what each boost model learned from), curriculum/rule_signal.json,
-train/<arm>_s<seed>/log.jsonl (the correction monitors), eval/<model>/<dataset>/metrics.json (held-out, greedy). The
+train/<arm>_s<seed>/log.jsonl (the correction monitors) and eval/step_N (its greedy checks on MBPP validation, beside
+eval_validation/<model>, the start's), eval/<model>/<dataset>/metrics.json (held-out, greedy). The
 page: the held-out table per dataset with standard errors, the goal check on MBPP (delta_i2c - delta_c2i >= 2
 points, acc@1 not below the new boost's), the boost data, the curriculum rules, and each arm's monitors with a plot.
 """
@@ -174,6 +175,33 @@ def arms(out: Path, page: Path) -> list[str]:
     return md
 
 
+CHECK_COLUMNS = [("acc@1", "acc@1"), ("acc@2", "acc@2"), ("Δ (i→c − c→i)", "delta(1,2)"),
+                 ("copies of wrong t1", "copy_if_wrong(1,2)"), ("edit sim, t1 wrong", "edit_sim_if_wrong(1,2)"),
+                 ("echo a shown test t2", "hardcoded@2"), ("tests passed t1", "tests_passed@1")]
+
+
+def validation_checks(out: Path) -> list[str]:
+    """The greedy held-out checks an arm ran during training (train/<arm>/eval/step_N, the trainer's eval_every on
+    MBPP validation) beside the same check of the models it started from (eval_validation/<model>): whether the
+    arm moves away from its start on problems it never trains on, before its final evaluation."""
+    rows = []
+    for folder in sorted((out / "eval_validation").iterdir()) if (out / "eval_validation").is_dir() else []:
+        if (folder / runs.METRICS).exists():
+            m = json.loads((folder / runs.METRICS).read_text())
+            rows.append([f"{folder.name} (start)", "-", str(m.get("n_problems", "?"))] + [cell(m, k) for _, k in CHECK_COLUMNS])
+    for arm in sorted(p for p in (out / "train").iterdir() if p.is_dir()) if (out / "train").is_dir() else []:
+        steps = sorted((int(d.name.split("_")[1]), d) for d in (arm / "eval").glob("step_*")
+                       if d.name.split("_")[1].isdigit() and (d / runs.METRICS).exists())
+        for step, d in steps:
+            m = json.loads((d / runs.METRICS).read_text())
+            rows.append([arm.name, str(step), str(m.get("n_problems", "?"))] + [cell(m, k) for _, k in CHECK_COLUMNS])
+    if not any(r[1] != "-" for r in rows):
+        return []
+    return (["Greedy, 2 turns, on MBPP validation (problems no arm trains on), ± SE over problems: the arm's checks "
+             "during training beside its start. On 90 problems one problem is 1.1 points.", ""]
+            + markdown_table(["model", "step", "problems"] + [c for c, _ in CHECK_COLUMNS], rows) + [""])
+
+
 def matched_windows(logs: dict[str, list[dict]], width: int = 50,
                     keys: tuple[str, ...] = ("copy_if_wrong", "edit_sim_if_wrong", "delta_i2c", "delta_c2i")) -> list[str]:
     """The monitors over the same steps for every arm (steps 1-50, 51-100, ...): arms of different lengths compare
@@ -247,6 +275,9 @@ def build(out: Path, page: Path, budget: str = "") -> Path:
     md += ["## Curriculum rules: how much turn-2 signal each selection leaves", "",
            "The new boost's 4 two-turn samples (temperature 0.9) of every MBPP-train problem.", ""] + curriculum(out)
     md += ["## Training monitors of each arm", ""] + arms(out, page)
+    checks = validation_checks(out)
+    if checks:
+        md += ["## Held-out checks during training", ""] + checks
     path = page / "self_correction.md"
     path.write_text("\n".join(md).rstrip() + "\n")
     return path
