@@ -103,3 +103,14 @@ def test_validation_checks_sit_beside_the_start_in_step_order(tmp_path):
     assert rows[-1].startswith("| arm_s0 | 100 | 500 | 8.0 ± 1.0 | 9.0 | 1.0 ± 1.0 |")
     page = build(out, tmp_path / "page").read_text()
     assert "## Held-out checks during training" in page and "| arm_s0 | 50 |" in page
+
+
+def test_interventions_plot_needs_the_copy_and_correction_metrics(tmp_path):
+    from cocos.eval.report_correction import plot_interventions
+
+    out = tmp_path / "out"
+    write(out / "eval/boost_new/mbpp/metrics.json", metrics(0.10, 0.10, 0.0, 0.0, 0.0))  # copy_if_wrong None
+    assert not plot_interventions(out, tmp_path / "a.png") and not (tmp_path / "a.png").exists()
+    write(out / "eval/arm_s0/mbpp/metrics.json", {**metrics(0.10, 0.12, 0.03, 0.01, 0.01), "copy_if_wrong(1,2)": 0.7})
+    assert plot_interventions(out, tmp_path / "b.png") and (tmp_path / "b.png").stat().st_size > 0
+    assert "![what each intervention did" in build(out, tmp_path / "page").read_text()

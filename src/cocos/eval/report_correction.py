@@ -84,6 +84,49 @@ def goal(out: Path) -> list[str]:
     return md + [""]
 
 
+def plot_interventions(out: Path, path: Path, dataset: str = "mbpp") -> bool:
+    """What each model's training did on held-out problems (greedy): left, how often turn 2 copies a wrong turn 1
+    against the net correction Δi→c − Δc→i (± 1 SE) with the goal's line; right, Δi→c against Δc→i (above the
+    diagonal: more fixes than breaks)."""
+    from cocos.eval.report_paper import pyplot
+
+    points = []
+    for name in models_of(out):
+        f = out / "eval" / name / dataset / runs.METRICS
+        m = json.loads(f.read_text()) if f.exists() else {}
+        if all(m.get(k) is not None for k in ("copy_if_wrong(1,2)", "delta(1,2)", "delta_i2c(1,2)", "delta_c2i(1,2)")):
+            points.append((name, m))
+    if not points:
+        return False
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    colors = plt.get_cmap("tab10").colors  # one colour per model in both panels; the legend names them
+    for i, (name, m) in enumerate(points):
+        style = dict(color=colors[i % 10], marker="os^D"[i // 10 % 4])
+        left.errorbar(100 * m["copy_if_wrong(1,2)"], 100 * m["delta(1,2)"], yerr=100 * (m.get("se:delta(1,2)") or 0.0),
+                      capsize=3, label=name, **style)
+        right.plot(100 * m["delta_c2i(1,2)"], 100 * m["delta_i2c(1,2)"], ls="", **style)
+    left.axhline(100 * GOAL_POINTS, color="green", ls="--", lw=1, label="the goal: +2 points")
+    left.axhline(0, color="grey", lw=0.8)
+    left.set_xlabel("turn 2 copies a wrong turn 1 (%)")
+    left.set_ylabel("Δi→c − Δc→i (points, ± 1 SE)")
+    fig.legend(*left.get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
+    top = max(1.0, *(100 * max(m["delta_i2c(1,2)"], m["delta_c2i(1,2)"]) for _, m in points)) * 1.15
+    right.plot([0, top], [0, top], color="grey", lw=0.8)
+    right.set_xlim(-0.1 * top, top)
+    right.set_ylim(-0.1 * top, top)
+    right.set_xlabel("Δc→i (% of problems broken)")
+    right.set_ylabel("Δi→c (% of problems fixed)")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{dataset} test, greedy, 2 turns: what each model's training did to turn 2", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # the legend sits outside the axes
+    plt.close(fig)
+    return True
+
+
 def solved(samples_path: Path) -> dict:
     """task id -> how many of its samples' first turns pass every test."""
     counts: dict = {}
@@ -264,6 +307,8 @@ def build(out: Path, page: Path, budget: str = "") -> Path:
            "wrong turn 1.", ""]
     md += held_out(out)
     md += ["## The goal on MBPP test: Δi→c − Δc→i ≥ 2 points, acc@1 not below the new boost's", ""] + goal(out)
+    if plot_interventions(out, page / "interventions.png"):
+        md += ["![what each intervention did to copying and to correction](interventions.png)", ""]
     if models_of(out, "sampled"):
         md += ["## Held out at the sampling temperature (the training batches' decoding)", "",
                "The same problems, 2 turns, several samples per problem at temperature 0.9 (OUT/sampled): whether "
