@@ -1,0 +1,136 @@
+"""Can the model tell its right turn-1 answers from its wrong ones, and what would a turn 2 that re-answers only the
+doubtful ones gain at this size? Selective correction needs the first (the prompt has no execution feedback); the
+second bounds what "re-answer when unsure" can reach without learning to fix.
+
+1. For each evaluated model, each problem's greedy turn-1 answer (eval/MODEL/mbpp/samples.jsonl: prompt and
+   completion text) is scored by the same model: the mean log-probability of the completion's tokens (the text
+   re-tokenized after the prompt's ids, as the sampler feeds them). Printed: the AUROC of that score for "turn 1
+   right" (0.5: no separation) with Hanley-McNeil's standard error, and the AUROC of turn 2's edit similarity to
+   turn 1 for "turn 1 right" (0.5: turn 2 rewrites right and wrong answers alike). Per-problem scores go to
+   OUT/confidence/MODEL.jsonl.
+2. For the new boost, with its 8 turn-1 samples per problem at temperature 0.9 (OUT/reachable/boost_new_mbpp): a turn
+   2 that keeps its greedy answer or replaces it by one fresh sample gains p on a wrong answer and loses 1 - p on a
+   right one (p: the problem's share of passing samples). Printed in points of the 500 problems: re-answer every
+   problem, re-answer exactly the wrong ones (an oracle), and re-answer the least confident share q (the best q,
+   chosen on these same problems: optimistic).
+3. With --gate MODEL: MODEL's turn 2 (e.g. self_corrector, whose turn 1 is the new boost's greedy answer) used only
+   on the problems where the new boost is least confident in its turn 1, the rest kept: the net Δi→c − Δc→i in
+   points when every turn 2 is used, at the best share (chosen on the same problems: optimistic) and 2-fold
+   cross-fitted (the share chosen on odd task ids applied to even ones and back: honest), with the standard error
+   over problems.
+
+    python docs/results/self_correction/confidence.py OUT MODEL [MODEL ...] [--gate MODEL]   # OUT: the script's folder
+"""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from cocos.eval.metrics import edit_similarity
+from cocos.generation.sampling import encode_prompt
+
+
+def auroc(pos: list[float], neg: list[float]) -> tuple[float, float]:
+    """P(a positive scores above a negative), ties half; Hanley & McNeil (1982)'s standard error."""
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    a, n1, n2 = wins / (len(pos) * len(neg)), len(pos), len(neg)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    return a, math.sqrt((a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n2 - 1) * (q2 - a * a)) / (n1 * n2))
+
+
+@torch.no_grad()
+def mean_logprob(model, tok, prompt: str, text: str) -> float:
+    ids_p = encode_prompt(tok, prompt)
+    ids_t = tok(text, add_special_tokens=False).input_ids
+    ids = torch.tensor([ids_p + ids_t])
+    logp = torch.log_softmax(model(ids).logits[0, len(ids_p) - 1:-1].float(), -1)
+    return logp.gather(-1, torch.tensor(ids_t)[:, None]).mean().item()
+
+
+def scores(out: Path, name: str) -> list[dict]:
+    """Per problem: turn 1 right, its confidence, turn 2's similarity to it (cached in OUT/confidence/NAME.jsonl)."""
+    cache = out / "confidence" / f"{name}.jsonl"
+    if cache.exists():
+        return [json.loads(line) for line in open(cache)]
+    folder = out / name if (out / name / "config.json").exists() else out / "train" / name / "checkpoints" / "step_300"
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    rows = []
+    for r in map(json.loads, open(out / "eval" / name / "mbpp" / "samples.jsonl")):
+        t1, t2 = r["turns"][0], r["turns"][1]
+        rows.append({"task_id": r["task_id"], "right": t1["passed"] == t1["total"],
+                     "confidence": mean_logprob(model, tok, t1["prompt"], t1["text"]),
+                     "edit_sim": edit_similarity(t1["code"], t2["code"])})
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def resample_ceiling(rows: list[dict], samples: Path) -> str:
+    passed: dict = {}
+    for r in map(json.loads, open(samples)):
+        t = r["turns"][0]
+        passed.setdefault(r["task_id"], []).append(t["passed"] == t["total"])
+    p = {tid: sum(v) / len(v) for tid, v in passed.items()}
+    gain = lambda r: p[r["task_id"]] if not r["right"] else p[r["task_id"]] - 1  # noqa: E731
+    n = len(rows)
+    every = 100 * sum(gain(r) for r in rows) / n
+    oracle = 100 * sum(gain(r) for r in rows if not r["right"]) / n
+    by_doubt = sorted(rows, key=lambda r: r["confidence"])
+    nets = [(100 * sum(gain(r) for r in by_doubt[:k]) / n, k) for k in range(n + 1)]
+    best, k = max(nets)
+    return (f"re-answer by one fresh sample (0.9): every problem {every:+.2f} points; exactly the wrong ones (oracle) "
+            f"{oracle:+.2f}; the least confident {k} ({100 * k / n:.0f}%, chosen on these problems) {best:+.2f}")
+
+
+def gated(out: Path, name: str, by: list[dict]) -> str:
+    """MODEL's turn 2 where `by` (the turn-1 model's scores) is least confident, its turn 1 elsewhere."""
+    conf = {r["task_id"]: r["confidence"] for r in by}
+    change = []  # (confidence of turn 1, task id, r2 - r1 in {-1, 0, 1})
+    for r in map(json.loads, open(out / "eval" / name / "mbpp" / "samples.jsonl")):
+        t1, t2 = r["turns"][0], r["turns"][1]
+        change.append((conf[r["task_id"]], r["task_id"], (t2["passed"] == t2["total"]) - (t1["passed"] == t1["total"])))
+    change.sort()
+    n = len(change)
+
+    def net(rows, share):  # gate the least confident `share` of rows
+        return [d if i < round(share * len(rows)) else 0 for i, (_, _, d) in enumerate(rows)]
+
+    shares = [i / 100 for i in range(101)]
+    best = max(shares, key=lambda q: sum(net(change, q)))
+    halves = [[c for c in change if c[1] % 2 == parity] for parity in (0, 1)]
+    fitted = []
+    for fit, use in ((halves[1], halves[0]), (halves[0], halves[1])):
+        q = max(shares, key=lambda q: sum(net(fit, q)))
+        fitted += net(use, q)
+    mean = sum(fitted) / n
+    se = math.sqrt(sum((x - mean) ** 2 for x in fitted) / (n - 1) / n)
+    return (f"{name}'s turn 2 gated by turn-1 confidence: every turn 2 {100 * sum(d for *_, d in change) / n:+.1f} "
+            f"points; the least confident {100 * best:.0f}% (chosen on these problems) "
+            f"{100 * sum(net(change, best)) / n:+.1f}; cross-fitted {100 * mean:+.1f} (SE {100 * se:.1f})")
+
+
+args = sys.argv[1:]
+gate = args[args.index("--gate") + 1] if "--gate" in args else None
+if gate:
+    del args[args.index("--gate"):args.index("--gate") + 2]
+out = Path(args[0])
+torch.set_num_threads(1)
+if gate:
+    print(gated(out, gate, scores(out, "boost_new")))
+for name in args[1:]:
+    rows = scores(out, name)
+    right = [r["confidence"] for r in rows if r["right"]]
+    wrong = [r["confidence"] for r in rows if not r["right"]]
+    a, se = auroc(right, wrong)
+    b, se_b = auroc([r["edit_sim"] for r in rows if r["right"]], [r["edit_sim"] for r in rows if not r["right"]])
+    print(f"{name}: {len(right)} right, {len(wrong)} wrong turn-1 answers; mean token log-prob {sum(right) / len(right):.3f}"
+          f" (right) vs {sum(wrong) / len(wrong):.3f} (wrong); confidence AUROC {a:.3f} (SE {se:.3f}); turn 2 keeps "
+          f"right answers more than wrong ones: AUROC {b:.3f} (SE {se_b:.3f})")
+    samples = out / "reachable" / f"{name}_mbpp" / "samples.jsonl"
+    if samples.exists():
+        print(f"{name}: {resample_ceiling(rows, samples)}")
