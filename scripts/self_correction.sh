@@ -34,6 +34,7 @@
 #               per_turn_binary  trajectory mode (gamma 0.5, both turns trained) with per-turn credit and the binary
 #                           reward: turn 2's tokens are scored by r2 - r1 alone (a fix +1, a break -1), not by the whole
 #                           episode; the same validation checks
+#               traj_binary  its control: the same with the paper's estimator (rloo: every turn scored by the episode)
 #   validation  boost_new greedy, 2 turns, on the 90 MBPP-validation problems at the training token budget: the start
 #               that the in-run checks (eval_every) compare against
 #   self_corrector  Self-Corrector with boost_new as its generator (configs/self_corrector.yaml, the comparison's small
@@ -106,8 +107,9 @@ arm_sets() {  # the --set values of an arm beyond the budget's
                                "eval_limit=${N_EVAL:-90} eval_every=50 eval_at_start=true" ;;
     per_turn_binary) echo "mode=trajectory gamma=0.5 advantage=per-turn reward=binary eval_limit=${N_EVAL:-90} eval_every=50" \
                           "eval_at_start=true" ;;
+    traj_binary) echo "mode=trajectory gamma=0.5 reward=binary eval_limit=${N_EVAL:-90} eval_every=50 eval_at_start=true" ;;
     *) echo "unknown arm $1 (last_turn, traj_g0.5, copy_pen, last_turn_copy_pen, per_turn, last_turn_binary," \
-            "last_turn_binary_copy_pen, last_turn_binary_all, per_turn_binary)" >&2; exit 2 ;;
+            "last_turn_binary_copy_pen, last_turn_binary_all, per_turn_binary, traj_binary)" >&2; exit 2 ;;
   esac
 }
 model_of() {  # the checkpoint folder an evaluation reads
