@@ -77,8 +77,11 @@ def test_split_edit_similarity_copies_standard_errors_and_hardcoded_fixes():
     # delta per problem: -1, +1, 0, +1 -> mean 1/4
     assert m["delta(1,2)"] == 0.25
     assert m["se:delta(1,2)"] == pytest.approx(((1.25 ** 2 + 0.75 ** 2 + 0.25 ** 2 + 0.75 ** 2) / 3) ** 0.5 / 2)
+    # the right answer keeps 42/46 of its code; of the wrong ones, two keep less (a win each), one keeps it all
+    assert m["keep_selectivity(1,2)"] == pytest.approx(2 / 3) and m["se:keep_selectivity(1,2)"] > 0
     right_only = compute_metrics(trajs[:1], problems[:1])
     assert right_only["edit_sim_if_wrong(1,2)"] is None and right_only["copy_if_wrong(1,2)"] is None
+    assert right_only["keep_selectivity(1,2)"] is None and "se:keep_selectivity(1,2)" not in right_only
     assert right_only["se:acc@1"] == 0.0  # one problem: no spread to measure
 
 
@@ -170,3 +173,54 @@ def test_bad_inputs():
         compute_metrics([], [])
     with pytest.raises(ValueError, match="same number of turns"):
         compute_metrics([Trajectory("a", [turn("", [P])]), Trajectory("b", [turn("", [P])] * 2)], [prob("a"), prob("b")])
+
+
+def test_auroc_equals_counting_pairs_with_ties_half():
+    import random
+
+    from cocos.eval.metrics import auroc
+
+    rng = random.Random(0)
+    for _ in range(20):
+        pos = [rng.choice([0.1, 0.5, 0.9, 1.0]) for _ in range(rng.randint(1, 12))]
+        neg = [rng.choice([0.1, 0.5, 0.9, 1.0]) for _ in range(rng.randint(1, 12))]
+        pairs = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+        assert auroc(pos, neg)[0] == pytest.approx(pairs)
+    assert auroc([1.0, 0.9], [0.1, 0.2])[0] == 1.0 and auroc([0.1], [0.9])[0] == 0.0
+    assert auroc([0.5] * 3, [0.5] * 4)[0] == 0.5  # all tied: no separation
+    # Hanley-McNeil at A = 0.5, n1 = n2 = 10: sqrt((0.25 + 9 (1/3 - 1/4) * 2) / 100)
+    a, se = auroc([1.0] * 5 + [0.0] * 5, [1.0] * 5 + [0.0] * 5)
+    assert a == 0.5 and se == pytest.approx(((0.25 + 18 * (1 / 3 - 0.25)) / 100) ** 0.5)
+    assert auroc([], [0.1]) is None and auroc([0.1], []) is None
+
+
+def test_metrics_recomputed_from_saved_samples_add_only_missing_keys(tmp_path):
+    """samples.jsonl read back gives the same metrics (no code runs); recompute adds a key metrics.json lacks and
+    refuses samples that disagree with it."""
+    import json
+
+    from cocos.data.problems import load_problems
+    from cocos.eval import runs
+    from cocos.eval.metrics import recompute
+
+    problems = load_problems("mbpp", "test", 3)
+    passed = [0, 1, len(problems[2].tests)]  # turn 1: wrong, wrong, right
+    trajs = [Trajectory(p.task_id, [turn(f"def f():\n    return {i}", [P] * n + [F] * (len(p.tests) - n)),
+                                    turn(f"def f():\n    return {i} + 1", [P] * len(p.tests))])
+             for i, (p, n) in enumerate(zip(problems, passed))]
+    runs.append_samples(runs.start_samples(tmp_path), trajs)
+    assert compute_metrics(runs.read_trajectories(tmp_path / "samples.jsonl"), problems) == compute_metrics(trajs, problems)
+    full = compute_metrics(trajs, problems)
+    runs.write_metrics(tmp_path, {k: v for k, v in full.items() if "keep_selectivity" not in k} | {"wall_time_s": 1.0})
+    assert sorted(recompute(tmp_path, "mbpp", "test")) == ["keep_selectivity(1,2)", "se:keep_selectivity(1,2)"]
+    assert json.loads((tmp_path / "metrics.json").read_text()) == full | {"wall_time_s": 1.0}
+    assert recompute(tmp_path, "mbpp", "test") == []  # nothing left to add
+    runs.write_metrics(tmp_path, full | {"acc@1": 0.9})
+    with pytest.raises(ValueError, match="acc@1"):
+        recompute(tmp_path, "mbpp", "test")
+    from cocos.eval.metrics import main
+
+    (tmp_path / "cut").mkdir()  # a check cut off before its metrics: named and skipped, the exit status says so
+    assert main([str(tmp_path / "cut")]) == 2
+    with pytest.raises(ValueError, match="--dataset and --split"):
+        recompute(tmp_path)  # no config.json to name the problems

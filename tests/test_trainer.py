@@ -168,7 +168,8 @@ def test_run_folder_checkpoint_and_resume_equals_unbroken(tmp_path):
     assert [x["step"] for x in lines] == [1, 2]
     for key in ("reward@1", "reward@2", "acc@1", "acc@2", "kl", "entropy", "adv_std", "length@1", "time_generate",
                 "time_execute", "time_train", "tokens_per_s", "edit_sim(1,2)", "grad_norm", "warnings",
-                "copy_if_wrong", "delta_i2c", "delta_c2i", "edit_sim_if_wrong", "edit_sim_if_right", "turn2_signal"):
+                "copy_if_wrong", "delta_i2c", "delta_c2i", "edit_sim_if_wrong", "edit_sim_if_right", "keep_selectivity",
+                "turn2_signal"):
         assert key in lines[0], key
     rollouts = [json.loads(x) for x in (run / "rollouts.jsonl").read_text().splitlines()]
     per_step = lines[0]["n_trajectories"]
@@ -399,7 +400,10 @@ def test_correction_monitors_and_the_no_revision_signature():
     assert c["copy_if_wrong"] == 0.5 and c["delta_i2c"] == 0.25 and c["delta_c2i"] == 0.0
     assert c["edit_sim_if_wrong"] == pytest.approx(0.745) and c["edit_sim_if_right"] == pytest.approx(0.85)
     assert c["turn2_signal"] == 0.5  # the first group's turn-2 rewards differ, the second's do not
+    # right answers kept 1.0 and 0.7, wrong ones 0.99 and 0.5: 3 of the 4 (right, wrong) pairs keep the right one more
+    assert c["keep_selectivity"] == 0.75
     assert correction_stats(local[2:], T=2, k=2)["copy_if_wrong"] is None  # no wrong turn 1: not measured
+    assert correction_stats(local[2:], T=2, k=2)["keep_selectivity"] is None
     assert correction_stats(local, T=1, k=2) == {}
 
     def step(i, copy):

@@ -30,16 +30,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from cocos.eval.metrics import edit_similarity
+from cocos.eval.metrics import auroc, edit_similarity
 from cocos.generation.sampling import encode_prompt
-
-
-def auroc(pos: list[float], neg: list[float]) -> tuple[float, float]:
-    """P(a positive scores above a negative), ties half; Hanley & McNeil (1982)'s standard error."""
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-    a, n1, n2 = wins / (len(pos) * len(neg)), len(pos), len(neg)
-    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
-    return a, math.sqrt((a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n2 - 1) * (q2 - a * a)) / (n1 * n2))
 
 
 @torch.no_grad()

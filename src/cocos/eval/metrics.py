@@ -1,6 +1,8 @@
 """Self-correction metrics (DESIGN.md, "Metrics") from trajectories.
 
     compute_metrics(trajectories, problems) -> dict of flat keys
+    python -m cocos.eval.metrics EVAL_FOLDER [...]   # add to metrics.json the keys its samples.jsonl gives and it
+                                                     # lacks (a metric added after the run), running no code
 
 A problem is correct at turn t when all its tests pass. Keys (all shares in [0, 1]):
 - "acc@t" for every turn t; "tests_passed@t": mean share of tests passed (the progressive reward);
@@ -15,7 +17,10 @@ A problem is correct at turn t when all its tests pass. Keys (all shares in [0, 
   0 says unit_preserve measured nothing), "edit_sim(t1,t2)" (mean difflib.SequenceMatcher ratio of the two extracted codes;
   1.0 for identical codes), "edit_sim_if_wrong(t1,t2)" / "edit_sim_if_right(t1,t2)" (the same over the samples
   wrong / right at t1; null when there are none), "copy_if_wrong(t1,t2)" (share of the samples wrong at t1 whose
-  t2 code is at least COPY_SIMILARITY similar: no attempt to correct), "delta_i2c_hardcoded(t1,t2)" (share of all
+  t2 code is at least COPY_SIMILARITY similar: no attempt to correct), "keep_selectivity(t1,t2)" (AUROC: the chance
+  that a sample right at t1 keeps more of its code at t2 than one wrong at t1, ties half; 0.5 = turn 2 rewrites right
+  and wrong answers alike, 1 = it keeps every right one more than any wrong one: correction aimed at the wrong
+  answers; with "se:" its Hanley-McNeil standard error; null when either is missing), "delta_i2c_hardcoded(t1,t2)" (share of all
   problems whose i->c fix returns a literal that a test shown in the prompt expects: the prompt holds the tests, so
   such a "fix" may only echo an answer; counted within delta_i2c, not removed from it).
 - "se:<key>" for acc@t, hardcoded@t, tests_passed@t, delta, delta_i2c, delta_c2i, unit_improve and unit_worsen: the standard
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import math
 import re
 from collections import OrderedDict
 from math import comb
@@ -178,6 +184,26 @@ def returns_shown_value(code: str, problem) -> bool:
     return False
 
 
+def auroc(pos: Sequence[float], neg: Sequence[float]) -> tuple[float, float] | None:
+    """P(a value from `pos` exceeds one from `neg`), ties counting half (Mann-Whitney U / (n1 n2), from ranks), and
+    Hanley & McNeil's (1982) standard error; None when either side is empty."""
+    n1, n2 = len(pos), len(neg)
+    if not n1 or not n2:
+        return None
+    ranked = sorted([(x, 1) for x in pos] + [(x, 0) for x in neg])
+    rank_sum, i = 0.0, 0
+    while i < len(ranked):  # tied values share their mean rank
+        j = i
+        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
+            j += 1
+        rank_sum += sum(is_pos for _, is_pos in ranked[i:j]) * (i + j + 1) / 2
+        i = j
+    a = (rank_sum - n1 * (n1 + 1) / 2) / (n1 * n2)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n2 - 1) * (q2 - a * a)) / (n1 * n2)
+    return a, math.sqrt(max(var, 0.0))
+
+
 def compute_metrics(trajectories: Sequence, problems: Sequence) -> dict:
     by_id = {p.task_id: p for p in problems}
     groups: "OrderedDict[object, list]" = OrderedDict()
@@ -246,6 +272,10 @@ def compute_metrics(trajectories: Sequence, problems: Sequence) -> dict:
         m[f"edit_sim_if_right{key}"] = _mean(sims[True]) if sims[True] else None
         m[f"edit_sim_if_wrong{key}"] = _mean(sims[False]) if sims[False] else None
         m[f"copy_if_wrong{key}"] = _mean([float(x >= COPY_SIMILARITY) for x in sims[False]]) if sims[False] else None
+        sel = auroc(sims[True], sims[False])  # pooled over samples, as the edit similarities above
+        m[f"keep_selectivity{key}"] = sel[0] if sel else None
+        if sel:
+            m[f"se:keep_selectivity{key}"] = sel[1]
 
     n_min = min(len(groups[tid]) for tid in ok) if ok else 0
     if n_min > 1:
@@ -267,3 +297,66 @@ def compute_metrics(trajectories: Sequence, problems: Sequence) -> dict:
             )
         m["env_missing_modules"] = sorted(set().union(*missing_by_task.values()))
     return m
+
+
+def recompute(folder, dataset: str | None = None, split: str | None = None) -> list[str]:
+    """Recompute an evaluation folder's metrics from its samples.jsonl (no code runs: the recorded test outcomes are
+    scored again) and add the keys its metrics.json lacks. A key it has must come out the same, else ValueError:
+    the samples are not the ones the metrics came from. The problems' dataset and split come from config.json
+    unless given. -> the keys added."""
+    import json
+    from pathlib import Path
+
+    from cocos.data.problems import load_problems
+    from cocos.eval import runs
+
+    from cocos.errors import UserError
+
+    folder = Path(folder)
+    for name in (runs.METRICS, runs.SAMPLES):
+        if not (folder / name).exists():
+            raise UserError(f"{folder} has no {name}: not a finished evaluation folder (give folders that "
+                            "`cocos eval` or a training run's eval/step_N wrote)")
+    stored = json.loads((folder / runs.METRICS).read_text())
+    if dataset is None or split is None:
+        if not (folder / runs.CONFIG_JSON).exists():
+            raise UserError(f"{folder} has no {runs.CONFIG_JSON} to name its problems: give --dataset and --split "
+                            "(a training run's checks: its eval_dataset and eval_split, e.g. mbpp validation)")
+        config = json.loads((folder / runs.CONFIG_JSON).read_text())
+        dataset, split = dataset or config["dataset"], split or config["split"]
+    trajs = runs.read_trajectories(folder / runs.SAMPLES)
+    ids = {t.task_id for t in trajs}
+    fresh = compute_metrics(trajs, [p for p in load_problems(dataset, split) if p.task_id in ids])
+    for key in ("acc@1", "delta(1,2)", "edit_sim_if_wrong(1,2)", "copy_if_wrong(1,2)", "n_problems"):
+        if key in stored and stored[key] is not None and abs(stored[key] - fresh[key]) > 1e-9:
+            raise ValueError(f"{folder}: {key} from samples.jsonl is {fresh[key]}, metrics.json says {stored[key]}")
+    added = [k for k in fresh if k not in stored]
+    runs.write_metrics(folder, stored | {k: fresh[k] for k in added})
+    return added
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m cocos.eval.metrics", description=recompute.__doc__)
+    ap.add_argument("folders", nargs="+", help="evaluation folders (metrics.json + samples.jsonl)")
+    ap.add_argument("--dataset", help="the problems' dataset (default: config.json's)")
+    ap.add_argument("--split", help="the problems' split (default: config.json's)")
+    args = ap.parse_args(argv)
+    from cocos.errors import UserError
+
+    failed = 0
+    for folder in args.folders:  # one bad folder is named and skipped; the others are still done
+        try:
+            added = recompute(folder, args.dataset, args.split)
+        except UserError as e:
+            print(f"cocos.eval.metrics: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{folder}: added {', '.join(added) if added else 'nothing'}")
+    return 2 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

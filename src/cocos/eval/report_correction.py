@@ -25,9 +25,11 @@ COLUMNS = [("acc@1", "acc@1"), ("acc@2", "acc@2"), ("Δi→c", "delta_i2c(1,2)")
            ("unit improve", "unit_improve(1,2)"), ("unit worsen", "unit_worsen(1,2)"),
            ("unit preserve", "unit_preserve(1,2)"), ("edit sim, t1 wrong", "edit_sim_if_wrong(1,2)"),
            ("edit sim, t1 right", "edit_sim_if_right(1,2)"), ("copies of wrong t1", "copy_if_wrong(1,2)"),
+           ("keeps right over wrong (AUROC)", "keep_selectivity(1,2)"),
            ("echo a shown test t1", "hardcoded@1"), ("echo a shown test t2", "hardcoded@2")]
-MONITORS = ("reward@1", "reward@2", "copy_if_wrong", "delta_i2c", "delta_c2i", "edit_sim_if_wrong", "turn2_signal",
-            "hardcoded@2")
+MONITORS = ("reward@1", "reward@2", "copy_if_wrong", "delta_i2c", "delta_c2i", "edit_sim_if_wrong", "keep_selectivity",
+            "turn2_signal", "hardcoded@2")
+AUROCS = {"keep_selectivity(1,2)"}  # shown as they are (0.5: no separation), not as shares
 GOAL_POINTS = 0.02
 
 
@@ -36,6 +38,8 @@ def cell(metrics: dict, key: str) -> str:
     if value is None:
         return "n/a" if key in metrics else "-"
     se = metrics.get(f"se:{key}")
+    if key in AUROCS:
+        return f"{value:.2f}" + (f" ± {se:.2f}" if se else "")
     return pct(value) + (f" ± {100 * se:.1f}" if se else "")
 
 
@@ -220,7 +224,7 @@ def arms(out: Path, page: Path) -> list[str]:
 
 CHECK_COLUMNS = [("acc@1", "acc@1"), ("acc@2", "acc@2"), ("Δ (i→c − c→i)", "delta(1,2)"),
                  ("copies of wrong t1", "copy_if_wrong(1,2)"), ("edit sim, t1 wrong", "edit_sim_if_wrong(1,2)"),
-                 ("echo a shown test t2", "hardcoded@2"), ("tests passed t1", "tests_passed@1")]
+                 ("keeps right over wrong (AUROC)", "keep_selectivity(1,2)"), ("echo a shown test t2", "hardcoded@2"), ("tests passed t1", "tests_passed@1")]
 
 
 def validation_checks(out: Path) -> list[str]:

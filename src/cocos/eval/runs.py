@@ -81,6 +81,21 @@ def trajectory_record(traj) -> dict:
     }
 
 
+def read_trajectories(path: Path) -> list:
+    """samples.jsonl -> `Trajectory` records, the inverse of `trajectory_record` without token ids or log-probs:
+    enough to recompute metrics from saved samples without running any code (messages kept to their first 500
+    characters, as written)."""
+    from cocos.episodes.records import Trajectory, Turn
+    from cocos.sandbox.batch import TestOutcome
+
+    return [Trajectory(r["task_id"], [Turn(prompt=t["prompt"], text=t["text"], code=t["code"], reward=t["reward"],
+                                           outcomes=[TestOutcome(o["status"], o.get("error_type"), o.get("message") or "")
+                                                     for o in t["outcomes"]])
+                                      for t in r["turns"]],
+                       sample_index=r.get("sample_index", 0), shared_prefix_turns=r.get("shared_prefix_turns", 0))
+            for r in read_jsonl(path)]
+
+
 def start_samples(folder: Path) -> Path:
     """An empty samples file in `folder` (created), to append to as batches finish."""
     folder = Path(folder)

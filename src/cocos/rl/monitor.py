@@ -6,6 +6,8 @@ Correction monitors (turn 1 against the last turn T of each trajectory):
                      >= COPY_SIMILARITY): the "no revision" behaviour that keeps delta_i2c at 0
     delta_i2c/c2i    share of all trajectories wrong at turn 1 and right at turn T, and the reverse
     edit_sim_if_wrong  edit similarity of turn 1 and turn T where turn 1 fails (_if_right: where it passes)
+    keep_selectivity AUROC: the chance that a trajectory right at turn 1 keeps more of it at turn T than one wrong
+                     at turn 1 (0.5: turn T rewrites right and wrong alike; selective correction is above 0.5)
     turnT_signal     share of groups (the k samples of a problem) whose turn-T rewards differ: the groups where
                      the last turn's reward can rank samples at all
 """
@@ -16,7 +18,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from cocos.eval.metrics import COPY_SIMILARITY
+from cocos.eval.metrics import COPY_SIMILARITY, auroc
 
 
 def mean(xs) -> float:
@@ -131,12 +133,14 @@ def correction_stats(local: list[dict], T: int, k: int) -> dict:
     wrong1 = [d for d in local if not d["correct"][0]]
     right1 = [d for d in local if d["correct"][0]]
     groups = [local[g:g + k] for g in range(0, len(local), k)]
+    selectivity = auroc([d["edit_sim"] for d in right1], [d["edit_sim"] for d in wrong1])
     return {
         "copy_if_wrong": mean(float(d["edit_sim"] >= COPY_SIMILARITY) for d in wrong1) if wrong1 else None,
         "delta_i2c": mean(float(not d["correct"][0] and d["correct"][-1]) for d in local),
         "delta_c2i": mean(float(d["correct"][0] and not d["correct"][-1]) for d in local),
         "edit_sim_if_wrong": mean(d["edit_sim"] for d in wrong1) if wrong1 else None,
         "edit_sim_if_right": mean(d["edit_sim"] for d in right1) if right1 else None,
+        "keep_selectivity": selectivity[0] if selectivity else None,
         f"turn{T}_signal": mean(float(len({d["rewards"][-1] for d in g}) > 1) for g in groups),
     }
 
