@@ -224,3 +224,26 @@ def test_metrics_recomputed_from_saved_samples_add_only_missing_keys(tmp_path):
     assert main([str(tmp_path / "cut")]) == 2
     with pytest.raises(ValueError, match="--dataset and --split"):
         recompute(tmp_path)  # no config.json to name the problems
+
+
+def test_confidence_auroc_from_the_samplers_log_probs_and_back_from_samples(tmp_path):
+    """confidence_auroc@t: the mean token log-prob of right answers against wrong ones; only when every answer
+    carries log-probs; samples.jsonl keeps each turn's mean, enough to recompute it."""
+    from cocos.eval import runs
+
+    def answer(tid, right, logprobs):
+        t1 = turn("def f():\n    return 1", [P, P] if right else [F, F])
+        t1.logprobs = logprobs
+        return Trajectory(tid, [t1, turn("def f():\n    return 1", [P, P] if right else [F, F])])
+
+    problems = [prob(i, k=2) for i in range(4)]
+    # right answers' confidences -0.1 and -0.5; wrong ones -0.3 and -0.9: 3 of the 4 pairs rank right above wrong
+    trajs = [answer(0, True, [-0.1]), answer(1, True, [-0.4, -0.6]), answer(2, False, [-0.3]), answer(3, False, [-0.9])]
+    m = compute_metrics(trajs, problems)
+    assert m["confidence_auroc@1"] == pytest.approx(0.75) and m["se:confidence_auroc@1"] > 0
+    assert "confidence_auroc@2" not in m  # turn 2 carries no log-probs here: not measured
+    runs.append_samples(runs.start_samples(tmp_path), trajs)
+    again = compute_metrics(runs.read_trajectories(tmp_path / "samples.jsonl"), problems)
+    assert again["confidence_auroc@1"] == pytest.approx(0.75)
+    trajs[0].turns[0].logprobs = None  # one answer without log-probs: no AUROC over the others only
+    assert "confidence_auroc@1" not in compute_metrics(trajs, problems)

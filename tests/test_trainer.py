@@ -169,7 +169,7 @@ def test_run_folder_checkpoint_and_resume_equals_unbroken(tmp_path):
     for key in ("reward@1", "reward@2", "acc@1", "acc@2", "kl", "entropy", "adv_std", "length@1", "time_generate",
                 "time_execute", "time_train", "tokens_per_s", "edit_sim(1,2)", "grad_norm", "warnings",
                 "copy_if_wrong", "delta_i2c", "delta_c2i", "edit_sim_if_wrong", "edit_sim_if_right", "keep_selectivity",
-                "turn2_signal"):
+                "confidence_auroc", "turn2_signal"):
         assert key in lines[0], key
     rollouts = [json.loads(x) for x in (run / "rollouts.jsonl").read_text().splitlines()]
     per_step = lines[0]["n_trajectories"]
@@ -389,19 +389,23 @@ def test_correction_monitors_and_the_no_revision_signature():
     revision behaviour" once turn 2 has copied most wrong turn-1 answers for a whole window, not before."""
     from cocos.rl.monitor import Watchdog, correction_stats
 
-    def traj(correct, rewards, sim):
-        return {"correct": correct, "rewards": rewards, "edit_sim": sim}
+    def traj(correct, rewards, sim, confidence):
+        return {"correct": correct, "rewards": rewards, "edit_sim": sim, "confidence": [confidence, None]}
 
-    local = [traj([False, False], [0.0, 0.0], 0.99),  # wrong, copied
-             traj([False, True], [0.3, 1.0], 0.5),  # wrong -> right, rewritten
-             traj([True, True], [1.0, 1.0], 1.0),
-             traj([True, True], [1.0, 1.0], 0.7)]
+    local = [traj([False, False], [0.0, 0.0], 0.99, -0.5),  # wrong, copied
+             traj([False, True], [0.3, 1.0], 0.5, -0.2),  # wrong -> right, rewritten
+             traj([True, True], [1.0, 1.0], 1.0, -0.1),
+             traj([True, True], [1.0, 1.0], 0.7, -0.3)]
     c = correction_stats(local, T=2, k=2)
     assert c["copy_if_wrong"] == 0.5 and c["delta_i2c"] == 0.25 and c["delta_c2i"] == 0.0
     assert c["edit_sim_if_wrong"] == pytest.approx(0.745) and c["edit_sim_if_right"] == pytest.approx(0.85)
     assert c["turn2_signal"] == 0.5  # the first group's turn-2 rewards differ, the second's do not
     # right answers kept 1.0 and 0.7, wrong ones 0.99 and 0.5: 3 of the 4 (right, wrong) pairs keep the right one more
     assert c["keep_selectivity"] == 0.75
+    # turn-1 confidence: right -0.1 and -0.3 against wrong -0.5 and -0.2: 3 of 4 pairs rank the right one higher
+    assert c["confidence_auroc"] == 0.75
+    local[0]["confidence"] = [None, None]  # not recorded for one trajectory: not measured
+    assert correction_stats(local, T=2, k=2)["confidence_auroc"] is None
     assert correction_stats(local[2:], T=2, k=2)["copy_if_wrong"] is None  # no wrong turn 1: not measured
     assert correction_stats(local[2:], T=2, k=2)["keep_selectivity"] is None
     assert correction_stats(local, T=1, k=2) == {}

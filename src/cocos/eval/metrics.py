@@ -23,6 +23,11 @@ A problem is correct at turn t when all its tests pass. Keys (all shares in [0, 
   answers; with "se:" its Hanley-McNeil standard error; null when either is missing), "delta_i2c_hardcoded(t1,t2)" (share of all
   problems whose i->c fix returns a literal that a test shown in the prompt expects: the prompt holds the tests, so
   such a "fix" may only echo an answer; counted within delta_i2c, not removed from it).
+- "confidence_auroc@t", when the answers carry the sampler's log-probs (every evaluation run since it was added;
+  not scores of saved answers): AUROC of an answer's mean token log-prob (its confidence, softmax(logits) when
+  greedy) for "right at t" against "wrong at t", pooled over samples, with "se:" its Hanley-McNeil standard error:
+  whether the model could tell its right answers from its wrong ones (0.5: not at all), the information a
+  selective turn 2 needs; null when every answer is right or every one wrong.
 - "se:<key>" for acc@t, hardcoded@t, tests_passed@t, delta, delta_i2c, delta_c2i, unit_improve and unit_worsen: the standard
   error of the mean over problems (sample standard deviation / sqrt(n)); for delta, of the per-problem change.
 - "n_problems" (problems the metrics average over), "n_samples" (trajectories in them).
@@ -184,6 +189,11 @@ def returns_shown_value(code: str, problem) -> bool:
     return False
 
 
+def turn_confidence(turn) -> float | None:
+    """The mean log-prob of a turn's completion tokens under its sampler (None when not recorded)."""
+    return sum(turn.logprobs) / len(turn.logprobs) if turn.logprobs else None
+
+
 def auroc(pos: Sequence[float], neg: Sequence[float]) -> tuple[float, float] | None:
     """P(a value from `pos` exceeds one from `neg`), ties counting half (Mann-Whitney U / (n1 n2), from ranks), and
     Hanley & McNeil's (1982) standard error; None when either side is empty."""
@@ -238,6 +248,13 @@ def compute_metrics(trajectories: Sequence, problems: Sequence) -> dict:
             lambda tr: tr.turns[t - 1].n_passed / len(tr.turns[t - 1].outcomes) if tr.turns[t - 1].outcomes else 0.0,
             se=f"tests_passed@{t}",
         )
+    for t in range(1, T + 1):  # does the model's confidence separate its right answers from its wrong ones?
+        conf = [(turn_confidence(tr.turns[t - 1]), tr.turns[t - 1].all_passed) for tid in ok for tr in groups[tid]]
+        if conf and all(c is not None for c, _ in conf):
+            sep = auroc([c for c, right in conf if right], [c for c, right in conf if not right])
+            m[f"confidence_auroc@{t}"] = sep[0] if sep else None
+            if sep:
+                m[f"se:confidence_auroc@{t}"] = sep[1]
     for a, b in turn_pairs(T):
         key = f"({a},{b})"
 

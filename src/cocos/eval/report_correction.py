@@ -26,10 +26,11 @@ COLUMNS = [("acc@1", "acc@1"), ("acc@2", "acc@2"), ("Δi→c", "delta_i2c(1,2)")
            ("unit preserve", "unit_preserve(1,2)"), ("edit sim, t1 wrong", "edit_sim_if_wrong(1,2)"),
            ("edit sim, t1 right", "edit_sim_if_right(1,2)"), ("copies of wrong t1", "copy_if_wrong(1,2)"),
            ("keeps right over wrong (AUROC)", "keep_selectivity(1,2)"),
+           ("confidence tells right from wrong t1 (AUROC)", "confidence_auroc@1"),
            ("echo a shown test t1", "hardcoded@1"), ("echo a shown test t2", "hardcoded@2")]
 MONITORS = ("reward@1", "reward@2", "copy_if_wrong", "delta_i2c", "delta_c2i", "edit_sim_if_wrong", "keep_selectivity",
-            "turn2_signal", "hardcoded@2")
-AUROCS = {"keep_selectivity(1,2)"}  # shown as they are (0.5: no separation), not as shares
+            "confidence_auroc", "turn2_signal", "hardcoded@2")
+AUROCS = {"keep_selectivity(1,2)", "confidence_auroc@1"}  # shown as they are (0.5: no separation), not as shares
 GOAL_POINTS = 0.02
 
 

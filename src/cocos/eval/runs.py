@@ -9,7 +9,7 @@ An evaluation run (`cocos eval`):             A training run (`cocos train`, `co
                                                  curriculum.json, tensorboard/
 
 A samples line: {"task_id", "sample_index", "shared_prefix_turns", "turns": [{"prompt", "text", "code", "reward",
-"passed", "total", "outcomes": [{"status", "error_type", "message"}]}]}. A log line: "step", "reward@t", "acc@t",
+"passed", "total", "mean_logprob", "outcomes": [{"status", "error_type", "message"}]}]}. A log line: "step", "reward@t", "acc@t",
 "kl", "kl@t", "edit_sim(1,T)", timings, ... (cocos.rl.trainer). `read_run` reads either kind back.
 """
 
@@ -57,7 +57,9 @@ def _steps(root: Path, required: str) -> list[int]:
 
 # ---- writing ------------------------------------------------------------------------------------
 def trajectory_record(traj) -> dict:
-    """A `cocos.episodes.records.Trajectory` as one samples line."""
+    """A `cocos.episodes.records.Trajectory` as one samples line (a turn's log-probs as their mean only)."""
+    from cocos.eval.metrics import turn_confidence
+
     return {
         "task_id": traj.task_id,
         "sample_index": traj.sample_index,
@@ -70,6 +72,7 @@ def trajectory_record(traj) -> dict:
                 "reward": t.reward,
                 "passed": t.n_passed,
                 "total": len(t.outcomes),
+                "mean_logprob": turn_confidence(t),
                 "outcomes": [
                     {"status": o.status, "error_type": getattr(o, "error_type", None),
                      "message": (getattr(o, "message", "") or "")[:500]}
@@ -82,13 +85,17 @@ def trajectory_record(traj) -> dict:
 
 
 def read_trajectories(path: Path) -> list:
-    """samples.jsonl -> `Trajectory` records, the inverse of `trajectory_record` without token ids or log-probs:
-    enough to recompute metrics from saved samples without running any code (messages kept to their first 500
-    characters, as written)."""
+    """samples.jsonl -> `Trajectory` records, the inverse of `trajectory_record` without token ids: enough to
+    recompute metrics from saved samples without running any code (messages kept to their first 500 characters, a
+    turn's log-probs as the one-element list of their mean, as written)."""
     from cocos.episodes.records import Trajectory, Turn
     from cocos.sandbox.batch import TestOutcome
 
+    def logprobs(t):
+        return None if t.get("mean_logprob") is None else [t["mean_logprob"]]
+
     return [Trajectory(r["task_id"], [Turn(prompt=t["prompt"], text=t["text"], code=t["code"], reward=t["reward"],
+                                           logprobs=logprobs(t),
                                            outcomes=[TestOutcome(o["status"], o.get("error_type"), o.get("message") or "")
                                                      for o in t["outcomes"]])
                                       for t in r["turns"]],

@@ -8,6 +8,8 @@ Correction monitors (turn 1 against the last turn T of each trajectory):
     edit_sim_if_wrong  edit similarity of turn 1 and turn T where turn 1 fails (_if_right: where it passes)
     keep_selectivity AUROC: the chance that a trajectory right at turn 1 keeps more of it at turn T than one wrong
                      at turn 1 (0.5: turn T rewrites right and wrong alike; selective correction is above 0.5)
+    confidence_auroc AUROC of turn 1's mean token log-prob (under the sampler) for right against wrong: whether
+                     the policy could tell which turn-1 answers to revise
     turnT_signal     share of groups (the k samples of a problem) whose turn-T rewards differ: the groups where
                      the last turn's reward can rank samples at all
 """
@@ -100,7 +102,7 @@ def trajectory_stats(traj, score: float, advantage: float, kl: list[float] | Non
     """What the step's statistics need of one trajectory, with its score, advantage, per-turn KL (None: not
     trained) and per-turn advantages (None on turns not trained) from its batch; `problem` (its shown tests) says
     which turns return a value a shown test expects."""
-    from cocos.eval.metrics import edit_similarity, returns_shown_value
+    from cocos.eval.metrics import edit_similarity, returns_shown_value, turn_confidence
 
     T = len(traj.turns)
     return {
@@ -109,6 +111,7 @@ def trajectory_stats(traj, score: float, advantage: float, kl: list[float] | Non
         "task_id": traj.task_id, "sample": traj.sample_index,
         "rewards": traj.rewards, "correct": [tr.all_passed for tr in traj.turns],
         "lengths": [len(tr.completion_ids) for tr in traj.turns],
+        "confidence": [turn_confidence(tr) for tr in traj.turns],
         "edit_sim": edit_similarity(traj.turns[0].code, traj.turns[-1].code) if T > 1 else 1.0,
         "score": score, "advantage": advantage, "kl": kl,
         "trained": kl is not None,
@@ -134,6 +137,9 @@ def correction_stats(local: list[dict], T: int, k: int) -> dict:
     right1 = [d for d in local if d["correct"][0]]
     groups = [local[g:g + k] for g in range(0, len(local), k)]
     selectivity = auroc([d["edit_sim"] for d in right1], [d["edit_sim"] for d in wrong1])
+    confident = None
+    if all(d.get("confidence") and d["confidence"][0] is not None for d in local):
+        confident = auroc([d["confidence"][0] for d in right1], [d["confidence"][0] for d in wrong1])
     return {
         "copy_if_wrong": mean(float(d["edit_sim"] >= COPY_SIMILARITY) for d in wrong1) if wrong1 else None,
         "delta_i2c": mean(float(not d["correct"][0] and d["correct"][-1]) for d in local),
@@ -141,6 +147,7 @@ def correction_stats(local: list[dict], T: int, k: int) -> dict:
         "edit_sim_if_wrong": mean(d["edit_sim"] for d in wrong1) if wrong1 else None,
         "edit_sim_if_right": mean(d["edit_sim"] for d in right1) if right1 else None,
         "keep_selectivity": selectivity[0] if selectivity else None,
+        "confidence_auroc": confident[0] if confident else None,
         f"turn{T}_signal": mean(float(len({d["rewards"][-1] for d in g}) > 1) for g in groups),
     }
 
