@@ -68,6 +68,12 @@ class Turn:
         return sum(o.status == "passed" for o in self.outcomes)
 
     @property
+    def mean_logprob(self) -> float | None:
+        """The mean log-prob of the completion's tokens under its sampler: the model's confidence in this answer
+        (None when not recorded)."""
+        return sum(self.logprobs) / len(self.logprobs) if self.logprobs else None
+
+    @property
     def all_passed(self) -> bool:
         return bool(self.outcomes) and self.n_passed == len(self.outcomes)
 

@@ -189,11 +189,6 @@ def returns_shown_value(code: str, problem) -> bool:
     return False
 
 
-def turn_confidence(turn) -> float | None:
-    """The mean log-prob of a turn's completion tokens under its sampler (None when not recorded)."""
-    return sum(turn.logprobs) / len(turn.logprobs) if turn.logprobs else None
-
-
 def auroc(pos: Sequence[float], neg: Sequence[float]) -> tuple[float, float] | None:
     """P(a value from `pos` exceeds one from `neg`), ties counting half (Mann-Whitney U / (n1 n2), from ranks), and
     Hanley & McNeil's (1982) standard error; None when either side is empty."""
@@ -249,7 +244,7 @@ def compute_metrics(trajectories: Sequence, problems: Sequence) -> dict:
             se=f"tests_passed@{t}",
         )
     for t in range(1, T + 1):  # does the model's confidence separate its right answers from its wrong ones?
-        conf = [(turn_confidence(tr.turns[t - 1]), tr.turns[t - 1].all_passed) for tid in ok for tr in groups[tid]]
+        conf = [(tr.turns[t - 1].mean_logprob, tr.turns[t - 1].all_passed) for tid in ok for tr in groups[tid]]
         if conf and all(c is not None for c, _ in conf):
             sep = auroc([c for c, right in conf if right], [c for c, right in conf if not right])
             m[f"confidence_auroc@{t}"] = sep[0] if sep else None

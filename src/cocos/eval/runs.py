@@ -58,8 +58,6 @@ def _steps(root: Path, required: str) -> list[int]:
 # ---- writing ------------------------------------------------------------------------------------
 def trajectory_record(traj) -> dict:
     """A `cocos.episodes.records.Trajectory` as one samples line (a turn's log-probs as their mean only)."""
-    from cocos.eval.metrics import turn_confidence
-
     return {
         "task_id": traj.task_id,
         "sample_index": traj.sample_index,
@@ -72,7 +70,7 @@ def trajectory_record(traj) -> dict:
                 "reward": t.reward,
                 "passed": t.n_passed,
                 "total": len(t.outcomes),
-                "mean_logprob": turn_confidence(t),
+                "mean_logprob": t.mean_logprob,
                 "outcomes": [
                     {"status": o.status, "error_type": getattr(o, "error_type", None),
                      "message": (getattr(o, "message", "") or "")[:500]}

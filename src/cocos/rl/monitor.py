@@ -102,7 +102,7 @@ def trajectory_stats(traj, score: float, advantage: float, kl: list[float] | Non
     """What the step's statistics need of one trajectory, with its score, advantage, per-turn KL (None: not
     trained) and per-turn advantages (None on turns not trained) from its batch; `problem` (its shown tests) says
     which turns return a value a shown test expects."""
-    from cocos.eval.metrics import edit_similarity, returns_shown_value, turn_confidence
+    from cocos.eval.metrics import edit_similarity, returns_shown_value
 
     T = len(traj.turns)
     return {
@@ -111,7 +111,7 @@ def trajectory_stats(traj, score: float, advantage: float, kl: list[float] | Non
         "task_id": traj.task_id, "sample": traj.sample_index,
         "rewards": traj.rewards, "correct": [tr.all_passed for tr in traj.turns],
         "lengths": [len(tr.completion_ids) for tr in traj.turns],
-        "confidence": [turn_confidence(tr) for tr in traj.turns],
+        "confidence": [tr.mean_logprob for tr in traj.turns],
         "edit_sim": edit_similarity(traj.turns[0].code, traj.turns[-1].code) if T > 1 else 1.0,
         "score": score, "advantage": advantage, "kl": kl,
         "trained": kl is not None,
