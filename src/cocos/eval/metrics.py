@@ -313,16 +313,15 @@ def compute_metrics(trajectories: Sequence, problems: Sequence) -> dict:
 
 def recompute(folder, dataset: str | None = None, split: str | None = None) -> list[str]:
     """Recompute an evaluation folder's metrics from its samples.jsonl (no code runs: the recorded test outcomes are
-    scored again) and add the keys its metrics.json lacks. A key it has must come out the same, else ValueError:
+    scored again) and add the keys its metrics.json lacks. A key it has must come out the same, else UserError:
     the samples are not the ones the metrics came from. The problems' dataset and split come from config.json
     unless given. -> the keys added."""
     import json
     from pathlib import Path
 
     from cocos.data.problems import load_problems
-    from cocos.eval import runs
-
     from cocos.errors import UserError
+    from cocos.eval import runs
 
     folder = Path(folder)
     for name in (runs.METRICS, runs.SAMPLES):
@@ -341,7 +340,8 @@ def recompute(folder, dataset: str | None = None, split: str | None = None) -> l
     fresh = compute_metrics(trajs, [p for p in load_problems(dataset, split) if p.task_id in ids])
     for key in ("acc@1", "delta(1,2)", "edit_sim_if_wrong(1,2)", "copy_if_wrong(1,2)", "n_problems"):
         if key in stored and stored[key] is not None and abs(stored[key] - fresh[key]) > 1e-9:
-            raise ValueError(f"{folder}: {key} from samples.jsonl is {fresh[key]}, metrics.json says {stored[key]}")
+            raise UserError(f"{folder}: {key} from samples.jsonl is {fresh[key]}, metrics.json says {stored[key]}: "
+                            "the samples are not the ones these metrics came from; nothing written")
     added = [k for k in fresh if k not in stored]
     runs.write_metrics(folder, stored | {k: fresh[k] for k in added})
     return added

@@ -225,7 +225,8 @@ def arms(out: Path, page: Path) -> list[str]:
 
 CHECK_COLUMNS = [("acc@1", "acc@1"), ("acc@2", "acc@2"), ("Δ (i→c − c→i)", "delta(1,2)"),
                  ("copies of wrong t1", "copy_if_wrong(1,2)"), ("edit sim, t1 wrong", "edit_sim_if_wrong(1,2)"),
-                 ("keeps right over wrong (AUROC)", "keep_selectivity(1,2)"), ("echo a shown test t2", "hardcoded@2"), ("tests passed t1", "tests_passed@1")]
+                 ("keeps right over wrong (AUROC)", "keep_selectivity(1,2)"), ("echo a shown test t2", "hardcoded@2"),
+                 ("tests passed t1", "tests_passed@1")]
 
 
 def validation_checks(out: Path) -> list[str]:
@@ -236,7 +237,8 @@ def validation_checks(out: Path) -> list[str]:
     for folder in sorted((out / "eval_validation").iterdir()) if (out / "eval_validation").is_dir() else []:
         if (folder / runs.METRICS).exists():
             m = json.loads((folder / runs.METRICS).read_text())
-            rows.append([f"{folder.name} (start)", "-", str(m.get("n_problems", "?"))] + [cell(m, k) for _, k in CHECK_COLUMNS])
+            rows.append([f"{folder.name} (start)", "-", str(m.get("n_problems", "?"))]
+                        + [cell(m, k) for _, k in CHECK_COLUMNS])
     for arm in sorted(p for p in (out / "train").iterdir() if p.is_dir()) if (out / "train").is_dir() else []:
         steps = sorted((int(d.name.split("_")[1]), d) for d in (arm / "eval").glob("step_*")
                        if d.name.split("_")[1].isdigit() and (d / runs.METRICS).exists())
