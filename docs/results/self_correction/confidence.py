@@ -8,16 +8,14 @@ second bounds what "re-answer when unsure" can reach without learning to fix.
    right" (0.5: no separation) with Hanley-McNeil's standard error, and the AUROC of turn 2's edit similarity to
    turn 1 for "turn 1 right" (0.5: turn 2 rewrites right and wrong answers alike). Per-problem scores go to
    OUT/confidence/MODEL.jsonl.
-2. For the new boost, with its 8 turn-1 samples per problem at temperature 0.9 (OUT/reachable/boost_new_mbpp): a turn
-   2 that keeps its greedy answer or replaces it by one fresh sample gains p on a wrong answer and loses 1 - p on a
-   right one (p: the problem's share of passing samples). Printed in points of the 500 problems: re-answer every
-   problem, re-answer exactly the wrong ones (an oracle), and re-answer the least confident share q (the best q,
-   chosen on these same problems: optimistic).
+2. For the new boost, with its turn-1 samples per problem (OUT/reachable/boost_new_mbpp*: 8 at temperature 0.9, 4 at
+   0.5): a turn 2 that keeps its greedy answer or replaces it by one fresh sample gains p on a wrong answer and loses 1 - p on a
+   right one (p: the problem's share of passing samples). Printed in points of the 500 problems: re-answer exactly
+   the wrong ones (an oracle), every problem, the least confident share q (the best q, chosen on these same
+   problems: optimistic) and cross-fitted (q chosen on odd task ids and used on even ones, and back: honest).
 3. With --gate MODEL: MODEL's turn 2 (e.g. self_corrector, whose turn 1 is the new boost's greedy answer) used only
    on the problems where the new boost is least confident in its turn 1, the rest kept: the net Δi→c − Δc→i in
-   points when every turn 2 is used, at the best share (chosen on the same problems: optimistic) and 2-fold
-   cross-fitted (the share chosen on odd task ids applied to even ones and back: honest), with the standard error
-   over problems.
+   points, chosen the same three ways, with the cross-fitted one's standard error over problems.
 
     python docs/results/self_correction/confidence.py OUT MODEL [MODEL ...] [--gate MODEL]   # OUT: the script's folder
 """
@@ -62,48 +60,51 @@ def scores(out: Path, name: str) -> list[dict]:
     return rows
 
 
+def gate_by_confidence(changes: list[tuple[float, int, float]]) -> str:
+    """changes: (turn-1 confidence, task id, what taking the new answer changes in correctness) per problem. The new
+    answer taken everywhere; on the least confident share q only, q the best on these problems (optimistic); and
+    cross-fitted: q chosen on odd task ids and used on even ones, and back (honest), with its SE over problems."""
+    changes = sorted(changes)
+    n = len(changes)
+    shares = [i / 100 for i in range(101)]
+
+    def net(rows, share):  # take the new answer on the least confident `share` of rows, keep turn 1 elsewhere
+        return [d if i < round(share * len(rows)) else 0.0 for i, (_, _, d) in enumerate(rows)]
+
+    best = max(shares, key=lambda q: sum(net(changes, q)))
+    fitted = []
+    halves = [[c for c in changes if c[1] % 2 == parity] for parity in (0, 1)]
+    for fit, use in ((halves[1], halves[0]), (halves[0], halves[1])):
+        fitted += net(use, max(shares, key=lambda q: sum(net(fit, q))))
+    mean = sum(fitted) / n
+    se = math.sqrt(sum((x - mean) ** 2 for x in fitted) / (n - 1) / n)
+    return (f"everywhere {100 * sum(d for *_, d in changes) / n:+.2f} points; the least confident {100 * best:.0f}% "
+            f"(chosen on these problems) {100 * sum(net(changes, best)) / n:+.2f}; cross-fitted {100 * mean:+.2f} "
+            f"(SE {100 * se:.2f})")
+
+
 def resample_ceiling(rows: list[dict], samples: Path) -> str:
+    """Turn 2 = one fresh turn-1 sample: it gains p on a wrong answer and loses 1 - p on a right one."""
     passed: dict = {}
     for r in map(json.loads, open(samples)):
         t = r["turns"][0]
         passed.setdefault(r["task_id"], []).append(t["passed"] == t["total"])
     p = {tid: sum(v) / len(v) for tid, v in passed.items()}
-    gain = lambda r: p[r["task_id"]] if not r["right"] else p[r["task_id"]] - 1  # noqa: E731
-    n = len(rows)
-    every = 100 * sum(gain(r) for r in rows) / n
-    oracle = 100 * sum(gain(r) for r in rows if not r["right"]) / n
-    by_doubt = sorted(rows, key=lambda r: r["confidence"])
-    nets = [(100 * sum(gain(r) for r in by_doubt[:k]) / n, k) for k in range(n + 1)]
-    best, k = max(nets)
-    return (f"re-answer by one fresh sample (0.9): every problem {every:+.2f} points; exactly the wrong ones (oracle) "
-            f"{oracle:+.2f}; the least confident {k} ({100 * k / n:.0f}%, chosen on these problems) {best:+.2f}")
+    gain = {r["task_id"]: p[r["task_id"]] - r["right"] for r in rows}
+    oracle = 100 * sum(g for r in rows for g in [gain[r["task_id"]]] if not r["right"]) / len(rows)
+    return (f"re-answer by one fresh sample: exactly the wrong ones (oracle) {oracle:+.2f}; "
+            + gate_by_confidence([(r["confidence"], r["task_id"], gain[r["task_id"]]) for r in rows]))
 
 
 def gated(out: Path, name: str, by: list[dict]) -> str:
     """MODEL's turn 2 where `by` (the turn-1 model's scores) is least confident, its turn 1 elsewhere."""
     conf = {r["task_id"]: r["confidence"] for r in by}
-    change = []  # (confidence of turn 1, task id, r2 - r1 in {-1, 0, 1})
+    changes = []
     for r in map(json.loads, open(out / "eval" / name / "mbpp" / "samples.jsonl")):
         t1, t2 = r["turns"][0], r["turns"][1]
-        change.append((conf[r["task_id"]], r["task_id"], (t2["passed"] == t2["total"]) - (t1["passed"] == t1["total"])))
-    change.sort()
-    n = len(change)
-
-    def net(rows, share):  # gate the least confident `share` of rows
-        return [d if i < round(share * len(rows)) else 0 for i, (_, _, d) in enumerate(rows)]
-
-    shares = [i / 100 for i in range(101)]
-    best = max(shares, key=lambda q: sum(net(change, q)))
-    halves = [[c for c in change if c[1] % 2 == parity] for parity in (0, 1)]
-    fitted = []
-    for fit, use in ((halves[1], halves[0]), (halves[0], halves[1])):
-        q = max(shares, key=lambda q: sum(net(fit, q)))
-        fitted += net(use, q)
-    mean = sum(fitted) / n
-    se = math.sqrt(sum((x - mean) ** 2 for x in fitted) / (n - 1) / n)
-    return (f"{name}'s turn 2 gated by turn-1 confidence: every turn 2 {100 * sum(d for *_, d in change) / n:+.1f} "
-            f"points; the least confident {100 * best:.0f}% (chosen on these problems) "
-            f"{100 * sum(net(change, best)) / n:+.1f}; cross-fitted {100 * mean:+.1f} (SE {100 * se:.1f})")
+        changes.append((conf[r["task_id"]], r["task_id"],
+                        float((t2["passed"] == t2["total"]) - (t1["passed"] == t1["total"]))))
+    return f"{name}'s turn 2 gated by turn-1 confidence: " + gate_by_confidence(changes)
 
 
 args = sys.argv[1:]
@@ -123,6 +124,8 @@ for name in args[1:]:
     print(f"{name}: {len(right)} right, {len(wrong)} wrong turn-1 answers; mean token log-prob {sum(right) / len(right):.3f}"
           f" (right) vs {sum(wrong) / len(wrong):.3f} (wrong); confidence AUROC {a:.3f} (SE {se:.3f}); turn 2 keeps "
           f"right answers more than wrong ones: AUROC {b:.3f} (SE {se_b:.3f})")
-    samples = out / "reachable" / f"{name}_mbpp" / "samples.jsonl"
-    if samples.exists():
-        print(f"{name}: {resample_ceiling(rows, samples)}")
+    for folder in sorted((out / "reachable").glob(f"{name}_mbpp*")):  # one per sampling temperature
+        if (folder / "metrics.json").exists():  # finished
+            config = json.loads((folder / "config.json").read_text())
+            print(f"{name}, {config['samples_per_problem']} samples at {config['temperature']}: "
+                  f"{resample_ceiling(rows, folder / 'samples.jsonl')}")
