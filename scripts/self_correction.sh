@@ -13,8 +13,9 @@
 #               own wrong answers (sampled 4x at 0.9, failing in the sandbox), the rest keep its own right ones
 #   boost_old   the same problems and budget with the earlier data: one-line mutants of the reference, half of the
 #               second turns keep the reference itself (what every earlier page's boost model learned from)
-#   reachable   boost_new's pass@8 on MBPP test (8 turn-1 samples at 0.9) against its greedy acc@1, and how many
-#               greedy-wrong problems some sample solves: how much a turn 2 could fix at this size
+#   reachable   boost_new's pass@8 on MBPP test (8 turn-1 samples at 0.9; and 4 at 0.5 and at 0.3) against its greedy
+#               acc@1, and how many greedy-wrong problems some sample solves: how much a turn 2 could fix at this size
+#               (docs/results/self_correction/confidence.py turns them into the re-answer oracle)
 #   curriculum  boost_new samples 4 two-turn episodes per MBPP-train problem at 0.9; curriculum.json keeps the
 #               problems that CURRICULUM_RULE keeps, rule_signal.json says how much turn-2 signal each rule leaves;
 #               curriculum_binary/ the same under the binary reward (the variance rule: some sample solves it)
@@ -132,7 +133,8 @@ job_done() {  # job_done KIND [NAME [DATASET]]
   case "$1" in
     boost_*) has_model "$OUT/$1" ;;
     curriculum) [ -f "$OUT/curriculum/curriculum.json" ] ;;
-    reachable) [ -f "$OUT/reachable/boost_new_mbpp/metrics.json" ] ;;
+    reachable) [ -f "$OUT/reachable/boost_new_mbpp/metrics.json" ] && [ -f "$OUT/reachable/boost_new_mbpp_t0.5/metrics.json" ] \
+               && [ -f "$OUT/reachable/boost_new_mbpp_t0.3/metrics.json" ] ;;
     validation) [ -f "$OUT/eval_validation/boost_new/metrics.json" ] ;;
     self_corrector) has_model "$OUT/self_corrector/corrector" ;;
     train) [ -f "$OUT/train/$2/FINISHED" ] ;;
@@ -166,9 +168,15 @@ curriculum_job() {
     --out "$OUT/curriculum_binary/curriculum.json"
 }
 
-reachable_job() {  # pass@k at temperature 0.9 against greedy acc@1: is a fix within the model's reach at all?
-  run cocos eval --model "$OUT/boost_new" --dataset mbpp --split test "${LIMIT[@]}" --turns 1 --samples-per-problem 8 \
-    --temperature 0.9 --max-new-tokens "$EVAL_TOKENS" --rollout-dtype auto --out "$OUT/reachable/boost_new_mbpp"
+REACHABLE=("boost_new_mbpp 0.9 8" "boost_new_mbpp_t0.5 0.5 4" "boost_new_mbpp_t0.3 0.3 4")  # folder temperature samples
+reachable_job() {  # pass@k against greedy acc@1: is a fix within the model's reach at all, and at which temperature?
+  local folder t n
+  for r in "${REACHABLE[@]}"; do
+    read -r folder t n <<<"$r"
+    [ -f "$OUT/reachable/$folder/metrics.json" ] && continue
+    run cocos eval --model "$OUT/boost_new" --dataset mbpp --split test "${LIMIT[@]}" --turns 1 --samples-per-problem "$n" \
+      --temperature "$t" --max-new-tokens "$EVAL_TOKENS" --rollout-dtype auto --out "$OUT/reachable/$folder"
+  done
 }
 
 validation_job() {  # the in-run checks' reference: the same split, problems, turns and tokens (the trainer's eval)

@@ -112,9 +112,10 @@ def test_self_correction_queue_runs_each_job_once_in_order(tmp_path):
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     calls = _calls(tmp_path)
     outs = Counter(out for _, _, out in calls)
-    # 2 boosts, the curriculum's samples, pass@8, the new boost's validation check, 2 arms, Self-Corrector,
-    # 3 datasets x (2 boosts + 2 arms + Self-Corrector), sampled MBPP evaluations of the new boost and the 2 arms
-    assert len(outs) == 2 + 1 + 1 + 1 + 2 + 1 + 15 + 3 and set(outs.values()) == {1}, outs
+    # 2 boosts, the curriculum's samples, pass@k at 3 temperatures, the new boost's validation check, 2 arms,
+    # Self-Corrector, 3 datasets x (2 boosts + 2 arms + Self-Corrector), sampled MBPP evaluations of the new boost
+    # and the 2 arms
+    assert len(outs) == 2 + 1 + 3 + 1 + 2 + 1 + 15 + 3 and set(outs.values()) == {1}, outs
     assert len({pid for pid, _, _ in calls}) == 2
     out, order = tmp_path / "out", [o for _, _, o in calls]
     assert order.index(str(out / "boost_old")) < order.index(str(out / "eval" / "boost_old" / "mbpp"))
