@@ -5,7 +5,7 @@ second bounds what "re-answer when unsure" can reach without learning to fix.
 1. For each evaluated model, each problem's greedy turn-1 answer (eval/MODEL/mbpp/samples.jsonl: prompt and
    completion text) is scored by the same model: the mean log-probability of the completion's tokens (the text
    re-tokenized after the prompt's ids, as the sampler feeds them). Printed: the AUROC of that score for "turn 1
-   right" (0.5: no separation) with Hanley-McNeil's standard error, and the AUROC of turn 2's edit similarity to
+   right" (0.5: no separation) with Hanley-McNeil's standard error, the same for its least likely token's log-prob, and the AUROC of turn 2's edit similarity to
    turn 1 for "turn 1 right" (0.5: turn 2 rewrites right and wrong answers alike). Per-problem scores go to
    OUT/confidence/MODEL.jsonl.
 2. For the new boost, with its turn-1 samples per problem (OUT/reachable/boost_new_mbpp*: 8 at temperature 0.9, 4 at
@@ -33,27 +33,31 @@ from cocos.generation.sampling import encode_prompt
 
 
 @torch.no_grad()
-def mean_logprob(model, tok, prompt: str, text: str) -> float:
+def logprobs(model, tok, prompt: str, text: str) -> list[float]:
+    """The log-prob of each completion token after the prompt."""
     ids_p = encode_prompt(tok, prompt)
     ids_t = tok(text, add_special_tokens=False).input_ids
     ids = torch.tensor([ids_p + ids_t])
     logp = torch.log_softmax(model(ids).logits[0, len(ids_p) - 1:-1].float(), -1)
-    return logp.gather(-1, torch.tensor(ids_t)[:, None]).mean().item()
+    return logp.gather(-1, torch.tensor(ids_t)[:, None])[:, 0].tolist()
 
 
 def scores(out: Path, name: str) -> list[dict]:
     """Per problem: turn 1 right, its confidence, turn 2's similarity to it (cached in OUT/confidence/NAME.jsonl)."""
     cache = out / "confidence" / f"{name}.jsonl"
     if cache.exists():
-        return [json.loads(line) for line in open(cache)]
+        rows = [json.loads(line) for line in open(cache)]
+        if all("min_logprob" in r for r in rows):
+            return rows
     folder = out / name if (out / name / "config.json").exists() else out / "train" / name / "checkpoints" / "step_300"
     tok = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     rows = []
     for r in map(json.loads, open(out / "eval" / name / "mbpp" / "samples.jsonl")):
         t1, t2 = r["turns"][0], r["turns"][1]
+        lp = logprobs(model, tok, t1["prompt"], t1["text"])
         rows.append({"task_id": r["task_id"], "right": t1["passed"] == t1["total"],
-                     "confidence": mean_logprob(model, tok, t1["prompt"], t1["text"]),
+                     "confidence": sum(lp) / len(lp), "min_logprob": min(lp),
                      "edit_sim": edit_similarity(t1["code"], t2["code"])})
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -121,8 +125,10 @@ for name in args[1:]:
     wrong = [r["confidence"] for r in rows if not r["right"]]
     a, se = auroc(right, wrong)
     b, se_b = auroc([r["edit_sim"] for r in rows if r["right"]], [r["edit_sim"] for r in rows if not r["right"]])
+    c, se_c = auroc([r["min_logprob"] for r in rows if r["right"]], [r["min_logprob"] for r in rows if not r["right"]])
     print(f"{name}: {len(right)} right, {len(wrong)} wrong turn-1 answers; mean token log-prob {sum(right) / len(right):.3f}"
-          f" (right) vs {sum(wrong) / len(wrong):.3f} (wrong); confidence AUROC {a:.3f} (SE {se:.3f}); turn 2 keeps "
+          f" (right) vs {sum(wrong) / len(wrong):.3f} (wrong); confidence AUROC {a:.3f} (SE {se:.3f}), by its least "
+          f"likely token {c:.3f} (SE {se_c:.3f}); turn 2 keeps "
           f"right answers more than wrong ones: AUROC {b:.3f} (SE {se_b:.3f})")
     for folder in sorted((out / "reachable").glob(f"{name}_mbpp*")):  # one per sampling temperature
         if (folder / "metrics.json").exists():  # finished
