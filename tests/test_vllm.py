@@ -92,6 +92,9 @@ def test_eval_vllm_gives_the_hf_answers(tmp_path):
     n_chars = 0
     for v, h in zip(rows["vllm"], rows["hf"]):
         assert v["task_id"] == h["task_id"]
+        # the same tokens; their mean log-prob (each answer's confidence) agrees to float noise across backends
+        for tv, th in zip(v["turns"], h["turns"]):
+            assert tv.pop("mean_logprob") == pytest.approx(th.pop("mean_logprob"), abs=1e-4)
         assert v["turns"] == h["turns"], f"task {v['task_id']}: vLLM and HF answers differ"
         n_chars += len(json.dumps(v["turns"]))
     assert n_chars > 500  # long, varied answers, not a few repeated tokens
