@@ -117,6 +117,7 @@ model_of() {  # the checkpoint folder an evaluation reads
   case "$1" in boost_*|self_corrector) echo "$OUT/$1" ;; *) echo "$OUT/train/$1/checkpoints/step_$STEPS" ;; esac
 }
 
+REACHABLE=("boost_new_mbpp 0.9 8" "boost_new_mbpp_t0.5 0.5 4" "boost_new_mbpp_t0.3 0.3 4")  # folder temperature samples
 JOBS=(boost_new boost_old "eval boost_new mbpp" "eval boost_old mbpp" curriculum reachable validation)
 for seed in "${SEED_LIST[@]}"; do for arm in "${ARM_LIST[@]}"; do JOBS+=("train ${arm}_s$seed"); done; done
 # each arm's MBPP evaluation as soon as it is trained: the number the goal is stated on
@@ -133,8 +134,7 @@ job_done() {  # job_done KIND [NAME [DATASET]]
   case "$1" in
     boost_*) has_model "$OUT/$1" ;;
     curriculum) [ -f "$OUT/curriculum/curriculum.json" ] ;;
-    reachable) [ -f "$OUT/reachable/boost_new_mbpp/metrics.json" ] && [ -f "$OUT/reachable/boost_new_mbpp_t0.5/metrics.json" ] \
-               && [ -f "$OUT/reachable/boost_new_mbpp_t0.3/metrics.json" ] ;;
+    reachable) local r; for r in "${REACHABLE[@]}"; do [ -f "$OUT/reachable/${r%% *}/metrics.json" ] || return 1; done ;;
     validation) [ -f "$OUT/eval_validation/boost_new/metrics.json" ] ;;
     self_corrector) has_model "$OUT/self_corrector/corrector" ;;
     train) [ -f "$OUT/train/$2/FINISHED" ] ;;
@@ -168,7 +168,6 @@ curriculum_job() {
     --out "$OUT/curriculum_binary/curriculum.json"
 }
 
-REACHABLE=("boost_new_mbpp 0.9 8" "boost_new_mbpp_t0.5 0.5 4" "boost_new_mbpp_t0.3 0.3 4")  # folder temperature samples
 reachable_job() {  # pass@k against greedy acc@1: is a fix within the model's reach at all, and at which temperature?
   local folder t n
   for r in "${REACHABLE[@]}"; do

@@ -21,13 +21,13 @@ second bounds what "re-answer when unsure" can reach without learning to fix.
 """
 
 import json
-import math
 import sys
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from cocos.eval.claims_stats import mean_se
 from cocos.eval.metrics import auroc, edit_similarity
 from cocos.generation.sampling import encode_prompt
 
@@ -80,11 +80,10 @@ def gate_by_confidence(changes: list[tuple[float, int, float]]) -> str:
     halves = [[c for c in changes if c[1] % 2 == parity] for parity in (0, 1)]
     for fit, use in ((halves[1], halves[0]), (halves[0], halves[1])):
         fitted += net(use, max(shares, key=lambda q: sum(net(fit, q))))
-    mean = sum(fitted) / n
-    se = math.sqrt(sum((x - mean) ** 2 for x in fitted) / (n - 1) / n)
+    cross = mean_se(fitted)
     return (f"everywhere {100 * sum(d for *_, d in changes) / n:+.2f} points; the least confident {100 * best:.0f}% "
-            f"(chosen on these problems) {100 * sum(net(changes, best)) / n:+.2f}; cross-fitted {100 * mean:+.2f} "
-            f"(SE {100 * se:.2f})")
+            f"(chosen on these problems) {100 * sum(net(changes, best)) / n:+.2f}; cross-fitted {100 * cross.mean:+.2f} "
+            f"(SE {100 * cross.se:.2f})")
 
 
 def resample_ceiling(rows: list[dict], samples: Path) -> str:
@@ -95,7 +94,7 @@ def resample_ceiling(rows: list[dict], samples: Path) -> str:
         passed.setdefault(r["task_id"], []).append(t["passed"] == t["total"])
     p = {tid: sum(v) / len(v) for tid, v in passed.items()}
     gain = {r["task_id"]: p[r["task_id"]] - r["right"] for r in rows}
-    oracle = 100 * sum(g for r in rows for g in [gain[r["task_id"]]] if not r["right"]) / len(rows)
+    oracle = 100 * sum(gain[r["task_id"]] for r in rows if not r["right"]) / len(rows)
     return (f"re-answer by one fresh sample: exactly the wrong ones (oracle) {oracle:+.2f}; "
             + gate_by_confidence([(r["confidence"], r["task_id"], gain[r["task_id"]]) for r in rows]))
 

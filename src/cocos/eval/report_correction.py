@@ -240,10 +240,8 @@ def validation_checks(out: Path) -> list[str]:
             rows.append([f"{folder.name} (start)", "-", str(m.get("n_problems", "?"))]
                         + [cell(m, k) for _, k in CHECK_COLUMNS])
     for arm in sorted(p for p in (out / "train").iterdir() if p.is_dir()) if (out / "train").is_dir() else []:
-        steps = sorted((int(d.name.split("_")[1]), d) for d in (arm / "eval").glob("step_*")
-                       if d.name.split("_")[1].isdigit() and (d / runs.METRICS).exists())
-        for step, d in steps:
-            m = json.loads((d / runs.METRICS).read_text())
+        for step in runs.eval_steps(arm):  # finished checks only, in step order
+            m = json.loads((runs.eval_dir(arm, step) / runs.METRICS).read_text())
             rows.append([arm.name, str(step), str(m.get("n_problems", "?"))] + [cell(m, k) for _, k in CHECK_COLUMNS])
     if not any(r[1] != "-" for r in rows):
         return []
