@@ -17,6 +17,7 @@ FAKE_COCOS = r"""#!/usr/bin/env bash
 out=""; steps=0; prev=""
 for a in "$@"; do [ "$prev" = --out ] && out=$a; case "$a" in max_steps=*) steps=${a#max_steps=};; esac; prev=$a; done
 echo "$PPID $1 $out" >> "$CALLS"
+[ -n "${ARGS:-}" ] && echo "$*" >> "$ARGS"
 sleep 0.3
 [ -n "${SLOW_AT:-}" ] && [[ "$out" == *$SLOW_AT ]] && sleep 4
 [ -n "${CRASH_AT:-}" ] && [[ "$out" == *$CRASH_AT ]] && exit 3
@@ -129,6 +130,19 @@ def test_self_correction_queue_runs_each_job_once_in_order(tmp_path):
     assert order.index(str(out / "boost_new")) < order.index(str(out / "reachable" / "boost_new_mbpp"))
     assert order.index(str(out / "boost_new")) < order.index(str(out / "eval_validation" / "boost_new"))
     assert (out / "curriculum" / "curriculum.json").exists() and (out / "page" / "self_correction.md").exists()
+
+
+def test_self_correction_low_temperature_arm_is_per_turn_binary_sampled_at_half(tmp_path):
+    env = _env(tmp_path, ARMS="per_turn_binary per_turn_binary_t0.5", ARGS=str(tmp_path / "args.txt"))
+    res = subprocess.run(["bash", str(ROOT / "scripts" / "self_correction.sh")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    train = {line.split("--out ")[1].split()[0].rsplit("/", 1)[1]: line
+             for line in (tmp_path / "args.txt").read_text().splitlines() if line.startswith("train ") and "/train/" in line}
+    low, base = train["per_turn_binary_t0.5_s0"], train["per_turn_binary_s0"]
+    for s in ("mode=trajectory", "gamma=0.5", "advantage=per-turn", "reward=binary", "eval_every=50"):
+        assert s in low and s in base
+    assert "temperature=0.5" in low and "temperature=0.5" not in base
 
 
 def test_credit_queue_runs_each_job_once_and_evaluates_trained_models(tmp_path):
