@@ -12,7 +12,8 @@ second bounds what "re-answer when unsure" can reach without learning to fix.
    0.5): a turn 2 that keeps its greedy answer or replaces it by one fresh sample gains p on a wrong answer and loses 1 - p on a
    right one (p: the problem's share of passing samples). Printed in points of the 500 problems: re-answer exactly
    the wrong ones (an oracle), every problem, the least confident share q (the best q, chosen on these same
-   problems: optimistic) and cross-fitted (q chosen on odd task ids and used on even ones, and back: honest).
+   problems: optimistic) and cross-fitted (q chosen on odd task ids and used on even ones, and back: honest); then
+   the fix and break rates of a fresh sample and the ROC point a gate would need for +2 points.
 3. With --gate MODEL: MODEL's turn 2 (e.g. self_corrector, whose turn 1 is the new boost's greedy answer) used only
    on the problems where the new boost is least confident in its turn 1, the rest kept: the net Δi→c − Δc→i in
    points, chosen the same three ways, with the cross-fitted one's standard error over problems.
@@ -96,7 +97,29 @@ def resample_ceiling(rows: list[dict], samples: Path) -> str:
     gain = {r["task_id"]: p[r["task_id"]] - r["right"] for r in rows}
     oracle = 100 * sum(gain[r["task_id"]] for r in rows if not r["right"]) / len(rows)
     return (f"re-answer by one fresh sample: exactly the wrong ones (oracle) {oracle:+.2f}; "
-            + gate_by_confidence([(r["confidence"], r["task_id"], gain[r["task_id"]]) for r in rows]))
+            + gate_by_confidence([(r["confidence"], r["task_id"], gain[r["task_id"]]) for r in rows])
+            + "\n    " + gate_needed(rows, p))
+
+
+def gate_needed(rows: list[dict], p: dict) -> str:
+    """What a gate must do for re-answering to reach the goal (+2 points). A wrong answer re-answered gains f on
+    average (its p), a right one loses b (its 1 - p); a gate that re-answers a share TPR of the wrong answers and FPR
+    of the right ones, blind to p, nets (n_wrong TPR f - n_right FPR b) / n. Only wrong answers with p > 0 can gain:
+    how well confidence tells those from right ones, and from the hopeless ones, is what a learned gate could use."""
+    right = [r for r in rows if r["right"]]
+    wrong = [r for r in rows if not r["right"]]
+    fix = sum(p[r["task_id"]] for r in wrong) / len(wrong)
+    brk = sum(1 - p[r["task_id"]] for r in right) / len(right)
+    fixable = [r["confidence"] for r in wrong if p[r["task_id"]] > 0]
+    hopeless = [r["confidence"] for r in wrong if p[r["task_id"]] == 0]
+    a, se = auroc([r["confidence"] for r in right], fixable)
+    b, se_b = auroc(fixable, hopeless)
+    at_fpr0 = 0.02 * len(rows) / (len(wrong) * fix)
+    slope = len(right) * brk / (len(wrong) * fix)
+    return (f"fixes {100 * fix:.1f}% of wrong answers (on average; {len(fixable)} of {len(wrong)} fixable at all), "
+            f"breaks {100 * brk:.1f}% of right ones; +2 points needs a gate with TPR >= {at_fpr0:.2f} + {slope:.2f} FPR"
+            f"{' (beyond any gate)' if at_fpr0 > 1 else ''}; confidence tells right from fixable wrong at AUROC "
+            f"{a:.3f} (SE {se:.3f}), fixable from hopeless wrong at {b:.3f} (SE {se_b:.3f})")
 
 
 def gated(out: Path, name: str, by: list[dict]) -> str:
