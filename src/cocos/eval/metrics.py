@@ -275,12 +275,13 @@ def compute_metrics(trajectories: Sequence, problems: Sequence) -> dict:
                 passed += len(before)
         m[f"unit_preserve{key}"] = kept / passed if passed else 1.0
         m[f"unit_preserve_base{key}"] = passed
-        m[f"edit_sim{key}"] = per_problem(lambda tr: edit_similarity(tr.turns[a - 1].code, tr.turns[b - 1].code))
+        sim = {id(tr): edit_similarity(tr.turns[a - 1].code, tr.turns[b - 1].code) for tid in ok for tr in groups[tid]}
+        m[f"edit_sim{key}"] = per_problem(lambda tr: sim[id(tr)])
         # split by whether turn a was right: copying a right answer is fine, copying a wrong one corrects nothing
         sims = {True: [], False: []}
         for tid in ok:
             for tr in groups[tid]:
-                sims[c(tr, a)].append(edit_similarity(tr.turns[a - 1].code, tr.turns[b - 1].code))
+                sims[c(tr, a)].append(sim[id(tr)])
         m[f"edit_sim_if_right{key}"] = _mean(sims[True]) if sims[True] else None
         m[f"edit_sim_if_wrong{key}"] = _mean(sims[False]) if sims[False] else None
         m[f"copy_if_wrong{key}"] = _mean([float(x >= COPY_SIMILARITY) for x in sims[False]]) if sims[False] else None
