@@ -426,3 +426,23 @@ def test_correction_monitors_and_the_no_revision_signature():
     said = [dog.check(echo(i, share)) for i, share in enumerate([0.3, 0.1, 0.3, 0.25, 0.4], 1)]
     named = [any("reward hacking: " in w and "shown in the prompt" in w for w in ws) for ws in said]
     assert named == [False, False, False, False, True]  # three steps in a row at 20% or more
+
+
+def test_watchdog_names_a_turn_1_that_gives_up_its_answers():
+    """The per-turn binary arm's signature (gamma 0.5, steps 200-230 of docs/results/self_correction): turn 1's
+    reward falls from ~0.25 to ~0.02 while turn 2 holds ~0.22. A turn 2 that rises over a steady turn 1 (correction)
+    and a turn 1 that falls with turn 2 (a bad step) are not named."""
+    from cocos.rl.monitor import Watchdog
+
+    def run(r1s, r2s):
+        dog = Watchdog(window=2)
+        return [any("turn 1 gives up" in w for w in dog.check(
+            {"step": i, "turns": 2, "kl": 0.0, "reward@1": r1, "reward@2": r2, "reward_mean": (r1 + r2) / 2}))
+            for i, (r1, r2) in enumerate(zip(r1s, r2s), 1)]
+
+    said = run([0.25] * 8 + [0.02] * 4, [0.25] * 8 + [0.22] * 4)
+    # over the last 4 steps turn 1 averages 0.19, 0.135, then 0.0775: below half of 0.25 from step 11
+    assert said == [False] * 10 + [True, True]
+    assert not any(run([0.25] * 12, [0.25] * 8 + [0.5] * 4))  # turn 2 above a steady turn 1: correction
+    assert not any(run([0.25] * 8 + [0.02] * 4, [0.25] * 8 + [0.02] * 4))  # both fall together
+    assert not any(run([0.25] * 3 + [0.02] * 4, [0.25] * 3 + [0.22] * 4))  # too few steps to compare (4w)

@@ -61,6 +61,7 @@ class Watchdog:
     edit_sim_max: float = 0.98
     copy_max: float = 0.9  # share of wrong turn-1 answers copied at turn T above which "no revision" is named
     hardcoded_max: float = 0.2  # share of turn-T answers returning a shown test's expected value: a reward hack
+    sandbag_gap: float = 0.1  # turn T's reward this far above turn 1's, turn 1's halved: turn 1 gives up its answers
     history: list[dict] = field(default_factory=list)
 
     def check(self, stats: dict) -> list[str]:
@@ -76,6 +77,20 @@ class Watchdog:
             if d1 < -0.05 and dT > 0.05:
                 out.append(f"reward hacking? turn-1 reward falls ({d1:+.3f}) while turn-{T} reward rises ({dT:+.3f}) "
                            f"over the last {w} steps")
+        if T >= 2 and len(h) >= 4 * w:
+            # Over 2w steps: turn 1's reward below half its best earlier 2w-step mean, turn T's well above it. With
+            # gamma < 1 the accumulated reward pays wrong -> right (1) more than right -> right (gamma), so turn 1
+            # can learn to answer wrong where turn T knows the answer; the turn-1 -> T rise of "reward hacking?"
+            # above misses it when turn T only holds its level.
+            span = 2 * w
+            r1 = [s["reward@1"] for s in h]
+            best = max(mean(r1[i:i + span]) for i in range(len(h) - 2 * span + 1))
+            now, gap = mean(r1[-span:]), mean(s[f"reward@{T}"] for s in h[-span:]) - mean(r1[-span:])
+            if now < 0.5 * best and gap > self.sandbag_gap:
+                out.append(f"turn 1 gives up its answers: its reward is {now:.3f} over the last {span} steps (it "
+                           f"reached {best:.3f}) while turn {T}'s is {gap:+.3f} above it. The accumulated reward with "
+                           "gamma < 1 pays a wrong turn 1 that a later turn fixes more than a right one; a gamma >= 1, "
+                           "last-turn mode (turn 1 not trained) or a larger beta1 on turn 1 remove the incentive")
         if T >= 2 and len(h) >= w and all(s.get(f"edit_sim(1,{T})", 0) > self.edit_sim_max for s in h[-w:]):
             out.append(f"no revision: edit similarity of turns 1 and {T} above {self.edit_sim_max} for {w} steps")
         copies = [s.get("copy_if_wrong") for s in h[-w:]]
