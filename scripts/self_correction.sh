@@ -39,6 +39,9 @@
 #               per_turn_binary_t0.5  per_turn_binary with the training rollouts sampled at temperature 0.5, not
 #                           0.9: a fresh sample at 0.9 breaks 79% of the boost's right MBPP answers and fixes 1.5% of its
 #                           wrong ones, at 0.5 49% and 3.4% (confidence.txt), so turn 2 at 0.9 mostly learns to copy
+#               per_turn_binary_g2  per_turn_binary with gamma 2: the accumulated reward at gamma 0.5 pays
+#                           wrong -> right (1) twice right -> right (0.5), and per_turn_binary's turn 1 learned to
+#                           answer wrong (steps 205-230); at gamma 2 turn 1 is paid r1 + r2 and turn 2 still r2 - r1
 #   validation  boost_new greedy, 2 turns, on the 90 MBPP-validation problems at the training token budget: the start
 #               that the in-run checks (eval_every) compare against
 #   self_corrector  Self-Corrector with boost_new as its generator (configs/self_corrector.yaml, the comparison's small
@@ -114,8 +117,10 @@ arm_sets() {  # the --set values of an arm beyond the budget's
                           "eval_at_start=true" ;;
     traj_binary) echo "mode=trajectory gamma=0.5 reward=binary eval_limit=${N_EVAL:-90} eval_every=50 eval_at_start=true" ;;
     per_turn_binary_t0.5) echo "$(arm_sets per_turn_binary) temperature=0.5" ;;
+    per_turn_binary_g2) echo "$(arm_sets per_turn_binary) gamma=2" ;;
     *) echo "unknown arm $1 (last_turn, traj_g0.5, copy_pen, last_turn_copy_pen, per_turn, last_turn_binary," \
-            "last_turn_binary_copy_pen, last_turn_binary_all, per_turn_binary, traj_binary, per_turn_binary_t0.5)" >&2; exit 2 ;;
+            "last_turn_binary_copy_pen, last_turn_binary_all, per_turn_binary, traj_binary, per_turn_binary_t0.5," \
+            "per_turn_binary_g2)" >&2; exit 2 ;;
   esac
 }
 model_of() {  # the checkpoint folder an evaluation reads

@@ -132,17 +132,19 @@ def test_self_correction_queue_runs_each_job_once_in_order(tmp_path):
     assert (out / "curriculum" / "curriculum.json").exists() and (out / "page" / "self_correction.md").exists()
 
 
-def test_self_correction_low_temperature_arm_is_per_turn_binary_sampled_at_half(tmp_path):
-    env = _env(tmp_path, ARMS="per_turn_binary per_turn_binary_t0.5", ARGS=str(tmp_path / "args.txt"))
+def test_self_correction_per_turn_variants_carry_the_arm_settings_and_their_change(tmp_path):
+    env = _env(tmp_path, ARMS="per_turn_binary per_turn_binary_t0.5 per_turn_binary_g2", ARGS=str(tmp_path / "args.txt"))
     res = subprocess.run(["bash", str(ROOT / "scripts" / "self_correction.sh")], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     train = {line.split("--out ")[1].split()[0].rsplit("/", 1)[1]: line
              for line in (tmp_path / "args.txt").read_text().splitlines() if line.startswith("train ") and "/train/" in line}
-    low, base = train["per_turn_binary_t0.5_s0"], train["per_turn_binary_s0"]
-    for s in ("mode=trajectory", "gamma=0.5", "advantage=per-turn", "reward=binary", "eval_every=50"):
-        assert s in low and s in base
-    assert "temperature=0.5" in low and "temperature=0.5" not in base
+    low, g2, base = train["per_turn_binary_t0.5_s0"], train["per_turn_binary_g2_s0"], train["per_turn_binary_s0"]
+    for s in ("mode=trajectory", "advantage=per-turn", "reward=binary", "eval_every=50"):
+        assert s in low and s in base and s in g2
+    assert "temperature=0.5" in low and "temperature=0.5" not in base + g2
+    # the arm's gamma after per_turn_binary's: the last --set wins
+    assert g2.split("gamma=")[-1].split()[0] == "2" and base.split("gamma=")[-1].split()[0] == "0.5"
 
 
 def test_credit_queue_runs_each_job_once_and_evaluates_trained_models(tmp_path):
