@@ -5,7 +5,8 @@ For each trajectory-mode arm: its training batches in 10-step windows from log.j
 then each held-out evaluation of it (the in-run checks on MBPP validation, eval/step_N, and the evaluations under
 eval/ARM*/): acc@1, acc@2, Δi→c, Δc→i, and the share of turn-1 and turn-2 answers that are not Python at all
 (ast.parse fails: the code is parsed, never run) and of turn-1 answers whose def has no parameter list
-(`def name:`, the form the collapse took).
+(`def name:`, the form the collapse took). The accuracies are over the problems whose tests can run here
+(metrics.json's n_problems); the two shares over every answered problem.
 
     python docs/results/self_correction/sandbag.py OUT ARM [ARM ...]   # OUT: the script's folder; ARM e.g. per_turn_binary_s0
 """
@@ -34,7 +35,7 @@ def held_out(folder: Path) -> str:
     bad1 = sum(not parses(r["turns"][0]["code"]) for r in rows)
     bad2 = sum(not parses(r["turns"][1]["code"]) for r in rows)
     bare = sum(bool(NO_PARAMS.search(r["turns"][0]["code"])) for r in rows)
-    return (f"{n:4d} problems  acc@1 {100 * m['acc@1']:5.1f}  acc@2 {100 * m['acc@2']:5.1f}  "
+    return (f"{m['n_problems']:4d} problems ({n} answered)  acc@1 {100 * m['acc@1']:5.1f}  acc@2 {100 * m['acc@2']:5.1f}  "
             f"Δi→c {100 * m['delta_i2c(1,2)']:4.1f}  Δc→i {100 * m['delta_c2i(1,2)']:4.1f}  "
             f"not Python: t1 {100 * bad1 / n:5.1f}% t2 {100 * bad2 / n:5.1f}%  t1 `def name:` {100 * bare / n:5.1f}%")
 
