@@ -90,7 +90,8 @@ class Watchdog:
                 out.append(f"turn 1 gives up its answers: its reward is {now:.3f} over the last {span} steps (it "
                            f"reached {best:.3f}) while turn {T}'s is {gap:+.3f} above it. The accumulated reward with "
                            "gamma < 1 pays a wrong turn 1 that a later turn fixes more than a right one: gamma >= 1 or "
-                           "last-turn mode (turn 1 not trained) removes the incentive, a stronger KL on turn 1 (SCoRe's score_beta1) restrains it")
+                           "last-turn mode (turn 1 not trained) removes the incentive, a stronger KL on turn 1 "
+                           "(SCoRe's score_beta1) restrains it")
         if T >= 2 and len(h) >= w and all(s.get(f"edit_sim(1,{T})", 0) > self.edit_sim_max for s in h[-w:]):
             out.append(f"no revision: edit similarity of turns 1 and {T} above {self.edit_sim_max} for {w} steps")
         copies = [s.get("copy_if_wrong") for s in h[-w:]]
