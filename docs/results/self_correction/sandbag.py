@@ -11,21 +11,15 @@ eval/ARM*/): acc@1, acc@2, Δi→c, Δc→i, and the share of turn-1 and turn-2 
     python docs/results/self_correction/sandbag.py OUT ARM [ARM ...]   # OUT: the script's folder; ARM e.g. per_turn_binary_s0
 """
 
-import ast
 import json
 import re
 import sys
 from pathlib import Path
 
+from cocos.finetune.sft_data import parses
+from cocos.rl.monitor import mean
+
 NO_PARAMS = re.compile(r"^\s*def \w+\s*:", re.M)
-
-
-def parses(code: str) -> bool:
-    try:
-        ast.parse(code)
-        return True
-    except (SyntaxError, ValueError):
-        return False
 
 
 def held_out(folder: Path) -> str:
@@ -49,11 +43,8 @@ for arm in sys.argv[2:]:
         w = [s for s in log if lo <= s["step"] < lo + 10]
         if lo < log[-1]["step"] - 80 or not w:  # the last 80 steps: where a collapse shows
             continue
-
-        def mean(key):
-            return sum(s[key] for s in w) / len(w)
-        print(f"  steps {lo:3d}-{w[-1]['step']:3d}  acc@1 {mean('acc@1'):.3f}  acc@2 {mean('acc@2'):.3f}  "
-              f"Δi→c {mean('delta_i2c'):.3f}  Δc→i {mean('delta_c2i'):.3f}")
+        acc1, acc2, i2c, c2i = (mean(s[k] for s in w) for k in ("acc@1", "acc@2", "delta_i2c", "delta_c2i"))
+        print(f"  steps {lo:3d}-{w[-1]['step']:3d}  acc@1 {acc1:.3f}  acc@2 {acc2:.3f}  Δi→c {i2c:.3f}  Δc→i {c2i:.3f}")
     print(f"{arm}: held out, greedy")
     checks = sorted((run / "eval").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
     for folder in checks:

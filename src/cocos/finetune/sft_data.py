@@ -228,7 +228,7 @@ def own_answers(policy, problems: list[Problem], cfg: SFTRunConfig) -> tuple[dic
             counts["own_correct"] += 1
             if code not in right.setdefault(i, []):
                 right[i].append(code)
-        elif code and code != problems[i].reference.strip() and _parses(code):
+        elif code and code != problems[i].reference.strip() and parses(code):
             counts["own_wrong"] += 1
             if code not in wrong.setdefault(i, []):
                 wrong[i].append(code)
@@ -237,7 +237,8 @@ def own_answers(policy, problems: list[Problem], cfg: SFTRunConfig) -> tuple[dic
     return wrong, right, counts
 
 
-def _parses(code: str) -> bool:
+def parses(code: str) -> bool:
+    """Whether `code` is Python at all (parsed, never run)."""
     try:
         ast.parse(code)
     except (SyntaxError, ValueError):

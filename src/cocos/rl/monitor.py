@@ -85,7 +85,8 @@ class Watchdog:
             span = 2 * w
             r1 = [s["reward@1"] for s in h]
             best = max(mean(r1[i:i + span]) for i in range(len(h) - 2 * span + 1))
-            now, gap = mean(r1[-span:]), mean(s[f"reward@{T}"] for s in h[-span:]) - mean(r1[-span:])
+            now = mean(r1[-span:])
+            gap = mean(s[f"reward@{T}"] for s in h[-span:]) - now
             if now < 0.5 * best and gap > self.sandbag_gap:
                 out.append(f"turn 1 gives up its answers: its reward is {now:.3f} over the last {span} steps (it "
                            f"reached {best:.3f}) while turn {T}'s is {gap:+.3f} above it. The accumulated reward with "
